@@ -1,0 +1,1 @@
+//! quern-dedup (being written).

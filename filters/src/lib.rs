@@ -1,0 +1,1 @@
+//! quern-filters (being written).

@@ -1,0 +1,1 @@
+//! Readers (placeholder; being written).

@@ -1,0 +1,1 @@
+//! quern-labeling (being written).

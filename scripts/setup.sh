@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets up whatever is missing for quern on a fresh machine, and nothing that is already there:
+#   - the mold linker (Debian package), when apt-get is available;
+#   - a virtualenv .venv with PyPI's torch==2.11.0 (libtorch for tch 0.24);
+#   - with --test: the Python peers the tests compare against (pyarrow, duckdb, tokenizers,
+#     transformers, safetensors, numpy).
+# Idempotent: a second run does nothing but check.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+  echo "setup: installing the mold linker"
+  (apt-get install -y -q mold >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mold >/dev/null 2>&1; }) \
+    || echo "setup: mold not available; linking with the default linker"
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.11.0") else 1)' 2>/dev/null; then
+  echo "setup: installing torch==2.11.0 into .venv (about 4 GB, a few minutes)"
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0
+fi
+if [[ $want_test == 1 ]]; then
+  need=()
+  for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers safetensors:safetensors numpy:numpy; do
+    mod=${spec%%:*}; pkg=${spec##*:}
+    .venv/bin/python -c "import $mod" 2>/dev/null || need+=("$pkg")
+  done
+  if (( ${#need[@]} )); then
+    echo "setup: installing test peers: ${need[*]}"
+    .venv/bin/pip install -q --disable-pip-version-check "${need[@]}"
+  fi
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,1 @@
+//! quern-tokenize (being written).
