@@ -108,6 +108,7 @@ DEMO = [
     ("postgresql-docs", 120, 300, 3000, None, None),
     ("git-docs", 50, 300, 4000, None, None),
     ("sqlite-docs", 50, 300, 3000, None, None),
+    ("books", 120, 0, 6000, None, None),
 ]
 
 
@@ -250,6 +251,8 @@ def main():
     elif mode == "full":
         n, size, kept = full(by_source, out, float(sys.argv[4]))
         print(f"{out}: {n} documents, {size / 1e6:.1f} MB\n{summary(kept)}")
+        if size < float(sys.argv[4]) * 1e6:
+            print(f"note: every extracted document is in; add sources to sources.txt for more than {size / 1e6:.0f} MB")
     elif mode == "lang":
         made = lang_set(by_source, out)
         print(f"{out}: {len(made)} languages: " + ", ".join(f"{k}={v}" for k, v in made.items()))

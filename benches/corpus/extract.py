@@ -363,12 +363,56 @@ def decode_header(value):
         return str(value).strip()
 
 
+# ---------------------------------------------------------------- books
+
+KJV_BOOKS = (
+    "Genesis,Exodus,Leviticus,Numbers,Deuteronomy,Joshua,Judges,Ruth,1Samuel,2Samuel,1Kings,"
+    "2Kings,1Chronicles,2Chronicles,Ezra,Nehemiah,Esther,Job,Psalms,Proverbs,Ecclesiastes,"
+    "Song of Solomon,Isaiah,Jeremiah,Lamentations,Ezekiel,Daniel,Hosea,Joel,Amos,Obadiah,Jonah,"
+    "Micah,Nahum,Habakkuk,Zephaniah,Haggai,Zechariah,Malachi,Matthew,Mark,Luke,John,Acts,Romans,"
+    "1Corinthians,2Corinthians,Galatians,Ephesians,Philippians,Colossians,1Thessalonians,"
+    "2Thessalonians,1Timothy,2Timothy,Titus,Philemon,Hebrews,James,1Peter,2Peter,1John,2John,"
+    "3John,Jude,Revelation"
+).split(",")
+
+
+def bible(pkg, root, tool):
+    """The King James Version (public domain), one document per chapter, read from
+    bible-kjv-text's compressed data file with bible-kjv's own reader."""
+    if not os.path.exists(tool):
+        raise SystemExit(f"extract: {tool} is missing: fetch the bible-kjv package too")
+    datadir = os.path.join(root, "usr/lib")
+    for book in KJV_BOOKS:
+        chapter = 1
+        while True:
+            r = subprocess.run(
+                [tool, "-p", datadir, "-f", f"{book}{chapter}:1-999"], capture_output=True, check=True
+            )
+            verses = []
+            for line in r.stdout.decode("utf-8", "replace").splitlines():
+                m = re.match(r"^\S*?(\d+):(\d+) (.*)$", line)
+                if m and int(m.group(1)) == chapter:
+                    verses.append(m.group(3).strip())
+            if not verses:  # past the last chapter the reader repeats the last one
+                break
+            yield {
+                "id": f"book/{pkg}/{book.replace(' ', '_')}/{chapter}",
+                "text": f"{book} {chapter}\n\n" + "\n".join(verses),
+                "source": "books",
+                "package": pkg,
+                "lang": "en",
+            }
+            chapter += 1
+
+
 # ---------------------------------------------------------------- dispatch
 
 
 def extractor(pkg, root):
     if pkg.startswith("manpages") or pkg in ("libssl-doc", "tcl8.6-doc", "tk8.6-doc"):
         return manpages(pkg, root)
+    if pkg == "bible-kjv-text":
+        return bible(pkg, root, os.path.join(os.path.dirname(root), "bible-kjv/usr/bin/bible"))
     if pkg == "base-files":
         return common_licenses(pkg, root)
     if pkg == "licensedcode-data":

@@ -53,6 +53,8 @@ case "$mode" in
     else
       python3 "$here/assemble.py" full "$src" "$out" "$size_mb"
       echo "$size_mb" > "$stamp"
+      # the package files it came from, versions included: the corpus is a function of these
+      (cd "$src/dl" && ls | sort) > "$repo/bench-data/corpus.packages"
     fi
     if [ -n "$(ls "$repo/bench-data/lang/"*.jsonl 2>/dev/null)" ]; then
       echo "$repo/bench-data/lang exists: kept"
