@@ -182,6 +182,7 @@ SCRIPT = {  # languages whose script alone says a lot: share of letters required
     "ar": ("ARABIC",),
     "fa": ("ARABIC",),
 }
+CODE_CHARS = re.compile(r"[/=_{}\[\]<>|@#$%*\\~^`]|^--?\w|\w\(\d")
 EN_WORDS = re.compile(r"\b(the|and|of|to|is|are|with|for|this|that|be|by|which|from)\b", re.I)
 
 
@@ -199,8 +200,15 @@ def clean_paragraph(p, lang):
     Translated man pages and handbooks keep untranslated English paragraphs and
     command lines; those would be mislabelled, so they are left out.
     """
-    letters = sum(1 for c in p if c.isalpha())
-    if letters < 0.6 * len(p):
+    # prose, not a command line, a config file, a synopsis or a list of references:
+    # mostly letters, few tokens with code punctuation, and a sentence end somewhere
+    nonspace = [c for c in p if not c.isspace()]
+    letters = sum(1 for c in nonspace if c.isalpha())
+    if letters < 0.85 * len(nonspace):
+        return False
+    tokens = p.split()
+    codey = sum(1 for t in tokens if CODE_CHARS.search(t))
+    if codey > 0.05 * len(tokens) or not re.search(r"[.!?。．！？۔]", p):
         return False
     if lang in SCRIPT:
         return letters_in(p, SCRIPT[lang]) >= 0.5
