@@ -1,0 +1,279 @@
+//! Finding documents to tokenize or to train a tokenizer on.
+//!
+//! Users point quern at whatever they have: a build or ingest output directory (its
+//! `manifest.json` lists the committed `docs` shards), a directory of Parquet files, a
+//! single Parquet file, or (for tokenizer training) a JSONL file of `{"text": ...}` records.
+//! This module turns those into a list of Parquet shards, or a stream of texts.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use quern_core::error::{Context, IoContext, Place};
+use quern_core::manifest::Manifest;
+use quern_core::shard::list_shards;
+use quern_core::{Error, Result};
+
+/// The Parquet shards of the `docs` table at `path`: a quern output directory (by its
+/// manifest), a directory of Parquet files (or its `docs/` subdirectory), or one file.
+pub fn resolve_docs(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e == "parquet") {
+            return Ok(vec![path.to_path_buf()]);
+        }
+        return Err(Error::bad_input(Place::file(path), "expected a .parquet file or a directory of them"));
+    }
+    if !path.is_dir() {
+        return Err(Error::usage(format!("{} does not exist", path.display())));
+    }
+    if let Some(m) = Manifest::load(path)? {
+        let shards = m.tables().get("docs").cloned().unwrap_or_default();
+        if shards.is_empty() {
+            return Err(Error::usage(format!(
+                "{} is a quern `{}` output without a `docs` table; point at a build or ingest output",
+                path.display(),
+                m.kind
+            )));
+        }
+        return Ok(shards.iter().map(|s| path.join(&s.file)).collect());
+    }
+    let mut shards = list_shards(path)?;
+    if shards.is_empty() {
+        shards = list_shards(&path.join("docs"))?;
+    }
+    if shards.is_empty() {
+        return Err(Error::usage(format!("{} holds no Parquet files (nor does its docs/ directory)", path.display())));
+    }
+    Ok(shards)
+}
+
+/// A column as a UTF-8 string array (casting LargeUtf8 and Utf8View).
+pub fn utf8_column(batch: &RecordBatch, name: &str, path: &Path) -> Result<Option<arrow::array::ArrayRef>> {
+    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+    if col.data_type() == &DataType::Utf8 {
+        return Ok(Some(col.clone()));
+    }
+    match col.data_type() {
+        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => Ok(Some(cast(col, &DataType::Utf8)?)),
+        other => Err(Error::bad_input(Place::file(path), format!("column `{name}` is {other}, not text"))),
+    }
+}
+
+/// Reads a Parquet file's batches, keeping only the named columns it has.
+pub fn read_columns(path: &Path, columns: &[&str], batch_rows: usize) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+    let file = File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
+    let schema = builder.schema().clone();
+    let roots: Vec<usize> =
+        schema.fields().iter().enumerate().filter(|(_, f)| columns.contains(&f.name().as_str())).map(|(i, _)| i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(batch_rows.max(1))
+        .build()
+        .with_context(|| format!("opening {}", path.display()))?;
+    let path = path.to_path_buf();
+    Ok(reader.map(move |b| b.with_context(|| format!("reading {}", path.display()))))
+}
+
+/// The column names of a Parquet file.
+pub fn parquet_columns(path: &Path) -> Result<Vec<String>> {
+    let file = File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
+    Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+}
+
+/// Where texts for tokenizer training come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextSource {
+    /// Parquet shards; when they have a `split` column, only rows of `split` are used.
+    Parquet { shards: Vec<PathBuf>, split: Option<String> },
+    /// A JSONL file of objects with a text field.
+    Jsonl(PathBuf),
+}
+
+impl TextSource {
+    /// Resolves a command-line input: `.jsonl` files are read as JSONL, anything else as docs.
+    pub fn resolve(path: &Path, split: Option<&str>) -> Result<TextSource> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.is_file() && (name.ends_with(".jsonl") || name.ends_with(".ndjson")) {
+            return Ok(TextSource::Jsonl(path.to_path_buf()));
+        }
+        if path.is_file() && (name.ends_with(".gz") || name.ends_with(".zst")) {
+            return Err(Error::bad_input(
+                Place::file(path),
+                "compressed JSONL is read by `quern ingest`; ingest it first, or decompress it",
+            ));
+        }
+        Ok(TextSource::Parquet { shards: resolve_docs(path)?, split: split.map(str::to_string) })
+    }
+}
+
+/// A stream of texts from several sources that records the first error and then stops:
+/// the tokenizer trainer takes a plain iterator, so errors are checked after training with
+/// [`TextStream::error`].
+pub struct TextStream {
+    sources: std::vec::IntoIter<TextSource>,
+    column: String,
+    current: Option<Box<dyn Iterator<Item = Result<Vec<String>>> + Send>>,
+    pending: std::vec::IntoIter<String>,
+    error: Arc<Mutex<Option<Error>>>,
+}
+
+impl TextStream {
+    pub fn new(sources: Vec<TextSource>, column: &str) -> Self {
+        TextStream {
+            sources: sources.into_iter(),
+            column: column.to_string(),
+            current: None,
+            pending: Vec::new().into_iter(),
+            error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A handle on the first error met, to check once the stream has been consumed.
+    pub fn error_slot(&self) -> Arc<Mutex<Option<Error>>> {
+        self.error.clone()
+    }
+
+    fn open(&self, s: TextSource) -> Result<Box<dyn Iterator<Item = Result<Vec<String>>> + Send>> {
+        let column = self.column.clone();
+        match s {
+            TextSource::Jsonl(path) => {
+                let f = File::open(&path).at(&path)?;
+                let mut lines = BufReader::with_capacity(1 << 20, f).lines().enumerate();
+                Ok(Box::new(std::iter::from_fn(move || {
+                    let mut out = Vec::new();
+                    for (i, line) in lines.by_ref() {
+                        let line = match line {
+                            Ok(l) => l,
+                            Err(e) => return Some(Err(Error::io(&path, e))),
+                        };
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let place = || Place::file(&path).with_line(i as u64 + 1);
+                        let v: serde_json::Value = match serde_json::from_str(&line) {
+                            Ok(v) => v,
+                            Err(e) => return Some(Err(Error::bad_input(place(), format!("not JSON: {e}")))),
+                        };
+                        match v.get(&column).and_then(|t| t.as_str()) {
+                            Some(t) => out.push(t.to_string()),
+                            None => return Some(Err(Error::bad_input(place(), format!("no string field `{column}`")))),
+                        }
+                        if out.len() >= 1024 {
+                            break;
+                        }
+                    }
+                    (!out.is_empty()).then_some(Ok(out))
+                })))
+            }
+            TextSource::Parquet { shards, split } => {
+                let mut iters = Vec::new();
+                for shard in shards {
+                    let names = parquet_columns(&shard)?;
+                    if !names.iter().any(|n| *n == column) {
+                        return Err(Error::bad_input(Place::file(&shard), format!("no `{column}` column")));
+                    }
+                    let split_col = split.as_ref().filter(|_| names.iter().any(|n| n == "split")).cloned();
+                    let cols: Vec<&str> = vec![column.as_str(), "split"];
+                    let reader = read_columns(&shard, &cols, 4096)?;
+                    let column = column.clone();
+                    iters.push(reader.map(move |b| -> Result<Vec<String>> {
+                        let b = b?;
+                        let text = utf8_column(&b, &column, &shard)?.expect("projected");
+                        let text = text.as_string::<i32>();
+                        let split_arr = match &split_col {
+                            Some(_) => utf8_column(&b, "split", &shard)?,
+                            None => None,
+                        };
+                        let split_arr = split_arr.as_ref().map(|a| a.as_string::<i32>().clone());
+                        let mut out = Vec::with_capacity(b.num_rows());
+                        for i in 0..b.num_rows() {
+                            if let (Some(want), Some(s)) = (&split_col, &split_arr) {
+                                if s.is_null(i) || s.value(i) != want {
+                                    continue;
+                                }
+                            }
+                            if text.is_valid(i) {
+                                out.push(text.value(i).to_string());
+                            }
+                        }
+                        Ok(out)
+                    }));
+                }
+                Ok(Box::new(iters.into_iter().flatten()))
+            }
+        }
+    }
+}
+
+impl Iterator for TextStream {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(t) = self.pending.next() {
+                return Some(t);
+            }
+            if self.error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                return None;
+            }
+            match self.current.as_mut().and_then(|c| c.next()) {
+                Some(Ok(v)) => self.pending = v.into_iter(),
+                Some(Err(e)) => {
+                    *self.error.lock().expect("not poisoned") = Some(e);
+                    return None;
+                }
+                None => {
+                    let s = self.sources.next()?;
+                    match self.open(s) {
+                        Ok(it) => self.current = Some(it),
+                        Err(e) => {
+                            *self.error.lock().expect("not poisoned") = Some(e);
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_texts_and_errors_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        std::fs::write(&p, "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n{\"body\": 1}\n").unwrap();
+        let s = TextStream::new(vec![TextSource::resolve(&p, None).unwrap()], "text");
+        let err = s.error_slot();
+        let got: Vec<String> = s.collect();
+        assert_eq!(got, Vec::<String>::new(), "the batch with the bad line is not used");
+        let e = err.lock().unwrap().take().unwrap().to_string();
+        assert!(e.contains("a.jsonl:4") && e.contains("no string field `text`"), "{e}");
+        std::fs::write(&p, "{\"text\": \"one\"}\n{\"text\": \"two\"}\n").unwrap();
+        let got: Vec<String> = TextStream::new(vec![TextSource::Jsonl(p.clone())], "text").collect();
+        assert_eq!(got, vec!["one", "two"]);
+    }
+
+    #[test]
+    fn missing_and_foreign_inputs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = resolve_docs(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = resolve_docs(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("holds no Parquet files"), "{e}");
+    }
+}
