@@ -15,4 +15,7 @@ pub enum Command {
     /// Print versions (quern, libtorch, arrow, datafusion, tokenizers), CUDA devices and
     /// CPU threads, and prove the libtorch link works with a small tensor op.
     Doctor(crate::cmd::doctor::Args),
+    /// Read raw corpora (jsonl/.gz/.zst, json, parquet, csv, tsv, text folders) into Parquet
+    /// shards in DIR/docs and DIR/quarantine, with a manifest and per-file accounting.
+    Ingest(crate::cmd::ingest::Args),
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod doctor;
+pub mod ingest;
 
 use std::process::ExitCode;
 
@@ -9,5 +10,6 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::Ingest(a) => ingest::run(a),
     }
 }
