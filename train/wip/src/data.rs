@@ -1,0 +1,421 @@
+//! Where training rows come from.
+//!
+//! The trainer reads fixed-width rows of token ids through the [`BatchSource`] trait, so the
+//! model, optimizer and loop do not depend on how rows are stored and tests can feed rows
+//! from memory. [`ShardRows`] streams the tokenized shards `quern tokenize` writes (packed
+//! `tokens: List<Int32>` of `seq_len + 1` ids per row, and `meta.json`; see
+//! docs/DEVELOPING.md "Tokenized shards") through `quern_tokenize::TokenReader`, which holds
+//! one shuffle window in memory, never the split; it checks every id against the vocabulary
+//! and names the split of a bad one. [`TokenRows`] holds rows in memory (tests, benches).
+//!
+//! Order is deterministic: each epoch visits the rows in an order drawn from `(seed, epoch)`.
+//! The position in that order is a [`DataCursor`], saved in each checkpoint, so a resumed run
+//! reads exactly the rows the uninterrupted run would have.
+
+use std::path::Path;
+
+use quern_core::error::Place;
+use quern_core::shard::{ShardOptions, ShardWriter};
+use quern_core::{Error, Result};
+use quern_tokenize::schema::{token_schema, RowBuilder};
+use quern_tokenize::{Cursor, MetaShard, Objective, ReaderConfig, Row, TokenMeta, TokenReader};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// The position of a [`BatchSource`]: which epoch, and how many rows of it were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataCursor {
+    pub epoch: u64,
+    pub position: u64,
+}
+
+/// A source of fixed-width rows of token ids.
+pub trait BatchSource: Send {
+    /// Ids per row (`seq_len + 1` for packed `clm`/`mlm` rows).
+    fn row_width(&self) -> usize;
+    /// Number of rows in one epoch.
+    fn rows(&self) -> usize;
+    /// The next `n` rows as an int64 tensor `[n, row_width]` on the CPU, wrapping into the
+    /// next epoch when one ends.
+    fn next_rows(&mut self, n: usize) -> Result<Tensor>;
+    /// Where the source is now.
+    fn cursor(&self) -> DataCursor;
+    /// Moves to a position saved earlier.
+    fn seek(&mut self, cursor: DataCursor) -> Result<()>;
+}
+
+/// What the trainer needs from a split's `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitMeta {
+    pub objective: String,
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub rows: u64,
+    pub pad_id: Option<i64>,
+    pub bos_id: Option<i64>,
+    pub eos_id: Option<i64>,
+    pub mask_id: Option<i64>,
+    pub tokenizer_hash: String,
+}
+
+impl From<&TokenMeta> for SplitMeta {
+    fn from(m: &TokenMeta) -> Self {
+        SplitMeta {
+            objective: m.objective.name().to_string(),
+            vocab_size: m.vocab_size as usize,
+            seq_len: m.seq_len as usize,
+            rows: m.rows,
+            pad_id: m.pad_id.map(i64::from),
+            bos_id: m.bos_id.map(i64::from),
+            eos_id: m.eos_id.map(i64::from),
+            mask_id: m.mask_id.map(i64::from),
+            tokenizer_hash: m.tokenizer_hash.clone(),
+        }
+    }
+}
+
+impl SplitMeta {
+    /// Reads `{dir}/meta.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::bad_input(
+                Place::file(dir),
+                "not a directory of tokenized shards (run `quern tokenize` first)",
+            ));
+        }
+        Ok((&TokenMeta::load(dir)?).into())
+    }
+}
+
+/// The packed rows of a tokenized split, streamed in a seeded order.
+pub struct ShardRows {
+    reader: TokenReader,
+    width: usize,
+    vocab: usize,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for ShardRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRows")
+            .field("dir", &self.dir)
+            .field("width", &self.width)
+            .finish()
+    }
+}
+
+impl ShardRows {
+    /// Opens a split directory for rank `rank` of `world_size` (1 process: 0 of 1).
+    pub fn open(
+        dir: &Path,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(Self, SplitMeta)> {
+        let meta = SplitMeta::load(dir)?;
+        let reader = TokenReader::open(
+            dir,
+            ReaderConfig {
+                seed,
+                rank,
+                world_size,
+                ..ReaderConfig::default()
+            },
+        )?;
+        if !reader.meta().objective.is_packed() {
+            return Err(Error::bad_input(
+                Place::file(dir.join("meta.json")),
+                format!(
+                    "holds `{}` rows; clm and mlm train on packed `tokens` rows (tokenize with objective clm or mlm)",
+                    reader.meta().objective
+                ),
+            ));
+        }
+        let rows = ShardRows {
+            reader,
+            width: meta.seq_len + 1,
+            vocab: meta.vocab_size,
+            dir: dir.to_path_buf(),
+        };
+        Ok((rows, meta))
+    }
+}
+
+impl BatchSource for ShardRows {
+    fn row_width(&self) -> usize {
+        self.width
+    }
+    fn rows(&self) -> usize {
+        self.reader.rows_per_epoch() as usize
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        let mut out = Vec::with_capacity(n * self.width);
+        for _ in 0..n {
+            let at = self.reader.cursor();
+            match self.reader.next_row()? {
+                Row::Packed { tokens, .. } => {
+                    if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t as usize >= self.vocab) {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "token id {bad} outside the vocabulary (size {}) in row {} of epoch {}",
+                                self.vocab, at.position, at.epoch
+                            ),
+                        ));
+                    }
+                    out.extend(tokens.iter().map(|&t| t as i64));
+                }
+                _ => return Err(Error::bug("a packed split returned an unpacked row")),
+            }
+        }
+        Ok(Tensor::from_slice(&out).view([n as i64, self.width as i64]))
+    }
+    fn cursor(&self) -> DataCursor {
+        let c = self.reader.cursor();
+        DataCursor {
+            epoch: c.epoch,
+            position: c.position,
+        }
+    }
+    fn seek(&mut self, c: DataCursor) -> Result<()> {
+        self.reader.seek(&Cursor {
+            epoch: c.epoch,
+            position: c.position,
+        })
+    }
+}
+
+/// Writes `rows` (each `seq_len + 1` ids) as a packed tokenized split in `dir`, in the layout
+/// `quern tokenize` writes: for tests, benchmarks and demos that bring their own ids (e.g.
+/// bytes of a text). No `tokenizer.json` is written; `tokenizer_hash` is `tokenizer`.
+pub fn write_packed_split(
+    dir: &Path,
+    rows: &[Vec<i32>],
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    let seq_len = rows.first().map_or(0, |r| r.len().saturating_sub(1));
+    if seq_len == 0 || rows.iter().any(|r| r.len() != seq_len + 1) {
+        return Err(Error::usage(
+            "packed rows must all hold seq_len + 1 >= 2 ids",
+        ));
+    }
+    let mut b = RowBuilder::new(Objective::Clm);
+    for (i, r) in rows.iter().enumerate() {
+        b.push_packed(r, &[format!("row-{i}")], &[0]);
+    }
+    let batch = b.finish()?;
+    let mut w = ShardWriter::new(
+        dir,
+        ".",
+        "part",
+        token_schema(Objective::Clm),
+        ShardOptions::default(),
+    )?;
+    w.write(&batch)?;
+    let shards = w
+        .finish()?
+        .into_iter()
+        .map(|s| MetaShard {
+            file: Path::new(&s.file)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or(s.file),
+            rows: s.rows,
+            xxh3: s.xxh3,
+        })
+        .collect();
+    let [pad_id, bos_id, eos_id, mask_id] = special;
+    let meta = TokenMeta {
+        objective: Objective::Clm,
+        vocab_size: vocab_size as u64,
+        seq_len: seq_len as u64,
+        rows: rows.len() as u64,
+        tokens: (rows.len() * (seq_len + 1)) as u64,
+        documents: rows.len() as u64,
+        tokenizer_hash: tokenizer.to_string(),
+        pad_id,
+        bos_id,
+        eos_id,
+        mask_id,
+        labels: Vec::new(),
+        shards,
+    };
+    meta.save(dir)
+}
+
+/// Rows held in memory, read in a seeded order (for tests and benchmarks).
+#[derive(Debug)]
+pub struct TokenRows {
+    ids: Vec<i32>,
+    width: usize,
+    n: usize,
+    shuffle: bool,
+    seed: u64,
+    order: Vec<u32>,
+    cursor: DataCursor,
+}
+
+impl TokenRows {
+    /// Rows from memory: `ids` holds `ids.len() / width` rows back to back.
+    pub fn from_ids(ids: Vec<i32>, width: usize, shuffle: bool, seed: u64) -> Result<Self> {
+        if width < 2 || ids.is_empty() || ids.len() % width != 0 {
+            return Err(Error::usage(format!(
+                "token rows need a width of at least 2 and a whole number of rows (got {} ids, width {width})",
+                ids.len()
+            )));
+        }
+        let n = ids.len() / width;
+        let mut rows = TokenRows {
+            ids,
+            width,
+            n,
+            shuffle,
+            seed,
+            order: Vec::new(),
+            cursor: DataCursor::default(),
+        };
+        rows.reorder();
+        Ok(rows)
+    }
+
+    fn reorder(&mut self) {
+        self.order = (0..self.n as u32).collect();
+        if self.shuffle {
+            let mut rng =
+                SplitMix64(self.seed ^ self.cursor.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for i in (1..self.n).rev() {
+                let j = (rng.next() % (i as u64 + 1)) as usize;
+                self.order.swap(i, j);
+            }
+        }
+    }
+}
+
+impl BatchSource for TokenRows {
+    fn row_width(&self) -> usize {
+        self.width
+    }
+    fn rows(&self) -> usize {
+        self.n
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        let mut out = Vec::with_capacity(n * self.width);
+        for _ in 0..n {
+            if self.cursor.position as usize >= self.n {
+                self.cursor = DataCursor {
+                    epoch: self.cursor.epoch + 1,
+                    position: 0,
+                };
+                self.reorder();
+            }
+            let r = self.order[self.cursor.position as usize] as usize;
+            out.extend(
+                self.ids[r * self.width..(r + 1) * self.width]
+                    .iter()
+                    .map(|&t| t as i64),
+            );
+            self.cursor.position += 1;
+        }
+        Ok(Tensor::from_slice(&out).view([n as i64, self.width as i64]))
+    }
+    fn cursor(&self) -> DataCursor {
+        self.cursor
+    }
+    fn seek(&mut self, cursor: DataCursor) -> Result<()> {
+        if cursor.position as usize > self.n {
+            return Err(Error::usage(format!(
+                "data cursor (row {} of epoch {}) is past the {} rows: was the data changed?",
+                cursor.position, cursor.epoch, self.n
+            )));
+        }
+        self.cursor = cursor;
+        self.reorder();
+        Ok(())
+    }
+}
+
+/// A small, fast, seedable generator for data order (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_permutations_and_seek_replays() {
+        let ids: Vec<i32> = (0..30).collect();
+        let mut a = TokenRows::from_ids(ids.clone(), 3, true, 5).unwrap();
+        let first: Vec<i64> = Vec::try_from(a.next_rows(10).unwrap().select(1, 0)).unwrap();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).map(|r| r * 3).collect::<Vec<i64>>());
+        assert_ne!(first, sorted, "shuffle on but rows came in order");
+        a.next_rows(4).unwrap();
+        let at = a.cursor();
+        assert_eq!(
+            at,
+            DataCursor {
+                epoch: 1,
+                position: 4
+            }
+        );
+        let next: Vec<i64> = Vec::try_from(a.next_rows(7).unwrap().view([-1])).unwrap();
+        let mut b = TokenRows::from_ids(ids, 3, true, 5).unwrap();
+        b.seek(at).unwrap();
+        let replay: Vec<i64> = Vec::try_from(b.next_rows(7).unwrap().view([-1])).unwrap();
+        assert_eq!(next, replay);
+    }
+
+    #[test]
+    fn shard_rows_stream_a_written_split_and_check_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<Vec<i32>> = (0..20)
+            .map(|r| (0..5).map(|i| (r * 5 + i) % 50).collect())
+            .collect();
+        write_packed_split(dir.path(), &rows, 50, [None, None, None, None], "t").unwrap();
+        let (mut src, meta) = ShardRows::open(dir.path(), 3, 0, 1).unwrap();
+        assert_eq!((meta.seq_len, meta.vocab_size, src.rows()), (4, 50, 20));
+        let all = src.next_rows(20).unwrap();
+        let mut firsts: Vec<i64> = Vec::try_from(all.select(1, 0)).unwrap();
+        firsts.sort();
+        let want: Vec<i64> = rows
+            .iter()
+            .map(|r| r[0] as i64)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            firsts
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            want
+        );
+        let bad = tempfile::tempdir().unwrap();
+        write_packed_split(bad.path(), &rows, 40, [None, None, None, None], "t").unwrap();
+        let (mut src, _) = ShardRows::open(bad.path(), 3, 0, 1).unwrap();
+        let err = src.next_rows(20).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
+    }
+
+    #[test]
+    fn bad_widths_are_refused() {
+        assert!(TokenRows::from_ids(vec![1, 2, 3], 2, false, 0).is_err());
+        assert!(TokenRows::from_ids(vec![], 2, false, 0).is_err());
+    }
+}

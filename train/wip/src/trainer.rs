@@ -1,0 +1,700 @@
+//! The training loop: data → objective → model → loss → AdamW, with evaluation, metrics,
+//! checkpoints and exact resume.
+//!
+//! One optimizer step prepares all `train.grad_accum` micro-batches first, counts their
+//! target tokens, and backpropagates each micro-batch's summed loss divided by that total, so
+//! accumulation gives the gradient of the whole batch. Gradients are unscaled (fp16),
+//! clipped by global norm, and checked: a step whose loss or gradient norm is not finite is
+//! skipped (no update), reported in the metrics, and after `train.max_consecutive_skips` in a
+//! row the run stops with an error that says what to try.
+//!
+//! Determinism: libtorch's generator is seeded from `(seed, step)` before every step, so
+//! masking and dropout depend only on the step; with the data cursor and optimizer state in
+//! the checkpoint, a resumed run on CPU repeats the uninterrupted run's losses exactly.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use quern_core::error::IoContext;
+use quern_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::amp::{self, AutocastGuard, LossScaler};
+use crate::checkpoint::{self, CheckpointState, Loaded};
+use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
+use crate::data::{BatchSource, DataCursor, ShardRows, SplitMeta};
+use crate::model::Transformer;
+use crate::objective::{Clm, Mlm, Objective};
+use crate::optim::{self, AdamW};
+
+/// How [`train_with`] runs, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Show an indicatif progress bar on stderr.
+    pub progress: bool,
+    /// Continue from the newest checkpoint in `out_dir` (start fresh when there is none).
+    pub resume: bool,
+    /// Stop after this step without a final checkpoint, as if the process were killed (for
+    /// tests of resume).
+    pub stop_after: Option<u64>,
+}
+
+/// One logged training step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+    pub tokens_per_s: f64,
+    pub mfu: Option<f64>,
+    pub skipped: bool,
+    pub loss_scale: f64,
+}
+
+/// One evaluation on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLog {
+    pub step: u64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub device: String,
+    pub objective: String,
+    pub parameters: i64,
+    pub model: ModelConfig,
+    /// Step the run started at (non-zero after `--resume`).
+    pub start_step: u64,
+    pub steps: u64,
+    pub tokens_seen: u64,
+    /// Every step's loss, in order.
+    pub losses: Vec<StepLog>,
+    pub evals: Vec<EvalLog>,
+    pub skipped_steps: u64,
+    pub elapsed_s: f64,
+    /// Median tokens/s over the run's steps.
+    pub tokens_per_s: f64,
+    pub mfu: Option<f64>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl TrainReport {
+    /// Mean loss of the first and last `n` logged steps.
+    pub fn loss_drop(&self, n: usize) -> Option<(f64, f64)> {
+        let l: Vec<f64> = self
+            .losses
+            .iter()
+            .filter(|s| !s.skipped)
+            .map(|s| s.loss)
+            .collect();
+        if l.len() < 2 * n || n == 0 {
+            return None;
+        }
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+        Some((mean(&l[..n]), mean(&l[l.len() - n..])))
+    }
+}
+
+/// Trains as `cfg` says: the library entry point behind `quern train` and the demo.
+pub fn train(cfg: &TrainConfig, progress: bool) -> Result<TrainReport> {
+    train_with(
+        cfg,
+        &TrainOptions {
+            progress,
+            ..TrainOptions::default()
+        },
+    )
+}
+
+/// Resolves the device choice against what libtorch can see.
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(Error::bad_config(
+            "train.device",
+            "`cuda` asked for, but libtorch sees no CUDA device (run `quern doctor`); use `auto` or `cpu`",
+        )),
+    }
+}
+
+/// Fills the model's `seq_len` and `vocab_size` from the data and checks they fit it.
+pub fn resolve_model(cfg: &ModelConfig, meta: &SplitMeta) -> Result<ModelConfig> {
+    let mut m = cfg.clone();
+    let seq = m.seq_len.unwrap_or(meta.seq_len);
+    if seq == 0 || seq > meta.seq_len {
+        return Err(Error::bad_config(
+            "model.seq_len",
+            format!(
+                "{seq} does not fit the data's rows (seq_len {} in meta.json)",
+                meta.seq_len
+            ),
+        ));
+    }
+    let vocab = m.vocab_size.unwrap_or(meta.vocab_size.div_ceil(64) * 64);
+    if vocab < meta.vocab_size {
+        return Err(Error::bad_config(
+            "model.vocab_size",
+            format!(
+                "{vocab} is smaller than the tokenizer's vocabulary ({})",
+                meta.vocab_size
+            ),
+        ));
+    }
+    m.seq_len = Some(seq);
+    m.vocab_size = Some(vocab);
+    Ok(m)
+}
+
+/// Builds the objective named in the configuration.
+pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Objective>> {
+    match cfg.train.objective.as_str() {
+        "clm" => Ok(Box::new(Clm)),
+        "mlm" => {
+            let mask_id = meta.mask_id.ok_or_else(|| {
+                Error::bad_config(
+                    "train.objective",
+                    "`mlm` needs a mask token, but the split's meta.json has no mask_id: tokenize with a tokenizer that has one",
+                )
+            })?;
+            Ok(Box::new(Mlm {
+                mask_prob: cfg.train.mask_prob,
+                mask_id,
+                vocab_size: meta.vocab_size as i64,
+                pad_id: meta.pad_id,
+            }))
+        }
+        other => Err(Error::bad_config(
+            "train.objective",
+            format!("unknown objective `{other}`; available: clm, mlm"),
+        )),
+    }
+}
+
+fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut r = crate::data::SplitMix64(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    (r.next() >> 1) as i64
+}
+
+/// The trainer's state: model, optimizer, data and counters.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub model: Transformer,
+    pub optimizer: AdamW,
+    pub objective: Box<dyn Objective>,
+    pub train_data: Box<dyn BatchSource>,
+    pub val_data: Option<Box<dyn BatchSource>>,
+    pub device: Device,
+    pub scaler: LossScaler,
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub consecutive_skips: u64,
+    pub skipped_steps: u64,
+    /// Ids per model row (`seq_len + 1`); source rows are cut to it.
+    width: i64,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("step", &self.step)
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// A fresh trainer: the model is initialised from `cfg.train.seed`. `model_cfg` must be
+    /// resolved (see [`resolve_model`]).
+    pub fn new(
+        cfg: &TrainConfig,
+        model_cfg: &ModelConfig,
+        objective: Box<dyn Objective>,
+        train_data: Box<dyn BatchSource>,
+        val_data: Option<Box<dyn BatchSource>>,
+        device: Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let seq = model_cfg
+            .seq_len
+            .ok_or_else(|| Error::bug("model.seq_len not resolved"))?;
+        if train_data.row_width() < seq + 1 {
+            return Err(Error::bad_config(
+                "model.seq_len",
+                format!("{seq} is longer than the data's rows allow"),
+            ));
+        }
+        if device.is_cuda() {
+            amp::set_tf32(cfg.train.tf32)?;
+        }
+        tch::manual_seed(cfg.train.seed as i64);
+        let model = Transformer::new(model_cfg, device);
+        let optimizer = AdamW::new(&cfg.optim, model.params(), device);
+        let scaler = LossScaler::new(
+            cfg.train.precision,
+            cfg.train.loss_scale,
+            cfg.train.loss_scale_growth_interval,
+        );
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            model,
+            optimizer,
+            objective,
+            train_data,
+            val_data,
+            device,
+            scaler,
+            step: 0,
+            tokens_seen: 0,
+            consecutive_skips: 0,
+            skipped_steps: 0,
+            width: seq as i64 + 1,
+        })
+    }
+
+    fn rows_to_device(&self, rows: Tensor) -> Tensor {
+        let rows = if rows.size()[1] > self.width {
+            rows.narrow(1, 0, self.width)
+        } else {
+            rows
+        };
+        rows.to_device(self.device)
+    }
+
+    /// Zeroes the gradients, then backpropagates the micro-batches `rows` (each `[b,
+    /// seq_len + 1]`) normalised by their total target count, times `scale`. Returns the
+    /// mean loss per target and the target count.
+    pub fn accumulate(&mut self, rows: &[Tensor], scale: f64) -> Result<(f64, i64)> {
+        self.model.params_mut().zero_grad();
+        let prepared: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                self.objective
+                    .prepare(&self.rows_to_device(r.shallow_clone()))
+            })
+            .collect();
+        let total: i64 = prepared.iter().map(|p| p.count).sum();
+        let denom = total.max(1) as f64;
+        let mut loss_sum = Tensor::from(0f32).to_device(self.device);
+        for p in &prepared {
+            let sum = {
+                let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+                self.objective.loss_sum(&self.model, p, true)
+            };
+            loss_sum += sum.detach();
+            (sum * (scale / denom)).backward();
+        }
+        Ok((loss_sum.double_value(&[]) / denom, total))
+    }
+
+    /// One optimizer step on the next batch of training data.
+    pub fn train_step(&mut self) -> Result<StepLog> {
+        let t0 = Instant::now();
+        let t = &self.cfg.train;
+        tch::manual_seed(step_seed(t.seed, self.step));
+        let mut rows = Vec::with_capacity(t.grad_accum);
+        for _ in 0..t.grad_accum {
+            rows.push(self.train_data.next_rows(t.micro_batch)?);
+        }
+        let scale = self.scaler.scale;
+        let (loss, _) = self.accumulate(&rows, scale)?;
+        let grad_norm = optim::unscale_and_clip(
+            self.model.params_mut(),
+            1.0 / scale,
+            self.cfg.optim.grad_clip,
+        );
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        self.scaler.update(finite);
+        let lr = optim::lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
+        if finite {
+            self.optimizer.step(self.model.params_mut(), lr)?;
+            self.consecutive_skips = 0;
+        } else {
+            self.skipped_steps += 1;
+            self.consecutive_skips += 1;
+        }
+        self.model.params_mut().zero_grad();
+        let tokens = (self.cfg.train.grad_accum * self.cfg.train.micro_batch) as u64
+            * (self.width as u64 - 1);
+        self.tokens_seen += tokens;
+        self.step += 1;
+        if self.consecutive_skips >= self.cfg.train.max_consecutive_skips {
+            return Err(Error::usage(format!(
+                "stopping at step {}: {} steps in a row had a non-finite loss or gradient (last loss {loss}, grad norm {grad_norm}). \
+                 Lower optim.lr, raise optim.warmup_steps, keep optim.grad_clip on, or use train.precision = \"bf16\" instead of fp16",
+                self.step, self.consecutive_skips
+            )));
+        }
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let tokens_per_s = tokens as f64 / secs;
+        let peak = self.cfg.train.peak_tflops.or(if self.device.is_cuda() {
+            Some(989.0)
+        } else {
+            None
+        });
+        let mfu =
+            peak.map(|p| tokens_per_s * self.model.flops_per_token(self.width - 1) / (p * 1e12));
+        Ok(StepLog {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens: self.tokens_seen,
+            tokens_per_s,
+            mfu,
+            skipped: !finite,
+            loss_scale: scale,
+        })
+    }
+
+    /// Mean loss per target token and perplexity over the first `train.eval_batches`
+    /// micro-batches of the validation split (always the same rows and, for mlm, masks).
+    pub fn evaluate(&mut self) -> Result<Option<EvalLog>> {
+        let Some(val) = self.val_data.as_mut() else {
+            return Ok(None);
+        };
+        val.seek(DataCursor::default())?;
+        let mb = self.cfg.train.micro_batch;
+        let batches = self
+            .cfg
+            .train
+            .eval_batches
+            .min(val.rows().div_ceil(mb))
+            .max(1);
+        let mut all = Vec::with_capacity(batches);
+        for _ in 0..batches {
+            all.push(val.next_rows(mb)?);
+        }
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(step_seed(self.cfg.train.seed ^ 0xE7A1, 0));
+        let (mut sum, mut count) = (0.0, 0i64);
+        for rows in all {
+            let p = self.objective.prepare(&self.rows_to_device(rows));
+            let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+            sum += self
+                .objective
+                .loss_sum(&self.model, &p, false)
+                .double_value(&[]);
+            count += p.count;
+        }
+        let val_loss = sum / count.max(1) as f64;
+        Ok(Some(EvalLog {
+            step: self.step,
+            val_loss,
+            val_ppl: val_loss.exp(),
+        }))
+    }
+
+    /// The state a checkpoint records.
+    pub fn state(&self) -> CheckpointState {
+        CheckpointState {
+            step: self.step,
+            optimizer_steps: self.optimizer.step,
+            tokens_seen: self.tokens_seen,
+            cursor: self.train_data.cursor(),
+            seed: self.cfg.train.seed,
+            scaler: self.scaler.clone(),
+            consecutive_skips: self.consecutive_skips,
+            skipped_steps: self.skipped_steps,
+            model: self.model.config().clone(),
+            config: self.cfg.clone(),
+            quern_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Writes a checkpoint of the current step.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let opt = self.optimizer.state(self.model.params());
+        checkpoint::save(
+            &self.cfg.out_dir,
+            &self.state(),
+            self.model.params(),
+            &opt,
+            self.cfg.checkpoint.keep,
+        )
+    }
+
+    /// Restores weights, optimizer state, data position and counters from a checkpoint.
+    pub fn restore(&mut self, ck: &Loaded) -> Result<()> {
+        let s = &ck.state;
+        if &s.model != self.model.config() {
+            return Err(Error::bad_config(
+                "model",
+                format!(
+                    "the checkpoint in {} was trained with a different model shape; start a new out_dir or restore the [model] section",
+                    ck.dir.display()
+                ),
+            ));
+        }
+        if s.seed != self.cfg.train.seed {
+            return Err(Error::bad_config(
+                "train.seed",
+                format!(
+                    "the checkpoint used seed {}; resuming with {} would not continue the same run",
+                    s.seed, self.cfg.train.seed
+                ),
+            ));
+        }
+        checkpoint::restore_weights(
+            self.model.params_mut(),
+            &ck.weights,
+            &ck.dir.join("model.safetensors"),
+        )?;
+        let opt_file = ck.dir.join("optimizer.safetensors");
+        let get = |name: &str| Loaded::tensor(&ck.optimizer, &opt_file, name);
+        self.optimizer
+            .load_state(self.model.params(), s.optimizer_steps, &get)?;
+        self.train_data.seek(s.cursor)?;
+        self.step = s.step;
+        self.tokens_seen = s.tokens_seen;
+        self.scaler = s.scaler.clone();
+        self.consecutive_skips = s.consecutive_skips;
+        self.skipped_steps = s.skipped_steps;
+        Ok(())
+    }
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+struct Metrics {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Metrics {
+    /// Opens the log; on resume, first drops lines of steps after `keep_until` (the
+    /// interrupted run's steps that will be repeated).
+    fn open(out_dir: &Path, keep_until: Option<u64>) -> Result<Self> {
+        let path = out_dir.join("metrics.jsonl");
+        match keep_until {
+            Some(step) if path.exists() => {
+                let text = fs::read_to_string(&path).at(&path)?;
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                            .is_some_and(|s| s <= step)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                fs::write(&path, kept).at(&path)?;
+            }
+            Some(_) => {}
+            None => {
+                if path.exists() {
+                    fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        Ok(Metrics { path, file })
+    }
+
+    fn write<T: Serialize>(&mut self, kind: &str, row: &T) -> Result<()> {
+        let mut v = serde_json::to_value(row)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), kind.into());
+        }
+        writeln!(self.file, "{v}").at(&self.path)
+    }
+}
+
+fn open_split(dir: &Path, seed: u64) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
+    let (rows, meta) = ShardRows::open(dir, seed, 0, 1)?;
+    Ok((Box::new(rows), meta))
+}
+
+/// Trains as `cfg` says, with the given options.
+pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
+    cfg.validate()?;
+    let device = resolve_device(cfg.train.device)?;
+    let (train_data, meta) = open_split(&cfg.data.train, cfg.train.seed)?;
+    let val_data = match &cfg.data.val {
+        Some(dir) => {
+            let (v, vmeta) = open_split(dir, cfg.train.seed)?;
+            if vmeta.tokenizer_hash != meta.tokenizer_hash || vmeta.seq_len != meta.seq_len {
+                return Err(Error::bad_config(
+                    "data.val",
+                    format!("{} was tokenized differently from data.train (tokenizer hash or seq_len differ)", dir.display()),
+                ));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let model_cfg = resolve_model(&cfg.model, &meta)?;
+    let objective = make_objective(cfg, &meta)?;
+    let objective_name = objective.name().to_string();
+    fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
+    let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
+    let mut resumed = None;
+    if opts.resume {
+        if let Some(dir) = checkpoint::latest(&cfg.out_dir)? {
+            let ck = checkpoint::load(&dir)?;
+            trainer.restore(&ck)?;
+            resumed = Some(trainer.step);
+        }
+    }
+    let start_step = trainer.step;
+    let mut metrics = Metrics::open(&cfg.out_dir, resumed)?;
+    let bar = if opts.progress {
+        ProgressBar::new(cfg.train.max_steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .map_err(|e| Error::bug(format!("progress template: {e}")))?
+        .progress_chars("=> "),
+    );
+    bar.set_position(trainer.step);
+    let t0 = Instant::now();
+    let mut losses = Vec::new();
+    let mut evals = Vec::new();
+    let mut last_ckpt = None;
+    while trainer.step < cfg.train.max_steps {
+        let log = trainer.train_step()?;
+        bar.set_position(log.step);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s{}{}",
+            log.loss,
+            log.lr,
+            log.tokens_per_s,
+            log.mfu
+                .map(|m| format!(" mfu {:.1}%", 100.0 * m))
+                .unwrap_or_default(),
+            if log.skipped {
+                " (skipped: non-finite)"
+            } else {
+                ""
+            }
+        ));
+        if log.step % cfg.train.log_every == 0 || log.skipped || log.step == cfg.train.max_steps {
+            metrics.write("train", &log)?;
+        }
+        if log.skipped {
+            bar.println(format!(
+                "step {}: non-finite loss or gradient, update skipped",
+                log.step
+            ));
+        }
+        losses.push(log);
+        let step = trainer.step;
+        if cfg.train.eval_every > 0
+            && step % cfg.train.eval_every == 0
+            && step < cfg.train.max_steps
+        {
+            if let Some(e) = trainer.evaluate()? {
+                bar.println(format!(
+                    "step {}: val loss {:.4} ppl {:.2}",
+                    e.step, e.val_loss, e.val_ppl
+                ));
+                metrics.write("eval", &e)?;
+                evals.push(e);
+            }
+        }
+        if cfg.checkpoint.every > 0
+            && step % cfg.checkpoint.every == 0
+            && step < cfg.train.max_steps
+        {
+            last_ckpt = Some(trainer.save_checkpoint()?);
+        }
+        if opts.stop_after == Some(step) {
+            bar.abandon();
+            return Ok(report(
+                &trainer,
+                &objective_name,
+                start_step,
+                losses,
+                evals,
+                t0,
+                last_ckpt,
+            ));
+        }
+    }
+    if let Some(e) = trainer.evaluate()? {
+        bar.println(format!(
+            "step {}: val loss {:.4} ppl {:.2}",
+            e.step, e.val_loss, e.val_ppl
+        ));
+        metrics.write("eval", &e)?;
+        evals.push(e);
+    }
+    if trainer.step > start_step || last_ckpt.is_none() {
+        last_ckpt = Some(trainer.save_checkpoint()?);
+    }
+    bar.finish();
+    let r = report(
+        &trainer,
+        &objective_name,
+        start_step,
+        losses,
+        evals,
+        t0,
+        last_ckpt,
+    );
+    let path = cfg.out_dir.join("report.json");
+    quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    Ok(r)
+}
+
+fn report(
+    t: &Trainer,
+    objective: &str,
+    start_step: u64,
+    losses: Vec<StepLog>,
+    evals: Vec<EvalLog>,
+    t0: Instant,
+    checkpoint: Option<PathBuf>,
+) -> TrainReport {
+    let mut speeds: Vec<f64> = losses.iter().map(|l| l.tokens_per_s).collect();
+    speeds.sort_by(f64::total_cmp);
+    let tokens_per_s = speeds.get(speeds.len() / 2).copied().unwrap_or(0.0);
+    let peak = t.cfg.train.peak_tflops.or(if t.device.is_cuda() {
+        Some(989.0)
+    } else {
+        None
+    });
+    TrainReport {
+        device: format!("{:?}", t.device),
+        objective: objective.to_string(),
+        parameters: t.model.params().numel(),
+        model: t.model.config().clone(),
+        start_step,
+        steps: t.step,
+        tokens_seen: t.tokens_seen,
+        losses,
+        evals,
+        skipped_steps: t.skipped_steps,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        tokens_per_s,
+        mfu: peak.map(|p| tokens_per_s * t.model.flops_per_token(t.width - 1) / (p * 1e12)),
+        checkpoint,
+    }
+}
+
+/// `precision` names for messages.
+pub fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::Fp32 => "fp32",
+        Precision::Bf16 => "bf16",
+        Precision::Fp16 => "fp16",
+    }
+}
