@@ -1,0 +1,324 @@
+//! Gopher repetition filter (Rae et al. 2021, table A1), with datatrove's
+//! `GopherRepetitionFilter` defaults, rule order and reason names.
+//!
+//! Why: repeated lines, paragraphs and n-grams mark boilerplate and spam; the Gopher
+//! thresholds are the common baseline.
+//!
+//! Rules, in order: duplicate paragraphs (split on `\n{2,}` of the stripped text) above
+//! `dup_para_frac` of paragraphs (`dup_para_frac`) or `dup_para_char_frac` of characters
+//! (`dup_para_char_frac`); duplicate lines (split on `\n+`) likewise (`dup_line_frac`,
+//! `dup_line_char_frac`); for each `(n, frac)` in `top_n_grams`, the characters of the most
+//! frequent word n-gram (space-joined length × count) above `frac` of the text
+//! (`top_{n}_gram`); for each `(n, frac)` in `dup_n_grams`, characters in repeated
+//! non-overlapping n-grams above `frac` (`duplicated_{n}_n_grams`). Fractions of 0 disable.
+//!
+//! Signals: `gopher_rep_dup_para_frac`, `gopher_rep_dup_para_char_frac`,
+//! `gopher_rep_dup_line_frac`, `gopher_rep_dup_line_char_frac`, and
+//! `gopher_rep_top_{2,3,4}_gram`, `gopher_rep_dup_{5..10}_gram` for the default n's.
+//!
+//! ```toml
+//! [[stages]]
+//! type = "gopher_repetition"
+//! top_n_grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
+//! ```
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::kernel::{DocKernel, Outcome};
+use crate::text::{char_len, py_strip};
+use crate::words::{FxBuild, WordTokenizer};
+
+/// Configuration. Every field defaults to datatrove's value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GopherRepetitionConfig {
+    /// Text column. Default `"text"`.
+    pub column: String,
+    /// Drop failing documents. Default `true`.
+    pub drop: bool,
+    /// Default 0.3.
+    pub dup_line_frac: f64,
+    /// Default 0.3.
+    pub dup_para_frac: f64,
+    /// Default 0.2.
+    pub dup_line_char_frac: f64,
+    /// Default 0.2.
+    pub dup_para_char_frac: f64,
+    /// `(n, max_fraction)` pairs. Default `[[2, 0.2], [3, 0.18], [4, 0.16]]`.
+    pub top_n_grams: Vec<(usize, f64)>,
+    /// `(n, max_fraction)` pairs. Default `[[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.1]]`.
+    pub dup_n_grams: Vec<(usize, f64)>,
+}
+
+impl Default for GopherRepetitionConfig {
+    fn default() -> Self {
+        GopherRepetitionConfig {
+            column: "text".into(),
+            drop: true,
+            dup_line_frac: 0.3,
+            dup_para_frac: 0.3,
+            dup_line_char_frac: 0.2,
+            dup_para_char_frac: 0.2,
+            top_n_grams: vec![(2, 0.2), (3, 0.18), (4, 0.16)],
+            dup_n_grams: vec![(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)],
+        }
+    }
+}
+
+/// The Gopher repetition kernel.
+pub struct GopherRepetition {
+    cfg: GopherRepetitionConfig,
+    signals: Vec<&'static str>,
+    top_reasons: Vec<String>,
+    dup_reasons: Vec<String>,
+}
+
+impl GopherRepetition {
+    pub fn new(cfg: GopherRepetitionConfig) -> Self {
+        let mut signals: Vec<&'static str> = vec![
+            "gopher_rep_dup_para_frac",
+            "gopher_rep_dup_para_char_frac",
+            "gopher_rep_dup_line_frac",
+            "gopher_rep_dup_line_char_frac",
+        ];
+        // Column names are built once per stage; leaking a few short strings keeps the
+        // signal list `&'static str` like every other kernel's.
+        for (n, _) in &cfg.top_n_grams {
+            signals.push(Box::leak(format!("gopher_rep_top_{n}_gram").into_boxed_str()));
+        }
+        for (n, _) in &cfg.dup_n_grams {
+            signals.push(Box::leak(format!("gopher_rep_dup_{n}_gram").into_boxed_str()));
+        }
+        let top_reasons = cfg.top_n_grams.iter().map(|(n, _)| format!("top_{n}_gram")).collect();
+        let dup_reasons = cfg.dup_n_grams.iter().map(|(n, _)| format!("duplicated_{n}_n_grams")).collect();
+        GopherRepetition { cfg, signals, top_reasons, dup_reasons }
+    }
+}
+
+/// Per-worker buffers.
+#[derive(Default)]
+pub struct Scratch {
+    words: Vec<&'static str>,
+    /// Words joined by spaces, and where each word starts in it (plus the end).
+    spaced: String,
+    spaced_at: Vec<usize>,
+    /// Words concatenated, and offsets.
+    cat: String,
+    cat_at: Vec<usize>,
+    /// Cumulative character counts of the words.
+    chars_at: Vec<usize>,
+}
+
+/// `find_duplicates`: (number of repeated elements, characters in them).
+pub(crate) fn find_duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
+    let mut seen: HashSet<&str, FxBuild> = HashSet::default();
+    let (mut n, mut chars) = (0, 0);
+    for it in items {
+        if !seen.insert(it) {
+            n += 1;
+            chars += char_len(it);
+        }
+    }
+    (n, chars)
+}
+
+fn div(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        f64::NAN
+    } else {
+        a / b
+    }
+}
+
+/// Splits on runs of at least `min` newlines (`re.split("\n{min,}")`).
+fn split_newline_runs(text: &str, min: usize) -> impl Iterator<Item = &str> {
+    let b = text.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\n' {
+            let mut j = i;
+            while j < b.len() && b[j] == b'\n' {
+                j += 1;
+            }
+            if j - i >= min {
+                parts.push(&text[start..i]);
+                start = j;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter()
+}
+
+impl DocKernel for GopherRepetition {
+    type Scratch = Scratch;
+    fn signals(&self) -> &[&'static str] {
+        &self.signals
+    }
+    fn eval(&self, text: &str, sc: &mut Scratch, s: &mut [f64]) -> Outcome {
+        let c = &self.cfg;
+        let text_len = char_len(text) as f64;
+        let on = |t: f64| t != 0.0;
+
+        let stripped = py_strip(text);
+        let n_paras = split_newline_runs(stripped, 2).count();
+        let (pd, pc) = find_duplicates(split_newline_runs(stripped, 2));
+        s[0] = div(pd as f64, n_paras as f64);
+        s[1] = div(pc as f64, text_len);
+        let n_lines = split_newline_runs(text, 1).count();
+        let (ld, lc) = find_duplicates(split_newline_runs(text, 1));
+        s[2] = div(ld as f64, n_lines as f64);
+        s[3] = div(lc as f64, text_len);
+
+        let mut words: Vec<&str> = std::mem::take(&mut sc.words);
+        words.clear();
+        WordTokenizer::get().words(text, &mut words);
+        sc.spaced.clear();
+        sc.spaced_at.clear();
+        sc.cat.clear();
+        sc.cat_at.clear();
+        sc.chars_at.clear();
+        let mut chars = 0;
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                sc.spaced.push(' ');
+            }
+            sc.spaced_at.push(sc.spaced.len());
+            sc.spaced.push_str(w);
+            sc.cat_at.push(sc.cat.len());
+            sc.cat.push_str(w);
+            sc.chars_at.push(chars);
+            chars += char_len(w);
+        }
+        sc.spaced_at.push(sc.spaced.len() + 1);
+        sc.cat_at.push(sc.cat.len());
+        sc.chars_at.push(chars);
+        let nw = words.len();
+        words.clear();
+        sc.words = words.into_iter().map(|_| "").collect();
+
+        let base = 4;
+        for (k, (n, _)) in c.top_n_grams.iter().enumerate() {
+            let n = *n;
+            if n == 0 || nw < n {
+                continue;
+            }
+            // Counter.most_common(1): the highest count, first seen among ties.
+            let mut counts: HashMap<&str, (u32, u32), FxBuild> = HashMap::default();
+            for i in 0..=nw - n {
+                let g = &sc.spaced[sc.spaced_at[i]..sc.spaced_at[i + n] - 1];
+                let e = counts.entry(g).or_insert((0, i as u32));
+                e.0 += 1;
+            }
+            let (best_i, best_count) = counts
+                .values()
+                .map(|(cnt, first)| (*first, *cnt))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .unwrap_or((0, 0));
+            let bi = best_i as usize;
+            let len = sc.chars_at[bi + n] - sc.chars_at[bi] + (n - 1);
+            s[base + k] = div((len * best_count as usize) as f64, text_len);
+        }
+        let base = 4 + c.top_n_grams.len();
+        let mut seen: HashSet<&str, FxBuild> = HashSet::default();
+        for (k, (n, _)) in c.dup_n_grams.iter().enumerate() {
+            let n = *n;
+            seen.clear();
+            let mut repeated = 0usize;
+            let mut idx = 0usize;
+            while n > 0 && idx + n <= nw {
+                let g = &sc.cat[sc.cat_at[idx]..sc.cat_at[idx + n]];
+                if seen.contains(g) {
+                    repeated += sc.chars_at[idx + n] - sc.chars_at[idx];
+                    idx += n;
+                } else {
+                    seen.insert(g);
+                    idx += 1;
+                }
+            }
+            s[base + k] = div(repeated as f64, text_len);
+        }
+
+        if on(c.dup_para_frac) && s[0] > c.dup_para_frac {
+            return Outcome::reject("dup_para_frac");
+        }
+        if on(c.dup_para_char_frac) && s[1] > c.dup_para_char_frac {
+            return Outcome::reject("dup_para_char_frac");
+        }
+        if on(c.dup_line_frac) && s[2] > c.dup_line_frac {
+            return Outcome::reject("dup_line_frac");
+        }
+        if on(c.dup_line_char_frac) && s[3] > c.dup_line_char_frac {
+            return Outcome::reject("dup_line_char_frac");
+        }
+        for (k, (_, frac)) in c.top_n_grams.iter().enumerate() {
+            if s[4 + k] > *frac {
+                return Outcome::reject(self.top_reasons[k].clone());
+            }
+        }
+        for (k, (_, frac)) in c.dup_n_grams.iter().enumerate() {
+            if s[base + k] > *frac {
+                return Outcome::reject(self.dup_reasons[k].clone());
+            }
+        }
+        Outcome::keep()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (Option<String>, Vec<f64>) {
+        let k = GopherRepetition::new(GopherRepetitionConfig::default());
+        let mut s = vec![f64::NAN; k.signals().len()];
+        let r = k.eval(text, &mut Scratch::default(), &mut s).reason.map(|r| r.into_owned());
+        (r, s)
+    }
+
+    const PROSE: &str = "The river runs through the old town, past the mill and the church.\n\
+        Farmers bring their goods to the market every Tuesday morning.\n\
+        In winter the lake freezes and children skate on it until dark.\n\
+        A new bridge was opened last year after a long debate in the council.";
+
+    #[test]
+    fn table() {
+        let dup_para = "Same paragraph here.\n\nSame paragraph here.\n\nSame paragraph here.\n\nOther one.";
+        let dup_line = format!("{PROSE}\nclick here\nclick here\nclick here\nclick here\nclick here\nclick here");
+        let top2 = format!("{PROSE} {}", "buy now ".repeat(40));
+        let cases: Vec<(&str, Option<&str>)> = vec![
+            (PROSE, None),
+            (dup_para, Some("dup_para_frac")),
+            (dup_line.as_str(), Some("dup_line_frac")),
+            (top2.as_str(), Some("top_2_gram")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(run(text).0.as_deref(), want, "{text:.60}");
+        }
+    }
+
+    #[test]
+    fn all_duplicate_skips_like_datatrove() {
+        // words: a b c d e a b c d e -> the 5-gram "abcde" repeats once: 5 chars of 19.
+        let (_, s) = run("a b c d e a b c d e");
+        let i = 4 + 3; // first dup n-gram slot (n = 5)
+        assert!((s[i] - 5.0 / 19.0).abs() < 1e-12, "{}", s[i]);
+        // top 2-gram: "a b" twice = 3 chars * 2 = 6 of 19
+        assert!((s[4] - 6.0 / 19.0).abs() < 1e-12, "{}", s[4]);
+    }
+
+    #[test]
+    fn newline_runs_split_like_re() {
+        let v: Vec<&str> = split_newline_runs("a\nb\n\n\nc", 2).collect();
+        assert_eq!(v, vec!["a\nb", "c"]);
+        let v: Vec<&str> = split_newline_runs("\na\n", 1).collect();
+        assert_eq!(v, vec!["", "a", ""]);
+    }
+}
