@@ -1,0 +1,241 @@
+//! `quern label` and the labeling stages inside `quern build`, on the real SpamAssassin
+//! fixture (`tests/data/labeling/spam_ham.jsonl`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::{Array, StringArray};
+use arrow::record_batch::RecordBatch;
+
+use crate::common::*;
+
+fn strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name(col)
+                .unwrap_or_else(|| panic!("no column `{col}`"))
+                .clone();
+            let a = arrow::compute::cast(&a, &arrow::datatypes::DataType::Utf8).unwrap();
+            let a = a.as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..a.len())
+                .map(move |i| (!a.is_null(i)).then(|| a.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn train_model(dir: &Path) -> (std::path::PathBuf, serde_json::Value) {
+    let model = dir.join("models/spam.qcls");
+    let out = run_ok(
+        quern()
+            .args([
+                "label",
+                "train",
+                "--label-field",
+                "label",
+                "--threads",
+                "1",
+                "--epochs",
+                "15",
+                "--dim",
+                "32",
+            ])
+            .args(["--valid-frac", "0.25", "--json", "--data"])
+            .arg(fixture("labeling/spam_ham.jsonl"))
+            .arg("--out")
+            .arg(&model),
+    );
+    (
+        model,
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON"),
+    )
+}
+
+#[test]
+fn label_train_reports_held_out_scores_and_eval_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, report) = train_model(dir.path());
+    let ho = &report["held_out"];
+    let acc = ho["accuracy"].as_f64().unwrap();
+    let n = ho["examples"].as_u64().unwrap();
+    assert!(n >= 40, "a quarter of 300 held out: {report}");
+    assert!(acc >= 0.85, "held-out accuracy {acc}: {report}");
+    assert!(ho["macro_f1"].as_f64().unwrap() >= 0.85, "{report}");
+    assert_eq!(report["labels"], serde_json::json!(["ham", "spam"]));
+    // Deterministic with one thread: a second run writes the same bytes.
+    let again = dir.path().join("again.qcls");
+    run_ok(
+        quern()
+            .args([
+                "label",
+                "train",
+                "--label-field",
+                "label",
+                "--threads",
+                "1",
+                "--epochs",
+                "15",
+                "--dim",
+                "32",
+                "--valid-frac",
+                "0.25",
+            ])
+            .arg("--data")
+            .arg(fixture("labeling/spam_ham.jsonl"))
+            .arg("--out")
+            .arg(&again),
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // eval on the whole fixture prints the matrix.
+    let out = run_ok(
+        quern()
+            .args(["label", "eval", "--label-field", "label", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(fixture("labeling/spam_ham.jsonl")),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("accuracy") && text.contains("macro-F1") && text.contains("confusion"),
+        "{text}"
+    );
+    // A missing label field is an error naming the file, the line and the field.
+    let err = run_err(
+        quern()
+            .args(["label", "train", "--label-field", "category", "--data"])
+            .arg(fixture("labeling/spam_ham.jsonl"))
+            .arg("--out")
+            .arg(dir.path().join("x.qcls")),
+    );
+    assert!(
+        err.contains("spam_ham.jsonl:1") && err.contains("category"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_labels_decontaminates_and_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = train_model(dir.path());
+    // Three "benchmark" items cut from fixture messages: those messages are contaminated.
+    let docs: Vec<serde_json::Value> = std::fs::read_to_string(fixture("labeling/spam_ham.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let long: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["text"].as_str().unwrap().split_whitespace().count() > 60)
+        .collect();
+    let mut planted = Vec::new();
+    let mut items = String::new();
+    for d in long.iter().step_by(37).take(3) {
+        let words: Vec<&str> = d["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .skip(20)
+            .take(25)
+            .collect();
+        items.push_str(&serde_json::json!({"text": words.join(" ")}).to_string());
+        items.push('\n');
+        planted.push(d["id"].as_str().unwrap().to_string());
+    }
+    std::fs::write(dir.path().join("bench.jsonl"), items).unwrap();
+    std::fs::write(dir.path().join("lexicon.txt"), "free\nmoney\nclick here\n").unwrap();
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(fixture("labeling/spam_ham.jsonl"), input.join("mail.jsonl")).unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+[input]
+paths = ["input"]
+id_field = "id"
+
+[output]
+dir = "out"
+
+[[stages]]
+type = "decontaminate"
+action = "drop"
+[[stages.eval_sets]]
+path = "{bench}"
+
+[[stages]]
+type = "rules"
+name = "topic"
+default_label = "other"
+[[stages.labels]]
+name = "tech"
+keywords = ["linux", "perl", "python", "kernel", "rpm", "debian"]
+
+[[stages]]
+type = "lexicon"
+name = "promo"
+path = "{lexicon}"
+
+[[stages]]
+type = "classifier"
+name = "spam"
+model = "{model}"
+
+[[stages]]
+type = "split"
+stratify_by = "spam_label"
+"#,
+            bench = dir.path().join("bench.jsonl").display(),
+            lexicon = dir.path().join("lexicon.txt").display(),
+            model = model.display(),
+        ),
+    )
+    .unwrap();
+    run_ok(quern().arg("build").arg(&pipeline));
+    let out = dir.path().join("out");
+    let kept = quern_core::shard::read_table(&out.join("docs")).unwrap();
+    let rejected = quern_core::shard::read_table(&out.join("rejected")).unwrap();
+    let kept_n: usize = kept.iter().map(|b| b.num_rows()).sum();
+    let rej_n: usize = rejected.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(kept_n + rej_n, docs.len());
+    // Exactly the planted documents were dropped as contaminated, with the set named.
+    let mut rej_ids: Vec<String> = strings(&rejected, "id").into_iter().flatten().collect();
+    rej_ids.sort();
+    planted.sort();
+    assert_eq!(rej_ids, planted);
+    assert!(strings(&rejected, "reason")
+        .iter()
+        .all(|r| r.as_deref() == Some("contaminated")));
+    assert!(strings(&rejected, "details")
+        .iter()
+        .all(|d| d.as_deref().unwrap_or("").contains("bench")));
+    // Every kept document is labelled and split; the classifier agrees with the gold label
+    // on most of the (mostly training) data.
+    let gold: HashMap<&str, &str> = docs
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["label"].as_str().unwrap()))
+        .collect();
+    let ids = strings(&kept, "id");
+    let pred = strings(&kept, "spam_label");
+    let agree = ids
+        .iter()
+        .zip(&pred)
+        .filter(|(i, p)| gold[i.as_deref().unwrap()] == p.as_deref().unwrap())
+        .count();
+    assert!(agree as f64 / kept_n as f64 > 0.9, "{agree} of {kept_n}");
+    let splits = strings(&kept, "split");
+    for s in ["train", "val", "test"] {
+        assert!(
+            splits.iter().any(|x| x.as_deref() == Some(s)),
+            "no {s} rows"
+        );
+    }
+    assert!(strings(&kept, "topic").iter().all(Option::is_some));
+    assert!(strings(&kept, "promo_score").iter().all(Option::is_some));
+}
