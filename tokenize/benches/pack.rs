@@ -16,14 +16,23 @@ fn texts() -> Vec<String> {
         .expect("fixture")
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["text"].as_str().expect("text").to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
         .collect()
 }
 
 fn bench(c: &mut Criterion) {
     let texts = texts();
     let bytes: usize = texts.iter().map(String::len).sum();
-    let tok = train_tokenizer(&TrainTokenizerConfig::default().with_vocab_size(4000), texts.iter().cloned()).expect("train");
+    let tok = train_tokenizer(
+        &TrainTokenizerConfig::default().with_vocab_size(4000),
+        texts.iter().cloned(),
+    )
+    .expect("train");
     let encoded: Vec<Vec<i32>> = tok
         .encode_batch_fast(texts.iter().map(String::as_str).collect(), false)
         .expect("encode")
@@ -36,7 +45,11 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("encode_batch_fast", |b| {
-        b.iter(|| tok.encode_batch_fast(texts.iter().map(String::as_str).collect(), false).expect("encode").len())
+        b.iter(|| {
+            tok.encode_batch_fast(texts.iter().map(String::as_str).collect(), false)
+                .expect("encode")
+                .len()
+        })
     });
     g.throughput(Throughput::Elements(ids as u64));
     g.bench_function("pack_1024_and_build_batch", |b| {

@@ -45,7 +45,9 @@ use crate::input::{parquet_columns, read_columns, utf8_column, TextSource, TextS
 use crate::meta::{MetaShard, Objective, TokenMeta, TOKENIZER_JSON};
 use crate::pack::{Packer, Tail};
 use crate::schema::{token_schema, RowBuilder};
-use crate::tokenizer::{load_tokenizer, save_tokenizer, train_tokenizer, SpecialIds, SpecialNames, TrainTokenizerConfig};
+use crate::tokenizer::{
+    load_tokenizer, save_tokenizer, train_tokenizer, SpecialIds, SpecialNames, TrainTokenizerConfig,
+};
 
 /// Manifest kind of a tokenize output.
 pub const KIND: &str = "tokenize";
@@ -152,14 +154,25 @@ impl TokenizeConfig {
     /// Refuses a configuration that cannot work, before any data is read.
     pub fn check(&self) -> Result<()> {
         match (&self.tokenizer, &self.train_tokenizer) {
-            (None, None) => return Err(Error::bad_config("tokenizer", "give a tokenizer.json path, or a train_tokenizer table")),
+            (None, None) => {
+                return Err(Error::bad_config(
+                    "tokenizer",
+                    "give a tokenizer.json path, or a train_tokenizer table",
+                ))
+            }
             (Some(_), Some(_)) => {
-                return Err(Error::bad_config("train_tokenizer", "give either tokenizer or train_tokenizer, not both"))
+                return Err(Error::bad_config(
+                    "train_tokenizer",
+                    "give either tokenizer or train_tokenizer, not both",
+                ))
             }
             _ => {}
         }
         if self.seq_len < 2 {
-            return Err(Error::bad_config("seq_len", format!("{} is too short; use at least 2", self.seq_len)));
+            return Err(Error::bad_config(
+                "seq_len",
+                format!("{} is too short; use at least 2", self.seq_len),
+            ));
         }
         if self.seq_len > i32::MAX as usize / 2 {
             return Err(Error::bad_config("seq_len", "is too large"));
@@ -184,7 +197,10 @@ impl TokenizeConfig {
     /// the text after it.
     fn template_parts(&self) -> (String, String) {
         let r = self.chat_template.find("{response}").expect("checked");
-        (self.chat_template[..r].to_string(), self.chat_template[r + "{response}".len()..].to_string())
+        (
+            self.chat_template[..r].to_string(),
+            self.chat_template[r + "{response}".len()..].to_string(),
+        )
     }
 }
 
@@ -247,12 +263,21 @@ struct UnitStats {
 const UNITS_DIR: &str = ".units";
 
 /// Tokenizes `docs_shards` into `out` (see the module docs). The pipeline runner's entry point.
-pub fn tokenize_corpus(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeConfig) -> Result<TokenizeReport> {
+pub fn tokenize_corpus(
+    docs_shards: &[PathBuf],
+    out: &Path,
+    cfg: &TokenizeConfig,
+) -> Result<TokenizeReport> {
     tokenize_corpus_with(docs_shards, out, cfg, &RunOptions::default())
 }
 
 /// [`tokenize_corpus`] with run options.
-pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeConfig, opts: &RunOptions) -> Result<TokenizeReport> {
+pub fn tokenize_corpus_with(
+    docs_shards: &[PathBuf],
+    out: &Path,
+    cfg: &TokenizeConfig,
+    opts: &RunOptions,
+) -> Result<TokenizeReport> {
     let started = Instant::now();
     cfg.check()?;
     if docs_shards.is_empty() {
@@ -283,7 +308,10 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
         None => {
             let tcfg = cfg.train_tokenizer.clone().expect("checked");
             let has_split = parquet_columns(&docs_shards[0])?.contains(&cfg.split_column);
-            let src = TextSource::Parquet { shards: docs_shards.to_vec(), split: has_split.then(|| "train".to_string()) };
+            let src = TextSource::Parquet {
+                shards: docs_shards.to_vec(),
+                split: has_split.then(|| "train".to_string()),
+            };
             let stream = TextStream::new(vec![src], &cfg.text_column);
             let err = stream.error_slot();
             let tok = train_tokenizer(&tcfg, stream)?;
@@ -303,14 +331,31 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
         ));
     }
     if cfg.add_bos && specials.bos.is_none() {
-        return Err(Error::bad_config("add_bos", "the tokenizer has no beginning-of-text token; name it with special_tokens.bos"));
+        return Err(Error::bad_config(
+            "add_bos",
+            "the tokenizer has no beginning-of-text token; name it with special_tokens.bos",
+        ));
     }
 
-    let labels = if cfg.objective == Objective::Cls { collect_labels(docs_shards, cfg)? } else { Vec::new() };
-    let ctx = UnitCtx { cfg, tok: &tok, specials, labels: &labels, out };
+    let labels = if cfg.objective == Objective::Cls {
+        collect_labels(docs_shards, cfg)?
+    } else {
+        Vec::new()
+    };
+    let ctx = UnitCtx {
+        cfg,
+        tok: &tok,
+        specials,
+        labels: &labels,
+        out,
+    };
 
     let units_dir = out.join(UNITS_DIR);
-    let mut report = TokenizeReport { tokenizer_hash: tokenizer_hash.clone(), vocab_size: tok.get_vocab_size(true) as u64, ..Default::default() };
+    let mut report = TokenizeReport {
+        tokenizer_hash: tokenizer_hash.clone(),
+        vocab_size: tok.get_vocab_size(true) as u64,
+        ..Default::default()
+    };
     for (i, shard) in docs_shards.iter().enumerate() {
         let key = format!("{i:06}");
         if manifest.units.contains_key(&key) && units_dir.join(format!("{key}.json")).exists() {
@@ -318,14 +363,23 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
             continue;
         }
         let t0 = Instant::now();
-        let (record, stats) = ctx.run_unit(i, shard).with_context(|| format!("tokenizing {}", shard.display()))?;
-        write_atomic(&units_dir.join(format!("{key}.json")), &serde_json::to_vec(&stats)?)?;
+        let (record, stats) = ctx
+            .run_unit(i, shard)
+            .with_context(|| format!("tokenizing {}", shard.display()))?;
+        write_atomic(
+            &units_dir.join(format!("{key}.json")),
+            &serde_json::to_vec(&stats)?,
+        )?;
         report.text_bytes += stats.text_bytes;
         manifest.units.insert(key, record);
         manifest.save(out)?;
         if opts.verbose {
             let mb = stats.text_bytes as f64 / 1e6;
-            eprintln!("tokenize: {} ({mb:.1} MB of text, {:.1} MB/s)", shard.display(), mb / t0.elapsed().as_secs_f64().max(1e-9));
+            eprintln!(
+                "tokenize: {} ({mb:.1} MB of text, {:.1} MB/s)",
+                shard.display(),
+                mb / t0.elapsed().as_secs_f64().max(1e-9)
+            );
         }
     }
 
@@ -334,8 +388,12 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
     for key in manifest.units.keys() {
         let p = units_dir.join(format!("{key}.json"));
         let text = std::fs::read(&p).at(&p)?;
-        let u: UnitStats = serde_json::from_slice(&text)
-            .map_err(|e| Error::bad_input(Place::file(&p), format!("damaged unit record ({e}); rerun with --force")))?;
+        let u: UnitStats = serde_json::from_slice(&text).map_err(|e| {
+            Error::bad_input(
+                Place::file(&p),
+                format!("damaged unit record ({e}); rerun with --force"),
+            )
+        })?;
         for (s, st) in u.splits {
             splits.entry(s).or_default().add(&st);
         }
@@ -351,7 +409,11 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
         let shards: Vec<MetaShard> = token_shards
             .iter()
             .filter_map(|s| {
-                s.file.strip_prefix(&prefix).map(|f| MetaShard { file: f.to_string(), rows: s.rows, xxh3: s.xxh3.clone() })
+                s.file.strip_prefix(&prefix).map(|f| MetaShard {
+                    file: f.to_string(),
+                    rows: s.rows,
+                    xxh3: s.xxh3.clone(),
+                })
             })
             .collect();
         TokenMeta {
@@ -374,7 +436,10 @@ pub fn tokenize_corpus_with(docs_shards: &[PathBuf], out: &Path, cfg: &TokenizeC
 
     // Accounting: every document kept or rejected.
     let mut acc = Accounting::default();
-    let mut stage = StageCounts { stage: STAGE.into(), ..Default::default() };
+    let mut stage = StageCounts {
+        stage: STAGE.into(),
+        ..Default::default()
+    };
     for u in manifest.units.values() {
         acc.files.extend(u.files.iter().cloned());
         for s in &u.stages {
@@ -405,9 +470,18 @@ fn collect_labels(shards: &[PathBuf], cfg: &TokenizeConfig) -> Result<Vec<String
         for b in read_columns(shard, &[cfg.label_column.as_str()], 8192)? {
             let b = b?;
             let Some(col) = b.column_by_name(&cfg.label_column) else {
-                return Err(Error::bad_input(Place::file(shard), format!("no `{}` column for the cls labels", cfg.label_column)));
+                return Err(Error::bad_input(
+                    Place::file(shard),
+                    format!("no `{}` column for the cls labels", cfg.label_column),
+                ));
             };
-            if !matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)) {
+            if !matches!(
+                col.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Dictionary(_, _)
+            ) {
                 return Ok(Vec::new()); // numeric labels are their own ids
             }
             let col = utf8_column(&b, &cfg.label_column, shard)?.expect("present");
@@ -437,7 +511,11 @@ struct SplitOut {
 type Rejects = Vec<(usize, &'static str)>;
 
 fn valid_split_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && s != "rejected"
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s != "rejected"
 }
 
 impl UnitCtx<'_> {
@@ -446,19 +524,30 @@ impl UnitCtx<'_> {
             .tok
             .encode_batch_fast(texts, false)
             .map_err(|e| Error::usage(format!("the tokenizer failed to encode a document: {e}")))?;
-        Ok(encs.into_par_iter().map(|e| e.get_ids().iter().map(|&i| i as i32).collect()).collect())
+        Ok(encs
+            .into_par_iter()
+            .map(|e| e.get_ids().iter().map(|&i| i as i32).collect())
+            .collect())
     }
 
     fn columns(&self) -> Vec<&str> {
         let c = self.cfg;
-        let mut v = vec![c.id_column.as_str(), c.split_column.as_str(), TEXT, SOURCE, META];
+        let mut v = vec![
+            c.id_column.as_str(),
+            c.split_column.as_str(),
+            TEXT,
+            SOURCE,
+            META,
+        ];
         match c.objective {
             Objective::Clm | Objective::Mlm => v.push(c.text_column.as_str()),
             Objective::Cls => v.extend([c.text_column.as_str(), c.label_column.as_str()]),
             Objective::Sft => v.extend([c.prompt_column.as_str(), c.response_column.as_str()]),
-            Objective::Rm | Objective::Dpo => {
-                v.extend([c.prompt_column.as_str(), c.chosen_column.as_str(), c.rejected_column.as_str()])
-            }
+            Objective::Rm | Objective::Dpo => v.extend([
+                c.prompt_column.as_str(),
+                c.chosen_column.as_str(),
+                c.rejected_column.as_str(),
+            ]),
         }
         v
     }
@@ -470,7 +559,9 @@ impl UnitCtx<'_> {
             Objective::Clm | Objective::Mlm => &[&cfg.text_column],
             Objective::Cls => &[&cfg.text_column, &cfg.label_column],
             Objective::Sft => &[&cfg.prompt_column, &cfg.response_column],
-            Objective::Rm | Objective::Dpo => &[&cfg.prompt_column, &cfg.chosen_column, &cfg.rejected_column],
+            Objective::Rm | Objective::Dpo => {
+                &[&cfg.prompt_column, &cfg.chosen_column, &cfg.rejected_column]
+            }
         };
         for n in need {
             if !names.iter().any(|c| c == n) {
@@ -482,9 +573,18 @@ impl UnitCtx<'_> {
         }
         let stem = format!("part-{unit:06}");
         let mut splits: BTreeMap<String, SplitOut> = BTreeMap::new();
-        let mut rejected = ShardWriter::new(self.out, "rejected", &stem, rejected_schema(), cfg.shard.clone())?;
+        let mut rejected = ShardWriter::new(
+            self.out,
+            "rejected",
+            &stem,
+            rejected_schema(),
+            cfg.shard.clone(),
+        )?;
         let mut rejected_rows = 0u64;
-        let mut counts = StageCounts { stage: STAGE.into(), ..Default::default() };
+        let mut counts = StageCounts {
+            stage: STAGE.into(),
+            ..Default::default()
+        };
         let mut text_bytes = 0u64;
         let mut row_number = 0u64;
         let (prefix, suffix) = self.cfg.template_parts();
@@ -496,9 +596,19 @@ impl UnitCtx<'_> {
             let ids: Vec<String> = match utf8_column(&batch, &cfg.id_column, shard)? {
                 Some(a) => {
                     let a = a.as_string::<i32>().clone();
-                    (0..n).map(|i| if a.is_valid(i) { a.value(i).to_string() } else { format!("row-{}", row_number + i as u64) }).collect()
+                    (0..n)
+                        .map(|i| {
+                            if a.is_valid(i) {
+                                a.value(i).to_string()
+                            } else {
+                                format!("row-{}", row_number + i as u64)
+                            }
+                        })
+                        .collect()
                 }
-                None => (0..n).map(|i| format!("{}#{}", shard.display(), row_number + i as u64)).collect(),
+                None => (0..n)
+                    .map(|i| format!("{}#{}", shard.display(), row_number + i as u64))
+                    .collect(),
             };
             row_number += n as u64;
             let split_arr = utf8_column(&batch, &cfg.split_column, shard)?;
@@ -524,7 +634,13 @@ impl UnitCtx<'_> {
                     ));
                 }
                 if !splits.contains_key(s) {
-                    let writer = ShardWriter::new(self.out, s, &stem, token_schema(cfg.objective), cfg.shard.clone())?;
+                    let writer = ShardWriter::new(
+                        self.out,
+                        s,
+                        &stem,
+                        token_schema(cfg.objective),
+                        cfg.shard.clone(),
+                    )?;
                     splits.insert(
                         s.to_string(),
                         SplitOut {
@@ -537,13 +653,18 @@ impl UnitCtx<'_> {
                 }
             }
             let text_col = |name: &str| -> Result<StringArray> {
-                Ok(utf8_column(&batch, name, shard)?.expect("checked").as_string::<i32>().clone())
+                Ok(utf8_column(&batch, name, shard)?
+                    .expect("checked")
+                    .as_string::<i32>()
+                    .clone())
             };
             let mut rejects: Rejects = Vec::new();
             match cfg.objective {
                 Objective::Clm | Objective::Mlm => {
                     let text = text_col(&cfg.text_column)?;
-                    let texts: Vec<&str> = (0..n).map(|i| if text.is_valid(i) { text.value(i) } else { "" }).collect();
+                    let texts: Vec<&str> = (0..n)
+                        .map(|i| if text.is_valid(i) { text.value(i) } else { "" })
+                        .collect();
                     text_bytes += texts.iter().map(|t| t.len() as u64).sum::<u64>();
                     let enc = self.encode(texts)?;
                     let eos = self.specials.eos.expect("checked") as i32;
@@ -567,13 +688,22 @@ impl UnitCtx<'_> {
                 }
                 Objective::Cls => {
                     let text = text_col(&cfg.text_column)?;
-                    let texts: Vec<&str> = (0..n).map(|i| if text.is_valid(i) { text.value(i) } else { "" }).collect();
+                    let texts: Vec<&str> = (0..n)
+                        .map(|i| if text.is_valid(i) { text.value(i) } else { "" })
+                        .collect();
                     text_bytes += texts.iter().map(|t| t.len() as u64).sum::<u64>();
                     let labels = self.label_ids(&batch, shard)?;
                     let enc = self.encode(texts)?;
                     for (i, e) in enc.into_iter().enumerate() {
                         let Some(label) = labels[i] else {
-                            rejects.push((i, if labels_null(&batch, &cfg.label_column, i) { "missing_label" } else { "unknown_label" }));
+                            rejects.push((
+                                i,
+                                if labels_null(&batch, &cfg.label_column, i) {
+                                    "missing_label"
+                                } else {
+                                    "unknown_label"
+                                },
+                            ));
                             continue;
                         };
                         if !text.is_valid(i) {
@@ -616,7 +746,8 @@ impl UnitCtx<'_> {
                         let prompt_len = input.len();
                         input.extend_from_slice(&enc[2 * k + 1]);
                         input.push(self.specials.eos.expect("checked") as i32);
-                        let mut mask: Vec<i8> = (0..input.len()).map(|j| (j >= prompt_len) as i8).collect();
+                        let mut mask: Vec<i8> =
+                            (0..input.len()).map(|j| (j >= prompt_len) as i8).collect();
                         if input.len() > cfg.seq_len {
                             so.stats.truncated += 1;
                             so.stats.dropped += (input.len() - cfg.seq_len) as u64;
@@ -674,7 +805,8 @@ impl UnitCtx<'_> {
                             chosen.truncate(room);
                             rej.truncate(room);
                         }
-                        so.stats.dropped += (before - prompt.len() - chosen.len() - rej.len()) as u64;
+                        so.stats.dropped +=
+                            (before - prompt.len() - chosen.len() - rej.len()) as u64;
                         so.rows.push_pref(&prompt, &chosen, &rej, &[&ids[i]]);
                         so.stats.tokens += (prompt.len() + chosen.len() + rej.len()) as u64;
                         so.stats.documents += 1;
@@ -701,7 +833,10 @@ impl UnitCtx<'_> {
         let eos = self.specials.eos.map(|e| e as i32).unwrap_or(0);
         let pad = self.specials.pad.map(|p| p as i32).unwrap_or(eos);
         let mut tables: BTreeMap<String, Vec<ShardInfo>> = BTreeMap::new();
-        let mut stats = UnitStats { text_bytes, ..Default::default() };
+        let mut stats = UnitStats {
+            text_bytes,
+            ..Default::default()
+        };
         for (name, mut so) in splits {
             if cfg.objective.is_packed() {
                 let (padding, dropped) = so.packer.finish(cfg.tail, pad, &mut so.rows);
@@ -714,7 +849,10 @@ impl UnitCtx<'_> {
                 let b = so.rows.finish()?;
                 so.writer.write(&b)?;
             }
-            tables.entry(TOKENS_TABLE.into()).or_default().extend(so.writer.finish()?);
+            tables
+                .entry(TOKENS_TABLE.into())
+                .or_default()
+                .extend(so.writer.finish()?);
             stats.splits.insert(name, so.stats);
         }
         let rej_shards = rejected.finish()?;
@@ -730,7 +868,14 @@ impl UnitCtx<'_> {
             quarantined: 0,
             bytes: std::fs::metadata(shard).map(|m| m.len()).unwrap_or(0),
         };
-        Ok((UnitRecord { tables, files: vec![file], stages: vec![counts] }, stats))
+        Ok((
+            UnitRecord {
+                tables,
+                files: vec![file],
+                stages: vec![counts],
+            },
+            stats,
+        ))
     }
 
     /// `cls` rows: optional bos, the ids, eos; cut to `seq_len` keeping the final eos.
@@ -757,25 +902,61 @@ impl UnitCtx<'_> {
 
     /// `cls`: the label id of every row, `None` for a missing or unknown label.
     fn label_ids(&self, batch: &RecordBatch, shard: &Path) -> Result<Vec<Option<i64>>> {
-        let col = batch.column_by_name(&self.cfg.label_column).expect("checked");
+        let col = batch
+            .column_by_name(&self.cfg.label_column)
+            .expect("checked");
         let n = batch.num_rows();
         Ok(match col.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => {
                 let a = utf8_column(batch, &self.cfg.label_column, shard)?.expect("present");
                 let a = a.as_string::<i32>();
-                let index: BTreeMap<&str, i64> = self.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i64)).collect();
-                (0..n).map(|i| if a.is_valid(i) { index.get(a.value(i)).copied() } else { None }).collect()
+                let index: BTreeMap<&str, i64> = self
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.as_str(), i as i64))
+                    .collect();
+                (0..n)
+                    .map(|i| {
+                        if a.is_valid(i) {
+                            index.get(a.value(i)).copied()
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
             }
-            DataType::Boolean | DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8
-            | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => {
                 let a: ArrayRef = cast(col, &DataType::Int64)?;
                 let a = a.as_primitive::<arrow::datatypes::Int64Type>();
-                (0..n).map(|i| if a.is_valid(i) && a.value(i) >= 0 { Some(a.value(i)) } else { None }).collect()
+                (0..n)
+                    .map(|i| {
+                        if a.is_valid(i) && a.value(i) >= 0 {
+                            Some(a.value(i))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
             }
             other => {
                 return Err(Error::bad_input(
                     Place::file(shard),
-                    format!("label column `{}` is {other}; use integers, booleans or strings", self.cfg.label_column),
+                    format!(
+                        "label column `{}` is {other}; use integers, booleans or strings",
+                        self.cfg.label_column
+                    ),
                 ))
             }
         })
@@ -787,20 +968,43 @@ fn labels_null(batch: &RecordBatch, col: &str, i: usize) -> bool {
 }
 
 /// The rejected documents of a batch in core's `rejected` schema.
-fn rejected_batch(batch: &RecordBatch, ids: &[String], rejects: &Rejects, shard: &Path) -> Result<RecordBatch> {
+fn rejected_batch(
+    batch: &RecordBatch,
+    ids: &[String],
+    rejects: &Rejects,
+    shard: &Path,
+) -> Result<RecordBatch> {
     let get = |name: &str| -> Result<Option<StringArray>> {
         Ok(utf8_column(batch, name, shard)?.map(|a| a.as_string::<i32>().clone()))
     };
     let (text, source, meta) = (get(TEXT)?, get(SOURCE)?, get(META)?);
-    let val = |a: &Option<StringArray>, i: usize| a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
+    let val = |a: &Option<StringArray>, i: usize| {
+        a.as_ref()
+            .filter(|a| a.is_valid(i))
+            .map(|a| a.value(i).to_string())
+    };
     let idx: Vec<usize> = rejects.iter().map(|r| r.0).collect();
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(idx.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(idx.iter().map(|&i| val(&text, i).unwrap_or_default()).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(idx.iter().map(|&i| val(&source, i).unwrap_or_default()).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(idx.iter().map(|&i| val(&meta, i)).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            idx.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            idx.iter()
+                .map(|&i| val(&text, i).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            idx.iter()
+                .map(|&i| val(&source, i).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            idx.iter().map(|&i| val(&meta, i)).collect::<Vec<_>>(),
+        )),
         Arc::new(StringArray::from(vec![STAGE; idx.len()])),
-        Arc::new(StringArray::from(rejects.iter().map(|r| r.1).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            rejects.iter().map(|r| r.1).collect::<Vec<_>>(),
+        )),
         Arc::new(StringArray::from(vec![None::<&str>; idx.len()])),
     ];
     Ok(RecordBatch::try_new(rejected_schema(), cols)?)

@@ -43,7 +43,10 @@ impl ExportFormat {
         match s {
             "nanogpt" => Ok(ExportFormat::Nanogpt),
             "megatron" => Ok(ExportFormat::Megatron),
-            other => Err(Error::bad_config("format", format!("`{other}` is not one of nanogpt, megatron"))),
+            other => Err(Error::bad_config(
+                "format",
+                format!("`{other}` is not one of nanogpt, megatron"),
+            )),
         }
     }
 }
@@ -58,7 +61,11 @@ pub struct ExportReport {
 }
 
 /// Streams a packed split's rows (padding stripped) with their document starts.
-fn for_each_row(split_dir: &Path, meta: &TokenMeta, mut f: impl FnMut(&[i32], &[i32]) -> Result<()>) -> Result<()> {
+fn for_each_row(
+    split_dir: &Path,
+    meta: &TokenMeta,
+    mut f: impl FnMut(&[i32], &[i32]) -> Result<()>,
+) -> Result<()> {
     if !meta.objective.is_packed() {
         return Err(Error::usage(format!(
             "{} holds `{}` rows; exports are for packed `clm`/`mlm` splits",
@@ -66,13 +73,20 @@ fn for_each_row(split_dir: &Path, meta: &TokenMeta, mut f: impl FnMut(&[i32], &[
             meta.objective
         )));
     }
-    let strip = meta.pad_id.filter(|p| Some(*p) != meta.eos_id).map(|p| p as i32);
+    let strip = meta
+        .pad_id
+        .filter(|p| Some(*p) != meta.eos_id)
+        .map(|p| p as i32);
     for s in &meta.shards {
         let path = split_dir.join(&s.file);
         for b in read_shard(&path, 1024)? {
             let b = b?;
-            let (Some(t), Some(d)) = (b.column_by_name(TOKENS), b.column_by_name(DOC_STARTS)) else {
-                return Err(Error::bad_input(quern_core::error::Place::file(&path), "no tokens/doc_starts columns"));
+            let (Some(t), Some(d)) = (b.column_by_name(TOKENS), b.column_by_name(DOC_STARTS))
+            else {
+                return Err(Error::bad_input(
+                    quern_core::error::Place::file(&path),
+                    "no tokens/doc_starts columns",
+                ));
             };
             let (t, d) = (t.as_list::<i32>(), d.as_list::<i32>());
             for i in 0..b.num_rows() {
@@ -99,16 +113,26 @@ struct Out {
 
 impl Out {
     fn create(dest: PathBuf) -> Result<Out> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let f = File::create(&tmp).at(&tmp)?;
-        Ok(Out { tmp, dest, w: BufWriter::with_capacity(1 << 20, f) })
+        Ok(Out {
+            tmp,
+            dest,
+            w: BufWriter::with_capacity(1 << 20, f),
+        })
     }
     fn write(&mut self, b: &[u8]) -> Result<()> {
         self.w.write_all(b).at(&self.tmp)
     }
     fn commit(self) -> Result<PathBuf> {
-        let f = self.w.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let f = self
+            .w
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().at(&self.tmp)?;
         std::fs::rename(&self.tmp, &self.dest).at(&self.dest)?;
         Ok(self.dest)
@@ -130,7 +154,11 @@ fn put_ids(out: &mut Out, ids: &[i32], wide: bool, buf: &mut Vec<u8>) -> Result<
 }
 
 /// Exports the packed split in `split_dir` into `out_dir`, named after the split directory.
-pub fn export_split(split_dir: &Path, format: ExportFormat, out_dir: &Path) -> Result<ExportReport> {
+pub fn export_split(
+    split_dir: &Path,
+    format: ExportFormat,
+    out_dir: &Path,
+) -> Result<ExportReport> {
     let meta = TokenMeta::load(split_dir)?;
     let split = split_dir
         .canonicalize()
@@ -151,7 +179,12 @@ pub fn export_split(split_dir: &Path, format: ExportFormat, out_dir: &Path) -> R
                 put_ids(&mut out, t, wide, &mut buf)
             })?;
             let file = out.commit()?;
-            Ok(ExportReport { files: vec![file], tokens, documents, dtype: if wide { "uint32" } else { "uint16" } })
+            Ok(ExportReport {
+                files: vec![file],
+                tokens,
+                documents,
+                dtype: if wide { "uint32" } else { "uint16" },
+            })
         }
         ExportFormat::Megatron => {
             let wide = meta.vocab_size >= 65_500;
@@ -162,7 +195,11 @@ pub fn export_split(split_dir: &Path, format: ExportFormat, out_dir: &Path) -> R
             let mut current: u64 = 0; // ids of the document being written
             let mut tokens = 0u64;
             for_each_row(split_dir, &meta, |t, starts| {
-                let mut cut: Vec<usize> = starts.iter().map(|&s| s as usize).filter(|&s| s <= t.len()).collect();
+                let mut cut: Vec<usize> = starts
+                    .iter()
+                    .map(|&s| s as usize)
+                    .filter(|&s| s <= t.len())
+                    .collect();
                 cut.push(t.len());
                 let mut from = 0;
                 for &c in &cut {
@@ -173,7 +210,10 @@ pub fn export_split(split_dir: &Path, format: ExportFormat, out_dir: &Path) -> R
                     }
                     if c < t.len() && current > 0 {
                         // A document starts at `c`: the previous one is complete.
-                        lengths.push(i32::try_from(current).map_err(|_| Error::usage("a document longer than 2^31 ids"))?);
+                        lengths.push(
+                            i32::try_from(current)
+                                .map_err(|_| Error::usage("a document longer than 2^31 ids"))?,
+                        );
                         current = 0;
                     }
                 }
@@ -181,7 +221,10 @@ pub fn export_split(split_dir: &Path, format: ExportFormat, out_dir: &Path) -> R
                 Ok(())
             })?;
             if current > 0 {
-                lengths.push(i32::try_from(current).map_err(|_| Error::usage("a document longer than 2^31 ids"))?);
+                lengths.push(
+                    i32::try_from(current)
+                        .map_err(|_| Error::usage("a document longer than 2^31 ids"))?,
+                );
             }
             let bin_path = bin.commit()?;
             let mut idx = Out::create(out_dir.join(format!("{stem}.idx")))?;

@@ -27,7 +27,10 @@ pub fn resolve_docs(path: &Path) -> Result<Vec<PathBuf>> {
         if path.extension().is_some_and(|e| e == "parquet") {
             return Ok(vec![path.to_path_buf()]);
         }
-        return Err(Error::bad_input(Place::file(path), "expected a .parquet file or a directory of them"));
+        return Err(Error::bad_input(
+            Place::file(path),
+            "expected a .parquet file or a directory of them",
+        ));
     }
     if !path.is_dir() {
         return Err(Error::usage(format!("{} does not exist", path.display())));
@@ -48,31 +51,54 @@ pub fn resolve_docs(path: &Path) -> Result<Vec<PathBuf>> {
         shards = list_shards(&path.join("docs"))?;
     }
     if shards.is_empty() {
-        return Err(Error::usage(format!("{} holds no Parquet files (nor does its docs/ directory)", path.display())));
+        return Err(Error::usage(format!(
+            "{} holds no Parquet files (nor does its docs/ directory)",
+            path.display()
+        )));
     }
     Ok(shards)
 }
 
 /// A column as a UTF-8 string array (casting LargeUtf8 and Utf8View).
-pub fn utf8_column(batch: &RecordBatch, name: &str, path: &Path) -> Result<Option<arrow::array::ArrayRef>> {
-    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+pub fn utf8_column(
+    batch: &RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<Option<arrow::array::ArrayRef>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
     if col.data_type() == &DataType::Utf8 {
         return Ok(Some(col.clone()));
     }
     match col.data_type() {
-        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => Ok(Some(cast(col, &DataType::Utf8)?)),
-        other => Err(Error::bad_input(Place::file(path), format!("column `{name}` is {other}, not text"))),
+        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            Ok(Some(cast(col, &DataType::Utf8)?))
+        }
+        other => Err(Error::bad_input(
+            Place::file(path),
+            format!("column `{name}` is {other}, not text"),
+        )),
     }
 }
 
 /// Reads a Parquet file's batches, keeping only the named columns it has.
-pub fn read_columns(path: &Path, columns: &[&str], batch_rows: usize) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+pub fn read_columns(
+    path: &Path,
+    columns: &[&str],
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
     let schema = builder.schema().clone();
-    let roots: Vec<usize> =
-        schema.fields().iter().enumerate().filter(|(_, f)| columns.contains(&f.name().as_str())).map(|(i, _)| i).collect();
+    let roots: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
         .with_projection(mask)
@@ -88,14 +114,22 @@ pub fn parquet_columns(path: &Path) -> Result<Vec<String>> {
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
-    Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
 }
 
 /// Where texts for tokenizer training come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextSource {
     /// Parquet shards; when they have a `split` column, only rows of `split` are used.
-    Parquet { shards: Vec<PathBuf>, split: Option<String> },
+    Parquet {
+        shards: Vec<PathBuf>,
+        split: Option<String>,
+    },
     /// A JSONL file of objects with a text field.
     Jsonl(PathBuf),
 }
@@ -103,7 +137,10 @@ pub enum TextSource {
 impl TextSource {
     /// Resolves a command-line input: `.jsonl` files are read as JSONL, anything else as docs.
     pub fn resolve(path: &Path, split: Option<&str>) -> Result<TextSource> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if path.is_file() && (name.ends_with(".jsonl") || name.ends_with(".ndjson")) {
             return Ok(TextSource::Jsonl(path.to_path_buf()));
         }
@@ -113,7 +150,10 @@ impl TextSource {
                 "compressed JSONL is read by `quern ingest`; ingest it first, or decompress it",
             ));
         }
-        Ok(TextSource::Parquet { shards: resolve_docs(path)?, split: split.map(str::to_string) })
+        Ok(TextSource::Parquet {
+            shards: resolve_docs(path)?,
+            split: split.map(str::to_string),
+        })
     }
 }
 
@@ -163,11 +203,21 @@ impl TextStream {
                         let place = || Place::file(&path).with_line(i as u64 + 1);
                         let v: serde_json::Value = match serde_json::from_str(&line) {
                             Ok(v) => v,
-                            Err(e) => return Some(Err(Error::bad_input(place(), format!("not JSON: {e}")))),
+                            Err(e) => {
+                                return Some(Err(Error::bad_input(
+                                    place(),
+                                    format!("not JSON: {e}"),
+                                )))
+                            }
                         };
                         match v.get(&column).and_then(|t| t.as_str()) {
                             Some(t) => out.push(t.to_string()),
-                            None => return Some(Err(Error::bad_input(place(), format!("no string field `{column}`")))),
+                            None => {
+                                return Some(Err(Error::bad_input(
+                                    place(),
+                                    format!("no string field `{column}`"),
+                                )))
+                            }
                         }
                         if out.len() >= 1024 {
                             break;
@@ -181,9 +231,15 @@ impl TextStream {
                 for shard in shards {
                     let names = parquet_columns(&shard)?;
                     if !names.iter().any(|n| *n == column) {
-                        return Err(Error::bad_input(Place::file(&shard), format!("no `{column}` column")));
+                        return Err(Error::bad_input(
+                            Place::file(&shard),
+                            format!("no `{column}` column"),
+                        ));
                     }
-                    let split_col = split.as_ref().filter(|_| names.iter().any(|n| n == "split")).cloned();
+                    let split_col = split
+                        .as_ref()
+                        .filter(|_| names.iter().any(|n| n == "split"))
+                        .cloned();
                     let cols: Vec<&str> = vec![column.as_str(), "split"];
                     let reader = read_columns(&shard, &cols, 4096)?;
                     let column = column.clone();
@@ -256,22 +312,36 @@ mod tests {
     fn jsonl_texts_and_errors_with_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.jsonl");
-        std::fs::write(&p, "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n{\"body\": 1}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n{\"body\": 1}\n",
+        )
+        .unwrap();
         let s = TextStream::new(vec![TextSource::resolve(&p, None).unwrap()], "text");
         let err = s.error_slot();
         let got: Vec<String> = s.collect();
-        assert_eq!(got, Vec::<String>::new(), "the batch with the bad line is not used");
+        assert_eq!(
+            got,
+            Vec::<String>::new(),
+            "the batch with the bad line is not used"
+        );
         let e = err.lock().unwrap().take().unwrap().to_string();
-        assert!(e.contains("a.jsonl:4") && e.contains("no string field `text`"), "{e}");
+        assert!(
+            e.contains("a.jsonl:4") && e.contains("no string field `text`"),
+            "{e}"
+        );
         std::fs::write(&p, "{\"text\": \"one\"}\n{\"text\": \"two\"}\n").unwrap();
-        let got: Vec<String> = TextStream::new(vec![TextSource::Jsonl(p.clone())], "text").collect();
+        let got: Vec<String> =
+            TextStream::new(vec![TextSource::Jsonl(p.clone())], "text").collect();
         assert_eq!(got, vec!["one", "two"]);
     }
 
     #[test]
     fn missing_and_foreign_inputs_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = resolve_docs(&dir.path().join("nope")).unwrap_err().to_string();
+        let e = resolve_docs(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
         let e = resolve_docs(dir.path()).unwrap_err().to_string();
         assert!(e.contains("holds no Parquet files"), "{e}");

@@ -65,7 +65,10 @@ impl Objective {
             "rm" => Objective::Rm,
             "dpo" => Objective::Dpo,
             other => {
-                return Err(Error::bad_config("objective", format!("`{other}` is not one of clm, mlm, sft, cls, rm, dpo")))
+                return Err(Error::bad_config(
+                    "objective",
+                    format!("`{other}` is not one of clm, mlm, sft, cls, rm, dpo"),
+                ))
             }
         })
     }
@@ -141,9 +144,19 @@ mod tests {
 
     #[test]
     fn objective_names_round_trip() {
-        for o in [Objective::Clm, Objective::Mlm, Objective::Sft, Objective::Cls, Objective::Rm, Objective::Dpo] {
+        for o in [
+            Objective::Clm,
+            Objective::Mlm,
+            Objective::Sft,
+            Objective::Cls,
+            Objective::Rm,
+            Objective::Dpo,
+        ] {
             assert_eq!(Objective::parse(o.name()).unwrap(), o);
-            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.name()));
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.name())
+            );
         }
         let e = Objective::parse("gpt").unwrap_err();
         assert!(e.to_string().contains("`gpt` is not one of"), "{e}");
@@ -165,12 +178,19 @@ mod tests {
             eos_id: Some(1),
             mask_id: None,
             labels: vec!["neg".into(), "pos".into()],
-            shards: vec![MetaShard { file: "part-00000.parquet".into(), rows: 2, xxh3: "ab".into() }],
+            shards: vec![MetaShard {
+                file: "part-00000.parquet".into(),
+                rows: 2,
+                xxh3: "ab".into(),
+            }],
         };
         m.save(dir.path()).unwrap();
         assert_eq!(TokenMeta::load(dir.path()).unwrap(), m);
         fs::write(dir.path().join(META_JSON), "{\"objective\": \"clm\"}").unwrap();
         let e = TokenMeta::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("meta.json") && e.contains("missing field"), "{e}");
+        assert!(
+            e.contains("meta.json") && e.contains("missing field"),
+            "{e}"
+        );
     }
 }

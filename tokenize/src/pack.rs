@@ -45,7 +45,13 @@ impl Packer {
     /// Rows of `row_len` ids (`seq_len + 1`).
     pub fn new(row_len: usize) -> Self {
         assert!(row_len >= 2, "a packed row holds at least two ids");
-        Packer { len: row_len, buf: Vec::with_capacity(row_len), ids: Vec::new(), starts: Vec::new(), rows: 0 }
+        Packer {
+            len: row_len,
+            buf: Vec::with_capacity(row_len),
+            ids: Vec::new(),
+            starts: Vec::new(),
+            rows: 0,
+        }
     }
 
     /// Appends one document's ids (separators included), emitting every row it completes.
@@ -117,7 +123,11 @@ mod tests {
             .map(|r| {
                 (
                     t.value(r).as_primitive::<Int32Type>().values().to_vec(),
-                    d.value(r).as_string::<i32>().iter().map(|x| x.unwrap().to_string()).collect(),
+                    d.value(r)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|x| x.unwrap().to_string())
+                        .collect(),
                     s.value(r).as_primitive::<Int32Type>().values().to_vec(),
                 )
             })
@@ -127,13 +137,48 @@ mod tests {
     #[test]
     fn table_of_packings() {
         // (documents as lengths, row length, tail) -> rows as (doc ids, starts), padding, dropped
-        type Case = (&'static [usize], usize, Tail, &'static [(&'static [&'static str], &'static [i32])], u64, u64);
+        type Case = (
+            &'static [usize],
+            usize,
+            Tail,
+            &'static [(&'static [&'static str], &'static [i32])],
+            u64,
+            u64,
+        );
         let cases: &[Case] = &[
-            (&[3, 3], 3, Tail::Pad, &[(&["a"], &[0]), (&["b"], &[0])], 0, 0),
-            (&[2, 3], 4, Tail::Pad, &[(&["a", "b"], &[0, 2]), (&["b"], &[])], 3, 0),
-            (&[9], 4, Tail::Pad, &[(&["a"], &[0]), (&["a"], &[]), (&["a"], &[])], 3, 0),
+            (
+                &[3, 3],
+                3,
+                Tail::Pad,
+                &[(&["a"], &[0]), (&["b"], &[0])],
+                0,
+                0,
+            ),
+            (
+                &[2, 3],
+                4,
+                Tail::Pad,
+                &[(&["a", "b"], &[0, 2]), (&["b"], &[])],
+                3,
+                0,
+            ),
+            (
+                &[9],
+                4,
+                Tail::Pad,
+                &[(&["a"], &[0]), (&["a"], &[]), (&["a"], &[])],
+                3,
+                0,
+            ),
             (&[5, 1], 4, Tail::Drop, &[(&["a"], &[0])], 0, 2),
-            (&[1, 1, 1, 1], 2, Tail::Pad, &[(&["a", "b"], &[0, 1]), (&["c", "d"], &[0, 1])], 0, 0),
+            (
+                &[1, 1, 1, 1],
+                2,
+                Tail::Pad,
+                &[(&["a", "b"], &[0, 1]), (&["c", "d"], &[0, 1])],
+                0,
+                0,
+            ),
         ];
         for (ci, (lens, row_len, tail, want, want_pad, want_drop)) in cases.iter().enumerate() {
             let mut p = Packer::new(*row_len);
@@ -153,12 +198,20 @@ mod tests {
             let mut stream = Vec::new();
             for (r, (w_ids, w_starts)) in got.iter().zip(want.iter()) {
                 assert_eq!(r.0.len(), *row_len, "case {ci}");
-                assert_eq!(r.1, w_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "case {ci}");
+                assert_eq!(
+                    r.1,
+                    w_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "case {ci}"
+                );
                 assert_eq!(r.2, w_starts.to_vec(), "case {ci}");
                 stream.extend(r.0.iter().copied().filter(|&t| t != -1));
             }
             // Every id lands exactly once, in order (minus what the tail dropped).
-            assert_eq!(stream, all[..all.len() - *want_drop as usize].to_vec(), "case {ci}");
+            assert_eq!(
+                stream,
+                all[..all.len() - *want_drop as usize].to_vec(),
+                "case {ci}"
+            );
         }
     }
 }

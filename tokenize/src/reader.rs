@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, Int8Type};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use quern_core::error::{Context, IoContext, Place};
 use quern_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,12 @@ pub struct ReaderConfig {
 
 impl Default for ReaderConfig {
     fn default() -> Self {
-        ReaderConfig { seed: 0, rank: 0, world_size: 1, batch_rows: 1024 }
+        ReaderConfig {
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+            batch_rows: 1024,
+        }
     }
 }
 
@@ -69,13 +76,23 @@ pub struct Cursor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Row {
     /// `clm`/`mlm`: `seq_len + 1` ids and the documents they came from.
-    Packed { tokens: Vec<i32>, doc_ids: Vec<String> },
+    Packed {
+        tokens: Vec<i32>,
+        doc_ids: Vec<String>,
+    },
     /// `sft`: input ids and a mask (1 where the loss counts), same length.
-    Sft { input_ids: Vec<i32>, loss_mask: Vec<i8> },
+    Sft {
+        input_ids: Vec<i32>,
+        loss_mask: Vec<i8>,
+    },
     /// `cls`: input ids and the class id.
     Cls { input_ids: Vec<i32>, label: i64 },
     /// `rm`/`dpo`: prompt and the two completions.
-    Pref { prompt_ids: Vec<i32>, chosen_ids: Vec<i32>, rejected_ids: Vec<i32> },
+    Pref {
+        prompt_ids: Vec<i32>,
+        chosen_ids: Vec<i32>,
+        rejected_ids: Vec<i32>,
+    },
 }
 
 /// A row group of a shard.
@@ -130,7 +147,10 @@ impl TokenReader {
         if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
             return Err(Error::bad_config(
                 "rank",
-                format!("rank {} is not in 0..world_size ({})", cfg.rank, cfg.world_size),
+                format!(
+                    "rank {} is not in 0..world_size ({})",
+                    cfg.rank, cfg.world_size
+                ),
             ));
         }
         let meta = TokenMeta::load(split_dir)?;
@@ -146,7 +166,11 @@ impl TokenReader {
                 if md.schema().field_with_name(f.name()).is_err() {
                     return Err(Error::bad_input(
                         Place::file(&path),
-                        format!("no `{}` column, which `{}` shards must have", f.name(), meta.objective),
+                        format!(
+                            "no `{}` column, which `{}` shards must have",
+                            f.name(),
+                            meta.objective
+                        ),
                     ));
                 }
             }
@@ -155,7 +179,11 @@ impl TokenReader {
                 let n = g.num_rows() as u64;
                 rows += n;
                 if n > 0 {
-                    blocks.push(Block { shard: si, row_group: rg, rows: n });
+                    blocks.push(Block {
+                        shard: si,
+                        row_group: rg,
+                        rows: n,
+                    });
                 }
             }
             if rows != s.rows {
@@ -230,7 +258,9 @@ impl TokenReader {
             self.position = 0;
             self.plan_epoch(self.epoch);
         }
-        let w = self.windows.partition_point(|w| w.first + w.len <= self.position);
+        let w = self
+            .windows
+            .partition_point(|w| w.first + w.len <= self.position);
         if self.loaded.as_ref().is_none_or(|l| l.window != w) {
             self.loaded = Some(self.load_window(w)?);
         }
@@ -241,7 +271,10 @@ impl TokenReader {
             Some(r) => r,
             None => {
                 // Only reachable if a row was already taken, which sequential reading never does.
-                return Err(Error::bug(format!("row {} of epoch {} read twice", self.position, self.epoch)));
+                return Err(Error::bug(format!(
+                    "row {} of epoch {} read twice",
+                    self.position, self.epoch
+                )));
             }
         };
         self.position += 1;
@@ -250,7 +283,10 @@ impl TokenReader {
 
     /// Where the reader is; [`seek`](Self::seek) to it to continue exactly from here.
     pub fn cursor(&self) -> Cursor {
-        Cursor { epoch: self.epoch, position: self.position }
+        Cursor {
+            epoch: self.epoch,
+            position: self.position,
+        }
     }
 
     /// Continues from a saved cursor.
@@ -276,9 +312,16 @@ impl TokenReader {
 
     /// Builds the windows of this rank's part of epoch `epoch`.
     fn plan_epoch(&mut self, epoch: u64) {
-        let order = permutation(self.blocks.len(), mix(&[self.cfg.seed, epoch, 0x626c6f636b73]));
+        let order = permutation(
+            self.blocks.len(),
+            mix(&[self.cfg.seed, epoch, 0x626c6f636b73]),
+        );
         let mut windows = Vec::new();
-        let mut cur = Window { pieces: Vec::new(), first: 0, len: 0 };
+        let mut cur = Window {
+            pieces: Vec::new(),
+            first: 0,
+            len: 0,
+        };
         let mut offset = 0u64; // global position of the block's first row
         for &b in &order {
             let rows = self.blocks[b].rows;
@@ -287,11 +330,22 @@ impl TokenReader {
             if s >= e {
                 continue;
             }
-            cur.pieces.push(Piece { block: b, start: s - (offset - rows), len: e - s });
+            cur.pieces.push(Piece {
+                block: b,
+                start: s - (offset - rows),
+                len: e - s,
+            });
             cur.len += e - s;
             if cur.len >= WINDOW_ROWS {
                 let next_first = cur.first + cur.len;
-                windows.push(std::mem::replace(&mut cur, Window { pieces: Vec::new(), first: next_first, len: 0 }));
+                windows.push(std::mem::replace(
+                    &mut cur,
+                    Window {
+                        pieces: Vec::new(),
+                        first: next_first,
+                        len: 0,
+                    },
+                ));
             }
         }
         if cur.len > 0 {
@@ -315,12 +369,27 @@ impl TokenReader {
                 .with_context(|| format!("opening {}", path.display()))?;
             let mut row_in_block = 0u64;
             for batch in reader {
-                let batch = batch.with_context(|| format!("reading row group {} of {}", block.row_group, path.display()))?;
+                let batch = batch.with_context(|| {
+                    format!(
+                        "reading row group {} of {}",
+                        block.row_group,
+                        path.display()
+                    )
+                })?;
                 let n = batch.num_rows() as u64;
-                let (s, e) = (p.start.max(row_in_block), (p.start + p.len).min(row_in_block + n));
+                let (s, e) = (
+                    p.start.max(row_in_block),
+                    (p.start + p.len).min(row_in_block + n),
+                );
                 if s < e {
                     let sliced = batch.slice((s - row_in_block) as usize, (e - s) as usize);
-                    decode_rows(&sliced, self.meta.objective, self.meta.seq_len, path, &mut raw)?;
+                    decode_rows(
+                        &sliced,
+                        self.meta.objective,
+                        self.meta.seq_len,
+                        path,
+                        &mut raw,
+                    )?;
                 }
                 row_in_block += n;
             }
@@ -328,10 +397,17 @@ impl TokenReader {
         if raw.len() as u64 != win.len {
             return Err(Error::bad_input(
                 Place::file(&self.dir),
-                format!("a shuffle window should hold {} rows but its row groups gave {}", win.len, raw.len()),
+                format!(
+                    "a shuffle window should hold {} rows but its row groups gave {}",
+                    win.len,
+                    raw.len()
+                ),
             ));
         }
-        let perm = permutation(raw.len(), mix(&[self.cfg.seed, self.epoch, self.cfg.rank as u64, w as u64]));
+        let perm = permutation(
+            raw.len(),
+            mix(&[self.cfg.seed, self.epoch, self.cfg.rank as u64, w as u64]),
+        );
         let mut slots: Vec<Option<Row>> = raw.into_iter().map(Some).collect();
         let rows = perm.iter().map(|&i| slots[i].take()).collect();
         Ok(Loaded { window: w, rows })
@@ -346,36 +422,56 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn
 }
 
 fn ids_at(a: &dyn Array, i: usize, name: &str, path: &Path) -> Result<Vec<i32>> {
-    let list = a
-        .as_list_opt::<i32>()
-        .ok_or_else(|| Error::bad_input(Place::file(path), format!("`{name}` is not a list column")))?;
+    let list = a.as_list_opt::<i32>().ok_or_else(|| {
+        Error::bad_input(Place::file(path), format!("`{name}` is not a list column"))
+    })?;
     let v = list.value(i);
-    let v = v
-        .as_primitive_opt::<Int32Type>()
-        .ok_or_else(|| Error::bad_input(Place::file(path), format!("`{name}` is not a list of int32")))?;
+    let v = v.as_primitive_opt::<Int32Type>().ok_or_else(|| {
+        Error::bad_input(
+            Place::file(path),
+            format!("`{name}` is not a list of int32"),
+        )
+    })?;
     Ok(v.values().to_vec())
 }
 
 /// Decodes the rows of a batch of tokenized shards, checking what the format promises.
-pub(crate) fn decode_rows(batch: &RecordBatch, objective: Objective, seq_len: u64, path: &Path, out: &mut Vec<Row>) -> Result<()> {
+pub(crate) fn decode_rows(
+    batch: &RecordBatch,
+    objective: Objective,
+    seq_len: u64,
+    path: &Path,
+    out: &mut Vec<Row>,
+) -> Result<()> {
     let n = batch.num_rows();
     match objective {
         Objective::Clm | Objective::Mlm => {
             let tokens = column(batch, schema::TOKENS, path)?;
             let docs = column(batch, schema::DOC_IDS, path)?
                 .as_list_opt::<i32>()
-                .ok_or_else(|| Error::bad_input(Place::file(path), "`doc_ids` is not a list column"))?;
+                .ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`doc_ids` is not a list column")
+                })?;
             for i in 0..n {
                 let t = ids_at(tokens, i, schema::TOKENS, path)?;
                 if t.len() as u64 != seq_len + 1 {
                     return Err(Error::bad_input(
                         Place::file(path),
-                        format!("a packed row holds {} tokens, not seq_len + 1 = {}", t.len(), seq_len + 1),
+                        format!(
+                            "a packed row holds {} tokens, not seq_len + 1 = {}",
+                            t.len(),
+                            seq_len + 1
+                        ),
                     ));
                 }
                 let d = docs.value(i);
-                let d = d.as_string_opt::<i32>().ok_or_else(|| Error::bad_input(Place::file(path), "`doc_ids` is not a list of strings"))?;
-                let doc_ids = d.iter().map(|s| s.unwrap_or_default().to_string()).collect();
+                let d = d.as_string_opt::<i32>().ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`doc_ids` is not a list of strings")
+                })?;
+                let doc_ids = d
+                    .iter()
+                    .map(|s| s.unwrap_or_default().to_string())
+                    .collect();
                 out.push(Row::Packed { tokens: t, doc_ids });
             }
         }
@@ -383,16 +479,26 @@ pub(crate) fn decode_rows(batch: &RecordBatch, objective: Objective, seq_len: u6
             let ids = column(batch, schema::INPUT_IDS, path)?;
             let mask = column(batch, schema::LOSS_MASK, path)?
                 .as_list_opt::<i32>()
-                .ok_or_else(|| Error::bad_input(Place::file(path), "`loss_mask` is not a list column"))?;
+                .ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`loss_mask` is not a list column")
+                })?;
             for i in 0..n {
                 let input_ids = ids_at(ids, i, schema::INPUT_IDS, path)?;
                 let m = mask.value(i);
-                let m = m.as_primitive_opt::<Int8Type>().ok_or_else(|| Error::bad_input(Place::file(path), "`loss_mask` is not a list of int8"))?;
+                let m = m.as_primitive_opt::<Int8Type>().ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`loss_mask` is not a list of int8")
+                })?;
                 let loss_mask = m.values().to_vec();
                 if loss_mask.len() != input_ids.len() {
-                    return Err(Error::bad_input(Place::file(path), "`loss_mask` and `input_ids` differ in length"));
+                    return Err(Error::bad_input(
+                        Place::file(path),
+                        "`loss_mask` and `input_ids` differ in length",
+                    ));
                 }
-                out.push(Row::Sft { input_ids, loss_mask });
+                out.push(Row::Sft {
+                    input_ids,
+                    loss_mask,
+                });
             }
         }
         Objective::Cls => {
@@ -401,7 +507,10 @@ pub(crate) fn decode_rows(batch: &RecordBatch, objective: Objective, seq_len: u6
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| Error::bad_input(Place::file(path), "`label` is not int64"))?;
             for i in 0..n {
-                out.push(Row::Cls { input_ids: ids_at(ids, i, schema::INPUT_IDS, path)?, label: label.value(i) });
+                out.push(Row::Cls {
+                    input_ids: ids_at(ids, i, schema::INPUT_IDS, path)?,
+                    label: label.value(i),
+                });
             }
         }
         Objective::Rm | Objective::Dpo => {
@@ -481,7 +590,9 @@ mod tests {
             "",
             "part",
             schema::token_schema(Objective::Cls),
-            ShardOptions::default().with_max_rows((n / 10).max(23)).with_row_group_rows(7),
+            ShardOptions::default()
+                .with_max_rows((n / 10).max(23))
+                .with_row_group_rows(7),
         )
         .unwrap();
         let mut b = RowBuilder::new(Objective::Cls);
@@ -508,7 +619,14 @@ mod tests {
             eos_id: None,
             mask_id: None,
             labels: vec![],
-            shards: shards.iter().map(|s| MetaShard { file: s.file.clone(), rows: s.rows, xxh3: s.xxh3.clone() }).collect(),
+            shards: shards
+                .iter()
+                .map(|s| MetaShard {
+                    file: s.file.clone(),
+                    rows: s.rows,
+                    xxh3: s.xxh3.clone(),
+                })
+                .collect(),
         }
         .save(dir)
         .unwrap();
@@ -527,7 +645,12 @@ mod tests {
     }
 
     fn cfg(seed: u64, rank: usize, world_size: usize) -> ReaderConfig {
-        ReaderConfig { seed, rank, world_size, batch_rows: 5 }
+        ReaderConfig {
+            seed,
+            rank,
+            world_size,
+            batch_rows: 5,
+        }
     }
 
     #[test]
@@ -557,11 +680,21 @@ mod tests {
         assert_ne!(e0[..100], (0..100).collect::<Vec<i64>>()[..], "shuffled");
         // The next epoch wraps around, covers everything again, in another order.
         let e1 = labels(&mut a, 20_000);
-        assert_eq!(a.cursor(), Cursor { epoch: 1, position: 20_000 });
+        assert_eq!(
+            a.cursor(),
+            Cursor {
+                epoch: 1,
+                position: 20_000
+            }
+        );
         assert_eq!(e1.iter().copied().collect::<BTreeSet<_>>(), set);
         assert_ne!(e0, e1);
         let mut c = TokenReader::open(dir.path(), cfg(4, 0, 1)).unwrap();
-        assert_ne!(labels(&mut c, 200), e0[..200].to_vec(), "another seed, another order");
+        assert_ne!(
+            labels(&mut c, 200),
+            e0[..200].to_vec(),
+            "another seed, another order"
+        );
     }
 
     #[test]
@@ -580,9 +713,15 @@ mod tests {
         }
         assert_eq!(all.len(), 1001);
         assert_eq!(counts.iter().sum::<usize>(), 1001);
-        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{counts:?}");
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "{counts:?}"
+        );
         let e = TokenReader::open(dir.path(), cfg(9, 3, 3)).err().unwrap();
-        assert!(e.to_string().contains("rank 3 is not in 0..world_size (3)"), "{e}");
+        assert!(
+            e.to_string().contains("rank 3 is not in 0..world_size (3)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -596,11 +735,20 @@ mod tests {
             let expect = labels(&mut a, 6000); // crosses into the next epoch
             let mut b = TokenReader::open(dir.path(), cfg(5, rank, world)).unwrap();
             b.seek(&serde_json::from_str(&saved).unwrap()).unwrap();
-            assert_eq!(labels(&mut b, 6000), expect, "world {world} rank {rank} after {before}");
+            assert_eq!(
+                labels(&mut b, 6000),
+                expect,
+                "world {world} rank {rank} after {before}"
+            );
             assert_eq!(a.cursor(), b.cursor());
         }
         let mut r = TokenReader::open(dir.path(), cfg(5, 0, 2)).unwrap();
-        assert!(r.seek(&Cursor { epoch: 0, position: 9000 }).is_err());
+        assert!(r
+            .seek(&Cursor {
+                epoch: 0,
+                position: 9000
+            })
+            .is_err());
     }
 
     #[test]
@@ -610,7 +758,13 @@ mod tests {
         let mut m = TokenMeta::load(dir.path()).unwrap();
         m.shards[0].rows += 1;
         m.save(dir.path()).unwrap();
-        let e = TokenReader::open(dir.path(), cfg(0, 0, 1)).err().unwrap().to_string();
-        assert!(e.contains("part-00000.parquet") && e.contains("holds 23 rows but meta.json lists 24"), "{e}");
+        let e = TokenReader::open(dir.path(), cfg(0, 0, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("part-00000.parquet") && e.contains("holds 23 rows but meta.json lists 24"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch, StringBuilder};
+use arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, Int8Builder, ListBuilder, RecordBatch, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::meta::Objective;
@@ -30,20 +32,36 @@ pub const CHOSEN_IDS: &str = "chosen_ids";
 pub const REJECTED_IDS: &str = "rejected_ids";
 
 fn list(name: &str, item: DataType) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new_list_field(item, true))), false)
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new_list_field(item, true))),
+        false,
+    )
 }
 
 /// The schema of a split's shards for `objective`.
 pub fn token_schema(objective: Objective) -> SchemaRef {
     let fields = match objective {
         Objective::Clm | Objective::Mlm => {
-            vec![list(TOKENS, DataType::Int32), list(DOC_IDS, DataType::Utf8), list(DOC_STARTS, DataType::Int32)]
+            vec![
+                list(TOKENS, DataType::Int32),
+                list(DOC_IDS, DataType::Utf8),
+                list(DOC_STARTS, DataType::Int32),
+            ]
         }
         Objective::Sft => {
-            vec![list(INPUT_IDS, DataType::Int32), list(LOSS_MASK, DataType::Int8), list(DOC_IDS, DataType::Utf8)]
+            vec![
+                list(INPUT_IDS, DataType::Int32),
+                list(LOSS_MASK, DataType::Int8),
+                list(DOC_IDS, DataType::Utf8),
+            ]
         }
         Objective::Cls => {
-            vec![list(INPUT_IDS, DataType::Int32), Field::new(LABEL, DataType::Int64, false), list(DOC_IDS, DataType::Utf8)]
+            vec![
+                list(INPUT_IDS, DataType::Int32),
+                Field::new(LABEL, DataType::Int64, false),
+                list(DOC_IDS, DataType::Utf8),
+            ]
         }
         Objective::Rm | Objective::Dpo => vec![
             list(PROMPT_IDS, DataType::Int32),
@@ -99,7 +117,12 @@ impl RowBuilder {
     }
 
     /// `clm`/`mlm`: a packed sequence, its documents and where each starts.
-    pub fn push_packed<S: AsRef<str>>(&mut self, tokens: &[i32], doc_ids: &[S], doc_starts: &[i32]) {
+    pub fn push_packed<S: AsRef<str>>(
+        &mut self,
+        tokens: &[i32],
+        doc_ids: &[S],
+        doc_starts: &[i32],
+    ) {
         debug_assert!(self.objective.is_packed());
         self.a.values().append_slice(tokens);
         self.a.append(true);
@@ -127,7 +150,13 @@ impl RowBuilder {
     }
 
     /// `rm`/`dpo`: prompt, chosen and rejected completions.
-    pub fn push_pref<S: AsRef<str>>(&mut self, prompt: &[i32], chosen: &[i32], rejected: &[i32], doc_ids: &[S]) {
+    pub fn push_pref<S: AsRef<str>>(
+        &mut self,
+        prompt: &[i32],
+        chosen: &[i32],
+        rejected: &[i32],
+        doc_ids: &[S],
+    ) {
         self.a.values().append_slice(prompt);
         self.a.append(true);
         self.b.values().append_slice(chosen);
@@ -142,11 +171,28 @@ impl RowBuilder {
         let schema = token_schema(self.objective);
         let doc_ids: ArrayRef = Arc::new(self.doc_ids.finish());
         let cols: Vec<ArrayRef> = match self.objective {
-            Objective::Clm | Objective::Mlm => vec![Arc::new(self.a.finish()), doc_ids, Arc::new(self.c.finish())],
-            Objective::Sft => vec![Arc::new(self.a.finish()), Arc::new(self.mask.finish()), doc_ids],
-            Objective::Cls => vec![Arc::new(self.a.finish()), Arc::new(self.label.finish()), doc_ids],
+            Objective::Clm | Objective::Mlm => vec![
+                Arc::new(self.a.finish()),
+                doc_ids,
+                Arc::new(self.c.finish()),
+            ],
+            Objective::Sft => vec![
+                Arc::new(self.a.finish()),
+                Arc::new(self.mask.finish()),
+                doc_ids,
+            ],
+            Objective::Cls => vec![
+                Arc::new(self.a.finish()),
+                Arc::new(self.label.finish()),
+                doc_ids,
+            ],
             Objective::Rm | Objective::Dpo => {
-                vec![Arc::new(self.a.finish()), Arc::new(self.b.finish()), Arc::new(self.c.finish()), doc_ids]
+                vec![
+                    Arc::new(self.a.finish()),
+                    Arc::new(self.b.finish()),
+                    Arc::new(self.c.finish()),
+                    doc_ids,
+                ]
             }
         };
         self.rows = 0;

@@ -64,7 +64,10 @@ impl ModelKind {
             "bpe" => Ok(ModelKind::Bpe),
             "wordpiece" => Ok(ModelKind::Wordpiece),
             "unigram" => Ok(ModelKind::Unigram),
-            other => Err(Error::bad_config("model", format!("`{other}` is not one of bpe, wordpiece, unigram"))),
+            other => Err(Error::bad_config(
+                "model",
+                format!("`{other}` is not one of bpe, wordpiece, unigram"),
+            )),
         }
     }
 }
@@ -117,7 +120,10 @@ impl TrainTokenizerConfig {
 
     /// Every special token, in id order.
     pub fn all_special_tokens(&self) -> Vec<String> {
-        let mut out: Vec<String> = [EOS, BOS, PAD, MASK, UNK].iter().map(|s| s.to_string()).collect();
+        let mut out: Vec<String> = [EOS, BOS, PAD, MASK, UNK]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         out.extend(CHAT_TOKENS.iter().map(|s| s.to_string()));
         for s in &self.special_tokens {
             if !out.contains(s) {
@@ -136,7 +142,10 @@ impl TrainTokenizerConfig {
         if self.vocab_size < floor {
             return Err(Error::bad_config(
                 "vocab_size",
-                format!("{} is too small: a {:?} vocabulary needs at least {floor} entries here", self.vocab_size, self.model),
+                format!(
+                    "{} is too small: a {:?} vocabulary needs at least {floor} entries here",
+                    self.vocab_size, self.model
+                ),
             ));
         }
         Ok(())
@@ -150,8 +159,17 @@ where
     S: AsRef<str> + Send,
 {
     cfg.check()?;
-    let specials: Vec<AddedToken> = cfg.all_special_tokens().into_iter().map(|t| AddedToken::from(t, true)).collect();
-    let fail = |e: tokenizers::Error| Error::usage(format!("training the {:?} tokenizer failed: {e}", cfg.model));
+    let specials: Vec<AddedToken> = cfg
+        .all_special_tokens()
+        .into_iter()
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    let fail = |e: tokenizers::Error| {
+        Error::usage(format!(
+            "training the {:?} tokenizer failed: {e}",
+            cfg.model
+        ))
+    };
     let limit = cfg.max_documents.unwrap_or(u64::MAX) as usize;
     let texts = texts.take(limit);
     let mut tok = match cfg.model {
@@ -172,9 +190,13 @@ where
             tok
         }
         ModelKind::Wordpiece => {
-            let model = WordPiece::builder().unk_token(UNK.to_string()).build().map_err(fail)?;
+            let model = WordPiece::builder()
+                .unk_token(UNK.to_string())
+                .build()
+                .map_err(fail)?;
             let mut tok = Tokenizer::new(model);
-            tok.with_normalizer(Some(BertNormalizer::default())).map_err(fail)?;
+            tok.with_normalizer(Some(BertNormalizer::default()))
+                .map_err(fail)?;
             tok.with_pre_tokenizer(Some(BertPreTokenizer));
             tok.with_decoder(Some(WordPieceDecoder::default()));
             let trainer = WordPieceTrainerBuilder::new()
@@ -190,7 +212,11 @@ where
         ModelKind::Unigram => {
             let mut tok = Tokenizer::new(Unigram::default());
             tok.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
-            tok.with_decoder(Some(MetaspaceDecoder::new('▁', PrependScheme::Always, true)));
+            tok.with_decoder(Some(MetaspaceDecoder::new(
+                '▁',
+                PrependScheme::Always,
+                true,
+            )));
             let trainer = UnigramTrainer::builder()
                 .vocab_size(cfg.vocab_size as u32)
                 .special_tokens(specials)
@@ -214,18 +240,24 @@ where
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).at(path)?;
     let mut tok = Tokenizer::from_bytes(&bytes).map_err(|e| {
-        Error::bad_input(Place::file(path), format!("not a Hugging Face tokenizer.json that this version can load: {e}"))
+        Error::bad_input(
+            Place::file(path),
+            format!("not a Hugging Face tokenizer.json that this version can load: {e}"),
+        )
     })?;
     // Ids are packed by quern, never padded or cut by the tokenizer.
     tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(|e| Error::bad_input(Place::file(path), format!("cannot disable truncation: {e}")))?;
+    tok.with_truncation(None).map_err(|e| {
+        Error::bad_input(Place::file(path), format!("cannot disable truncation: {e}"))
+    })?;
     Ok(tok)
 }
 
 /// Writes a tokenizer as `tokenizer.json` (pretty, as `save_pretrained` does), atomically.
 pub fn save_tokenizer(tok: &Tokenizer, path: &Path) -> Result<()> {
-    let text = tok.to_string(true).map_err(|e| Error::bug(format!("serialising the tokenizer: {e}")))?;
+    let text = tok
+        .to_string(true)
+        .map_err(|e| Error::bug(format!("serialising the tokenizer: {e}")))?;
     quern_core::shard::write_atomic(path, text.as_bytes())
 }
 
@@ -266,14 +298,25 @@ impl SpecialIds {
         let pick = |key: &str, name: &Option<String>, usual: &[&str]| -> Result<Option<u32>> {
             match name {
                 Some(n) => tok.token_to_id(n).map(Some).ok_or_else(|| {
-                    Error::bad_config(format!("special_tokens.{key}"), format!("`{n}` is not in the tokenizer's vocabulary"))
+                    Error::bad_config(
+                        format!("special_tokens.{key}"),
+                        format!("`{n}` is not in the tokenizer's vocabulary"),
+                    )
                 }),
                 None => Ok(usual.iter().find_map(|u| tok.token_to_id(u))),
             }
         };
         Ok(SpecialIds {
-            eos: pick("eos", &names.eos, &[EOS, "</s>", "<|end_of_text|>", "<eos>", "[SEP]"])?,
-            bos: pick("bos", &names.bos, &[BOS, "<s>", "<|begin_of_text|>", "<bos>", "[CLS]"])?,
+            eos: pick(
+                "eos",
+                &names.eos,
+                &[EOS, "</s>", "<|end_of_text|>", "<eos>", "[SEP]"],
+            )?,
+            bos: pick(
+                "bos",
+                &names.bos,
+                &[BOS, "<s>", "<|begin_of_text|>", "<bos>", "[CLS]"],
+            )?,
             pad: pick("pad", &names.pad, &[PAD, "<pad>", "[PAD]"])?,
             mask: pick("mask", &names.mask, &[MASK, "<mask>", "[MASK]"])?,
         })
@@ -284,22 +327,45 @@ impl SpecialIds {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! \
+    const TEXT: &str =
+        "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! \
         Ünïcödé text, emoji 🙂 and numbers 12345 survive a byte-level round trip.";
 
     fn corpus() -> Vec<String> {
-        (0..200).map(|i| format!("{TEXT} Line {i} of the corpus, with words like token, tokenizer, tokenized.")).collect()
+        (0..200)
+            .map(|i| {
+                format!(
+                    "{TEXT} Line {i} of the corpus, with words like token, tokenizer, tokenized."
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn bpe_round_trips_and_puts_specials_first() {
         let cfg = TrainTokenizerConfig::default().with_vocab_size(400);
         let tok = train_tokenizer(&cfg, corpus().into_iter()).unwrap();
-        assert!(tok.get_vocab_size(true) <= 400 && tok.get_vocab_size(true) > 300, "{}", tok.get_vocab_size(true));
+        assert!(
+            tok.get_vocab_size(true) <= 400 && tok.get_vocab_size(true) > 300,
+            "{}",
+            tok.get_vocab_size(true)
+        );
         let ids = SpecialIds::find(&tok, &SpecialNames::default()).unwrap();
-        assert_eq!(ids, SpecialIds { eos: Some(0), bos: Some(1), pad: Some(2), mask: Some(3) });
+        assert_eq!(
+            ids,
+            SpecialIds {
+                eos: Some(0),
+                bos: Some(1),
+                pad: Some(2),
+                mask: Some(3)
+            }
+        );
         let enc = tok.encode(TEXT, false).unwrap();
-        assert!(enc.get_ids().len() < TEXT.len() / 2, "merges were learned: {} ids", enc.get_ids().len());
+        assert!(
+            enc.get_ids().len() < TEXT.len() / 2,
+            "merges were learned: {} ids",
+            enc.get_ids().len()
+        );
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), TEXT);
         // Special tokens inside text are matched whole.
         let e = tok.encode("a<|endoftext|>b", false).unwrap();
@@ -316,34 +382,64 @@ mod tests {
         let p = dir.path().join("tokenizer.json");
         save_tokenizer(&a, &p).unwrap();
         let c = load_tokenizer(&p).unwrap();
-        assert_eq!(c.encode(TEXT, false).unwrap().get_ids(), a.encode(TEXT, false).unwrap().get_ids());
+        assert_eq!(
+            c.encode(TEXT, false).unwrap().get_ids(),
+            a.encode(TEXT, false).unwrap().get_ids()
+        );
     }
 
     #[test]
     fn wordpiece_and_unigram_train() {
         for model in [ModelKind::Wordpiece, ModelKind::Unigram] {
-            let cfg = TrainTokenizerConfig::default().with_vocab_size(150).with_model(model).with_min_frequency(1);
+            let cfg = TrainTokenizerConfig::default()
+                .with_vocab_size(150)
+                .with_model(model)
+                .with_min_frequency(1);
             let tok = train_tokenizer(&cfg, corpus().into_iter()).unwrap();
-            let ids = tok.encode("the quick brown fox", false).unwrap().get_ids().to_vec();
+            let ids = tok
+                .encode("the quick brown fox", false)
+                .unwrap()
+                .get_ids()
+                .to_vec();
             assert!(!ids.is_empty(), "{model:?}");
             assert_eq!(tok.token_to_id(EOS), Some(0), "{model:?}");
             let unk = tok.token_to_id(UNK).unwrap();
-            assert!(ids.iter().all(|&i| i != unk), "{model:?}: known words are not unknown: {ids:?}");
+            assert!(
+                ids.iter().all(|&i| i != unk),
+                "{model:?}: known words are not unknown: {ids:?}"
+            );
         }
     }
 
     #[test]
     fn bad_inputs_are_named() {
-        let e = train_tokenizer(&TrainTokenizerConfig::default().with_vocab_size(10), corpus().into_iter()).unwrap_err();
+        let e = train_tokenizer(
+            &TrainTokenizerConfig::default().with_vocab_size(10),
+            corpus().into_iter(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("vocab_size"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer.json");
         std::fs::write(&p, "{\"model\": 3}").unwrap();
         let e = load_tokenizer(&p).unwrap_err().to_string();
-        assert!(e.contains("tokenizer.json") && e.contains("not a Hugging Face tokenizer.json"), "{e}");
-        let tok = train_tokenizer(&TrainTokenizerConfig::default().with_vocab_size(300), corpus().into_iter()).unwrap();
-        let names = SpecialNames { eos: Some("<|nope|>".into()), ..Default::default() };
+        assert!(
+            e.contains("tokenizer.json") && e.contains("not a Hugging Face tokenizer.json"),
+            "{e}"
+        );
+        let tok = train_tokenizer(
+            &TrainTokenizerConfig::default().with_vocab_size(300),
+            corpus().into_iter(),
+        )
+        .unwrap();
+        let names = SpecialNames {
+            eos: Some("<|nope|>".into()),
+            ..Default::default()
+        };
         let e = SpecialIds::find(&tok, &names).unwrap_err().to_string();
-        assert!(e.contains("special_tokens.eos") && e.contains("<|nope|>"), "{e}");
+        assert!(
+            e.contains("special_tokens.eos") && e.contains("<|nope|>"),
+            "{e}"
+        );
     }
 }
