@@ -20,7 +20,11 @@ pub struct Place {
 
 impl Place {
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Place { path: path.into(), line: None, byte_offset: None }
+        Place {
+            path: path.into(),
+            line: None,
+            byte_offset: None,
+        }
     }
     pub fn with_line(mut self, line: u64) -> Self {
         self.line = Some(line);
@@ -93,13 +97,22 @@ pub enum Error {
 
 impl Error {
     pub fn bad_input(place: Place, message: impl Into<String>) -> Self {
-        Error::BadInput { place, message: message.into() }
+        Error::BadInput {
+            place,
+            message: message.into(),
+        }
     }
     pub fn bad_config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::BadConfig { key: key.into(), message: message.into() }
+        Error::BadConfig {
+            key: key.into(),
+            message: message.into(),
+        }
     }
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
     pub fn bug(message: impl Into<String>) -> Self {
         Error::Bug(message.into())
@@ -125,10 +138,16 @@ pub trait Context<T> {
 
 impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     fn context(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|e| Error::Context { context: context.into(), source: Box::new(e.into()) })
+        self.map_err(|e| Error::Context {
+            context: context.into(),
+            source: Box::new(e.into()),
+        })
     }
     fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|e| Error::Context { context: f(), source: Box::new(e.into()) })
+        self.map_err(|e| Error::Context {
+            context: f(),
+            source: Box::new(e.into()),
+        })
     }
 }
 
@@ -152,7 +171,10 @@ mod tests {
         let e = Error::bad_input(Place::file("a.jsonl").with_line(7), "expected a string");
         assert_eq!(e.to_string(), "bad input at a.jsonl:7: expected a string");
         let e = Error::bad_config("stages[1].min_words", "must be >= 0");
-        assert_eq!(e.to_string(), "bad config `stages[1].min_words`: must be >= 0");
+        assert_eq!(
+            e.to_string(),
+            "bad config `stages[1].min_words`: must be >= 0"
+        );
         let e: Result<()> = Err(Error::bug("x")).context("writing shard");
         let e = e.unwrap_err();
         assert_eq!(e.to_string(), "writing shard");

@@ -92,12 +92,18 @@ impl Accounting {
         }
         for f in &self.files {
             if f.records != f.ingested + f.quarantined {
-                return fail(format!("{}: records {} != ingested {} + quarantined {}", f.file, f.records, f.ingested, f.quarantined));
+                return fail(format!(
+                    "{}: records {} != ingested {} + quarantined {}",
+                    f.file, f.records, f.ingested, f.quarantined
+                ));
             }
         }
         for s in &self.stages {
             if s.input != s.kept + s.rejected || s.reasons.values().sum::<u64>() != s.rejected {
-                return fail(format!("stage {}: input {} != kept {} + rejected {} (reasons {:?})", s.stage, s.input, s.kept, s.rejected, s.reasons));
+                return fail(format!(
+                    "stage {}: input {} != kept {} + rejected {} (reasons {:?})",
+                    s.stage, s.input, s.kept, s.rejected, s.reasons
+                ));
             }
         }
         Ok(())
@@ -124,7 +130,10 @@ pub struct Manifest {
 
 /// Hash of a configuration value: xxh3-64 of its JSON text, as hex.
 pub fn config_hash(config: &serde_json::Value) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes()))
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
+    )
 }
 
 impl Manifest {
@@ -149,7 +158,10 @@ impl Manifest {
         }
         let text = fs::read_to_string(&path).at(&path)?;
         let m: Manifest = serde_json::from_str(&text).map_err(|e| {
-            Error::bad_input(crate::error::Place::file(&path).with_line(e.line() as u64), format!("not a quern manifest: {e}"))
+            Error::bad_input(
+                crate::error::Place::file(&path).with_line(e.line() as u64),
+                format!("not a quern manifest: {e}"),
+            )
         })?;
         Ok(Some(m))
     }
@@ -165,7 +177,12 @@ impl Manifest {
     /// - a directory holding the same run (same kind and config hash) is resumed;
     /// - a directory holding a different run is refused, unless `force`, which clears it;
     /// - a non-empty directory without a manifest is refused (it is not ours to overwrite).
-    pub fn open_output(dir: &Path, kind: &str, config: serde_json::Value, force: bool) -> Result<Manifest> {
+    pub fn open_output(
+        dir: &Path,
+        kind: &str,
+        config: serde_json::Value,
+        force: bool,
+    ) -> Result<Manifest> {
         let fresh = Manifest::new(kind, config);
         let existing = Manifest::load(dir)?;
         match existing {
@@ -208,7 +225,9 @@ impl Manifest {
         let mut out: BTreeMap<String, Vec<ShardInfo>> = BTreeMap::new();
         for u in self.units.values() {
             for (t, shards) in &u.tables {
-                out.entry(t.clone()).or_default().extend(shards.iter().cloned());
+                out.entry(t.clone())
+                    .or_default()
+                    .extend(shards.iter().cloned());
             }
         }
         out
@@ -239,7 +258,12 @@ impl Manifest {
             }
         }
         let tables = self.tables();
-        let rows = |t: &str| tables.get(t).map(|v| v.iter().map(|s| s.rows).sum()).unwrap_or(0);
+        let rows = |t: &str| {
+            tables
+                .get(t)
+                .map(|v| v.iter().map(|s| s.rows).sum())
+                .unwrap_or(0)
+        };
         Accounting {
             input: files.iter().map(|f| f.records).sum(),
             kept: rows("docs"),
@@ -266,7 +290,12 @@ fn clear_dir(dir: &Path) -> Result<()> {
 /// Removes Parquet files (and temporary files) under `dir` that no committed unit claims:
 /// the leftovers of a run killed between writing a shard and recording it.
 pub fn remove_unclaimed_shards(dir: &Path, m: &Manifest) -> Result<()> {
-    let claimed: BTreeSet<String> = m.tables().values().flatten().map(|s| s.file.clone()).collect();
+    let claimed: BTreeSet<String> = m
+        .tables()
+        .values()
+        .flatten()
+        .map(|s| s.file.clone())
+        .collect();
     fn walk(root: &Path, d: &Path, claimed: &BTreeSet<String>) -> Result<()> {
         for entry in fs::read_dir(d).at(d)? {
             let p = entry.at(d)?.path();
@@ -274,8 +303,15 @@ pub fn remove_unclaimed_shards(dir: &Path, m: &Manifest) -> Result<()> {
                 walk(root, &p, claimed)?;
                 continue;
             }
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .replace('\\', "/");
             let stale_tmp = name.starts_with('.') && name.contains(".tmp-");
             if stale_tmp || (name.ends_with(".parquet") && !claimed.contains(&rel)) {
                 fs::remove_file(&p).at(&p)?;
@@ -298,12 +334,18 @@ mod tests {
         m.save(&out).unwrap();
         fs::create_dir_all(out.join("docs")).unwrap();
         fs::write(out.join("docs/part-x-00000.parquet"), b"stale").unwrap();
-        let again = Manifest::open_output(&out, "ingest", serde_json::json!({"a": 1}), false).unwrap();
+        let again =
+            Manifest::open_output(&out, "ingest", serde_json::json!({"a": 1}), false).unwrap();
         assert_eq!(again, m);
-        assert!(!out.join("docs/part-x-00000.parquet").exists(), "unclaimed shard removed on resume");
-        let e = Manifest::open_output(&out, "ingest", serde_json::json!({"a": 2}), false).unwrap_err();
+        assert!(
+            !out.join("docs/part-x-00000.parquet").exists(),
+            "unclaimed shard removed on resume"
+        );
+        let e =
+            Manifest::open_output(&out, "ingest", serde_json::json!({"a": 2}), false).unwrap_err();
         assert!(e.to_string().contains("different ingest run"), "{e}");
-        let forced = Manifest::open_output(&out, "ingest", serde_json::json!({"a": 2}), true).unwrap();
+        let forced =
+            Manifest::open_output(&out, "ingest", serde_json::json!({"a": 2}), true).unwrap();
         assert!(forced.units.is_empty());
     }
 
@@ -311,14 +353,21 @@ mod tests {
     fn foreign_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("precious.txt"), b"x").unwrap();
-        let e = Manifest::open_output(dir.path(), "build", serde_json::json!({}), false).unwrap_err();
+        let e =
+            Manifest::open_output(dir.path(), "build", serde_json::json!({}), false).unwrap_err();
         assert!(e.to_string().contains("holds no quern manifest"));
         assert!(dir.path().join("precious.txt").exists());
     }
 
     #[test]
     fn accounting_checks_catch_a_lost_document() {
-        let mut a = Accounting { input: 10, kept: 6, rejected: 3, quarantined: 1, ..Default::default() };
+        let mut a = Accounting {
+            input: 10,
+            kept: 6,
+            rejected: 3,
+            quarantined: 1,
+            ..Default::default()
+        };
         a.check().unwrap();
         a.kept = 5;
         assert!(a.check().is_err());

@@ -16,6 +16,15 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+/// Table of kept documents.
+pub const DOCS_TABLE: &str = "docs";
+/// Table of dropped documents.
+pub const REJECTED_TABLE: &str = "rejected";
+/// Table of records that could not be read.
+pub const QUARANTINE_TABLE: &str = "quarantine";
+/// Table of tokenized sequences.
+pub const TOKENS_TABLE: &str = "tokens";
+
 /// Stable document id, unique in a build.
 pub const ID: &str = "id";
 /// The document's text.
@@ -59,7 +68,11 @@ static DOC_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 static REJECTED_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let mut fields: Vec<Field> = DOC_SCHEMA.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = DOC_SCHEMA
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(REJECTED_BY, DataType::Utf8, false));
     fields.push(Field::new(REASON, DataType::Utf8, false));
     fields.push(Field::new(DETAILS, DataType::Utf8, true));

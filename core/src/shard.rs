@@ -42,7 +42,12 @@ pub struct ShardOptions {
 
 impl Default for ShardOptions {
     fn default() -> Self {
-        ShardOptions { max_rows: 100_000, max_bytes: 256 << 20, row_group_rows: 4096, zstd_level: 3 }
+        ShardOptions {
+            max_rows: 100_000,
+            max_bytes: 256 << 20,
+            row_group_rows: 4096,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -63,7 +68,7 @@ impl ShardOptions {
     fn writer_properties(&self) -> Result<WriterProperties> {
         Ok(WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
-            .set_max_row_group_size(self.row_group_rows)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_created_by(format!("quern {}", env!("CARGO_PKG_VERSION")))
             .build())
@@ -136,7 +141,17 @@ impl ShardWriter {
         let dir = root.join(dir.as_ref());
         fs::create_dir_all(&dir).at(&dir)?;
         let props = opts.writer_properties()?;
-        Ok(ShardWriter { root, dir, stem: stem.to_string(), schema, opts, props, open: None, next: 0, committed: Vec::new() })
+        Ok(ShardWriter {
+            root,
+            dir,
+            stem: stem.to_string(),
+            schema,
+            opts,
+            props,
+            open: None,
+            next: 0,
+            committed: Vec::new(),
+        })
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -150,10 +165,20 @@ impl ShardWriter {
             let dest = self.dir.join(&name);
             let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
             let file = File::create(&tmp).at(&tmp)?;
-            let hw = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Xxh3::new(), written: 0 };
+            let hw = HashingWriter {
+                inner: BufWriter::with_capacity(1 << 20, file),
+                hasher: Xxh3::new(),
+                written: 0,
+            };
             let writer = ArrowWriter::try_new(hw, self.schema.clone(), Some(self.props.clone()))
                 .with_context(|| format!("opening shard {}", dest.display()))?;
-            self.open = Some(Open { writer, tmp, dest, rows: 0, bytes: 0 });
+            self.open = Some(Open {
+                writer,
+                tmp,
+                dest,
+                rows: 0,
+                bytes: 0,
+            });
         }
         Ok(self.open.as_mut().expect("just opened"))
     }
@@ -190,11 +215,27 @@ impl ShardWriter {
     }
 
     fn commit_open(&mut self) -> Result<()> {
-        let Some(open) = self.open.take() else { return Ok(()) };
-        let Open { writer, tmp, dest, rows, .. } = open;
-        let hw = writer.into_inner().with_context(|| format!("finishing shard {}", dest.display()))?;
-        let HashingWriter { inner, hasher, written } = hw;
-        let file = inner.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let Open {
+            writer,
+            tmp,
+            dest,
+            rows,
+            ..
+        } = open;
+        let hw = writer
+            .into_inner()
+            .with_context(|| format!("finishing shard {}", dest.display()))?;
+        let HashingWriter {
+            inner,
+            hasher,
+            written,
+        } = hw;
+        let file = inner
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().at(&tmp)?;
         drop(file);
         fs::rename(&tmp, &dest).at(&dest)?;
@@ -232,10 +273,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
-    let name = path.file_name().ok_or_else(|| Error::bug(format!("no file name in {}", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::bug(format!("no file name in {}", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     {
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
@@ -265,7 +315,10 @@ pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Reads a Parquet file as batches of at most `batch_rows` rows.
-pub fn read_shard(path: &Path, batch_rows: usize) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+pub fn read_shard(
+    path: &Path,
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let file = File::open(path).at(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading Parquet footer of {}", path.display()))?
@@ -318,22 +371,40 @@ mod tests {
     #[test]
     fn shards_split_at_row_limit_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ShardWriter::new(dir.path(), "docs", "part", doc_schema(), ShardOptions::default().with_max_rows(40)).unwrap();
+        let mut w = ShardWriter::new(
+            dir.path(),
+            "docs",
+            "part",
+            doc_schema(),
+            ShardOptions::default().with_max_rows(40),
+        )
+        .unwrap();
         w.write(&docs(30)).unwrap();
         w.write(&docs(30)).unwrap();
         w.write(&docs(30)).unwrap();
         let shards = w.finish().unwrap();
-        assert_eq!(shards.iter().map(|s| s.rows).collect::<Vec<_>>(), vec![40, 40, 10]);
+        assert_eq!(
+            shards.iter().map(|s| s.rows).collect::<Vec<_>>(),
+            vec![40, 40, 10]
+        );
         assert_eq!(shards[0].file, "docs/part-00000.parquet");
         for s in &shards {
             let p = dir.path().join(&s.file);
             assert_eq!(file_xxh3(&p).unwrap(), s.xxh3, "checksum of {}", s.file);
             assert_eq!(fs::metadata(&p).unwrap().len(), s.bytes);
         }
-        let rows: usize = read_table(&dir.path().join("docs")).unwrap().iter().map(|b| b.num_rows()).sum();
+        let rows: usize = read_table(&dir.path().join("docs"))
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
         assert_eq!(rows, 90);
         // No temporary files left behind.
-        assert!(fs::read_dir(dir.path().join("docs")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+        assert!(fs::read_dir(dir.path().join("docs")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')));
     }
 
     #[test]
@@ -341,7 +412,14 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         for d in [&a, &b] {
-            let mut w = ShardWriter::new(d.path(), "docs", "part", doc_schema(), ShardOptions::default()).unwrap();
+            let mut w = ShardWriter::new(
+                d.path(),
+                "docs",
+                "part",
+                doc_schema(),
+                ShardOptions::default(),
+            )
+            .unwrap();
             w.write(&docs(100)).unwrap();
             w.finish().unwrap();
         }
@@ -354,7 +432,14 @@ mod tests {
     #[test]
     fn dropped_writer_leaves_no_shard() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ShardWriter::new(dir.path(), "docs", "part", doc_schema(), ShardOptions::default()).unwrap();
+        let mut w = ShardWriter::new(
+            dir.path(),
+            "docs",
+            "part",
+            doc_schema(),
+            ShardOptions::default(),
+        )
+        .unwrap();
         w.write(&docs(5)).unwrap();
         drop(w);
         assert!(list_shards(&dir.path().join("docs")).unwrap().is_empty());
@@ -364,7 +449,14 @@ mod tests {
     #[test]
     fn wrong_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ShardWriter::new(dir.path(), "q", "part", crate::schema::quarantine_schema(), ShardOptions::default()).unwrap();
+        let mut w = ShardWriter::new(
+            dir.path(),
+            "q",
+            "part",
+            crate::schema::quarantine_schema(),
+            ShardOptions::default(),
+        )
+        .unwrap();
         assert!(w.write(&docs(1)).is_err());
     }
 }

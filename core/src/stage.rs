@@ -78,20 +78,32 @@ pub struct Verdict {
 impl Verdict {
     /// Keep every row; the batch carries new columns.
     pub fn columns(batch: RecordBatch) -> Self {
-        Verdict { batch, keep: None, reasons: None }
+        Verdict {
+            batch,
+            keep: None,
+            reasons: None,
+        }
     }
 
     /// Drop rows where `keep` is false, all for the same reason.
     pub fn filter(batch: RecordBatch, keep: BooleanArray, reason: &str) -> Self {
         let reasons = StringArray::from(vec![reason; keep.len()]);
-        Verdict { batch, keep: Some(keep), reasons: Some(reasons) }
+        Verdict {
+            batch,
+            keep: Some(keep),
+            reasons: Some(reasons),
+        }
     }
 
     /// Drop rows whose reason is `Some`; each carries its own reason.
     pub fn with_reasons(batch: RecordBatch, reasons: Vec<Option<String>>) -> Self {
         let keep: BooleanArray = reasons.iter().map(|r| Some(r.is_none())).collect();
         let reasons: StringArray = reasons.into_iter().collect();
-        Verdict { batch, keep: Some(keep), reasons: Some(reasons) }
+        Verdict {
+            batch,
+            keep: Some(keep),
+            reasons: Some(reasons),
+        }
     }
 }
 
@@ -188,10 +200,12 @@ pub struct SequenceOutput {
 fn text_bytes(batch: &RecordBatch) -> u64 {
     batch
         .column_by_name(crate::schema::TEXT)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>().map(|s| {
-            let offs = s.value_offsets();
-            (offs[offs.len() - 1] - offs[0]) as u64
-        }))
+        .and_then(|c| {
+            c.as_any().downcast_ref::<StringArray>().map(|s| {
+                let offs = s.value_offsets();
+                (offs[offs.len() - 1] - offs[0]) as u64
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -226,19 +240,30 @@ pub fn apply_sequence(
             None => v.batch,
             Some(keep) => {
                 if keep.len() != n {
-                    return Err(Error::bug(format!("stage `{}` keep-mask length {} != {n}", stage.name(), keep.len())));
+                    return Err(Error::bug(format!(
+                        "stage `{}` keep-mask length {} != {n}",
+                        stage.name(),
+                        keep.len()
+                    )));
                 }
                 // Nulls count as drop.
                 let keep: BooleanArray = keep.iter().map(|k| Some(k.unwrap_or(false))).collect();
                 let drop = not(&keep)?;
                 if drop.true_count() > 0 {
                     let reasons_arr = v.reasons.ok_or_else(|| {
-                        Error::bug(format!("stage `{}` dropped rows without reasons", stage.name()))
+                        Error::bug(format!(
+                            "stage `{}` dropped rows without reasons",
+                            stage.name()
+                        ))
                     })?;
                     let mut reasons = Vec::with_capacity(drop.true_count());
                     for i in 0..n {
                         if drop.value(i) {
-                            let r = if reasons_arr.is_null(i) { "unspecified" } else { reasons_arr.value(i) };
+                            let r = if reasons_arr.is_null(i) {
+                                "unspecified"
+                            } else {
+                                reasons_arr.value(i)
+                            };
                             *c.reasons.entry(r.to_string()).or_default() += 1;
                             reasons.push(r.to_string());
                         }
@@ -258,7 +283,11 @@ pub fn apply_sequence(
         c.kept_bytes = text_bytes(&current);
         counts.push(c);
     }
-    Ok(SequenceOutput { kept: current, rejected, counts })
+    Ok(SequenceOutput {
+        kept: current,
+        rejected,
+        counts,
+    })
 }
 
 /// Replaces the column `name` in `batch` or appends it.
@@ -281,13 +310,27 @@ pub fn with_column(batch: &RecordBatch, field: Field, array: ArrayRef) -> Result
 }
 
 /// The `text` column (or another Utf8 column) of a batch, with an error naming the stage.
-pub fn string_column<'a>(batch: &'a RecordBatch, column: &str, stage: &str) -> Result<&'a StringArray> {
+pub fn string_column<'a>(
+    batch: &'a RecordBatch,
+    column: &str,
+    stage: &str,
+) -> Result<&'a StringArray> {
     batch
         .column_by_name(column)
-        .ok_or_else(|| Error::bad_config(format!("{stage}.column"), format!("no column `{column}` in the batch")))?
+        .ok_or_else(|| {
+            Error::bad_config(
+                format!("{stage}.column"),
+                format!("no column `{column}` in the batch"),
+            )
+        })?
         .as_any()
         .downcast_ref::<StringArray>()
-        .ok_or_else(|| Error::bad_config(format!("{stage}.column"), format!("column `{column}` is not a string column")))
+        .ok_or_else(|| {
+            Error::bad_config(
+                format!("{stage}.column"),
+                format!("column `{column}` is not a string column"),
+            )
+        })
 }
 
 /// How a stage is declared in a pipeline: its instance name, the config key it came from
@@ -305,11 +348,22 @@ pub struct StageSpec {
 /// `#[serde(deny_unknown_fields)]` and document a default on every field). Errors name the
 /// full key, e.g. `stages[2].min_words`.
 pub fn parse_params<T: DeserializeOwned>(spec: &StageSpec) -> Result<T> {
-    let value = if spec.params.is_null() { serde_json::Value::Object(Default::default()) } else { spec.params.clone() };
+    let value = if spec.params.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        spec.params.clone()
+    };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let key = if path == "." || path.is_empty() { spec.key.clone() } else { format!("{}.{}", spec.key, path) };
-        Error::bad_config(key, format!("{} (stage type `{}`)", e.inner(), spec.type_name))
+        let key = if path == "." || path.is_empty() {
+            spec.key.clone()
+        } else {
+            format!("{}.{}", spec.key, path)
+        };
+        Error::bad_config(
+            key,
+            format!("{} (stage type `{}`)", e.inner(), spec.type_name),
+        )
     })
 }
 
@@ -338,7 +392,13 @@ impl StageRegistry {
         doc: &'static str,
         factory: impl Fn(&StageSpec) -> Result<Box<dyn Stage>> + Send + Sync + 'static,
     ) {
-        self.entries.insert(type_name.to_string(), Entry { doc, factory: Box::new(factory) });
+        self.entries.insert(
+            type_name.to_string(),
+            Entry {
+                doc,
+                factory: Box::new(factory),
+            },
+        );
     }
 
     /// Builds a stage from its spec; an unknown type is a config error listing the known ones.
@@ -358,7 +418,10 @@ impl StageRegistry {
 
     /// `(type, doc)` for every registered stage type, sorted by type.
     pub fn list(&self) -> Vec<(&str, &str)> {
-        self.entries.iter().map(|(k, e)| (k.as_str(), e.doc)).collect()
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.doc))
+            .collect()
     }
 
     pub fn contains(&self, type_name: &str) -> bool {
@@ -381,15 +444,26 @@ mod tests {
     fn sequence_accounts_for_every_row() {
         let a = StageFn::new("a", &["text"], |_, b| {
             let t = string_column(&b, "text", "a")?;
-            let keep: BooleanArray = t.iter().map(|s| Some(!s.unwrap().starts_with('x'))).collect();
+            let keep: BooleanArray = t
+                .iter()
+                .map(|s| Some(!s.unwrap().starts_with('x')))
+                .collect();
             Ok(Verdict::filter(b, keep, "starts_with_x"))
         });
         let b = StageFn::new("b", &["text"], |_, b| {
             let t = string_column(&b, "text", "b")?;
-            let reasons = t.iter().map(|s| (s.unwrap().len() > 3).then(|| "long".to_string())).collect();
+            let reasons = t
+                .iter()
+                .map(|s| (s.unwrap().len() > 3).then(|| "long".to_string()))
+                .collect();
             Ok(Verdict::with_reasons(b, reasons))
         });
-        let out = apply_sequence(&[&a, &b], &BatchCtx::default(), batch(&["xa", "ok", "xlong", "longer"])).unwrap();
+        let out = apply_sequence(
+            &[&a, &b],
+            &BatchCtx::default(),
+            batch(&["xa", "ok", "xlong", "longer"]),
+        )
+        .unwrap();
         assert_eq!(out.kept.num_rows(), 1);
         assert_eq!(out.rejected.len(), 2);
         assert_eq!(out.rejected[0].stage, "a");
@@ -425,18 +499,33 @@ mod tests {
         };
         let e = parse_params::<Cfg>(&spec).unwrap_err().to_string();
         assert!(e.contains("stages[2]") && e.contains("min_wrds"), "{e}");
-        let spec = StageSpec { params: serde_json::json!({"min_words": "x"}), ..spec };
+        let spec = StageSpec {
+            params: serde_json::json!({"min_words": "x"}),
+            ..spec
+        };
         let e = parse_params::<Cfg>(&spec).unwrap_err().to_string();
         assert!(e.contains("stages[2].min_words"), "{e}");
-        let spec = StageSpec { params: serde_json::json!({"min_words": 4}), ..spec };
+        let spec = StageSpec {
+            params: serde_json::json!({"min_words": 4}),
+            ..spec
+        };
         assert_eq!(parse_params::<Cfg>(&spec).unwrap().min_words, 4);
     }
 
     #[test]
     fn unknown_type_lists_known_ones() {
         let mut reg = StageRegistry::new();
-        reg.register("pass", "does nothing", |s| Ok(Box::new(StageFn::new(&s.name, &[], |_, b| Ok(Verdict::columns(b))))));
-        let spec = StageSpec { type_name: "nope".into(), name: "x".into(), key: "stages[0]".into(), params: serde_json::Value::Null };
+        reg.register("pass", "does nothing", |s| {
+            Ok(Box::new(StageFn::new(&s.name, &[], |_, b| {
+                Ok(Verdict::columns(b))
+            })))
+        });
+        let spec = StageSpec {
+            type_name: "nope".into(),
+            name: "x".into(),
+            key: "stages[0]".into(),
+            params: serde_json::Value::Null,
+        };
         let e = reg.build(&spec).err().unwrap().to_string();
         assert!(e.contains("stages[0].type") && e.contains("pass"), "{e}");
     }
