@@ -28,7 +28,8 @@ fn main() {
 /// Reads the versions of arrow, datafusion, parquet and tokenizers from Cargo.lock, for
 /// `quern doctor`.
 fn record_dependency_versions() {
-    let lock = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.lock");
+    let lock =
+        std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     let mut name = "";

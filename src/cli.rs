@@ -18,4 +18,20 @@ pub enum Command {
     /// Read raw corpora (jsonl/.gz/.zst, json, parquet, csv, tsv, text folders) into Parquet
     /// shards in DIR/docs and DIR/quarantine, with a manifest and per-file accounting.
     Ingest(crate::cmd::ingest::Args),
+    /// SQL over a quern output directory: tables docs, rejected, quarantine, tokens; a shell
+    /// without a query.
+    Sql(crate::cmd::sql::Args),
+    /// Train a text classifier (fastText-style) from labelled data, for the `classifier` stage.
+    Label(crate::cmd::label::Args),
+    /// Tokenize a build's documents into sharded token Parquet (clm, mlm, sft, cls, rm, dpo),
+    /// or export token shards for nanoGPT / Megatron.
+    Tokenize(crate::cmd::tokenize::Args),
+    /// Train a tokenizer (byte-level BPE, WordPiece, Unigram) or encode text with one.
+    Tokenizer(crate::cmd::tokenizer::Args),
+    /// Run a batch build from a pipeline file: inputs, stages, output; resumable.
+    Build(crate::cmd::build::Args),
+    /// Run the whole journey on a real corpus embedded in the binary, in a temporary directory.
+    Demo(crate::cmd::demo::Args),
+    /// List the stage types a pipeline can use.
+    Stages(crate::cmd::stages::Args),
 }

@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod pipeline;
+pub mod sql;
 pub mod stages;
 
 use std::process::ExitCode;

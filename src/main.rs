@@ -10,7 +10,8 @@ fn main() -> ExitCode {
         Err(err) => {
             // A closed pipe (`quern sql ... | head`) is not a failure.
             if err.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
                 return ExitCode::SUCCESS;
             }

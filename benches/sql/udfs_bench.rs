@@ -19,9 +19,20 @@ use quern::sql::udfs;
 fn paragraphs() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut out = Vec::new();
-    for f in ["docs/DEVELOPING.md", "src/sql/mod.rs", "src/sql/udfs.rs", "core/src/shard.rs", "core/src/manifest.rs"] {
-        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
-        out.extend(text.split("\n\n").filter(|p| !p.trim().is_empty()).map(str::to_string));
+    for f in [
+        "docs/DEVELOPING.md",
+        "src/sql/mod.rs",
+        "src/sql/udfs.rs",
+        "core/src/shard.rs",
+        "core/src/manifest.rs",
+    ] {
+        let text =
+            std::fs::read_to_string(format!("{root}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
+        out.extend(
+            text.split("\n\n")
+                .filter(|p| !p.trim().is_empty())
+                .map(str::to_string),
+        );
     }
     // A little non-ASCII text, so the decoding path is measured too.
     out.push("Ωμέγα café naïve — 漢字かな交じり文\u{3000}and\u{a0}more".to_string());
@@ -30,23 +41,48 @@ fn paragraphs() -> Vec<String> {
 
 fn bench(c: &mut Criterion) {
     let paras = paragraphs();
-    let rows: Vec<&str> = paras.iter().map(String::as_str).cycle().take(8192).collect();
+    let rows: Vec<&str> = paras
+        .iter()
+        .map(String::as_str)
+        .cycle()
+        .take(8192)
+        .collect();
     let bytes: usize = rows.iter().map(|s| s.len()).sum();
     let array: ArrayRef = Arc::new(StringViewArray::from(rows.clone()));
 
     let mut g = c.benchmark_group("sql_udfs");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("word_count/kernel", |b| {
-        b.iter(|| udfs::map_strings::<Int64Type>(black_box(&array), "word_count", |s| udfs::word_count(s) as i64).unwrap())
+        b.iter(|| {
+            udfs::map_strings::<Int64Type>(black_box(&array), "word_count", |s| {
+                udfs::word_count(s) as i64
+            })
+            .unwrap()
+        })
     });
     g.bench_function("word_count/naive_split_whitespace", |b| {
-        b.iter(|| black_box(&rows).iter().map(|s| s.split_whitespace().count() as i64).collect::<Vec<_>>())
+        b.iter(|| {
+            black_box(&rows)
+                .iter()
+                .map(|s| s.split_whitespace().count() as i64)
+                .collect::<Vec<_>>()
+        })
     });
     g.bench_function("char_count/kernel", |b| {
-        b.iter(|| udfs::map_strings::<Int64Type>(black_box(&array), "char_count", |s| udfs::char_count(s) as i64).unwrap())
+        b.iter(|| {
+            udfs::map_strings::<Int64Type>(black_box(&array), "char_count", |s| {
+                udfs::char_count(s) as i64
+            })
+            .unwrap()
+        })
     });
     g.bench_function("char_count/naive_chars", |b| {
-        b.iter(|| black_box(&rows).iter().map(|s| s.chars().count() as i64).collect::<Vec<_>>())
+        b.iter(|| {
+            black_box(&rows)
+                .iter()
+                .map(|s| s.chars().count() as i64)
+                .collect::<Vec<_>>()
+        })
     });
     g.bench_function("xxh3/kernel", |b| {
         b.iter(|| udfs::map_strings::<UInt64Type>(black_box(&array), "xxh3", udfs::xxh3).unwrap())

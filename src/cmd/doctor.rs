@@ -23,8 +23,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     report.insert("arrow".into(), locked!("QUERN_ARROW_VERSION").into());
     report.insert("parquet".into(), locked!("QUERN_PARQUET_VERSION").into());
     report.insert("datafusion".into(), datafusion::DATAFUSION_VERSION.into());
-    report.insert("tokenizers".into(), locked!("QUERN_TOKENIZERS_VERSION").into());
-    report.insert("cpu_threads".into(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).into());
+    report.insert(
+        "tokenizers".into(),
+        locked!("QUERN_TOKENIZERS_VERSION").into(),
+    );
+    report.insert(
+        "cpu_threads".into(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .into(),
+    );
     report.insert("rayon_threads".into(), rayon::current_num_threads().into());
     #[cfg(feature = "torch")]
     {
@@ -35,18 +44,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.insert("cudnn_available".into(), info.cudnn_available.into());
         report.insert("torch_threads".into(), info.torch_threads.into());
         let ok = (info.smoke_matmul - 14.0).abs() < 1e-9;
-        report.insert("libtorch_smoke_test".into(), if ok { "ok" } else { "FAILED" }.into());
+        report.insert(
+            "libtorch_smoke_test".into(),
+            if ok { "ok" } else { "FAILED" }.into(),
+        );
         if !ok {
-            anyhow::bail!("libtorch's smoke test computed {} instead of 14", info.smoke_matmul);
+            anyhow::bail!(
+                "libtorch's smoke test computed {} instead of 14",
+                info.smoke_matmul
+            );
         }
     }
     #[cfg(not(feature = "torch"))]
-    report.insert("libtorch".into(), "not linked (built without the `torch` feature)".into());
+    report.insert(
+        "libtorch".into(),
+        "not linked (built without the `torch` feature)".into(),
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (k, v) in &report {
-            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
             println!("{k:<20} {v}");
         }
     }

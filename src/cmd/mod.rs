@@ -1,7 +1,14 @@
 //! One module per subcommand.
 
+pub mod build;
+pub mod demo;
 pub mod doctor;
 pub mod ingest;
+pub mod label;
+pub mod sql;
+pub mod stages;
+pub mod tokenize;
+pub mod tokenizer;
 
 use std::process::ExitCode;
 
@@ -11,5 +18,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Sql(a) => sql::run(a),
+        Command::Label(a) => label::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Stages(a) => stages::run(a),
     }
 }

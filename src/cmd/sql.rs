@@ -42,14 +42,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.format == Format::Parquet && args.out.is_none() {
         bail!("--format parquet writes a file: give it with --out FILE");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the query runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the query runtime")?;
     let opts = SessionOptions::default().with_target_partitions(args.partitions.unwrap_or(0));
     let ctx = rt.block_on(sql::session(&args.corpus, &opts))?;
     let Some(query) = args.query.as_deref() else {
         if args.out.is_some() {
             bail!("--out needs a query; the interactive shell prints to the terminal");
         }
-        let shell = sql::repl::Shell { rt: &rt, ctx: &ctx, format: args.format, allow_write: args.allow_write };
+        let shell = sql::repl::Shell {
+            rt: &rt,
+            ctx: &ctx,
+            format: args.format,
+            allow_write: args.allow_write,
+        };
         return match shell.run() {
             Err(e) if sql::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
             r => r.map(|()| ExitCode::SUCCESS),
@@ -60,20 +68,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("the query holds no SQL statement");
     }
     if args.out.is_some() && statements.len() > 1 {
-        bail!("--out takes the result of one statement, and the query has {}; run them one at a time", statements.len());
+        bail!(
+            "--out takes the result of one statement, and the query has {}; run them one at a time",
+            statements.len()
+        );
     }
     let result = rt.block_on(async {
         for st in statements {
             let text = st.to_string();
             let df = sql::run_statement(&ctx, st, args.allow_write).await?;
-            let stream = df.execute_stream().await.with_context(|| format!("query failed:\n  {}", sql::one_line(&text)))?;
+            let stream = df
+                .execute_stream()
+                .await
+                .with_context(|| format!("query failed:\n  {}", sql::one_line(&text)))?;
             match &args.out {
                 Some(path) => {
                     write_file(path, stream, args.format).await?;
                 }
                 None => {
-                    let mut out = std::io::stdout().lock();
+                    // Stdout (not its lock, which is not Send) behind a buffer, flushed here so
+                    // a closed pipe surfaces as an error we can recognise.
+                    let mut out = std::io::BufWriter::new(std::io::stdout());
                     output::write_stream(stream, args.format, &mut out).await?;
+                    std::io::Write::flush(&mut out)?;
                 }
             }
         }
@@ -88,8 +105,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Writes one result to `path` atomically: into a hidden temporary file beside it, renamed
 /// into place only once complete, so a failed query leaves no half-written output.
-async fn write_file(path: &Path, stream: datafusion::physical_plan::SendableRecordBatchStream, format: Format) -> anyhow::Result<u64> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+async fn write_file(
+    path: &Path,
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    format: Format,
+) -> anyhow::Result<u64> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".quern-sql-")
         .tempfile_in(dir)
@@ -97,10 +121,14 @@ async fn write_file(path: &Path, stream: datafusion::physical_plan::SendableReco
     let rows = {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
         let rows = output::write_stream(stream, format, &mut w).await?;
-        w.flush().with_context(|| format!("writing {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
         rows
     };
-    tmp.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("moving the result into {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("moving the result into {}", path.display()))?;
     Ok(rows)
 }

@@ -32,7 +32,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::TableProvider;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
@@ -59,7 +61,11 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { target_partitions: 0, batch_size: 8192, pushdown_filters: true }
+        SessionOptions {
+            target_partitions: 0,
+            batch_size: 8192,
+            pushdown_filters: true,
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl SessionOptions {
         if self.target_partitions > 0 {
             self.target_partitions
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -139,7 +147,9 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
     }
     for (name, shards) in &tables {
         let provider: Arc<dyn TableProvider> = if shards.is_empty() {
-            let Some(schema) = empty_schema(name) else { continue };
+            let Some(schema) = empty_schema(name) else {
+                continue;
+            };
             Arc::new(EmptyTable::new(schema))
         } else {
             listing_table(&ctx, corpus, name, shards)
@@ -156,7 +166,12 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
 
 /// A listing table over exactly `shards` (paths relative to `root`), with the union of
 /// their schemas (stages add columns; a shard that lacks one reads it as null).
-async fn listing_table(ctx: &SessionContext, root: &Path, table: &str, shards: &[ShardInfo]) -> anyhow::Result<Arc<dyn TableProvider>> {
+async fn listing_table(
+    ctx: &SessionContext,
+    root: &Path,
+    table: &str,
+    shards: &[ShardInfo],
+) -> anyhow::Result<Arc<dyn TableProvider>> {
     let state = ctx.state();
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
     let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
@@ -171,8 +186,12 @@ async fn listing_table(ctx: &SessionContext, root: &Path, table: &str, shards: &
                 path.display()
             );
         }
-        let abs = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
-        let text = abs.to_str().with_context(|| format!("{} is not valid UTF-8", abs.display()))?;
+        let abs = path
+            .canonicalize()
+            .with_context(|| format!("resolving {}", path.display()))?;
+        let text = abs
+            .to_str()
+            .with_context(|| format!("{} is not valid UTF-8", abs.display()))?;
         if text.contains(['*', '?', '[']) {
             bail!("{text}: a shard path with `*`, `?` or `[` cannot be read by DataFusion's listing tables; move the corpus to a plainer path");
         }
@@ -183,31 +202,46 @@ async fn listing_table(ctx: &SessionContext, root: &Path, table: &str, shards: &
             .with_context(|| format!("reading the Parquet footer of {}", abs.display()))?;
         merged = Some(match merged {
             None => schema.as_ref().clone(),
-            Some(m) => Schema::try_merge([m, schema.as_ref().clone()])
-                .with_context(|| format!("{}: its columns conflict with the other shards of `{table}`", abs.display()))?,
+            Some(m) => Schema::try_merge([m, schema.as_ref().clone()]).with_context(|| {
+                format!(
+                    "{}: its columns conflict with the other shards of `{table}`",
+                    abs.display()
+                )
+            })?,
         });
         urls.push(url);
     }
     let schema = Arc::new(merged.unwrap_or_else(Schema::empty));
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// What `quern sql` may run: everything when `allow_write`, otherwise no DDL (`CREATE`,
 /// `DROP`), no DML (`INSERT`, `COPY`). `SET` stays allowed: it only tunes this session.
 pub fn sql_options(allow_write: bool) -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(allow_write).with_allow_dml(allow_write).with_allow_statements(true)
+    SQLOptions::new()
+        .with_allow_ddl(allow_write)
+        .with_allow_dml(allow_write)
+        .with_allow_statements(true)
 }
 
 /// Splits SQL text into statements (`;`-separated), with the parse error in context.
 pub fn parse(sql: &str) -> anyhow::Result<Vec<Statement>> {
-    let statements = DFParser::parse_sql(sql).map_err(anyhow::Error::from).with_context(|| format!("cannot parse the query:\n  {}", one_line(sql)))?;
+    let statements = DFParser::parse_sql(sql)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot parse the query:\n  {}", one_line(sql)))?;
     Ok(statements.into_iter().collect())
 }
 
 /// Plans one statement, refusing writes unless `allow_write`, and returns its [`DataFrame`]
 /// (DDL has already run when this returns; a query runs when the frame is executed).
-pub async fn run_statement(ctx: &SessionContext, statement: Statement, allow_write: bool) -> anyhow::Result<DataFrame> {
+pub async fn run_statement(
+    ctx: &SessionContext,
+    statement: Statement,
+    allow_write: bool,
+) -> anyhow::Result<DataFrame> {
     let text = statement.to_string();
     let plan = ctx
         .state()
@@ -222,17 +256,28 @@ pub async fn run_statement(ctx: &SessionContext, statement: Statement, allow_wri
             one_line(&text)
         );
     }
-    ctx.execute_logical_plan(plan).await.map_err(anyhow::Error::from).with_context(|| format!("query failed:\n  {}", one_line(&text)))
+    ctx.execute_logical_plan(plan)
+        .await
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("query failed:\n  {}", one_line(&text)))
 }
 
 /// Runs every statement of `sql` and returns the batches of the last one. For callers that
 /// want a result in memory (`quern demo`, tests); `quern sql` streams instead.
-pub async fn query(ctx: &SessionContext, sql: &str, allow_write: bool) -> anyhow::Result<Vec<RecordBatch>> {
+pub async fn query(
+    ctx: &SessionContext,
+    sql: &str,
+    allow_write: bool,
+) -> anyhow::Result<Vec<RecordBatch>> {
     let mut last = Vec::new();
     for st in parse(sql)? {
         let text = st.to_string();
         let df = run_statement(ctx, st, allow_write).await?;
-        last = df.collect().await.map_err(anyhow::Error::from).with_context(|| format!("query failed:\n  {}", one_line(&text)))?;
+        last = df
+            .collect()
+            .await
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("query failed:\n  {}", one_line(&text)))?;
     }
     Ok(last)
 }
@@ -255,10 +300,14 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             return io.kind() == BrokenPipe;
         }
-        if let Some(arrow::error::ArrowError::IoError(_, io)) = c.downcast_ref::<arrow::error::ArrowError>() {
+        if let Some(arrow::error::ArrowError::IoError(_, io)) =
+            c.downcast_ref::<arrow::error::ArrowError>()
+        {
             return io.kind() == BrokenPipe;
         }
-        if let Some(datafusion::error::DataFusionError::IoError(io)) = c.downcast_ref::<datafusion::error::DataFusionError>() {
+        if let Some(datafusion::error::DataFusionError::IoError(io)) =
+            c.downcast_ref::<datafusion::error::DataFusionError>()
+        {
             return io.kind() == BrokenPipe;
         }
         false

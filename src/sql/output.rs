@@ -66,7 +66,13 @@ pub fn plain_batch(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type())
+            }
+        })
         .collect::<Result<_, _>>()?;
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -77,7 +83,8 @@ pub async fn write_stream(
     format: Format,
     w: &mut (dyn Write + Send),
 ) -> anyhow::Result<u64> {
-    let schema = plain_schema(datafusion::physical_plan::RecordBatchStream::schema(&*stream).as_ref());
+    let schema =
+        plain_schema(datafusion::physical_plan::RecordBatchStream::schema(&*stream).as_ref());
     let mut rows = 0u64;
     match format {
         Format::Table => {
@@ -101,14 +108,20 @@ pub async fn write_stream(
                 let b = plain_batch(&b?)?;
                 rows += b.num_rows() as u64;
                 buf.clear();
-                arrow::csv::WriterBuilder::new().with_header(first).build(&mut buf).write(&b)?;
+                arrow::csv::WriterBuilder::new()
+                    .with_header(first)
+                    .build(&mut buf)
+                    .write(&b)?;
                 first = false;
                 w.write_all(&buf)?;
             }
             if first {
                 // No rows: still write the header, so the output is valid CSV for its columns.
                 buf.clear();
-                arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf).write(&RecordBatch::new_empty(schema))?;
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf)
+                    .write(&RecordBatch::new_empty(schema))?;
                 w.write_all(&buf)?;
             }
         }
@@ -118,7 +131,9 @@ pub async fn write_stream(
                 let b = plain_batch(&b?)?;
                 rows += b.num_rows() as u64;
                 buf.clear();
-                let mut jw = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+                let mut jw = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
                 jw.write(&b)?;
                 jw.finish()?;
                 drop(jw);
@@ -130,7 +145,8 @@ pub async fn write_stream(
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
                 .set_created_by(format!("quern sql {}", env!("CARGO_PKG_VERSION")))
                 .build();
-            let mut pw = ArrowWriter::try_new(w, schema, Some(props)).context("starting the Parquet output")?;
+            let mut pw = ArrowWriter::try_new(w, schema, Some(props))
+                .context("starting the Parquet output")?;
             while let Some(b) = stream.next().await {
                 let b = plain_batch(&b?)?;
                 rows += b.num_rows() as u64;

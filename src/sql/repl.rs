@@ -40,7 +40,9 @@ Shell commands:
 
 /// Where the history is kept: `~/.quern_history`, or none without a home directory.
 fn history_file() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".quern_history"))
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".quern_history"))
 }
 
 impl Shell<'_> {
@@ -54,7 +56,11 @@ impl Shell<'_> {
         }
         let mut pending = String::new();
         loop {
-            let prompt = if pending.is_empty() { "quern> " } else { "   ...> " };
+            let prompt = if pending.is_empty() {
+                "quern> "
+            } else {
+                "   ...> "
+            };
             let line = match rl.readline(prompt) {
                 Ok(l) => l,
                 Err(ReadlineError::Interrupted) => {
@@ -106,9 +112,14 @@ impl Shell<'_> {
             let rows = self.rt.block_on(async {
                 let text = st.to_string();
                 let df = super::run_statement(self.ctx, st, self.allow_write).await?;
-                let stream = df.execute_stream().await.with_context(|| format!("query failed:\n  {}", super::one_line(&text)))?;
-                let mut out = std::io::stdout().lock();
-                output::write_stream(stream, self.format, &mut out).await
+                let stream = df
+                    .execute_stream()
+                    .await
+                    .with_context(|| format!("query failed:\n  {}", super::one_line(&text)))?;
+                let mut out = std::io::BufWriter::new(std::io::stdout());
+                let rows = output::write_stream(stream, self.format, &mut out).await?;
+                std::io::Write::flush(&mut out)?;
+                anyhow::Ok(rows)
             })?;
             eprintln!("({rows} rows in {:.3}s)", start.elapsed().as_secs_f64());
         }
@@ -125,12 +136,25 @@ impl Shell<'_> {
             (".quit" | ".exit", _) => return Ok(true),
             (".help", _) => writeln!(out, "{HELP}")?,
             (".tables", _) => {
-                let mut names = self.ctx.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default();
+                let mut names = self
+                    .ctx
+                    .catalog("datafusion")
+                    .and_then(|c| c.schema("public"))
+                    .map(|s| s.table_names())
+                    .unwrap_or_default();
                 names.sort();
                 for t in names {
                     // Answered from the Parquet footers' statistics, without a scan.
-                    let batches = self.rt.block_on(super::query(self.ctx, &format!("SELECT count(*) FROM \"{t}\""), false))?;
-                    let n = batches.first().and_then(|b| b.column(0).as_primitive_opt::<Int64Type>()).map(|a| a.value(0)).unwrap_or(0);
+                    let batches = self.rt.block_on(super::query(
+                        self.ctx,
+                        &format!("SELECT count(*) FROM \"{t}\""),
+                        false,
+                    ))?;
+                    let n = batches
+                        .first()
+                        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>())
+                        .map(|a| a.value(0))
+                        .unwrap_or(0);
                     writeln!(out, "  {t:<16} {n:>12} rows")?;
                 }
             }
@@ -149,7 +173,10 @@ impl Shell<'_> {
                 for (f, what) in super::udfs::FUNCTIONS {
                     writeln!(out, "  {f:<20} {what}")?;
                 }
-                writeln!(out, "  (and every DataFusion function: SHOW FUNCTIONS; lists them)")?;
+                writeln!(
+                    out,
+                    "  (and every DataFusion function: SHOW FUNCTIONS; lists them)"
+                )?;
             }
             _ => anyhow::bail!("unknown command `{cmd}`; .help lists the commands"),
         }
@@ -160,7 +187,9 @@ impl Shell<'_> {
 /// Prints an error with its causes and goes on; a closed stdout ends the shell.
 fn report(e: &anyhow::Error) -> anyhow::Result<()> {
     if super::is_broken_pipe(e) {
-        return Err(anyhow::anyhow!(std::io::Error::from(std::io::ErrorKind::BrokenPipe)));
+        return Err(anyhow::anyhow!(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe
+        )));
     }
     eprintln!("error: {e}");
     for c in e.chain().skip(1) {

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Int64Type, UInt64Type};
 use datafusion::common::{exec_err, Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 
 /// ASCII bytes that are Unicode `White_Space`: `\t \n \x0b \x0c \r` and space.
@@ -69,7 +71,10 @@ pub fn word_count(s: &str) -> u64 {
 /// Unicode scalar values in `s`: the bytes that do not continue a UTF-8 sequence.
 pub fn char_count(s: &str) -> u64 {
     // Continuation bytes are 0b10xx_xxxx, i.e. -64..-1 as i8; this loop auto-vectorises.
-    s.as_bytes().iter().map(|&b| ((b as i8) >= -0x40) as u64).sum()
+    s.as_bytes()
+        .iter()
+        .map(|&b| ((b as i8) >= -0x40) as u64)
+        .sum()
 }
 
 /// xxh3-64 (seed 0) of the UTF-8 bytes of `s`.
@@ -81,7 +86,11 @@ pub fn xxh3(s: &str) -> u64 {
 ///
 /// Null slots are computed too (over whatever bytes they hold, usually none) and then masked
 /// by the input's null buffer: a branch-free loop, and a null buffer shared, not rebuilt.
-pub fn map_strings<T: ArrowPrimitiveType>(array: &ArrayRef, name: &str, f: impl Fn(&str) -> T::Native) -> Result<PrimitiveArray<T>> {
+pub fn map_strings<T: ArrowPrimitiveType>(
+    array: &ArrayRef,
+    name: &str,
+    f: impl Fn(&str) -> T::Native,
+) -> Result<PrimitiveArray<T>> {
     let values: Vec<T::Native> = match array.data_type() {
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -97,7 +106,10 @@ pub fn map_strings<T: ArrowPrimitiveType>(array: &ArrayRef, name: &str, f: impl 
         }
         other => return exec_err!("{name}() takes a string, got {other}"),
     };
-    Ok(PrimitiveArray::<T>::new(values.into(), array.logical_nulls()))
+    Ok(PrimitiveArray::<T>::new(
+        values.into(),
+        array.logical_nulls(),
+    ))
 }
 
 /// The hex form of [`xxh3`] for every string of an array, keeping its nulls.
@@ -136,13 +148,21 @@ struct TextUdf {
 impl TextUdf {
     fn new(kind: Kind, name: &'static str) -> Self {
         let strings = vec![DataType::Utf8View, DataType::Utf8, DataType::LargeUtf8];
-        TextUdf { kind, name, signature: Signature::uniform(1, strings, Volatility::Immutable) }
+        TextUdf {
+            kind,
+            name,
+            signature: Signature::uniform(1, strings, Volatility::Immutable),
+        }
     }
 
     fn eval(&self, array: &ArrayRef) -> Result<ArrayRef> {
         Ok(match self.kind {
-            Kind::WordCount => Arc::new(map_strings::<Int64Type>(array, self.name, |s| word_count(s) as i64)?),
-            Kind::CharCount => Arc::new(map_strings::<Int64Type>(array, self.name, |s| char_count(s) as i64)?),
+            Kind::WordCount => Arc::new(map_strings::<Int64Type>(array, self.name, |s| {
+                word_count(s) as i64
+            })?),
+            Kind::CharCount => Arc::new(map_strings::<Int64Type>(array, self.name, |s| {
+                char_count(s) as i64
+            })?),
             Kind::Xxh3 => Arc::new(map_strings::<UInt64Type>(array, self.name, xxh3)?),
             Kind::Xxh3Hex => xxh3_hex_array(array)?,
         })
@@ -168,7 +188,11 @@ impl ScalarUDFImpl for TextUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let [arg] = args.args.as_slice() else {
-            return exec_err!("{}() takes exactly one argument, got {}", self.name, args.args.len());
+            return exec_err!(
+                "{}() takes exactly one argument, got {}",
+                self.name,
+                args.args.len()
+            );
         };
         match arg {
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.eval(a)?)),
@@ -183,7 +207,10 @@ impl ScalarUDFImpl for TextUdf {
 
 /// Names and one-line descriptions of the built-in functions, for `.help` and the docs.
 pub const FUNCTIONS: [(&str, &str); 4] = [
-    ("word_count(text)", "Int64: whitespace-separated words (Unicode White_Space)"),
+    (
+        "word_count(text)",
+        "Int64: whitespace-separated words (Unicode White_Space)",
+    ),
     ("char_count(text)", "Int64: Unicode code points"),
     ("xxh3(text)", "UInt64: xxh3-64 (seed 0) of the UTF-8 bytes"),
     ("xxh3_hex(text)", "Utf8: the same hash as 16 hex digits"),
@@ -230,7 +257,11 @@ mod tests {
             "\u{85}next-line\u{85}",
         ];
         for s in cases {
-            assert_eq!(word_count(s), s.split_whitespace().count() as u64, "word_count({s:?})");
+            assert_eq!(
+                word_count(s),
+                s.split_whitespace().count() as u64,
+                "word_count({s:?})"
+            );
             assert_eq!(char_count(s), s.chars().count() as u64, "char_count({s:?})");
         }
         assert_eq!(word_count("  two words  "), 2);
@@ -250,9 +281,17 @@ mod tests {
         for a in &arrays {
             let wc = TextUdf::new(Kind::WordCount, "word_count").eval(a).unwrap();
             let wc = wc.as_primitive::<Int64Type>();
-            assert_eq!(wc.iter().collect::<Vec<_>>(), vec![Some(3), None, Some(2), Some(0)], "{}", a.data_type());
+            assert_eq!(
+                wc.iter().collect::<Vec<_>>(),
+                vec![Some(3), None, Some(2), Some(0)],
+                "{}",
+                a.data_type()
+            );
             let cc = TextUdf::new(Kind::CharCount, "char_count").eval(a).unwrap();
-            assert_eq!(cc.as_primitive::<Int64Type>().iter().collect::<Vec<_>>(), vec![Some(6), None, Some(4), Some(0)]);
+            assert_eq!(
+                cc.as_primitive::<Int64Type>().iter().collect::<Vec<_>>(),
+                vec![Some(6), None, Some(4), Some(0)]
+            );
             let hx = TextUdf::new(Kind::Xxh3Hex, "xxh3_hex").eval(a).unwrap();
             let hx = hx.as_string::<i32>();
             assert!(hx.is_null(1));
@@ -264,7 +303,9 @@ mod tests {
     #[test]
     fn a_non_string_argument_is_refused_by_name() {
         let a: ArrayRef = Arc::new(arrow::array::Int32Array::from(vec![1]));
-        let e = TextUdf::new(Kind::WordCount, "word_count").eval(&a).unwrap_err();
+        let e = TextUdf::new(Kind::WordCount, "word_count")
+            .eval(&a)
+            .unwrap_err();
         assert!(e.to_string().contains("word_count() takes a string"), "{e}");
     }
 }

@@ -413,7 +413,7 @@ fn string_column(p: &Path) -> Option<String> {
 
 #[test]
 fn every_parquet_testing_file_ingests_or_fails_with_a_clear_error() {
-    let files = parquet_files(&shared().join("parquet-testing/data"));
+    let files = parquet_files(&shared().join("data/parquet-testing/data"));
     assert!(files.len() > 50);
     let d = tempfile::tempdir().unwrap();
     let (mut ok, mut failed) = (0, 0);
@@ -457,7 +457,7 @@ fn every_parquet_testing_file_ingests_or_fails_with_a_clear_error() {
 
 #[test]
 fn every_bad_data_file_fails_cleanly() {
-    let files = parquet_files(&shared().join("parquet-testing/bad_data"));
+    let files = parquet_files(&shared().join("data/parquet-testing/bad_data"));
     assert!(files.len() >= 5);
     let d = tempfile::tempdir().unwrap();
     for (i, p) in files.iter().enumerate() {

@@ -1,1 +1,10 @@
+//! quern's integration tests: one binary (it links once), one module per area.
 
+mod common;
+
+mod build;
+mod dedup;
+mod ingest;
+mod labeling;
+mod sql;
+mod tokenize;

@@ -33,7 +33,9 @@ pub fn runtime_info() -> RuntimeInfo {
 
 /// The torch version the build linked, recorded by torch-sys at build time when available.
 fn libtorch_version() -> String {
-    option_env!("QUERN_LIBTORCH_VERSION").unwrap_or("unknown (torch-sys reported no version.py)").to_string()
+    option_env!("QUERN_LIBTORCH_VERSION")
+        .unwrap_or("unknown (torch-sys reported no version.py)")
+        .to_string()
 }
 
 #[cfg(test)]

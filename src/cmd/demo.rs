@@ -1,0 +1,130 @@
+//! `quern demo`: the whole journey on a real corpus embedded in the binary.
+//!
+//! It writes the corpus and a pipeline into a directory (a new temporary one unless `--dir`
+//! is given, kept afterwards so you can look at it), runs the build, shows the funnel, runs
+//! a few `quern sql` queries, and prints where everything is.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::pipeline::{funnel_table, run_build, BuildOptions, Pipeline};
+
+/// The demo corpus: real, redistributable text (see data/demo/README.md), zstd-compressed JSONL.
+static CORPUS: &[u8] = include_bytes!("../../data/demo/corpus.jsonl.zst");
+/// The demo pipeline.
+static PIPELINE: &str = include_str!("../../data/demo/pipeline.toml");
+
+/// Arguments of `quern demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Work in this directory (created if missing; must be empty or hold an earlier demo)
+    /// instead of a new temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = match args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            d
+        }
+        None => tempfile::Builder::new()
+            .prefix("quern-demo-")
+            .tempdir()?
+            .keep(),
+    };
+    let corpus_dir = dir.join("corpus");
+    std::fs::create_dir_all(&corpus_dir)?;
+    std::fs::write(corpus_dir.join("demo.jsonl.zst"), CORPUS)?;
+    let pipeline_path = dir.join("pipeline.toml");
+    std::fs::write(&pipeline_path, PIPELINE)?;
+    println!("quern demo in {}", dir.display());
+    println!(
+        "  corpus: {} ({} KB compressed)",
+        corpus_dir.display(),
+        CORPUS.len() / 1024
+    );
+
+    let pipeline = Pipeline::load(&pipeline_path)?;
+    let reg = crate::stages::registry();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    println!("\n== build ({} stages)", pipeline.specs.len());
+    let report = run_build(
+        &pipeline,
+        &reg,
+        &BuildOptions {
+            force: false,
+            progress,
+        },
+    )?;
+    print!("{}", funnel_table(&report.accounting));
+
+    // Tokenize: train a small byte-level BPE on the train split, pack into 256-token rows.
+    println!("\n== tokenize (byte-level BPE trained on the train split, packed rows of 256 + 1)");
+    let manifest = quern_core::manifest::Manifest::load(&report.out)?
+        .context("the build wrote no manifest")?;
+    let docs: Vec<PathBuf> = manifest
+        .tables()
+        .get(quern_core::schema::DOCS_TABLE)
+        .map(|v| v.iter().map(|s| report.out.join(&s.file)).collect())
+        .unwrap_or_default();
+    let tcfg: quern_tokenize::TokenizeConfig = serde_json::from_value(serde_json::json!({
+        "train_tokenizer": { "vocab_size": 4096 },
+        "objective": "clm",
+        "seq_len": 256,
+    }))?;
+    let tokens_dir = dir.join("tokens");
+    let t = quern_tokenize::tokenize_corpus(&docs, &tokens_dir, &tcfg)?;
+    println!(
+        "{:<8} {:>8} {:>10} {:>10}",
+        "split", "rows", "tokens", "documents"
+    );
+    for (split, st) in &t.splits {
+        println!(
+            "{split:<8} {:>8} {:>10} {:>10}",
+            st.rows, st.tokens, st.documents
+        );
+    }
+    println!(
+        "vocab {} · tokenizer {} · {}",
+        t.vocab_size,
+        t.tokenizer_hash,
+        tokens_dir.display()
+    );
+
+    let out = report.out.display().to_string();
+    let queries = [
+        "SELECT source, count(*) AS docs, sum(word_count(text)) AS words FROM docs GROUP BY source ORDER BY docs DESC LIMIT 8",
+        "SELECT split, topic, count(*) AS docs FROM docs GROUP BY 1, 2 ORDER BY 1, docs DESC",
+        "SELECT rejected_by, reason, count(*) AS n FROM rejected GROUP BY 1, 2 ORDER BY n DESC LIMIT 8",
+        "SELECT file, line, error FROM quarantine LIMIT 5",
+    ];
+    println!("\n== sql");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ctx = crate::sql::session(&report.out, &crate::sql::SessionOptions::default()).await?;
+        for q in queries {
+            println!("\nquern sql \"{q}\"");
+            let batches = crate::sql::query(&ctx, q, false).await?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                println!("(no rows)");
+            } else {
+                println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    println!("\nOutput: {out}");
+    println!("Try:");
+    for q in queries {
+        println!("  quern sql \"{q}\" --corpus {out}");
+    }
+    println!("  quern sql --corpus {out}        # a SQL shell over docs, rejected, quarantine");
+    Ok(ExitCode::SUCCESS)
+}

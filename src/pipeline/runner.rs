@@ -1,0 +1,657 @@
+//! The build runner: streams every input through the stages, commits shards unit by unit,
+//! and checks that every document is accounted for.
+//!
+//! Work is split into *phases* at each global stage. Phase 0 reads the inputs and runs the
+//! map stages before the first global stage; phase k (k ≥ 1) gathers global stage k over
+//! the whole output of phase k-1, then applies it and the map stages after it. A *unit* is
+//! one input file in one phase; its shards are committed atomically and then recorded in
+//! the manifest, so a killed build resumes from the last committed unit. Units run in
+//! parallel (rayon); inside a unit, batches stream through the stages, so memory is bounded
+//! by batch size × units in flight, not by corpus size.
+//!
+//! Output names depend only on the phase, the unit's input index and the shard's position,
+//! and stages are deterministic, so a resumed build is byte-identical to an uninterrupted one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quern_core::error::{Context, Error, Result};
+use quern_core::manifest::{Accounting, FileCounts, Manifest, StageCounts, UnitRecord};
+use quern_core::schema::{self, rejected_schema, DOC_COLUMNS};
+use quern_core::shard::{read_shard, ShardOptions, ShardWriter};
+use quern_core::stage::{apply_sequence, BatchCtx, Dropped, SeqCounts, Stage, StageKind};
+use quern_core::StageRegistry;
+use rayon::prelude::*;
+
+use super::config::Pipeline;
+
+/// How a build runs (flags, not configuration: they do not change the output).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Replace an output directory that holds a different build.
+    pub force: bool,
+    /// Draw progress bars (only on a terminal).
+    pub progress: bool,
+}
+
+/// What a finished build reports.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub out: PathBuf,
+    pub accounting: Accounting,
+    /// False when the output directory already held this complete build.
+    pub ran: bool,
+    pub seconds: f64,
+}
+
+/// Fault injection for the crash-and-resume tests, read from `QUERN_TEST_FAULT`:
+/// `before_commit:N` aborts the process after the N-th unit's shards are written but before
+/// the manifest records them; `after_commit:N` aborts right after the N-th commit.
+/// `QUERN_TEST_UNIT_DELAY_MS` sleeps after each unit, so a test can SIGKILL mid-build.
+/// Neither changes what a build writes.
+struct Faults {
+    before_commit: Option<usize>,
+    after_commit: Option<usize>,
+    delay: Option<std::time::Duration>,
+    committed: std::sync::atomic::AtomicUsize,
+}
+
+impl Faults {
+    fn from_env() -> Self {
+        let spec = std::env::var("QUERN_TEST_FAULT").unwrap_or_default();
+        let parse = |prefix: &str| spec.strip_prefix(prefix).and_then(|n| n.parse().ok());
+        Faults {
+            before_commit: parse("before_commit:"),
+            after_commit: parse("after_commit:"),
+            delay: std::env::var("QUERN_TEST_UNIT_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
+            committed: Default::default(),
+        }
+    }
+
+    /// Runs `commit` for one unit, with the configured faults around it.
+    fn commit(&self, commit: impl FnOnce() -> Result<()>) -> Result<()> {
+        let n = self.committed.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        if self.before_commit == Some(n) {
+            std::process::abort();
+        }
+        commit()?;
+        self.committed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.after_commit == Some(n) {
+            std::process::abort();
+        }
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+        Ok(())
+    }
+}
+
+/// Table written by phase `p` when it is not the last phase.
+fn work_table(p: usize) -> String {
+    format!("_work/p{p}")
+}
+
+/// Builds every stage and checks that each reads only columns an earlier stage (or the
+/// input) provides. Nothing is read.
+pub fn build_stages(p: &Pipeline, reg: &StageRegistry) -> Result<Vec<Box<dyn Stage>>> {
+    let mut stages = Vec::with_capacity(p.specs.len());
+    let mut available: Vec<String> = DOC_COLUMNS.iter().map(|s| s.to_string()).collect();
+    for spec in &p.specs {
+        let stage = reg.build(spec)?;
+        for col in stage.reads() {
+            if !available.contains(&col) {
+                return Err(Error::bad_config(
+                    spec.key.clone(),
+                    format!(
+                        "stage `{}` reads column `{col}`, which neither the input nor an earlier stage provides (available: {})",
+                        spec.name,
+                        available.join(", ")
+                    ),
+                ));
+            }
+        }
+        for f in stage.adds() {
+            if !available.contains(f.name()) {
+                available.push(f.name().clone());
+            }
+        }
+        stages.push(stage);
+    }
+    Ok(stages)
+}
+
+/// Splits stages into phases: phase 0 holds the map stages before the first global stage;
+/// every later phase starts with a global stage.
+fn phases(stages: &[Box<dyn Stage>]) -> Vec<Vec<&dyn Stage>> {
+    let mut out: Vec<Vec<&dyn Stage>> = vec![Vec::new()];
+    for s in stages {
+        if s.kind() == StageKind::Global {
+            out.push(Vec::new());
+        }
+        out.last_mut().expect("at least one phase").push(s.as_ref());
+    }
+    out
+}
+
+fn ingest_options(p: &Pipeline) -> Result<quern_ingest::IngestOptions> {
+    let i = &p.config.input;
+    let mut v = serde_json::json!({
+        "text_field": i.text_field,
+        "strict": i.strict,
+        "batch_rows": i.batch_rows,
+    });
+    if let Some(f) = &i.format {
+        v["format"] = f.clone().into();
+    }
+    if let Some(f) = &i.id_field {
+        v["id_field"] = f.clone().into();
+    }
+    if let Some(f) = &i.source {
+        v["source"] = f.clone().into();
+    }
+    serde_json::from_value(v).map_err(|e| Error::bad_config("input", e.to_string()))
+}
+
+/// Converts rows a stage dropped into the fixed `rejected` schema: the four document
+/// columns, `rejected_by`, `reason`, and `details` (every other column, as JSON).
+pub fn to_rejected(d: &Dropped) -> Result<RecordBatch> {
+    let b = &d.batch;
+    let n = b.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(7);
+    for name in DOC_COLUMNS {
+        let c = b.column_by_name(name).ok_or_else(|| {
+            Error::bug(format!(
+                "stage `{}` dropped rows without the `{name}` column",
+                d.stage
+            ))
+        })?;
+        cols.push(c.clone());
+    }
+    cols.push(std::sync::Arc::new(StringArray::from(vec![
+        d.stage.as_str();
+        n
+    ])));
+    cols.push(std::sync::Arc::new(StringArray::from(d.reasons.clone())));
+    let others: Vec<usize> = b
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !DOC_COLUMNS.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let details: ArrayRef = if others.is_empty() {
+        std::sync::Arc::new(StringArray::new_null(n))
+    } else {
+        let proj = b.project(&others)?;
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&proj)?;
+            w.finish()?;
+        }
+        let text = String::from_utf8(buf).map_err(|e| Error::bug(e.to_string()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() != n {
+            return Err(Error::bug(format!(
+                "details JSON has {} lines for {n} rows",
+                lines.len()
+            )));
+        }
+        std::sync::Arc::new(StringArray::from(lines))
+    };
+    cols.push(details);
+    Ok(RecordBatch::try_new(rejected_schema(), cols)?)
+}
+
+/// Lazily opened shard writers for one unit, by table name.
+struct UnitWriters<'a> {
+    root: &'a Path,
+    stem: String,
+    opts: ShardOptions,
+    writers: BTreeMap<String, ShardWriter>,
+}
+
+impl<'a> UnitWriters<'a> {
+    fn new(root: &'a Path, stem: String, opts: ShardOptions) -> Self {
+        UnitWriters {
+            root,
+            stem,
+            opts,
+            writers: BTreeMap::new(),
+        }
+    }
+
+    fn write(&mut self, table: &str, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if !self.writers.contains_key(table) {
+            let w = ShardWriter::new(
+                self.root,
+                table,
+                &self.stem,
+                batch.schema(),
+                self.opts.clone(),
+            )?;
+            self.writers.insert(table.to_string(), w);
+        }
+        let w = self.writers.get_mut(table).expect("inserted above");
+        if w.schema().fields() != batch.schema().fields() {
+            // Stages may add a column only in some batches; that is a stage bug, named here.
+            return Err(Error::bug(format!(
+                "table `{table}` got batches with different columns in one unit: {:?} vs {:?}",
+                field_names(w.schema()),
+                field_names(&batch.schema())
+            )));
+        }
+        w.write(batch)
+    }
+
+    fn finish(self) -> Result<BTreeMap<String, Vec<quern_core::shard::ShardInfo>>> {
+        let mut out = BTreeMap::new();
+        for (t, w) in self.writers {
+            out.insert(t, w.finish()?);
+        }
+        Ok(out)
+    }
+}
+
+fn field_names(s: &SchemaRef) -> Vec<String> {
+    s.fields().iter().map(|f| f.name().clone()).collect()
+}
+
+fn seq_to_stage_counts(c: &SeqCounts) -> StageCounts {
+    StageCounts {
+        stage: c.stage.clone(),
+        input: c.input,
+        kept: c.kept,
+        rejected: c.input - c.kept,
+        input_bytes: c.input_bytes,
+        kept_bytes: c.kept_bytes,
+        reasons: c.reasons.clone(),
+    }
+}
+
+fn merge_counts(into: &mut Vec<StageCounts>, add: &[SeqCounts]) {
+    for c in add {
+        let sc = seq_to_stage_counts(c);
+        match into.iter_mut().find(|x| x.stage == c.stage) {
+            Some(x) => x.add(&sc),
+            None => into.push(sc),
+        }
+    }
+}
+
+/// Progress display: one bar for the bytes read, one line per stage.
+struct Progress {
+    _multi: MultiProgress,
+    input: ProgressBar,
+    stages: BTreeMap<String, ProgressBar>,
+}
+
+impl Progress {
+    fn new(enabled: bool, total_bytes: u64, stage_names: &[String]) -> Self {
+        let multi = MultiProgress::with_draw_target(if enabled {
+            ProgressDrawTarget::stderr_with_hz(5)
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let input = multi.add(ProgressBar::new(total_bytes));
+        input.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        input.set_prefix("read");
+        let mut stages = BTreeMap::new();
+        for name in stage_names {
+            let pb = multi.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template("{prefix:>14} {pos} docs in, {per_sec} {msg}")
+                    .expect("valid template"),
+            );
+            pb.set_prefix(name.clone());
+            stages.insert(name.clone(), pb);
+        }
+        Progress {
+            _multi: multi,
+            input,
+            stages,
+        }
+    }
+
+    fn stage_batch(&self, counts: &[SeqCounts]) {
+        for c in counts {
+            if let Some(pb) = self.stages.get(&c.stage) {
+                pb.inc(c.input);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.input.finish_and_clear();
+        for pb in self.stages.values() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Runs a build. See the [module docs](self).
+pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let stages = build_stages(p, reg)?;
+    let ingest_opts = ingest_options(p)?;
+    let files = quern_ingest::expand_inputs(&p.input_paths()).context("expanding [input] paths")?;
+    let file_names = quern_ingest::relative_names(&files);
+    if files.is_empty() {
+        return Err(Error::bad_config("input.paths", "matched no files"));
+    }
+    let mut manifest = Manifest::open_output(&p.out, "build", p.manifest_config(), opts.force)?;
+    if manifest.complete {
+        let accounting = manifest
+            .accounting
+            .clone()
+            .unwrap_or_else(|| manifest.compute_accounting());
+        return Ok(BuildReport {
+            out: p.out.clone(),
+            accounting,
+            ran: false,
+            seconds: 0.0,
+        });
+    }
+    // Claim the directory before the first shard lands, so a crash before the first commit
+    // leaves a directory this build recognises and resumes.
+    manifest.save(&p.out)?;
+    let phases = phases(&stages);
+    let faults = Faults::from_env();
+    let shard_opts = p.config.output.shard_options();
+    let total_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
+    let progress = Progress::new(opts.progress, total_bytes, &names);
+    let out = p.out.as_path();
+    let last = phases.len() - 1;
+    let docs_table = |phase: usize| {
+        if phase == last {
+            schema::DOCS_TABLE.to_string()
+        } else {
+            work_table(phase)
+        }
+    };
+
+    // Phase 0: read inputs, run the first map stages.
+    {
+        let manifest_lock = Mutex::new(&mut manifest);
+        let seg = &phases[0];
+        files
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(idx, file)| -> Result<()> {
+                let key = format!("p0/{idx:05}");
+                if manifest_lock
+                    .lock()
+                    .expect("manifest lock")
+                    .units
+                    .contains_key(&key)
+                {
+                    progress
+                        .input
+                        .inc(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0));
+                    return Ok(());
+                }
+                let mut writers =
+                    UnitWriters::new(out, format!("p0-u{idx:05}"), shard_opts.clone());
+                let mut counts: Vec<StageCounts> = Vec::new();
+                let mut first_row = 0u64;
+                let table = docs_table(0);
+                let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
+                let mut sink_failed = false;
+                let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
+                    progress.input.inc(chunk.bytes);
+                    seen_bytes += chunk.bytes;
+                    seen_quarantined += chunk.quarantine.num_rows() as u64;
+                    writers.write(schema::QUARANTINE_TABLE, &chunk.quarantine)?;
+                    let n = chunk.docs.num_rows() as u64;
+                    seen_docs += n;
+                    let ctx = BatchCtx {
+                        unit: idx as u64,
+                        first_row,
+                    };
+                    first_row += n;
+                    let outp = apply_sequence(seg, &ctx, chunk.docs)?;
+                    progress.stage_batch(&outp.counts);
+                    merge_counts(&mut counts, &outp.counts);
+                    for d in &outp.rejected {
+                        writers.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
+                    }
+                    writers.write(&table, &outp.kept)
+                };
+                let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
+                    let r = sink(chunk);
+                    sink_failed |= r.is_err();
+                    r
+                };
+                let read = quern_ingest::read_file_named(
+                    file,
+                    &file_names[idx],
+                    &ingest_opts,
+                    &mut on_chunk,
+                );
+                let fc: FileCounts = match read {
+                    Ok(fc) => fc,
+                    // A broken file (truncated archive, corrupt Parquet): what was read before the
+                    // break is kept and the break is quarantined with its offset by the reader;
+                    // the build goes on unless the input is strict.
+                    Err(e)
+                        if !ingest_opts.strict
+                            && !sink_failed
+                            && !matches!(
+                                e.root(),
+                                Error::BadConfig { .. } | Error::Usage(_) | Error::Bug(_)
+                            ) =>
+                    {
+                        progress.input.println(format!(
+                            "warning: {e} (kept what was read before the break)"
+                        ));
+                        FileCounts {
+                            file: file.display().to_string(),
+                            records: seen_docs + seen_quarantined,
+                            ingested: seen_docs,
+                            quarantined: seen_quarantined,
+                            bytes: seen_bytes,
+                        }
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+                };
+                let tables = writers.finish()?;
+                let rec = UnitRecord {
+                    tables,
+                    files: vec![fc],
+                    stages: counts,
+                };
+                let mut m = manifest_lock.lock().expect("manifest lock");
+                faults.commit(|| {
+                    m.units.insert(key, rec);
+                    m.save(out)
+                })
+            })?;
+    }
+
+    // Later phases: gather the global stage over the previous phase's output, then apply.
+    for (phase, seg) in phases.iter().enumerate().skip(1) {
+        let prev = work_table(phase - 1);
+        let shards_of: Vec<Vec<PathBuf>> = (0..files.len())
+            .map(|idx| {
+                manifest
+                    .units
+                    .get(&format!("p{}/{idx:05}", phase - 1))
+                    .and_then(|u| u.tables.get(&prev))
+                    .map(|v| v.iter().map(|s| out.join(&s.file)).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let pending: Vec<usize> = (0..files.len())
+            .filter(|i| !manifest.units.contains_key(&format!("p{phase}/{i:05}")))
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let global = seg[0];
+        let batch_rows = p.config.input.batch_rows;
+        shards_of
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(idx, shards)| -> Result<()> {
+                let mut first_row = 0u64;
+                for shard in shards {
+                    for b in read_shard(shard, batch_rows)? {
+                        let b = b?;
+                        let ctx = BatchCtx {
+                            unit: idx as u64,
+                            first_row,
+                        };
+                        first_row += b.num_rows() as u64;
+                        global
+                            .gather(&ctx, &b)
+                            .with_context(|| format!("stage `{}` gathering", global.name()))?;
+                    }
+                }
+                Ok(())
+            })?;
+        global
+            .end_gather()
+            .with_context(|| format!("stage `{}`", global.name()))?;
+        let table = docs_table(phase);
+        let manifest_lock = Mutex::new(&mut manifest);
+        pending.par_iter().try_for_each(|&idx| -> Result<()> {
+            let mut writers =
+                UnitWriters::new(out, format!("p{phase}-u{idx:05}"), shard_opts.clone());
+            let mut counts = Vec::new();
+            let mut first_row = 0u64;
+            for shard in &shards_of[idx] {
+                for b in read_shard(shard, batch_rows)? {
+                    let b = b?;
+                    let ctx = BatchCtx {
+                        unit: idx as u64,
+                        first_row,
+                    };
+                    first_row += b.num_rows() as u64;
+                    let outp = apply_sequence(seg, &ctx, b)?;
+                    progress.stage_batch(&outp.counts);
+                    merge_counts(&mut counts, &outp.counts);
+                    for d in &outp.rejected {
+                        writers.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
+                    }
+                    writers.write(&table, &outp.kept)?;
+                }
+            }
+            let rec = UnitRecord {
+                tables: writers.finish()?,
+                files: Vec::new(),
+                stages: counts,
+            };
+            let mut m = manifest_lock.lock().expect("manifest lock");
+            faults.commit(|| {
+                m.units.insert(format!("p{phase}/{idx:05}"), rec);
+                m.save(out)
+            })
+        })?;
+    }
+    progress.finish();
+
+    // Every unit of every phase is committed: check the books, drop the work tables.
+    let mut accounting = manifest.compute_accounting();
+    // Stages in pipeline order (units list them per phase).
+    accounting.stages.sort_by_key(|s| {
+        names
+            .iter()
+            .position(|n| *n == s.stage)
+            .unwrap_or(usize::MAX)
+    });
+    accounting
+        .check()
+        .context("checking that every input document is accounted for")?;
+    for u in manifest.units.values_mut() {
+        u.tables.retain(|t, _| !t.starts_with("_work/"));
+    }
+    let work = out.join("_work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    }
+    manifest.accounting = Some(accounting.clone());
+    manifest.complete = true;
+    manifest.save(out)?;
+    let report = serde_json::json!({ "accounting": accounting });
+    quern_core::shard::write_atomic(
+        &out.join("report.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(BuildReport {
+        out: p.out.clone(),
+        accounting,
+        ran: true,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The funnel table printed at the end of a build.
+pub fn funnel_table(a: &Accounting) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:>10} {:>10} {:>10}  top reasons",
+        "stage", "in", "kept", "rejected"
+    );
+    let _ = writeln!(
+        s,
+        "{:<24} {:>10} {:>10} {:>10}",
+        "input",
+        a.input,
+        a.input - a.quarantined,
+        ""
+    );
+    let _ = writeln!(
+        s,
+        "{:<24} {:>10} {:>10} {:>10}",
+        "  quarantined", "", "", a.quarantined
+    );
+    for st in &a.stages {
+        let mut reasons: Vec<(&String, &u64)> = st.reasons.iter().collect();
+        reasons.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+        let top: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<24} {:>10} {:>10} {:>10}  {}",
+            st.stage,
+            st.input,
+            st.kept,
+            st.rejected,
+            top.join(" ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<24} {:>10} = kept {} + rejected {} + quarantined {}",
+        "total", a.input, a.kept, a.rejected, a.quarantined
+    );
+    s
+}

@@ -1,0 +1,260 @@
+//! `quern build`: config validation, determinism, crash-and-resume, accounting.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::common::*;
+
+/// Splits the real mixed corpus into `files` JSONL inputs, planting a few malformed records
+/// (bad JSON, a non-string text, a missing text) so quarantine has work. Returns the input
+/// folder and the number of records written (good and bad).
+fn make_inputs(dir: &Path, files: usize) -> (PathBuf, usize) {
+    let docs = read_jsonl(&fixture("corpus/mixed.jsonl"));
+    let input = dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let per = docs.len().div_ceil(files);
+    let mut records = 0;
+    for (i, chunk) in docs.chunks(per).enumerate() {
+        let mut f = std::fs::File::create(input.join(format!("part-{i:03}.jsonl"))).unwrap();
+        for (j, d) in chunk.iter().enumerate() {
+            writeln!(f, "{d}").unwrap();
+            records += 1;
+            if j == 3 && i % 3 == 0 {
+                writeln!(f, "{{\"text\": \"unterminated").unwrap();
+                writeln!(f, "{{\"text\": 42, \"source\": \"x\"}}").unwrap();
+                writeln!(f, "{{\"body\": \"no text field\"}}").unwrap();
+                records += 3;
+            }
+        }
+    }
+    (input, records)
+}
+
+fn write_pipeline(dir: &Path, name: &str, stages: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "[input]\npaths = [\"input\"]\n\n[output]\ndir = \"out-{name}\"\nshard_rows = 50\nrow_group_rows = 16\n\n{stages}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+const STAGES: &str = r#"
+[[stages]]
+type = "pass"
+"#;
+
+fn manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn build_accounts_for_every_record_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, records) = make_inputs(dir.path(), 6);
+    let a = write_pipeline(dir.path(), "a.toml", STAGES);
+    let b = write_pipeline(dir.path(), "b.toml", STAGES);
+    let out = run_ok(quern().arg("build").arg(&a));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("total"), "funnel table printed: {stdout}");
+    run_ok(quern().arg("build").arg(&b));
+    let (oa, ob) = (dir.path().join("out-a.toml"), dir.path().join("out-b.toml"));
+    assert_same_tree(&oa, &ob);
+
+    let m = manifest(&oa);
+    assert_eq!(m["complete"], true);
+    let acc = &m["accounting"];
+    let n = |k: &str| acc[k].as_u64().unwrap();
+    assert_eq!(n("input") as usize, records);
+    assert_eq!(n("input"), n("kept") + n("rejected") + n("quarantined"));
+    assert!(
+        n("quarantined") >= 6,
+        "planted bad records quarantined: {acc}"
+    );
+    // report.json carries the same accounting.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oa.join("report.json")).unwrap()).unwrap();
+    assert_eq!(&report["accounting"], acc);
+    // No work tables or temporary files are left behind.
+    assert!(!oa.join("_work").exists());
+    assert!(tree(&oa).keys().all(|k| !k.contains(".tmp-")));
+
+    // A second run of the same build is a no-op that changes nothing.
+    let before = tree(&oa);
+    let again = run_ok(quern().arg("build").arg(&a));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds this complete build"));
+    assert_eq!(before, tree(&oa));
+}
+
+#[test]
+fn a_different_config_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    make_inputs(dir.path(), 2);
+    let p = write_pipeline(dir.path(), "p.toml", STAGES);
+    run_ok(quern().arg("build").arg(&p));
+    // Same output dir, another stage list.
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("type = \"pass\"", "type = \"pass\"\nname = \"renamed\"");
+    std::fs::write(&p, text).unwrap();
+    let err = run_err(quern().arg("build").arg(&p));
+    assert!(
+        err.contains("different build run") && err.contains("--force"),
+        "{err}"
+    );
+    run_ok(quern().arg("build").arg(&p).arg("--force"));
+    assert_eq!(
+        manifest(&dir.path().join("out-p.toml"))["accounting"]["stages"][0]["stage"],
+        "renamed"
+    );
+}
+
+/// Crashes a build at several points (an abort between writing a unit's shards and
+/// recording them, an abort right after a commit, and a real SIGKILL at an arbitrary
+/// moment), resumes it, and checks the result is byte-identical to an uninterrupted build.
+#[test]
+fn killed_builds_resume_to_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    make_inputs(dir.path(), 12);
+    let reference = write_pipeline(dir.path(), "ref.toml", STAGES);
+    run_ok(quern().arg("build").arg(&reference));
+    let ref_out = dir.path().join("out-ref.toml");
+
+    for (i, fault) in [
+        "before_commit:1",
+        "before_commit:4",
+        "after_commit:2",
+        "after_commit:11",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = write_pipeline(dir.path(), &format!("f{i}.toml"), STAGES);
+        let out = quern()
+            .arg("build")
+            .arg(&p)
+            .env("QUERN_TEST_FAULT", fault)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "fault {fault} should crash the build"
+        );
+        let crashed = dir.path().join(format!("out-f{i}.toml"));
+        // The manifest is written before the first shard, so even the earliest crash leaves
+        // a directory the rerun recognises as this build, incomplete.
+        assert_eq!(
+            manifest(&crashed)["complete"],
+            false,
+            "crash at {fault} left an incomplete build"
+        );
+        run_ok(quern().arg("build").arg(&p));
+        assert_same_tree(&ref_out, &crashed);
+    }
+
+    for (i, delay_ms) in [150u64, 450, 900].iter().enumerate() {
+        let p = write_pipeline(dir.path(), &format!("k{i}.toml"), STAGES);
+        let mut child = quern()
+            .arg("build")
+            .arg(&p)
+            .env("QUERN_TEST_UNIT_DELAY_MS", "60")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        run_ok(quern().arg("build").arg(&p));
+        assert_same_tree(&ref_out, &dir.path().join(format!("out-k{i}.toml")));
+    }
+}
+
+#[test]
+fn bad_configs_name_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("input")).unwrap();
+    let ok_input = "[input]\npaths = [\"input\"]\n";
+    let ok_output = "[output]\ndir = \"out\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("[inputs]\npaths = [\"x\"]\n{ok_output}"), "inputs"),
+        (format!("[input]\n{ok_output}"), "paths"),
+        (format!("[input]\npaths = []\n{ok_output}"), "input.paths"),
+        (
+            format!("[input]\npaths = [\"input\"]\nbatch_rows = 0\n{ok_output}"),
+            "input.batch_rows",
+        ),
+        (
+            format!("[input]\npaths = [\"input\"]\ntext_fild = \"t\"\n{ok_output}"),
+            "text_fild",
+        ),
+        (
+            format!("[input]\npaths = [\"input\"]\ntext_field = 3\n{ok_output}"),
+            "input.text_field",
+        ),
+        (format!("{ok_input}[output]\nshard_rows = 5\n"), "dir"),
+        (
+            format!("{ok_input}[output]\ndir = \"out\"\nshard_rows = 0\n"),
+            "output.shard_rows",
+        ),
+        (
+            format!("{ok_input}{ok_output}[[stages]]\nname = \"x\"\n"),
+            "stages[0].type",
+        ),
+        (
+            format!("{ok_input}{ok_output}[[stages]]\ntype = \"no_such_stage\"\n"),
+            "stages[0].type",
+        ),
+        (
+            format!("{ok_input}{ok_output}[[stages]]\ntype = 7\n"),
+            "stages[0].type",
+        ),
+        (
+            format!("{ok_input}{ok_output}[[stages]]\ntype = \"pass\"\nthreshold = 1\n"),
+            "stages[0]",
+        ),
+        (
+            format!(
+                "{ok_input}{ok_output}[[stages]]\ntype = \"pass\"\n[[stages]]\ntype = \"pass\"\n"
+            ),
+            "stages[1].name",
+        ),
+        (
+            format!("{ok_input}{ok_output}[tokenizer]\nvocab = 1\n"),
+            "tokenizer",
+        ),
+        ("[input\npaths = 1".to_string(), "not valid TOML"),
+    ];
+    assert!(cases.len() >= 10);
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let err = run_err(quern().arg("build").arg(&p));
+        assert!(
+            err.contains(key),
+            "case {i}: error should name `{key}`:\n{text}\n---\n{err}"
+        );
+        // Refused before any output was made.
+        assert!(!dir.path().join("out").exists(), "case {i} created output");
+    }
+}
+
+#[test]
+fn an_output_dir_with_foreign_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    make_inputs(dir.path(), 1);
+    let p = write_pipeline(dir.path(), "p.toml", STAGES);
+    let out = dir.path().join("out-p.toml");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("thesis.tex"), "precious").unwrap();
+    let err = run_err(quern().arg("build").arg(&p));
+    assert!(err.contains("holds no quern manifest"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("thesis.tex")).unwrap(),
+        "precious"
+    );
+}

@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests: the binary, fixtures, Python peers, file trees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A command running the `quern` binary under test.
+pub fn quern() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quern"));
+    c.env_remove("QUERN_TEST_FAULT")
+        .env_remove("QUERN_TEST_UNIT_DELAY_MS");
+    c
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the checkout (Parquet test files, reference scripts).
+pub fn shared() -> PathBuf {
+    repo().join("../shared")
+}
+
+/// A fixture under `tests/data/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = repo().join("tests/data").join(rel);
+    assert!(p.exists(), "missing fixture {}", p.display());
+    p
+}
+
+/// The Python with the test peers (pyarrow, duckdb, transformers, ...), set up by
+/// `scripts/setup.sh --test`.
+pub fn python() -> PathBuf {
+    std::env::var_os("QUERN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// Runs a command, and panics with its output unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must fail, and returns its stderr.
+pub fn run_err(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` (relative path → bytes).
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Asserts two directories hold the same files with the same bytes.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let ta = tree(a);
+    let tb = tree(b);
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "file lists differ"
+    );
+    for (k, v) in &ta {
+        assert!(
+            v == &tb[k],
+            "{k} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// Reads the JSON lines of a file.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

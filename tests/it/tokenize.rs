@@ -1,0 +1,141 @@
+//! `quern tokenizer train` and `quern tokenize` end to end through the binary: a tokenizer
+//! trained on the real fixture, a build-like docs directory tokenized into splits, the
+//! report's accounting, the nanoGPT export read back by numpy, and bad flags refused.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use quern_core::shard::{ShardOptions, ShardWriter};
+
+use crate::common::{fixture, python, quern, read_jsonl, run_err, run_ok};
+
+/// The fixture as a docs directory (one shard) with a `split` column: every 4th doc is `val`.
+fn docs_dir(dir: &Path) -> usize {
+    let docs = read_jsonl(&fixture("corpus/mixed.jsonl"));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("meta", DataType::Utf8, true),
+        Field::new("split", DataType::Utf8, true),
+    ]));
+    let s = |f: &dyn Fn(usize, &serde_json::Value) -> Option<String>| {
+        Arc::new(StringArray::from(
+            docs.iter()
+                .enumerate()
+                .map(|(i, d)| f(i, d))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            s(&|_, d| Some(d["id"].as_str().unwrap().to_string())),
+            s(&|_, d| Some(d["text"].as_str().unwrap().to_string())),
+            s(&|_, d| Some(d["source"].as_str().unwrap().to_string())),
+            s(&|_, _| None),
+            s(&|i, _| Some(if i % 4 == 3 { "val" } else { "train" }.to_string())),
+        ],
+    )
+    .unwrap();
+    let mut w = ShardWriter::new(dir, "docs", "part", schema, ShardOptions::default()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    docs.len()
+}
+
+#[test]
+fn train_tokenize_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tok = t.join("tokenizer.json");
+    run_ok(
+        quern()
+            .args(["tokenizer", "train", "--vocab-size", "1200", "--out"])
+            .arg(&tok)
+            .arg("--input")
+            .arg(fixture("corpus/mixed.jsonl")),
+    );
+    let enc = run_ok(
+        quern()
+            .args(["tokenizer", "encode", "--tokenizer"])
+            .arg(&tok)
+            .arg("Hello, world"),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&enc.stdout).unwrap();
+    assert!(!v["ids"].as_array().unwrap().is_empty());
+
+    let n = docs_dir(&t.join("build"));
+    let out = run_ok(
+        quern()
+            .args(["tokenize", "--json", "--seq-len", "64", "--corpus"])
+            .arg(t.join("build"))
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--out")
+            .arg(t.join("tok")),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accounting"]["input"], n as u64);
+    assert_eq!(report["accounting"]["kept"], n as u64);
+    assert_eq!(report["splits"]["val"]["documents"], (n / 4) as u64);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join("tok/train/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["seq_len"], 64);
+    assert_eq!(meta["objective"], "clm");
+
+    // A different run into the same directory is refused with a way out.
+    let err = run_err(
+        quern()
+            .args(["tokenize", "--seq-len", "32", "--corpus"])
+            .arg(t.join("build"))
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--out")
+            .arg(t.join("tok")),
+    );
+    assert!(err.contains("--force"), "{err}");
+    let err = run_err(
+        quern()
+            .args(["tokenize", "--objective", "gpt", "--corpus"])
+            .arg(t.join("build"))
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--out")
+            .arg(t.join("x")),
+    );
+    assert!(err.contains("`gpt` is not one of"), "{err}");
+
+    run_ok(
+        quern()
+            .args(["tokenize", "export", "--format", "nanogpt", "--input"])
+            .arg(t.join("tok"))
+            .arg("--out")
+            .arg(t.join("nano")),
+    );
+    let check = r#"
+import json, sys, numpy as np, pyarrow.parquet as pq
+meta = json.load(open(sys.argv[1] + "/train/meta.json"))
+rows = [r for s in meta["shards"] for r in pq.read_table(sys.argv[1] + "/train/" + s["file"]).column("tokens").to_pylist()]
+flat = [t for r in rows for t in r if t != meta["pad_id"]]
+data = np.memmap(sys.argv[2] + "/train.bin", dtype=np.uint16, mode="r")
+assert data.tolist() == flat, (len(data), len(flat))
+assert len(flat) == meta["tokens"], (len(flat), meta["tokens"])
+print(len(flat))
+"#;
+    let out = run_ok(
+        std::process::Command::new(python())
+            .args(["-c", check])
+            .arg(t.join("tok"))
+            .arg(t.join("nano")),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            > 1000
+    );
+}
