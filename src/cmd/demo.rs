@@ -1,8 +1,9 @@
 //! `quern demo`: the whole journey on a real corpus embedded in the binary.
 //!
 //! It writes the corpus and a pipeline into a directory (a new temporary one unless `--dir`
-//! is given, kept afterwards so you can look at it), runs the build, shows the funnel, runs
-//! a few `quern sql` queries, and prints where everything is.
+//! is given, kept afterwards so you can look at it), runs the build (exact and near dedup,
+//! rule labels, a stratified split), shows the funnel, trains a small BPE tokenizer and packs
+//! token shards per split, runs a few `quern sql` queries, and prints where everything is.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
