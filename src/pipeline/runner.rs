@@ -257,6 +257,26 @@ impl<'a> UnitWriters<'a> {
         w.write(batch)
     }
 
+    /// Runs one batch through a phase's stages: kept rows to `table`, dropped rows to
+    /// `rejected`, counts added to `counts` and shown on the progress display.
+    fn run_segment(
+        &mut self,
+        seg: &[&dyn Stage],
+        ctx: &BatchCtx,
+        batch: RecordBatch,
+        table: &str,
+        counts: &mut Vec<StageCounts>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let outp = apply_sequence(seg, ctx, batch)?;
+        progress.stage_batch(&outp.counts);
+        merge_counts(counts, &outp.counts);
+        for d in &outp.rejected {
+            self.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
+        }
+        self.write(table, &outp.kept)
+    }
+
     fn finish(self) -> Result<BTreeMap<String, Vec<quern_core::shard::ShardInfo>>> {
         let mut out = BTreeMap::new();
         for (t, w) in self.writers {
@@ -432,13 +452,7 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                         first_row,
                     };
                     first_row += n;
-                    let outp = apply_sequence(seg, &ctx, chunk.docs)?;
-                    progress.stage_batch(&outp.counts);
-                    merge_counts(&mut counts, &outp.counts);
-                    for d in &outp.rejected {
-                        writers.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
-                    }
-                    writers.write(&table, &outp.kept)
+                    writers.run_segment(seg, &ctx, chunk.docs, &table, &mut counts, &progress)
                 };
                 let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
                     let r = sink(chunk);
@@ -550,13 +564,7 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                         first_row,
                     };
                     first_row += b.num_rows() as u64;
-                    let outp = apply_sequence(seg, &ctx, b)?;
-                    progress.stage_batch(&outp.counts);
-                    merge_counts(&mut counts, &outp.counts);
-                    for d in &outp.rejected {
-                        writers.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
-                    }
-                    writers.write(&table, &outp.kept)?;
+                    writers.run_segment(seg, &ctx, b, &table, &mut counts, &progress)?;
                 }
             }
             let rec = UnitRecord {
