@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
 input=${1:-bench-data/corpus.jsonl}
 [[ -f $input ]] || benches/corpus/make_corpus.sh
-cargo build --release --quiet --bin quern
+scripts/build-release.sh
 bin=target/release/quern
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cat > "$work/pipeline.toml" <<TOML

@@ -17,7 +17,7 @@ if [[ ! -x .peers/bin/python ]]; then python3 -m venv .peers; fi
 .peers/bin/python -c 'import datasketch, rensa, datatrove' 2>/dev/null \
   || .peers/bin/pip install -q --disable-pip-version-check datasketch rensa datatrove
 
-cargo build --release -p quern-dedup --example dedup_bench
+scripts/build-release.sh
 BIN=target/release/examples/dedup_bench
 
 [[ -f $D/peers-$PEER_DOCS.jsonl ]] || python3 benches/dedup/make_corpus.py "$D/peers-$PEER_DOCS.jsonl" "$PEER_DOCS"

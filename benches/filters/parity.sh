@@ -20,7 +20,7 @@ corpus="$repo/bench-data/corpus.jsonl"
 [ -s "$corpus" ] || "$repo/benches/corpus/make_corpus.sh"
 out="$repo/bench-data/filters"
 mkdir -p "$out"
-cargo build -q --release -p quern-filters --example filter_corpus
+"$repo/scripts/build-release.sh"
 "$repo/target/release/examples/filter_corpus" "$corpus" "$limit" "$out/quern.tsv"
 "$peers/bin/python" "$here/datatrove_run.py" "$corpus" "$limit" "$out/datatrove.tsv"
 "$peers/bin/python" "$here/compare.py" "$out/datatrove.tsv" "$out/quern.tsv" "$out/disagreements.tsv"

@@ -5,8 +5,7 @@
 #
 #   benches/ingest/run.sh [CORPUS.jsonl]
 #
-# quern: `target/release/quern ingest` when that binary exists (or QUERN_BIN is set), else the
-# `ingest` example of quern-ingest (the same runner, built without DataFusion and libtorch).
+# quern: `target/release/quern ingest` from scripts/build-release.sh (or QUERN_BIN when set).
 # DuckDB: COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet), from PyPI into .peers/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -23,11 +22,9 @@ if [[ ! -x .peers/bin/python ]]; then python3 -m venv .peers; fi
 
 if [[ -n "${QUERN_BIN:-}" ]]; then
   QUERN=("$QUERN_BIN" ingest); WHAT="$QUERN_BIN ingest"
-elif [[ -x target/release/quern ]]; then
-  QUERN=(target/release/quern ingest); WHAT="target/release/quern ingest"
 else
-  cargo build --release -q -p quern-ingest --example ingest
-  QUERN=(target/release/examples/ingest); WHAT="quern-ingest example (ingest_to_dir, release)"
+  scripts/build-release.sh
+  QUERN=(target/release/quern ingest); WHAT="target/release/quern ingest"
 fi
 
 measure() { # name, command... → prints "seconds max_rss_kb"

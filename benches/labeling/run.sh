@@ -35,7 +35,7 @@ if ! .peers/bin/python -c 'import fasttext' 2>/dev/null; then
 fi
 
 echo "bench: building the quern classifier driver (release)"
-cargo build -q --release -p quern-labeling --no-default-features --example label_train
+scripts/build-release.sh
 DRIVER=target/release/examples/label_train
 
 .peers/bin/python - "$DATA" "$DRIVER" "$EPOCHS" "$LR" "$DIM" "$NGRAMS" $THREADS <<'PY'

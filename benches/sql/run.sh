@@ -23,8 +23,9 @@ fi
 [[ -x .peers/bin/python ]] || python3 -m venv .peers
 .peers/bin/python -c 'import duckdb, pyarrow' 2>/dev/null || .peers/bin/pip install -q --disable-pip-version-check duckdb pyarrow
 
-# SQL needs no libtorch: build without the `torch` feature (much quicker).
-cargo build --release -p quern --bin quern --no-default-features
+# The one release build of the workspace (scripts/build-release.sh); a different feature set
+# would rebuild arrow/datafusion.
+scripts/build-release.sh
 BIN=$PWD/target/release/quern
 if [[ ! -f $SQL_CORPUS/manifest.json ]]; then
   if "$BIN" ingest --help >/dev/null 2>&1; then

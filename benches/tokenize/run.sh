@@ -35,7 +35,7 @@ peer=".peers/bin/python benches/tokenize/peer.py"
 
 [ -d "$work/docs" ] || $peer to_parquet "$corpus" "$work/docs" 8
 if [ "$profile" = release ]; then
-  cargo build --release -q -p quern-tokenize --example tokenize_bench
+  scripts/build-release.sh
   bin=target/release/examples/tokenize_bench
 else
   cargo build -q -p quern-tokenize --example tokenize_bench
