@@ -5,6 +5,10 @@
 #
 #   benches/dedup/run.sh            # 50k-document comparison + 2M-document memory run
 #   PEER_DOCS=20000 BIG_DOCS=0 benches/dedup/run.sh   # smaller, skip the memory run
+#
+# Every timing line is preceded by `load:` and the 1-minute load average (uptime), since the
+# numbers are only comparable on a quiet machine. The memory run is done three times: with
+# --memory-limit 1GB twice (determinism) and unlimited; all three must give the same clusters.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
@@ -24,12 +28,13 @@ BIN=target/release/examples/dedup_bench
 C=$D/peers-$PEER_DOCS.jsonl
 [[ -f $C.truth.tsv ]] || $BIN truth "$C" "$C.truth.tsv" --min 0.5
 
+load() { echo "load: $(cut -d' ' -f1 /proc/loadavg)"; }
 echo "== throughput, one core each (RAYON_NUM_THREADS=1) =="
-RAYON_NUM_THREADS=1 $BIN run "$C" --clusters "$D/quern.tsv" | tee "$D/quern.json"
+load; RAYON_NUM_THREADS=1 $BIN run "$C" --clusters "$D/quern.tsv" | tee "$D/quern.json"
 echo "== quern, all cores =="
-$BIN run "$C" | tee "$D/quern-all.json"
+load; $BIN run "$C" | tee "$D/quern-all.json"
 for t in rensa datasketch datatrove; do
-  .peers/bin/python benches/dedup/peers.py $t "$C" "$D/$t.tsv" "$D/work-$t" 2>/dev/null | tail -1 | tee "$D/$t.json"
+  load; .peers/bin/python benches/dedup/peers.py $t "$C" "$D/$t.tsv" "$D/work-$t" 2>/dev/null | tail -1 | tee "$D/$t.json"
 done
 echo "== quality vs exact Jaccard (positives >= 0.8, negatives < 0.5) =="
 .peers/bin/python benches/dedup/eval.py "$C.truth.tsv" quern="$D/quern.tsv" rensa="$D/rensa.tsv" \
@@ -39,12 +44,13 @@ if (( BIG_DOCS > 0 )); then
   B=$D/big-$BIG_DOCS.jsonl
   [[ -f $B ]] || python3 benches/dedup/make_corpus.py "$B" "$BIG_DOCS"
   echo "== $BIG_DOCS documents, memory_limit 1GB vs unlimited (peak RSS from /usr/bin/time -v) =="
-  for lim in 1GB none; do
-    args=(); [[ $lim != none ]] && args=(--memory-limit "$lim" --spill-dir "$D")
-    /usr/bin/time -v $BIN run "$B" "${args[@]}" 2> "$D/time-$lim.txt" | tee "$D/big-$lim.json"
-    grep -E "Maximum resident|Elapsed" "$D/time-$lim.txt"
+  for run in 1GB 1GB-again none; do
+    args=(); [[ $run != none ]] && args=(--memory-limit 1GB --spill-dir "$D")
+    load; /usr/bin/time -v $BIN run "$B" "${args[@]}" 2> "$D/time-$run.txt" | tee "$D/big-$run.json"
+    grep -E "Maximum resident|Elapsed" "$D/time-$run.txt"
   done
-  a=$(python3 -c "import json,sys; print(json.load(open('$D/big-1GB.json'))['fingerprint'])")
-  b=$(python3 -c "import json,sys; print(json.load(open('$D/big-none.json'))['fingerprint'])")
-  [[ $a == "$b" ]] && echo "same clusters: $a" || { echo "DIFFERENT clusters: $a vs $b"; exit 1; }
+  fp() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['fingerprint'])" "$1"; }
+  a=$(fp "$D/big-1GB.json"); a2=$(fp "$D/big-1GB-again.json"); b=$(fp "$D/big-none.json")
+  [[ $a == "$a2" && $a == "$b" ]] && echo "same clusters in all three runs: $a" \
+    || { echo "DIFFERENT clusters: 1GB $a, 1GB again $a2, unlimited $b"; exit 1; }
 fi

@@ -83,7 +83,9 @@ def main():
     size = sum(os.path.getsize(s) for s in shards)
     con = duckdb.connect()
     con.execute(f"SET threads = {os.cpu_count()}")
-    con.execute("CREATE VIEW docs AS SELECT * FROM read_parquet(?)", [shards])
+    # A view cannot take a prepared parameter: the shard list goes in as a SQL list literal.
+    files = ", ".join("'" + s.replace("'", "''") + "'" for s in shards)
+    con.execute(f"CREATE VIEW docs AS SELECT * FROM read_parquet([{files}])")
     print(f"{docs} documents in {len(shards)} shards ({size / 1e6:.0f} MB of Parquet), {os.cpu_count()} cores, "
           f"duckdb {duckdb.__version__}, best of {runs}\n")
     print("| query | quern sql (s) | DuckDB (s) | quern / DuckDB | same answer |")

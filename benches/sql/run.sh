@@ -36,4 +36,5 @@ if [[ ! -f $SQL_CORPUS/manifest.json ]]; then
     .peers/bin/python benches/sql/shard_corpus.py "$CORPUS" "$SQL_CORPUS"
   fi
 fi
+echo "load before the queries: $(cut -d' ' -f1 /proc/loadavg) (1-minute average; compare only on a quiet machine)"
 .peers/bin/python benches/sql/compare.py "$BIN" "$SQL_CORPUS" "$RUNS"

@@ -45,9 +45,12 @@ fi
 
 results="$work/results.jsonl"
 : > "$results"
-$peer encode "$work/docs" "$work/tokenizer.json" "$batch" | tee -a "$results"
-$bin limit "$work/docs" "$work/tokenizer.json" "$batch" | tee -a "$results"
-$bin quern "$work/docs" "$work/tokenizer.json" "$work/out" 1024 | tee -a "$results"
+# The 1-minute load average before each measurement: numbers are comparable only when it is
+# low (nothing else running).
+load() { echo "load: $(cut -d' ' -f1 /proc/loadavg)"; }
+load; $peer encode "$work/docs" "$work/tokenizer.json" "$batch" | tee -a "$results"
+load; $bin limit "$work/docs" "$work/tokenizer.json" "$batch" | tee -a "$results"
+load; $bin quern "$work/docs" "$work/tokenizer.json" "$work/out" 1024 | tee -a "$results"
 
 python3 - "$results" <<'PY'
 import json, sys
