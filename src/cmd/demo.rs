@@ -16,6 +16,9 @@ use crate::pipeline::{funnel_table, run_build, BuildOptions, Pipeline};
 static CORPUS: &[u8] = include_bytes!("../../data/demo/corpus.jsonl.zst");
 /// The demo pipeline.
 static PIPELINE: &str = include_str!("../../data/demo/pipeline.toml");
+/// The evaluation set the pipeline's `decontaminate` stage checks against (see
+/// data/demo/README.md): written to `evals/` next to the pipeline.
+static EVAL_SET: &str = include_str!("../../data/demo/evals/heldout_passages.jsonl");
 
 /// Arguments of `quern demo`.
 #[derive(Debug, clap::Args)]
@@ -37,11 +40,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .tempdir()?
             .keep(),
     };
+    // Stage file paths (the eval set) are relative to the working directory, so the demo
+    // works inside its directory, as a user running `quern build pipeline.toml` there would.
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    std::env::set_current_dir(&dir).with_context(|| format!("entering {}", dir.display()))?;
     let corpus_dir = dir.join("corpus");
     std::fs::create_dir_all(&corpus_dir)?;
     std::fs::write(corpus_dir.join("demo.jsonl.zst"), CORPUS)?;
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, PIPELINE)?;
+    std::fs::create_dir_all(dir.join("evals"))?;
+    std::fs::write(dir.join("evals/heldout_passages.jsonl"), EVAL_SET)?;
     println!("quern demo in {}", dir.display());
     println!(
         "  corpus: {} ({} KB compressed)",
