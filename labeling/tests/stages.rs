@@ -13,7 +13,7 @@ use quern_labeling::classifier::{
 };
 use quern_labeling::data::read_labelled;
 use quern_labeling::decontam::{DecontStage, REASON as CONTAMINATED};
-use quern_labeling::split::SplitStage;
+use quern_labeling::split::{assign, Ratios, SplitStage, SPLITS};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/labeling/spam_ham.jsonl")
@@ -170,6 +170,27 @@ fn split_ratios_determinism_and_clusters() {
     ));
     assert_eq!(a, b);
     assert_eq!(a.len(), 3000);
+    // Order-free: the documents in reverse order get the same splits.
+    let rev = |v: &[String]| v.iter().rev().cloned().collect::<Vec<_>>();
+    let revo = |v: &[Option<String>]| v.iter().rev().cloned().collect::<Vec<_>>();
+    let r = splits_by_id(&run_stage(
+        &again,
+        &chunks(
+            &rev(&ids),
+            &rev(&texts),
+            &revo(&clusters),
+            &revo(&labels),
+            333,
+        ),
+    ));
+    assert_eq!(a, r);
+    // The stage and the `quern_split` SQL function (`assign`) agree, keyed by
+    // `coalesce(dup_cluster, id)`.
+    let ratios = Ratios::new(0.7, 0.2, 0.1, "split").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let key = clusters[i].as_deref().unwrap_or(id);
+        assert_eq!(a[id], SPLITS[assign(key, 5, ratios)], "{id}");
+    }
     // Ratios: 2,250 groups (1,000 clustered docs in 250 clusters + 2,000 singletons), so the
     // document shares are within a few points of the ratios.
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -221,12 +242,29 @@ fn stratified_split_is_exact_per_label_and_keeps_clusters() {
         &stage,
         &chunks(&ids, &texts, &clusters, &labels, 300),
     ));
-    let again = SplitStage::from_spec(&spec("split", params)).unwrap();
+    let again = SplitStage::from_spec(&spec("split", params.clone())).unwrap();
     assert_eq!(
         a,
         splits_by_id(&run_stage(
             &again,
             &chunks(&ids, &texts, &clusters, &labels, 700)
+        ))
+    );
+    // Order-free too: the groups are dealt in seeded hash order, not in arrival order.
+    let rev = |v: &[String]| v.iter().rev().cloned().collect::<Vec<_>>();
+    let revo = |v: &[Option<String>]| v.iter().rev().cloned().collect::<Vec<_>>();
+    let third = SplitStage::from_spec(&spec("split", params)).unwrap();
+    assert_eq!(
+        a,
+        splits_by_id(&run_stage(
+            &third,
+            &chunks(
+                &rev(&ids),
+                &rev(&texts),
+                &revo(&clusters),
+                &revo(&labels),
+                450
+            )
         ))
     );
     // Per label, count groups (clusters count once, in the stratum of their smallest label).
@@ -320,8 +358,8 @@ fn decontamination_finds_planted_passages_and_ignores_short_phrases() {
     ))
     .unwrap();
     // 60 training documents (real spam): 6 with a planted passage (the middle 20 words,
-    // upper-cased and with different punctuation), 6 sharing only 8-word phrases, the rest
-    // untouched.
+    // upper-cased and with different punctuation), 6 sharing only an 8-word and a 12-word
+    // phrase with one, the rest untouched.
     let (mut ids, mut texts, mut planted) = (Vec::new(), Vec::new(), Vec::new());
     for (i, t) in spam[..60].iter().enumerate() {
         let mut t = t.to_string();
@@ -335,9 +373,10 @@ fn decontamination_finds_planted_passages_and_ignores_short_phrases() {
             planted.push(format!("doc-{i}"));
         } else if i % 10 == 5 {
             let p = &passages[i / 10];
-            // 8 words after normalisation (a URL is several words once punctuation goes).
+            // 8 and 12 words after normalisation (a URL is several words once punctuation
+            // goes): 12 is one word short of the 13-gram, the boundary of a match.
             let norm = quern_labeling::text::norm_words(p);
-            let (a, b) = (norm[..8].join(" "), norm[20..28].join(" "));
+            let (a, b) = (norm[..8].join(" "), norm[20..32].join(" "));
             t = format!(
                 "{} {a} and then {b} {}",
                 words(&t, 0, 20),

@@ -131,11 +131,22 @@ pub fn run_train_job(job: &TrainJob) -> Result<TrainReport> {
     let (mut model, stats) = train(&texts, &idx, &names, &job.options)?;
     let train_seconds = t1.elapsed().as_secs_f64();
     let metrics = held_out.as_ref().map(|h| score(&model, h));
+    // Only what the data, the options and the seed determine goes into the model file:
+    // the wall-clock timings in `stats` (featurize_seconds, sgd_seconds) differ on every
+    // run and made two identical single-threaded trainings write different bytes. They are
+    // in the report (`--json`), not in the model.
     model.header.training = serde_json::json!({
         "options": job.options,
         "data": job.data.display().to_string(),
         "train_examples": train_set.texts.len(),
-        "stats": stats,
+        "stats": {
+            "examples": stats.examples,
+            "empty_examples": stats.empty_examples,
+            "tokens": stats.tokens,
+            "rows": stats.rows,
+            "threads": stats.threads,
+            "last_epoch_loss": stats.last_epoch_loss,
+        },
         "held_out": metrics,
     });
     if let Some(parent) = job.out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -163,4 +174,42 @@ pub fn run_eval(model: &Path, data: &Path, text_field: &str, label_field: &str) 
     let model = Model::load(model)?;
     let data = read_labelled(data, text_field, label_field)?;
     Ok(score(&model, &data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole `quern label train` path, twice with one thread: the model files are
+    /// byte-identical (the header once carried wall-clock timings, which broke this).
+    #[test]
+    fn one_thread_job_writes_identical_model_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = |out: &str| TrainJob {
+            data: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/data/labeling/spam_ham.jsonl"),
+            label_field: "label".into(),
+            text_field: "text".into(),
+            out: dir.path().join(out),
+            options: TrainOptions::default()
+                .with_threads(1)
+                .with_epochs(3)
+                .with_dim(8)
+                .with_seed(3),
+            valid_frac: 0.25,
+            test: None,
+        };
+        let a = run_train_job(&job("a.qcls")).unwrap();
+        let b = run_train_job(&job("b.qcls")).unwrap();
+        assert!(a.held_out.is_some() && a.train_examples > 100, "{a:?}");
+        let bytes = |r: &TrainReport| std::fs::read(&r.model).unwrap();
+        assert_eq!(bytes(&a), bytes(&b));
+        let header = Model::load(Path::new(&a.model)).unwrap().header.training;
+        assert!(!header.to_string().contains("seconds"), "{header}");
+        // A different seed gives a different model, so the comparison can fail.
+        let mut other = job("c.qcls");
+        other.options.seed = 4;
+        let c = run_train_job(&other).unwrap();
+        assert_ne!(bytes(&a), bytes(&c));
+    }
 }

@@ -15,7 +15,14 @@
 //!   which on x86 and ARM is an ordinary load and store: lock-free races exactly as in
 //!   fastText, without undefined behaviour. With `threads = 1` the weights are plain `f32`
 //!   vectors (the compiler vectorises the row loops) and training is deterministic: the
-//!   same data, options and seed give a byte-identical model file.
+//!   same data, options and seed give a byte-identical model file (the model header keeps
+//!   no wall-clock timings for that reason; see `job.rs`).
+//! - Why several threads are not deterministic: Hogwild's speed comes from threads reading
+//!   and writing the shared rows without any ordering, so which update a thread sees
+//!   depends on scheduling. A deterministic parallel scheme (per-shard weight deltas merged
+//!   in a fixed order) is a different optimiser with its own accuracy and speed, which the
+//!   side-by-side benchmark would have to measure again; until then `threads = 1` is the
+//!   deterministic mode and is what tests and reproducible builds use.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -46,7 +53,8 @@ pub struct TrainOptions {
     /// A feature needs this many occurrences in the training data to get a row. Default 1.
     #[serde(default = "d_min_count")]
     pub min_count: u32,
-    /// Worker threads; 0 = all cores. 1 makes training deterministic. Default 0.
+    /// Worker threads; 0 = all cores. 1 makes training deterministic (byte-identical
+    /// models); more threads race by design (Hogwild). Default 0.
     #[serde(default)]
     pub threads: usize,
     /// Seed of the initial weights and of the shuffling. Default 0.
