@@ -54,7 +54,6 @@ fn train_model(dir: &Path) -> (std::path::PathBuf, serde_json::Value) {
 }
 
 #[test]
-#[ignore = "known bug: two single-threaded `quern label train` runs write different model bytes (determinism through the CLI path); tracked in the session note"]
 fn label_train_reports_held_out_scores_and_eval_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let (model, report) = train_model(dir.path());
@@ -120,7 +119,6 @@ fn label_train_reports_held_out_scores_and_eval_agrees() {
 }
 
 #[test]
-#[ignore = "known issue: decontamination also drops spam-1/00081, which the fixture's expectation does not list (a spam template shared with a planted passage, or a real false positive); tracked in the session note"]
 fn build_labels_decontaminates_and_splits() {
     let dir = tempfile::tempdir().unwrap();
     let (model, _) = train_model(dir.path());
@@ -135,6 +133,7 @@ fn build_labels_decontaminates_and_splits() {
         .filter(|d| d["text"].as_str().unwrap().split_whitespace().count() > 60)
         .collect();
     let mut planted = Vec::new();
+    let mut passages = Vec::new();
     let mut items = String::new();
     for d in long.iter().step_by(37).take(3) {
         let words: Vec<&str> = d["text"]
@@ -147,6 +146,7 @@ fn build_labels_decontaminates_and_splits() {
         items.push_str(&serde_json::json!({"text": words.join(" ")}).to_string());
         items.push('\n');
         planted.push(d["id"].as_str().unwrap().to_string());
+        passages.push(words.join(" "));
     }
     std::fs::write(dir.path().join("bench.jsonl"), items).unwrap();
     std::fs::write(dir.path().join("lexicon.txt"), "free\nmoney\nclick here\n").unwrap();
@@ -206,11 +206,35 @@ stratify_by = "spam_label"
     let kept_n: usize = kept.iter().map(|b| b.num_rows()).sum();
     let rej_n: usize = rejected.iter().map(|b| b.num_rows()).sum();
     assert_eq!(kept_n + rej_n, docs.len());
-    // Exactly the planted documents were dropped as contaminated, with the set named.
+    // Exactly the documents holding a planted passage were dropped as contaminated, with
+    // the set named: the three the passages were cut from, and every other message that
+    // holds one of the 25-word passages verbatim. The fixture has one: spam-1/00081 and
+    // spam-1/00097 are two mailings of the same spam template ("Guaranteed to increase, lift
+    // and firm your breasts ... money back!! 100% herbal and natural. Proven formula since
+    // 1996. ..."), so the passage cut from 00097 is in 00081 word for word (14 of its
+    // 13-grams): a true positive, not a false one. Checked here by plain substring search
+    // on whitespace-joined words, independent of the n-gram index.
+    let joined = |t: &str| format!(" {} ", t.split_whitespace().collect::<Vec<_>>().join(" "));
+    let mut expected: Vec<String> = docs
+        .iter()
+        .filter(|d| {
+            let t = joined(d["text"].as_str().unwrap());
+            passages.iter().any(|p| t.contains(&joined(p)))
+        })
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    planted.sort();
+    assert!(planted.iter().all(|p| expected.contains(p)));
+    let extra: Vec<&String> = expected.iter().filter(|e| !planted.contains(e)).collect();
+    assert_eq!(
+        extra,
+        ["spam-1/00081"],
+        "verbatim copies beyond the planted ones"
+    );
     let mut rej_ids: Vec<String> = strings(&rejected, "id").into_iter().flatten().collect();
     rej_ids.sort();
-    planted.sort();
-    assert_eq!(rej_ids, planted);
+    assert_eq!(rej_ids, expected);
     assert!(strings(&rejected, "reason")
         .iter()
         .all(|r| r.as_deref() == Some("contaminated")));
