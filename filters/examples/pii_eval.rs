@@ -24,7 +24,9 @@ impl Rng {
         self.next() % n
     }
     fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
     }
     fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
         v[self.below(v.len() as u64) as usize]
@@ -65,7 +67,11 @@ fn iban(cc: &str, bban: &str) -> String {
     let mut rem: u64 = 0;
     for c in rearranged.chars() {
         let v = c.to_digit(36).unwrap_or(0) as u64;
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     format!("{cc}{:02}{bban}", 98 - rem)
 }
@@ -77,26 +83,55 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> String {
             rng.pick(&["anna", "jean", "li", "omar", "maria", "k"]),
             rng.pick(&["smith", "dupont", "wang", "haddad", "rossi"]),
             rng.below(100),
-            rng.pick(&["example.com", "mail.example.org", "uni-example.de", "example.co.uk"])
+            rng.pick(&[
+                "example.com",
+                "mail.example.org",
+                "uni-example.de",
+                "example.co.uk"
+            ])
         ),
         PiiKind::Phone => match rng.below(7) {
             0 => format!("+1 ({}) {}-{}", rng.digits(3), rng.digits(3), rng.digits(4)),
             1 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
             2 => format!("+49 30 {}", rng.digits(8)),
-            3 => format!("+33 1 {} {} {} {}", rng.digits(2), rng.digits(2), rng.digits(2), rng.digits(2)),
+            3 => format!(
+                "+33 1 {} {} {} {}",
+                rng.digits(2),
+                rng.digits(2),
+                rng.digits(2),
+                rng.digits(2)
+            ),
             4 => format!("+81-3-{}-{}", rng.digits(4), rng.digits(4)),
             5 => format!("+91 {} {}", rng.digits(5), rng.digits(5)),
-            _ => format!("({}) {}-{}", 200 + rng.below(700), rng.digits(3), rng.digits(4)),
+            _ => format!(
+                "({}) {}-{}",
+                200 + rng.below(700),
+                rng.digits(3),
+                rng.digits(4)
+            ),
         },
         PiiKind::Ip => {
             if rng.below(3) == 0 {
                 format!("2001:db8:{:x}::{:x}", rng.below(65536), rng.below(65536))
             } else {
-                format!("{}.{}.{}.{}", 1 + rng.below(223), rng.below(256), rng.below(256), 1 + rng.below(254))
+                format!(
+                    "{}.{}.{}.{}",
+                    1 + rng.below(223),
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                )
             }
         }
         PiiKind::CreditCard => {
-            let (p, len) = [("4", 16), ("51", 16), ("55", 16), ("34", 15), ("37", 15), ("6011", 16)][rng.below(6) as usize];
+            let (p, len) = [
+                ("4", 16),
+                ("51", 16),
+                ("55", 16),
+                ("34", 15),
+                ("37", 15),
+                ("6011", 16),
+            ][rng.below(6) as usize];
             let n = luhn_complete(p, len, rng);
             match rng.below(3) {
                 0 => n,
@@ -117,17 +152,42 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> String {
                 s
             }
         }
-        PiiKind::Ssn => format!("{:03}-{:02}-{:04}", 1 + rng.below(665), 1 + rng.below(99), 1 + rng.below(9999)),
+        PiiKind::Ssn => format!(
+            "{:03}-{:02}-{:04}",
+            1 + rng.below(665),
+            1 + rng.below(99),
+            1 + rng.below(9999)
+        ),
     }
 }
 
 fn lookalike(rng: &mut Rng) -> String {
     match rng.below(9) {
-        0 => format!("version {}.{}.{}", rng.below(10), rng.below(30), rng.below(100)),
-        1 => format!("2{:03}-{:02}-{:02}", rng.below(100), 1 + rng.below(12), 1 + rng.below(28)),
-        2 => format!("{:02}.{:02}.20{:02}", 1 + rng.below(28), 1 + rng.below(12), rng.below(30)),
+        0 => format!(
+            "version {}.{}.{}",
+            rng.below(10),
+            rng.below(30),
+            rng.below(100)
+        ),
+        1 => format!(
+            "2{:03}-{:02}-{:02}",
+            rng.below(100),
+            1 + rng.below(12),
+            1 + rng.below(28)
+        ),
+        2 => format!(
+            "{:02}.{:02}.20{:02}",
+            1 + rng.below(28),
+            1 + rng.below(12),
+            rng.below(30)
+        ),
         3 => "ISBN 978-3-16-148410-0".to_string(),
-        4 => format!("{:02}:{:02}:{:02}", rng.below(24), rng.below(60), rng.below(60)),
+        4 => format!(
+            "{:02}:{:02}:{:02}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60)
+        ),
         5 => {
             let n = luhn_complete("4", 16, rng);
             let last = n.as_bytes()[15] - b'0';
@@ -139,7 +199,13 @@ fn lookalike(rng: &mut Rng) -> String {
             format!("DE{:02}{}", (check + 1) % 97 + 2, &good[4..])
         }
         7 => format!("000-{:02}-{:04}", 1 + rng.below(99), rng.below(10000)),
-        _ => format!("{}.{}.{}.{}", 256 + rng.below(700), rng.below(256), rng.below(256), rng.below(256)),
+        _ => format!(
+            "{}.{}.{}.{}",
+            256 + rng.below(700),
+            rng.below(256),
+            rng.below(256),
+            rng.below(256)
+        ),
     }
 }
 
@@ -155,7 +221,9 @@ fn name(k: PiiKind) -> &'static str {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let corpus = std::env::args().nth(1).ok_or("usage: pii_eval CORPUS.jsonl [N]")?;
+    let corpus = std::env::args()
+        .nth(1)
+        .ok_or("usage: pii_eval CORPUS.jsonl [N]")?;
     let n: usize = std::env::args().nth(2).map_or(Ok(2000), |s| s.parse())?;
     let pii = Pii::new(PiiConfig::default());
     let mut paras = Vec::new();
@@ -174,7 +242,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let kinds = [PiiKind::Email, PiiKind::Phone, PiiKind::Ip, PiiKind::CreditCard, PiiKind::Iban, PiiKind::Ssn];
+    let kinds = [
+        PiiKind::Email,
+        PiiKind::Phone,
+        PiiKind::Ip,
+        PiiKind::CreditCard,
+        PiiKind::Iban,
+        PiiKind::Ssn,
+    ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // per kind: planted, found, redactions, correct redactions
     let mut stats: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
@@ -184,14 +259,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let item = plant(kind, &mut rng);
         let look = lookalike(&mut rng);
         let cut = p.find(". ").map_or(p.len(), |i| i + 2);
-        let text = format!("{} Contact: {item} today. Note {look} here. {}", &p[..cut], &p[cut..]);
+        let text = format!(
+            "{} Contact: {item} today. Note {look} here. {}",
+            &p[..cut],
+            &p[cut..]
+        );
         let s = text.find(&item).unwrap_or(0);
         let e = s + item.len();
         let ls = text.find(&look).unwrap_or(0);
         let le = ls + look.len();
         let spans = pii.find(&text);
         stats.entry(name(kind)).or_default()[0] += 1;
-        if spans.iter().any(|(a, b, k)| *a <= s && *b >= e && *k == kind) {
+        if spans
+            .iter()
+            .any(|(a, b, k)| *a <= s && *b >= e && *k == kind)
+        {
             stats.entry(name(kind)).or_default()[1] += 1;
         }
         looks += 1;
@@ -206,7 +288,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("{} paragraphs of real English text, one planted item and one look-alike each\n", paras.len());
+    println!(
+        "{} paragraphs of real English text, one planted item and one look-alike each\n",
+        paras.len()
+    );
     println!("| type | planted | recall | redactions | precision |");
     println!("|---|---:|---:|---:|---:|");
     for (k, [planted, found, red, right]) in &stats {
@@ -216,6 +301,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * *right as f64 / (*red).max(1) as f64
         );
     }
-    println!("\nlook-alikes left alone: {}/{looks} ({:.1}%)", looks - looks_hit, 100.0 * (looks - looks_hit) as f64 / looks.max(1) as f64);
+    println!(
+        "\nlook-alikes left alone: {}/{looks} ({:.1}%)",
+        looks - looks_hit,
+        100.0 * (looks - looks_hit) as f64 / looks.max(1) as f64
+    );
     Ok(())
 }

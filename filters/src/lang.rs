@@ -47,32 +47,101 @@ pub struct LangConfig {
 
 impl Default for LangConfig {
     fn default() -> Self {
-        LangConfig { column: "text".into(), keep: Vec::new(), min_score: 0.0, max_chars: 2000 }
+        LangConfig {
+            column: "text".into(),
+            keep: Vec::new(),
+            min_score: 0.0,
+            max_chars: 2000,
+        }
     }
 }
 
 const ISO1: &[(&str, &str)] = &[
-    ("eng", "en"), ("rus", "ru"), ("cmn", "zh"), ("spa", "es"), ("por", "pt"), ("ita", "it"), ("ben", "bn"),
-    ("fra", "fr"), ("deu", "de"), ("ukr", "uk"), ("kat", "ka"), ("ara", "ar"), ("hin", "hi"), ("jpn", "ja"),
-    ("heb", "he"), ("yid", "yi"), ("pol", "pl"), ("amh", "am"), ("jav", "jv"), ("kor", "ko"), ("nob", "nb"),
-    ("dan", "da"), ("swe", "sv"), ("fin", "fi"), ("tur", "tr"), ("nld", "nl"), ("hun", "hu"), ("ces", "cs"),
-    ("ell", "el"), ("bul", "bg"), ("bel", "be"), ("mar", "mr"), ("kan", "kn"), ("ron", "ro"), ("slv", "sl"),
-    ("hrv", "hr"), ("srp", "sr"), ("mkd", "mk"), ("lit", "lt"), ("lav", "lv"), ("est", "et"), ("tam", "ta"),
-    ("vie", "vi"), ("urd", "ur"), ("tha", "th"), ("guj", "gu"), ("uzb", "uz"), ("pan", "pa"), ("aze", "az"),
-    ("ind", "id"), ("tel", "te"), ("pes", "fa"), ("mal", "ml"), ("ori", "or"), ("mya", "my"), ("nep", "ne"),
-    ("sin", "si"), ("khm", "km"), ("tuk", "tk"), ("aka", "ak"), ("zul", "zu"), ("sna", "sn"), ("afr", "af"),
-    ("lat", "la"), ("slk", "sk"), ("cat", "ca"), ("tgl", "tl"), ("hye", "hy"), ("epo", "eo"),
+    ("eng", "en"),
+    ("rus", "ru"),
+    ("cmn", "zh"),
+    ("spa", "es"),
+    ("por", "pt"),
+    ("ita", "it"),
+    ("ben", "bn"),
+    ("fra", "fr"),
+    ("deu", "de"),
+    ("ukr", "uk"),
+    ("kat", "ka"),
+    ("ara", "ar"),
+    ("hin", "hi"),
+    ("jpn", "ja"),
+    ("heb", "he"),
+    ("yid", "yi"),
+    ("pol", "pl"),
+    ("amh", "am"),
+    ("jav", "jv"),
+    ("kor", "ko"),
+    ("nob", "nb"),
+    ("dan", "da"),
+    ("swe", "sv"),
+    ("fin", "fi"),
+    ("tur", "tr"),
+    ("nld", "nl"),
+    ("hun", "hu"),
+    ("ces", "cs"),
+    ("ell", "el"),
+    ("bul", "bg"),
+    ("bel", "be"),
+    ("mar", "mr"),
+    ("kan", "kn"),
+    ("ron", "ro"),
+    ("slv", "sl"),
+    ("hrv", "hr"),
+    ("srp", "sr"),
+    ("mkd", "mk"),
+    ("lit", "lt"),
+    ("lav", "lv"),
+    ("est", "et"),
+    ("tam", "ta"),
+    ("vie", "vi"),
+    ("urd", "ur"),
+    ("tha", "th"),
+    ("guj", "gu"),
+    ("uzb", "uz"),
+    ("pan", "pa"),
+    ("aze", "az"),
+    ("ind", "id"),
+    ("tel", "te"),
+    ("pes", "fa"),
+    ("mal", "ml"),
+    ("ori", "or"),
+    ("mya", "my"),
+    ("nep", "ne"),
+    ("sin", "si"),
+    ("khm", "km"),
+    ("tuk", "tk"),
+    ("aka", "ak"),
+    ("zul", "zu"),
+    ("sna", "sn"),
+    ("afr", "af"),
+    ("lat", "la"),
+    ("slk", "sk"),
+    ("cat", "ca"),
+    ("tgl", "tl"),
+    ("hye", "hy"),
+    ("epo", "eo"),
 ];
 
 /// The short code of a whatlang language.
 pub fn lang_code(l: whatlang::Lang) -> &'static str {
     let c = l.code();
-    ISO1.iter().find(|(three, _)| *three == c).map_or(c, |(_, two)| two)
+    ISO1.iter()
+        .find(|(three, _)| *three == c)
+        .map_or(c, |(_, two)| two)
 }
 
 /// Detects the language of `text` (its first `max_chars` characters): `(code, confidence)`.
 pub fn detect(text: &str, max_chars: usize) -> Option<(&'static str, f64)> {
-    let cut = text.char_indices().nth(max_chars).map_or(text.len(), |(i, _)| i);
+    let cut = text
+        .char_indices()
+        .nth(max_chars)
+        .map_or(text.len(), |(i, _)| i);
     whatlang::detect(&text[..cut]).map(|info| (lang_code(info.lang()), info.confidence()))
 }
 
@@ -91,10 +160,16 @@ impl LangStage {
             .iter()
             .map(|k| {
                 let k = k.to_ascii_lowercase();
-                ISO1.iter().find(|(three, _)| *three == k).map_or(k.clone(), |(_, two)| two.to_string())
+                ISO1.iter()
+                    .find(|(three, _)| *three == k)
+                    .map_or(k.clone(), |(_, two)| two.to_string())
             })
             .collect();
-        LangStage { name: name.to_string(), cfg, keep }
+        LangStage {
+            name: name.to_string(),
+            cfg,
+            keep,
+        }
     }
 }
 
@@ -106,30 +181,53 @@ impl Stage for LangStage {
         vec![self.cfg.column.clone()]
     }
     fn adds(&self) -> Vec<Field> {
-        vec![Field::new("lang", DataType::Utf8, true), Field::new("lang_score", DataType::Float64, true)]
+        vec![
+            Field::new("lang", DataType::Utf8, true),
+            Field::new("lang_score", DataType::Float64, true),
+        ]
     }
     fn apply(&self, _ctx: &BatchCtx, batch: RecordBatch) -> Result<Verdict> {
         let texts = string_column(&batch, &self.cfg.column, &self.name)?;
         let found: Vec<Option<(&'static str, f64)>> = (0..texts.len())
             .into_par_iter()
-            .map(|i| if texts.is_null(i) { None } else { detect(texts.value(i), self.cfg.max_chars) })
+            .map(|i| {
+                if texts.is_null(i) {
+                    None
+                } else {
+                    detect(texts.value(i), self.cfg.max_chars)
+                }
+            })
             .collect();
         let langs: StringArray = found.iter().map(|f| f.map(|x| x.0)).collect();
         let scores: Float64Array = found.iter().map(|f| f.map(|x| x.1)).collect();
-        let out = with_column(&batch, Field::new("lang", DataType::Utf8, true), Arc::new(langs))?;
-        let out = with_column(&out, Field::new("lang_score", DataType::Float64, true), Arc::new(scores))?;
+        let out = with_column(
+            &batch,
+            Field::new("lang", DataType::Utf8, true),
+            Arc::new(langs),
+        )?;
+        let out = with_column(
+            &out,
+            Field::new("lang_score", DataType::Float64, true),
+            Arc::new(scores),
+        )?;
         if self.keep.is_empty() && self.cfg.min_score <= 0.0 {
             return Ok(Verdict::columns(out));
         }
         let reasons = found
             .iter()
             .map(|f| match f {
-                None if !self.keep.is_empty() || self.cfg.min_score > 0.0 => Some("lang_unknown".to_string()),
+                None if !self.keep.is_empty() || self.cfg.min_score > 0.0 => {
+                    Some("lang_unknown".to_string())
+                }
                 None => None,
-                Some((code, _)) if !self.keep.is_empty() && !self.keep.iter().any(|k| k == code) => {
+                Some((code, _))
+                    if !self.keep.is_empty() && !self.keep.iter().any(|k| k == code) =>
+                {
                     Some("lang_not_kept".to_string())
                 }
-                Some((_, score)) if *score < self.cfg.min_score => Some("lang_low_score".to_string()),
+                Some((_, score)) if *score < self.cfg.min_score => {
+                    Some("lang_low_score".to_string())
+                }
                 Some(_) => None,
             })
             .collect();

@@ -81,7 +81,14 @@ impl Default for C4Config {
 
 static CITATION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[\d*]|\[edit]|\[citation needed]").expect("citation regex"));
-const POLICY: &[&str] = &["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
+const POLICY: &[&str] = &[
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+];
 
 /// The C4 kernel.
 pub struct C4 {
@@ -188,7 +195,11 @@ impl DocKernel for C4 {
             return Outcome::reject("too_few_sentences");
         }
         let text = c.rewrite.then(|| py_strip(&kept).to_string());
-        Outcome { reason: None, text, count: 0 }
+        Outcome {
+            reason: None,
+            text,
+            count: 0,
+        }
     }
 }
 
@@ -231,10 +242,22 @@ mod tests {
     #[test]
     fn table() {
         let cases: Vec<(String, Option<&str>)> = vec![
-            (format!("{PAGE}\nLorem ipsum dolor sit amet, consectetur."), Some("lorem_ipsum")),
-            (format!("{PAGE}\nfunction f() {{ return 1; }} is code."), Some("curly_bracket")),
-            ("One sentence only here.\nAnd a second one here.".into(), Some("too_few_sentences")),
-            ("Wait... is this all? No. It is not. Really! Yes.".into(), None),
+            (
+                format!("{PAGE}\nLorem ipsum dolor sit amet, consectetur."),
+                Some("lorem_ipsum"),
+            ),
+            (
+                format!("{PAGE}\nfunction f() {{ return 1; }} is code."),
+                Some("curly_bracket"),
+            ),
+            (
+                "One sentence only here.\nAnd a second one here.".into(),
+                Some("too_few_sentences"),
+            ),
+            (
+                "Wait... is this all? No. It is not. Really! Yes.".into(),
+                None,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(run(&text).reason.as_deref(), want, "{text:.60}");

@@ -62,7 +62,14 @@ impl Default for PiiConfig {
     fn default() -> Self {
         PiiConfig {
             column: "text".into(),
-            types: vec![PiiKind::Email, PiiKind::Phone, PiiKind::Ip, PiiKind::CreditCard, PiiKind::Iban, PiiKind::Ssn],
+            types: vec![
+                PiiKind::Email,
+                PiiKind::Phone,
+                PiiKind::Ip,
+                PiiKind::CreditCard,
+                PiiKind::Iban,
+                PiiKind::Ssn,
+            ],
             email_token: "<EMAIL>".into(),
             phone_token: "<PHONE>".into(),
             ip_token: "<IP_ADDRESS>".into(),
@@ -79,17 +86,23 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static IPV4: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(?:\d{1,3}\.){3}\d{1,3}\b").expect("ipv4 regex"));
-static IPV6: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?:\d{1,3}\.){3}\d{1,3})?").expect("ipv6 regex"));
-static CARD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").expect("card regex"));
+static IPV6: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?:\d{1,3}\.){3}\d{1,3})?")
+        .expect("ipv6 regex")
+});
+static CARD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").expect("card regex"));
 static IBAN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("iban regex"));
-static SSN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static PHONE_INTL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){1,2}(?:[ .\-]?\d{2,4}){1,4}").expect("phone regex")
+    Regex::new(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){1,2}(?:[ .\-]?\d{2,4}){1,4}")
+        .expect("phone regex")
 });
-static PHONE_NANP: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:\(\d{3}\) ?|\b\d{3}[.\-])\d{3}[.\-]\d{4}\b").expect("nanp regex"));
+static PHONE_NANP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:\(\d{3}\) ?|\b\d{3}[.\-])\d{3}[.\-]\d{4}\b").expect("nanp regex")
+});
 
 /// The Luhn checksum over the digits of `s`.
 pub fn luhn_valid(s: &str) -> bool {
@@ -101,7 +114,17 @@ pub fn luhn_valid(s: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
         .sum();
     sum % 10 == 0
 }
@@ -115,7 +138,8 @@ fn card_prefix_ok(d: &str) -> bool {
     (d.starts_with('4') && matches!(n, 13 | 16 | 19))
         || ((51..=55).contains(&p2) || (2221..=2720).contains(&p4)) && n == 16
         || (p2 == 34 || p2 == 37) && n == 15
-        || (d.starts_with("6011") || d.starts_with("65") || (644..=649).contains(&(p4 / 10))) && (16..=19).contains(&n)
+        || (d.starts_with("6011") || d.starts_with("65") || (644..=649).contains(&(p4 / 10)))
+            && (16..=19).contains(&n)
         || (3528..=3589).contains(&p4) && (16..=19).contains(&n)
         || (p2 == 36 || p2 == 38 || (300..=305).contains(&(p4 / 10))) && (14..=19).contains(&n)
         || d.starts_with("62") && (16..=19).contains(&n)
@@ -124,15 +148,83 @@ fn card_prefix_ok(d: &str) -> bool {
 
 /// IBAN lengths by country (ISO 13616 registry).
 const IBAN_LEN: &[(&str, usize)] = &[
-    ("AD", 24), ("AE", 23), ("AL", 28), ("AT", 20), ("AZ", 28), ("BA", 20), ("BE", 16), ("BG", 22), ("BH", 22),
-    ("BR", 29), ("BY", 28), ("CH", 21), ("CR", 22), ("CY", 28), ("CZ", 24), ("DE", 22), ("DK", 18), ("DO", 28),
-    ("EE", 20), ("EG", 29), ("ES", 24), ("FI", 18), ("FO", 18), ("FR", 27), ("GB", 22), ("GE", 22), ("GI", 23),
-    ("GL", 18), ("GR", 27), ("GT", 28), ("HR", 21), ("HU", 28), ("IE", 22), ("IL", 23), ("IQ", 23), ("IS", 26),
-    ("IT", 27), ("JO", 30), ("KW", 30), ("KZ", 20), ("LB", 28), ("LC", 32), ("LI", 21), ("LT", 20), ("LU", 20),
-    ("LV", 21), ("MC", 27), ("MD", 24), ("ME", 22), ("MK", 19), ("MR", 27), ("MT", 31), ("MU", 30), ("NL", 18),
-    ("NO", 15), ("PK", 24), ("PL", 28), ("PS", 29), ("PT", 25), ("QA", 29), ("RO", 24), ("RS", 22), ("SA", 24),
-    ("SC", 31), ("SE", 24), ("SI", 19), ("SK", 24), ("SM", 27), ("ST", 25), ("SV", 28), ("TL", 23), ("TN", 24),
-    ("TR", 26), ("UA", 29), ("VA", 22), ("VG", 24), ("XK", 20),
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
 ];
 
 /// The IBAN check: known country, its length, and the ISO 7064 mod-97 checksum.
@@ -148,7 +240,11 @@ pub fn iban_valid(s: &str) -> bool {
     let mut rem: u32 = 0;
     for c in rearranged {
         let v = c.to_digit(36).unwrap_or(0);
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     rem == 1
 }
@@ -164,10 +260,13 @@ fn ipv4_valid(s: &str, text: &str, start: usize, end: usize) -> bool {
     // A fifth dotted part or a version prefix makes it something else (1.2.3.4.5, v1.2.3.4).
     let before = text[..start].chars().next_back();
     let after = &text[end..];
-    if matches!(before, Some('.' | 'v' | 'V')) || (after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit())) {
+    if matches!(before, Some('.' | 'v' | 'V'))
+        || (after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit()))
+    {
         return false;
     }
-    s.split('.').all(|p| p.parse::<u32>().is_ok_and(|v| v <= 255) && !(p.len() > 1 && p.starts_with('0')))
+    s.split('.')
+        .all(|p| p.parse::<u32>().is_ok_and(|v| v <= 255) && !(p.len() > 1 && p.starts_with('0')))
 }
 
 fn phone_digits_ok(s: &str, min: usize) -> bool {
@@ -202,11 +301,19 @@ impl Pii {
         let on = |k| self.cfg.types.contains(&k);
         let has_digit = text.bytes().any(|b| b.is_ascii_digit());
         if on(PiiKind::Email) && text.contains('@') {
-            spans.extend(EMAIL.find_iter(text).map(|m| (m.start(), m.end(), PiiKind::Email)));
+            spans.extend(
+                EMAIL
+                    .find_iter(text)
+                    .map(|m| (m.start(), m.end(), PiiKind::Email)),
+            );
         }
         if has_digit {
             if on(PiiKind::Iban) {
-                spans.extend(IBAN.find_iter(text).filter(|m| iban_valid(m.as_str())).map(|m| (m.start(), m.end(), PiiKind::Iban)));
+                spans.extend(
+                    IBAN.find_iter(text)
+                        .filter(|m| iban_valid(m.as_str()))
+                        .map(|m| (m.start(), m.end(), PiiKind::Iban)),
+                );
             }
             if on(PiiKind::CreditCard) {
                 for m in CARD.find_iter(text) {
@@ -217,7 +324,11 @@ impl Pii {
                 }
             }
             if on(PiiKind::Ssn) {
-                spans.extend(SSN.find_iter(text).filter(|m| ssn_valid(m.as_str())).map(|m| (m.start(), m.end(), PiiKind::Ssn)));
+                spans.extend(
+                    SSN.find_iter(text)
+                        .filter(|m| ssn_valid(m.as_str()))
+                        .map(|m| (m.start(), m.end(), PiiKind::Ssn)),
+                );
             }
             if on(PiiKind::Ip) {
                 for m in IPV4.find_iter(text) {
@@ -243,7 +354,10 @@ impl Pii {
         if on(PiiKind::Ip) && (text.contains("::") || text.matches(':').nth(2).is_some()) {
             for m in IPV6.find_iter(text) {
                 let s = m.as_str();
-                if s.len() >= 3 && s.parse::<Ipv6Addr>().is_ok() && s.contains(|c: char| c.is_ascii_hexdigit()) {
+                if s.len() >= 3
+                    && s.parse::<Ipv6Addr>().is_ok()
+                    && s.contains(|c: char| c.is_ascii_hexdigit())
+                {
                     spans.push((m.start(), m.end(), PiiKind::Ip));
                 }
             }
@@ -290,7 +404,11 @@ impl DocKernel for Pii {
     }
     fn eval(&self, text: &str, _: &mut (), _: &mut [f64]) -> Outcome {
         let (t, n) = self.redact(text);
-        Outcome { reason: None, text: t, count: n }
+        Outcome {
+            reason: None,
+            text: t,
+            count: n,
+        }
     }
 }
 
@@ -329,7 +447,10 @@ mod tests {
     }
 
     fn redact(t: &str) -> String {
-        Pii::new(PiiConfig::default()).redact(t).0.unwrap_or_else(|| t.to_string())
+        Pii::new(PiiConfig::default())
+            .redact(t)
+            .0
+            .unwrap_or_else(|| t.to_string())
     }
 
     #[test]
@@ -338,21 +459,42 @@ mod tests {
             ("Mail jane.doe@example.org today.", "Mail <EMAIL> today."),
             ("Call +44 20 7946 0958 now", "Call <PHONE> now"),
             ("Call +1 (555) 123-4567.", "Call <PHONE>."),
-            ("Ring +49 30 12345678 or +33 1 23 45 67 89.", "Ring <PHONE> or <PHONE>."),
+            (
+                "Ring +49 30 12345678 or +33 1 23 45 67 89.",
+                "Ring <PHONE> or <PHONE>.",
+            ),
             ("Tel. +81-3-1234-5678", "Tel. <PHONE>"),
             ("US line (555) 123-4567 here", "US line <PHONE> here"),
             ("Server 192.168.1.20 is up", "Server <IP_ADDRESS> is up"),
             ("v6 2001:db8::8a2e:370:7334 ok", "v6 <IP_ADDRESS> ok"),
-            ("Card 4111 1111 1111 1111 expired", "Card <CREDIT_CARD> expired"),
+            (
+                "Card 4111 1111 1111 1111 expired",
+                "Card <CREDIT_CARD> expired",
+            ),
             ("IBAN DE89 3704 0044 0532 0130 00.", "IBAN <IBAN>."),
             ("SSN 123-45-6789.", "SSN <SSN>."),
             // look-alikes stay
-            ("Version 1.2.3 and v2.10.4.1 released", "Version 1.2.3 and v2.10.4.1 released"),
+            (
+                "Version 1.2.3 and v2.10.4.1 released",
+                "Version 1.2.3 and v2.10.4.1 released",
+            ),
             ("On 2024-01-15 at 12:30:45", "On 2024-01-15 at 12:30:45"),
-            ("ISBN 978-3-16-148410-0 and 9783161484100", "ISBN 978-3-16-148410-0 and 9783161484100"),
-            ("Order 4111 1111 1111 1112 is not a card", "Order 4111 1111 1111 1112 is not a card"),
-            ("SSN-like 000-12-3456 is invalid", "SSN-like 000-12-3456 is invalid"),
-            ("Address 300.400.500.600 is not IP", "Address 300.400.500.600 is not IP"),
+            (
+                "ISBN 978-3-16-148410-0 and 9783161484100",
+                "ISBN 978-3-16-148410-0 and 9783161484100",
+            ),
+            (
+                "Order 4111 1111 1111 1112 is not a card",
+                "Order 4111 1111 1111 1112 is not a card",
+            ),
+            (
+                "SSN-like 000-12-3456 is invalid",
+                "SSN-like 000-12-3456 is invalid",
+            ),
+            (
+                "Address 300.400.500.600 is not IP",
+                "Address 300.400.500.600 is not IP",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(redact(input), want, "{input}");

@@ -74,14 +74,21 @@ impl DocKernel for Length {
             (c.min_lines.is_some_and(|m| lines < m), "too_few_lines"),
             (c.max_lines.is_some_and(|m| lines > m), "too_many_lines"),
         ];
-        checks.iter().find(|(hit, _)| *hit).map_or_else(Outcome::keep, |(_, r)| Outcome::reject(*r))
+        checks
+            .iter()
+            .find(|(hit, _)| *hit)
+            .map_or_else(Outcome::keep, |(_, r)| Outcome::reject(*r))
     }
 }
 
 /// Reads a list file: one entry per line, blank lines and `#` comments skipped.
 pub fn read_list(path: &PathBuf, key: &str) -> Result<Vec<String>> {
-    let body = std::fs::read_to_string(path)
-        .map_err(|e| Error::bad_config(key, format!("cannot read list file {}: {e}", path.display())))?;
+    let body = std::fs::read_to_string(path).map_err(|e| {
+        Error::bad_config(
+            key,
+            format!("cannot read list file {}: {e}", path.display()),
+        )
+    })?;
     Ok(body
         .lines()
         .map(str::trim)
@@ -144,8 +151,14 @@ impl UrlFilter {
         }
         Ok(UrlFilter {
             json_field: cfg.json_field.clone(),
-            domains: domains.into_iter().map(|d| d.trim_start_matches("www.").to_ascii_lowercase()).collect(),
-            substrings: substrings.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+            domains: domains
+                .into_iter()
+                .map(|d| d.trim_start_matches("www.").to_ascii_lowercase())
+                .collect(),
+            substrings: substrings
+                .into_iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
         })
     }
 }
@@ -172,7 +185,11 @@ impl DocKernel for UrlFilter {
             value.to_string()
         } else {
             match serde_json::from_str::<serde_json::Value>(value) {
-                Ok(v) => v.get(&self.json_field).and_then(|u| u.as_str()).unwrap_or("").to_string(),
+                Ok(v) => v
+                    .get(&self.json_field)
+                    .and_then(|u| u.as_str())
+                    .unwrap_or("")
+                    .to_string(),
                 Err(_) => String::new(),
             }
         };
@@ -186,7 +203,9 @@ impl DocKernel for UrlFilter {
                     return Outcome::reject("blocked_domain");
                 }
                 match h.split_once('.') {
-                    Some((_, rest)) if rest.contains('.') || self.domains.contains(rest) => h = rest,
+                    Some((_, rest)) if rest.contains('.') || self.domains.contains(rest) => {
+                        h = rest
+                    }
                     _ => break,
                 }
             }
@@ -213,7 +232,11 @@ pub struct RegexFilterConfig {
 
 impl Default for RegexFilterConfig {
     fn default() -> Self {
-        RegexFilterConfig { column: "text".into(), drop_patterns: Vec::new(), keep_patterns: Vec::new() }
+        RegexFilterConfig {
+            column: "text".into(),
+            drop_patterns: Vec::new(),
+            keep_patterns: Vec::new(),
+        }
     }
 }
 
@@ -226,10 +249,16 @@ pub struct RegexFilter {
 impl RegexFilter {
     pub fn new(cfg: &RegexFilterConfig, key: &str) -> Result<Self> {
         let set = |pats: &[String], field: &str| {
-            RegexSet::new(pats).map_err(|e| Error::bad_config(format!("{key}.{field}"), format!("invalid regex: {e}")))
+            RegexSet::new(pats).map_err(|e| {
+                Error::bad_config(format!("{key}.{field}"), format!("invalid regex: {e}"))
+            })
         };
         let drop = set(&cfg.drop_patterns, "drop_patterns")?;
-        let keep = if cfg.keep_patterns.is_empty() { None } else { Some(set(&cfg.keep_patterns, "keep_patterns")?) };
+        let keep = if cfg.keep_patterns.is_empty() {
+            None
+        } else {
+            Some(set(&cfg.keep_patterns, "keep_patterns")?)
+        };
         Ok(RegexFilter { drop, keep })
     }
 }
@@ -270,7 +299,13 @@ pub struct WordBlocklistConfig {
 
 impl Default for WordBlocklistConfig {
     fn default() -> Self {
-        WordBlocklistConfig { column: "text".into(), drop: true, words: Vec::new(), words_file: None, min_hits: 1 }
+        WordBlocklistConfig {
+            column: "text".into(),
+            drop: true,
+            words: Vec::new(),
+            words_file: None,
+            min_hits: 1,
+        }
     }
 }
 
@@ -289,13 +324,20 @@ impl WordBlocklist {
         let re = if words.is_empty() {
             None
         } else {
-            let alts = words.iter().map(|w| regex::escape(w)).collect::<Vec<_>>().join("|");
+            let alts = words
+                .iter()
+                .map(|w| regex::escape(w))
+                .collect::<Vec<_>>()
+                .join("|");
             Some(
                 Regex::new(&format!(r"(?i)(?:^|\W)(?:{alts})(?:\W|$)"))
                     .map_err(|e| Error::bad_config(format!("{key}.words"), e.to_string()))?,
             )
         };
-        Ok(WordBlocklist { re, min_hits: cfg.min_hits.max(1) })
+        Ok(WordBlocklist {
+            re,
+            min_hits: cfg.min_hits.max(1),
+        })
     }
 }
 
@@ -316,8 +358,16 @@ impl DocKernel for WordBlocklist {
         while let Some(m) = re.find_at(text, at) {
             hits += 1;
             let end = m.end();
-            let back = text[..end].chars().next_back().filter(|c| !c.is_alphanumeric() && *c != '_').map_or(0, char::len_utf8);
-            at = if end - back > m.start() { end - back } else { end };
+            let back = text[..end]
+                .chars()
+                .next_back()
+                .filter(|c| !c.is_alphanumeric() && *c != '_')
+                .map_or(0, char::len_utf8);
+            at = if end - back > m.start() {
+                end - back
+            } else {
+                end
+            };
             if at >= text.len() {
                 break;
             }
@@ -337,12 +387,21 @@ mod tests {
 
     #[test]
     fn length_table() {
-        let k = Length { cfg: LengthConfig { min_words: Some(3), max_chars: Some(40), ..Default::default() } };
+        let k = Length {
+            cfg: LengthConfig {
+                min_words: Some(3),
+                max_chars: Some(40),
+                ..Default::default()
+            },
+        };
         let mut s = [0.0; 3];
         let cases: &[(&str, Option<&str>)] = &[
             ("three small words", None),
             ("two words", Some("too_few_words")),
-            ("this line is far too long for the limit we set", Some("too_many_chars")),
+            (
+                "this line is far too long for the limit we set",
+                Some("too_many_chars"),
+            ),
         ];
         for (t, want) in cases {
             assert_eq!(k.eval(t, &mut (), &mut s).reason.as_deref(), *want, "{t}");
@@ -353,13 +412,26 @@ mod tests {
 
     #[test]
     fn url_blocklist() {
-        let cfg = UrlFilterConfig { domains: vec!["spam.example".into()], url_substrings: vec!["/casino/".into()], ..Default::default() };
+        let cfg = UrlFilterConfig {
+            domains: vec!["spam.example".into()],
+            url_substrings: vec!["/casino/".into()],
+            ..Default::default()
+        };
         let k = UrlFilter::new(&cfg, "stages[0]").unwrap();
         let cases: &[(&str, Option<&str>)] = &[
-            (r#"{"url":"https://spam.example/page"}"#, Some("blocked_domain")),
-            (r#"{"url":"http://www.blog.spam.example:8080/x"}"#, Some("blocked_domain")),
+            (
+                r#"{"url":"https://spam.example/page"}"#,
+                Some("blocked_domain"),
+            ),
+            (
+                r#"{"url":"http://www.blog.spam.example:8080/x"}"#,
+                Some("blocked_domain"),
+            ),
             (r#"{"url":"https://notspam.example/"}"#, None),
-            (r#"{"url":"https://ok.example/casino/win"}"#, Some("blocked_url")),
+            (
+                r#"{"url":"https://ok.example/casino/win"}"#,
+                Some("blocked_url"),
+            ),
             (r#"{"other":1}"#, None),
         ];
         for (m, want) in cases {
@@ -369,18 +441,47 @@ mod tests {
 
     #[test]
     fn regex_and_words() {
-        let cfg = RegexFilterConfig { drop_patterns: vec![r"(?i)buy now".into()], keep_patterns: vec!["the".into()], ..Default::default() };
+        let cfg = RegexFilterConfig {
+            drop_patterns: vec![r"(?i)buy now".into()],
+            keep_patterns: vec!["the".into()],
+            ..Default::default()
+        };
         let k = RegexFilter::new(&cfg, "s").unwrap();
-        assert_eq!(k.eval("BUY NOW the best", &mut (), &mut []).reason.as_deref(), Some("regex_drop"));
-        assert_eq!(k.eval("nothing here", &mut (), &mut []).reason.as_deref(), Some("regex_no_keep"));
+        assert_eq!(
+            k.eval("BUY NOW the best", &mut (), &mut [])
+                .reason
+                .as_deref(),
+            Some("regex_drop")
+        );
+        assert_eq!(
+            k.eval("nothing here", &mut (), &mut []).reason.as_deref(),
+            Some("regex_no_keep")
+        );
         assert_eq!(k.eval("the end", &mut (), &mut []).reason, None);
-        let bad = RegexFilterConfig { drop_patterns: vec!["(".into()], ..Default::default() };
-        let e = RegexFilter::new(&bad, "stages[1]").err().unwrap().to_string();
+        let bad = RegexFilterConfig {
+            drop_patterns: vec!["(".into()],
+            ..Default::default()
+        };
+        let e = RegexFilter::new(&bad, "stages[1]")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("stages[1].drop_patterns"), "{e}");
 
-        let w = WordBlocklist::new(&WordBlocklistConfig { words: vec!["darn".into(), "heck".into()], min_hits: 2, ..Default::default() }, "s").unwrap();
+        let w = WordBlocklist::new(
+            &WordBlocklistConfig {
+                words: vec!["darn".into(), "heck".into()],
+                min_hits: 2,
+                ..Default::default()
+            },
+            "s",
+        )
+        .unwrap();
         let mut s = [0.0];
-        assert_eq!(w.eval("Darn heck", &mut (), &mut s).reason.as_deref(), Some("blocked_words"));
+        assert_eq!(
+            w.eval("Darn heck", &mut (), &mut s).reason.as_deref(),
+            Some("blocked_words")
+        );
         assert_eq!(s[0], 2.0);
         assert_eq!(w.eval("darned checking", &mut (), &mut s).reason, None);
         assert_eq!(s[0], 0.0);

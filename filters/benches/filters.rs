@@ -21,15 +21,36 @@ fn batch() -> RecordBatch {
 
 fn bench(c: &mut Criterion) {
     let b = batch();
-    let bytes: usize = b.column(0).as_any().downcast_ref::<StringArray>().unwrap().value_data().len();
+    let bytes: usize = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value_data()
+        .len();
     let mut reg = StageRegistry::new();
     quern_filters::register_stages(&mut reg);
     let mut g = c.benchmark_group("filters");
     g.throughput(Throughput::Bytes(bytes as u64));
-    for t in ["normalize", "gopher_quality", "gopher_repetition", "c4", "fineweb_quality", "language", "pii"] {
-        let spec = StageSpec { type_name: t.into(), name: t.into(), key: "bench".into(), params: serde_json::json!({}) };
+    for t in [
+        "normalize",
+        "gopher_quality",
+        "gopher_repetition",
+        "c4",
+        "fineweb_quality",
+        "language",
+        "pii",
+    ] {
+        let spec = StageSpec {
+            type_name: t.into(),
+            name: t.into(),
+            key: "bench".into(),
+            params: serde_json::json!({}),
+        };
         let stage = reg.build(&spec).unwrap();
-        g.bench_function(t, |bn| bn.iter(|| stage.apply(&BatchCtx::default(), b.clone()).unwrap()));
+        g.bench_function(t, |bn| {
+            bn.iter(|| stage.apply(&BatchCtx::default(), b.clone()).unwrap())
+        });
     }
     g.finish();
 }

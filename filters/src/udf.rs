@@ -31,25 +31,34 @@ use crate::words::WordTokenizer;
 type ArrayFn = dyn Fn(&StringArray) -> ArrayRef + Send + Sync;
 
 fn register(ctx: &SessionContext, name: &str, ret: DataType, f: Arc<ArrayFn>) {
-    let fun = Arc::new(move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
-        let [arg] = args else {
-            return Err(DataFusionError::Plan("expects one text argument".into()));
-        };
-        let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let arr = arg.clone().into_array(1)?;
-        let arr = cast(&arr, &DataType::Utf8)?;
-        let texts = arr
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| DataFusionError::Internal("text argument did not cast to Utf8".into()))?;
-        let out = f(texts);
-        if scalar {
-            Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
-    });
-    ctx.register_udf(create_udf(name, vec![DataType::Utf8], ret, Volatility::Immutable, fun));
+    let fun = Arc::new(
+        move |args: &[ColumnarValue]| -> datafusion::common::Result<ColumnarValue> {
+            let [arg] = args else {
+                return Err(DataFusionError::Plan("expects one text argument".into()));
+            };
+            let scalar = matches!(arg, ColumnarValue::Scalar(_));
+            let arr = arg.clone().into_array(1)?;
+            let arr = cast(&arr, &DataType::Utf8)?;
+            let texts = arr.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                DataFusionError::Internal("text argument did not cast to Utf8".into())
+            })?;
+            let out = f(texts);
+            if scalar {
+                Ok(ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+                ))
+            } else {
+                Ok(ColumnarValue::Array(out))
+            }
+        },
+    );
+    ctx.register_udf(create_udf(
+        name,
+        vec![DataType::Utf8],
+        ret,
+        Volatility::Immutable,
+        fun,
+    ));
 }
 
 fn reason_fn<K: DocKernel + 'static>(k: K) -> Arc<ArrayFn> {
@@ -78,21 +87,63 @@ fn text_fn<K: DocKernel + 'static>(k: K) -> Arc<ArrayFn> {
 
 /// Registers the filters' SQL functions on a session.
 pub fn register_udfs(ctx: &SessionContext) {
-    register(ctx, "gopher_quality", DataType::Utf8, reason_fn(GopherQuality::new(GopherQualityConfig::default())));
-    register(ctx, "gopher_repetition", DataType::Utf8, reason_fn(GopherRepetition::new(GopherRepetitionConfig::default())));
-    register(ctx, "c4_quality", DataType::Utf8, reason_fn(C4::new(C4Config { rewrite: false, ..Default::default() })));
-    register(ctx, "fineweb_quality", DataType::Utf8, reason_fn(FineWeb::new(FineWebConfig::default())));
-    register(ctx, "c4_clean", DataType::Utf8, text_fn(C4::new(C4Config::default())));
-    register(ctx, "normalize_text", DataType::Utf8, text_fn(Normalize { cfg: NormalizeConfig::default() }));
-    register(ctx, "pii_redact", DataType::Utf8, text_fn(Pii::new(PiiConfig::default())));
+    register(
+        ctx,
+        "gopher_quality",
+        DataType::Utf8,
+        reason_fn(GopherQuality::new(GopherQualityConfig::default())),
+    );
+    register(
+        ctx,
+        "gopher_repetition",
+        DataType::Utf8,
+        reason_fn(GopherRepetition::new(GopherRepetitionConfig::default())),
+    );
+    register(
+        ctx,
+        "c4_quality",
+        DataType::Utf8,
+        reason_fn(C4::new(C4Config {
+            rewrite: false,
+            ..Default::default()
+        })),
+    );
+    register(
+        ctx,
+        "fineweb_quality",
+        DataType::Utf8,
+        reason_fn(FineWeb::new(FineWebConfig::default())),
+    );
+    register(
+        ctx,
+        "c4_clean",
+        DataType::Utf8,
+        text_fn(C4::new(C4Config::default())),
+    );
+    register(
+        ctx,
+        "normalize_text",
+        DataType::Utf8,
+        text_fn(Normalize {
+            cfg: NormalizeConfig::default(),
+        }),
+    );
+    register(
+        ctx,
+        "pii_redact",
+        DataType::Utf8,
+        text_fn(Pii::new(PiiConfig::default())),
+    );
     let pii = Pii::new(PiiConfig::default());
     register(
         ctx,
         "pii_count",
         DataType::UInt32,
         Arc::new(move |t: &StringArray| {
-            let v: Vec<Option<u32>> =
-                (0..t.len()).into_par_iter().map(|i| (!t.is_null(i)).then(|| pii.redact(t.value(i)).1)).collect();
+            let v: Vec<Option<u32>> = (0..t.len())
+                .into_par_iter()
+                .map(|i| (!t.is_null(i)).then(|| pii.redact(t.value(i)).1))
+                .collect();
             Arc::new(UInt32Array::from(v)) as ArrayRef
         }),
     );
@@ -124,7 +175,13 @@ pub fn register_udfs(ctx: &SessionContext) {
         Arc::new(|t: &StringArray| {
             let v: Vec<Option<&str>> = (0..t.len())
                 .into_par_iter()
-                .map(|i| if t.is_null(i) { None } else { crate::lang::detect(t.value(i), 2000).map(|x| x.0) })
+                .map(|i| {
+                    if t.is_null(i) {
+                        None
+                    } else {
+                        crate::lang::detect(t.value(i), 2000).map(|x| x.0)
+                    }
+                })
                 .collect();
             Arc::new(StringArray::from(v)) as ArrayRef
         }),
@@ -136,7 +193,13 @@ pub fn register_udfs(ctx: &SessionContext) {
         Arc::new(|t: &StringArray| {
             let v: Vec<Option<f64>> = (0..t.len())
                 .into_par_iter()
-                .map(|i| if t.is_null(i) { None } else { crate::lang::detect(t.value(i), 2000).map(|x| x.1) })
+                .map(|i| {
+                    if t.is_null(i) {
+                        None
+                    } else {
+                        crate::lang::detect(t.value(i), 2000).map(|x| x.1)
+                    }
+                })
                 .collect();
             Arc::new(Float64Array::from(v)) as ArrayRef
         }),

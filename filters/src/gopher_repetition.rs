@@ -62,7 +62,14 @@ impl Default for GopherRepetitionConfig {
             dup_line_char_frac: 0.2,
             dup_para_char_frac: 0.2,
             top_n_grams: vec![(2, 0.2), (3, 0.18), (4, 0.16)],
-            dup_n_grams: vec![(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)],
+            dup_n_grams: vec![
+                (5, 0.15),
+                (6, 0.14),
+                (7, 0.13),
+                (8, 0.12),
+                (9, 0.11),
+                (10, 0.10),
+            ],
         }
     }
 }
@@ -86,14 +93,31 @@ impl GopherRepetition {
         // Column names are built once per stage; leaking a few short strings keeps the
         // signal list `&'static str` like every other kernel's.
         for (n, _) in &cfg.top_n_grams {
-            signals.push(Box::leak(format!("gopher_rep_top_{n}_gram").into_boxed_str()));
+            signals.push(Box::leak(
+                format!("gopher_rep_top_{n}_gram").into_boxed_str(),
+            ));
         }
         for (n, _) in &cfg.dup_n_grams {
-            signals.push(Box::leak(format!("gopher_rep_dup_{n}_gram").into_boxed_str()));
+            signals.push(Box::leak(
+                format!("gopher_rep_dup_{n}_gram").into_boxed_str(),
+            ));
         }
-        let top_reasons = cfg.top_n_grams.iter().map(|(n, _)| format!("top_{n}_gram")).collect();
-        let dup_reasons = cfg.dup_n_grams.iter().map(|(n, _)| format!("duplicated_{n}_n_grams")).collect();
-        GopherRepetition { cfg, signals, top_reasons, dup_reasons }
+        let top_reasons = cfg
+            .top_n_grams
+            .iter()
+            .map(|(n, _)| format!("top_{n}_gram"))
+            .collect();
+        let dup_reasons = cfg
+            .dup_n_grams
+            .iter()
+            .map(|(n, _)| format!("duplicated_{n}_n_grams"))
+            .collect();
+        GopherRepetition {
+            cfg,
+            signals,
+            top_reasons,
+            dup_reasons,
+        }
     }
 }
 
@@ -279,7 +303,10 @@ mod tests {
     fn run(text: &str) -> (Option<String>, Vec<f64>) {
         let k = GopherRepetition::new(GopherRepetitionConfig::default());
         let mut s = vec![f64::NAN; k.signals().len()];
-        let r = k.eval(text, &mut Scratch::default(), &mut s).reason.map(|r| r.into_owned());
+        let r = k
+            .eval(text, &mut Scratch::default(), &mut s)
+            .reason
+            .map(|r| r.into_owned());
         (r, s)
     }
 
@@ -290,8 +317,11 @@ mod tests {
 
     #[test]
     fn table() {
-        let dup_para = "Same paragraph here.\n\nSame paragraph here.\n\nSame paragraph here.\n\nOther one.";
-        let dup_line = format!("{PROSE}\nclick here\nclick here\nclick here\nclick here\nclick here\nclick here");
+        let dup_para =
+            "Same paragraph here.\n\nSame paragraph here.\n\nSame paragraph here.\n\nOther one.";
+        let dup_line = format!(
+            "{PROSE}\nclick here\nclick here\nclick here\nclick here\nclick here\nclick here"
+        );
         let top2 = format!("{PROSE} {}", "buy now ".repeat(40));
         let cases: Vec<(&str, Option<&str>)> = vec![
             (PROSE, None),

@@ -52,19 +52,118 @@ pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 
 const QUOTE_CHARS: &str = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉⟦⟧";
 const CURRENCIES: &[&str] = &[
-    "$", "£", "€", "¥", "฿", "US$", "C$", "A$", "₽", "﷼", "₴", "₠", "₡", "₢", "₣", "₤", "₥", "₦", "₧", "₨", "₩", "₪",
-    "₫", "₭", "₮", "₯", "₰", "₱", "₲", "₳", "₵", "₶", "₷", "₸", "₹", "₺", "₻", "₼", "₾", "₿",
+    "$", "£", "€", "¥", "฿", "US$", "C$", "A$", "₽", "﷼", "₴", "₠", "₡", "₢", "₣", "₤", "₥", "₦",
+    "₧", "₨", "₩", "₪", "₫", "₭", "₮", "₯", "₰", "₱", "₲", "₳", "₵", "₶", "₷", "₸", "₹", "₺", "₻",
+    "₼", "₾", "₿",
 ];
 const UNITS: &[&str] = &[
-    "km", "km²", "km³", "m", "m²", "m³", "dm", "dm²", "dm³", "cm", "cm²", "cm³", "mm", "mm²", "mm³", "ha", "µm", "nm",
-    "yd", "in", "ft", "kg", "g", "mg", "µg", "t", "lb", "oz", "m/s", "km/h", "kmh", "mph", "hPa", "Pa", "mbar", "mb",
-    "MB", "kb", "KB", "gb", "GB", "tb", "TB", "T", "G", "M", "K", "%", "км", "км²", "км³", "м", "м²", "м³", "дм", "дм²",
-    "дм³", "см", "см²", "см³", "мм", "мм²", "мм³", "нм", "кг", "г", "мг", "м/с", "км/ч", "кПа", "Па", "мбар", "Кб", "КБ",
-    "кб", "Мб", "МБ", "мб", "Гб", "ГБ", "гб", "Тб", "ТБ", "тбكم", "كم²", "كم³", "م", "م²", "م³", "سم", "سم²", "سم³", "مم",
-    "مم²", "مم³", "كم", "غرام", "جرام", "جم", "كغ", "ملغ", "كوب", "اكواب",
+    "km",
+    "km²",
+    "km³",
+    "m",
+    "m²",
+    "m³",
+    "dm",
+    "dm²",
+    "dm³",
+    "cm",
+    "cm²",
+    "cm³",
+    "mm",
+    "mm²",
+    "mm³",
+    "ha",
+    "µm",
+    "nm",
+    "yd",
+    "in",
+    "ft",
+    "kg",
+    "g",
+    "mg",
+    "µg",
+    "t",
+    "lb",
+    "oz",
+    "m/s",
+    "km/h",
+    "kmh",
+    "mph",
+    "hPa",
+    "Pa",
+    "mbar",
+    "mb",
+    "MB",
+    "kb",
+    "KB",
+    "gb",
+    "GB",
+    "tb",
+    "TB",
+    "T",
+    "G",
+    "M",
+    "K",
+    "%",
+    "км",
+    "км²",
+    "км³",
+    "м",
+    "м²",
+    "м³",
+    "дм",
+    "дм²",
+    "дм³",
+    "см",
+    "см²",
+    "см³",
+    "мм",
+    "мм²",
+    "мм³",
+    "нм",
+    "кг",
+    "г",
+    "мг",
+    "м/с",
+    "км/ч",
+    "кПа",
+    "Па",
+    "мбар",
+    "Кб",
+    "КБ",
+    "кб",
+    "Мб",
+    "МБ",
+    "мб",
+    "Гб",
+    "ГБ",
+    "гб",
+    "Тб",
+    "ТБ",
+    "тбكم",
+    "كم²",
+    "كم³",
+    "م",
+    "م²",
+    "م³",
+    "سم",
+    "سم²",
+    "سم³",
+    "مم",
+    "مم²",
+    "مم³",
+    "كم",
+    "غرام",
+    "جرام",
+    "جم",
+    "كغ",
+    "ملغ",
+    "كوب",
+    "اكواب",
 ];
 /// Characters (besides digits and lower-case letters) after which a final `.` splits off.
-const PERIOD_AFTER: &str = "%²-+…|,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧";
+const PERIOD_AFTER: &str =
+    "%²-+…|,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧";
 
 /// The English word tokenizer (see the module docs). Build once; share freely.
 pub struct WordTokenizer {
@@ -87,7 +186,11 @@ fn class(name: &str) -> &'static str {
 }
 
 fn escape_alts(items: &[&str]) -> String {
-    items.iter().map(|s| regex::escape(s)).collect::<Vec<_>>().join("|")
+    items
+        .iter()
+        .map(|s| regex::escape(s))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 impl WordTokenizer {
@@ -100,8 +203,9 @@ impl WordTokenizer {
         }
         let icons = class("ICONS");
         let punct = [
-            "…", "……", ",", ":", ";", "!", "?", "¿", "؟", "¡", "(", ")", "[", "]", "{", "}", "<", ">", "_", "#", "*",
-            "&", "。", "？", "！", "，", "、", "；", "：", "～", "·", "।", "،", "۔", "؛", "٪",
+            "…", "……", ",", ":", ";", "!", "?", "¿", "؟", "¡", "(", ")", "[", "]", "{", "}", "<",
+            ">", "_", "#", "*", "&", "。", "？", "！", "，", "、", "；", "：", "～", "·", "।", "،",
+            "۔", "؛", "٪",
         ];
         let quotes: Vec<String> = QUOTE_CHARS.chars().map(|c| c.to_string()).collect();
         let quotes: Vec<&str> = quotes.iter().map(|s| s.as_str()).collect();
@@ -234,8 +338,10 @@ impl WordTokenizer {
             let p1 = back.next();
             let p2 = back.next();
             if let Some(p1) = p1 {
-                let after_degree = matches!(p1, 'F' | 'f' | 'C' | 'c' | 'K' | 'k') && p2 == Some('°');
-                let lowerish = p1.is_ascii_digit() || self.is_lower(p1) || PERIOD_AFTER.contains(p1);
+                let after_degree =
+                    matches!(p1, 'F' | 'f' | 'C' | 'c' | 'K' | 'k') && p2 == Some('°');
+                let lowerish =
+                    p1.is_ascii_digit() || self.is_lower(p1) || PERIOD_AFTER.contains(p1);
                 let two_upper = self.is_upper(p1) && p2.is_some_and(|c| self.is_upper(c));
                 if after_degree || lowerish || two_upper {
                     best = best.min(head.len());
@@ -265,7 +371,8 @@ impl WordTokenizer {
             let (i, c) = chars[k];
             let prev = if k > 0 { Some(chars[k - 1].1) } else { None };
             let next = chars.get(k + 1).map(|x| x.1);
-            let alpha_or_digit = |p: Option<char>| p.is_some_and(|p| p.is_ascii_digit() || self.is_alpha(p));
+            let alpha_or_digit =
+                |p: Option<char>| p.is_some_and(|p| p.is_ascii_digit() || self.is_alpha(p));
             // 1. `\.\.+`
             if c == '.' && next == Some('.') {
                 let mut e = k + 1;
@@ -301,7 +408,10 @@ impl WordTokenizer {
                 continue;
             }
             // 6. `(?<=[{a}]),(?=[{a}])`
-            if c == ',' && prev.is_some_and(|p| self.is_alpha(p)) && next.is_some_and(|x| self.is_alpha(x)) {
+            if c == ','
+                && prev.is_some_and(|p| self.is_alpha(p))
+                && next.is_some_and(|x| self.is_alpha(x))
+            {
                 out.push((i, end_of(k + 1)));
                 k += 1;
                 continue;
@@ -333,7 +443,10 @@ impl WordTokenizer {
                 }
             }
             // 8. `(?<=[{a}0-9])[:<>=/](?=[{a}])`
-            if matches!(c, ':' | '<' | '>' | '=' | '/') && alpha_or_digit(prev) && next.is_some_and(|x| self.is_alpha(x)) {
+            if matches!(c, ':' | '<' | '>' | '=' | '/')
+                && alpha_or_digit(prev)
+                && next.is_some_and(|x| self.is_alpha(x))
+            {
                 out.push((i, end_of(k + 1)));
                 k += 1;
                 continue;
@@ -436,7 +549,8 @@ fn is_punct_token(t: &str) -> bool {
 
 fn is_unicode_punct(c: char) -> bool {
     if c.is_ascii() {
-        return c.is_ascii_punctuation() && !matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '`' | '|' | '~');
+        return c.is_ascii_punctuation()
+            && !matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '`' | '|' | '~');
     }
     static P: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{P}$").expect("punct regex"));
     let mut b = [0u8; 4];
@@ -463,9 +577,20 @@ mod tests {
             ("Hello, world!", &["Hello", ",", "world", "!"]),
             ("I don't know.", &["I", "do", "n't", "know", "."]),
             ("(see e.g. page 3)", &["(", "see", "e.g.", "page", "3", ")"]),
-            ("It costs $10.50 today.", &["It", "costs", "$", "10.50", "today", "."]),
-            ("well-known state-of-the-art", &["well", "-", "known", "state", "-", "of", "-", "the", "-", "art"]),
-            ("Visit https://example.com/a?b=1 now", &["Visit", "https://example.com/a?b=1", "now"]),
+            (
+                "It costs $10.50 today.",
+                &["It", "costs", "$", "10.50", "today", "."],
+            ),
+            (
+                "well-known state-of-the-art",
+                &[
+                    "well", "-", "known", "state", "-", "of", "-", "the", "-", "art",
+                ],
+            ),
+            (
+                "Visit https://example.com/a?b=1 now",
+                &["Visit", "https://example.com/a?b=1", "now"],
+            ),
             ("10km away", &["10", "km", "away"]),
             ("the U.S. and USA.", &["the", "U.S.", "and", "USA", "."]),
             ("end.Next", &["end", ".", "Next"]),
@@ -486,7 +611,10 @@ mod tests {
         let mut scratch = Vec::new();
         assert_eq!(t.count_sentences("One. Two! Three?", &mut scratch), 3);
         assert_eq!(t.count_sentences("Wait... what is it.", &mut scratch), 1);
-        assert_eq!(t.count_sentences("He said \"no.\" Then left.", &mut scratch), 2);
+        assert_eq!(
+            t.count_sentences("He said \"no.\" Then left.", &mut scratch),
+            2
+        );
         assert_eq!(t.count_sentences("", &mut scratch), 0);
     }
 }

@@ -53,7 +53,18 @@ pub fn py_split_whitespace(s: &str) -> impl Iterator<Item = &str> {
 /// Whether `c` ends a line for Python's `str.splitlines()`.
 #[inline]
 fn is_line_boundary(c: char) -> bool {
-    matches!(c, '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}' | '\u{2029}')
+    matches!(
+        c,
+        '\n' | '\r'
+            | '\x0b'
+            | '\x0c'
+            | '\x1c'
+            | '\x1d'
+            | '\x1e'
+            | '\u{85}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 /// Python's `str.splitlines()` (without `keepends`): `"\r\n"` is one boundary, and a
@@ -80,7 +91,11 @@ impl<'a> Iterator for SplitLines<'a> {
             let b = bytes[i];
             if b == b'\n' || b == b'\r' || b == 0x0b || b == 0x0c || (0x1c..=0x1e).contains(&b) {
                 let line = &self.rest[..i];
-                let skip = if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                let skip = if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 self.rest = &self.rest[i + skip..];
                 return Some(line);
             }
@@ -148,12 +163,9 @@ fn punct_table(name: &str) -> CharSet {
         .find(|l| l.split('\t').next() == Some(name))
         .unwrap_or_else(|| panic!("filters/data/punctuation.tsv has no {name} line"));
     let hexes = line.split('\t').nth(1).unwrap_or("");
-    CharSet::from_chars(
-        hexes
-            .split(' ')
-            .filter(|h| !h.is_empty())
-            .map(|h| char::from_u32(u32::from_str_radix(h, 16).expect("hex code point")).expect("valid char")),
-    )
+    CharSet::from_chars(hexes.split(' ').filter(|h| !h.is_empty()).map(|h| {
+        char::from_u32(u32::from_str_radix(h, 16).expect("hex code point")).expect("valid char")
+    }))
 }
 
 /// datatrove's `PUNCTUATION_SET` (its `PUNCTUATION` string, control characters and
@@ -203,7 +215,10 @@ mod tests {
         assert!(py_isspace('\u{3000}'));
         assert!(!py_isspace('\u{200b}'));
         assert_eq!(char_len("héllo"), 5);
-        assert_eq!(py_split_whitespace(" a  b\tc ").collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        assert_eq!(
+            py_split_whitespace(" a  b\tc ").collect::<Vec<_>>(),
+            vec!["a", "b", "c"]
+        );
     }
 
     #[test]

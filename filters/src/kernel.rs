@@ -32,7 +32,10 @@ impl Outcome {
         Outcome::default()
     }
     pub fn reject(reason: impl Into<Cow<'static, str>>) -> Self {
-        Outcome { reason: Some(reason.into()), ..Default::default() }
+        Outcome {
+            reason: Some(reason.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -62,13 +65,13 @@ pub fn run_kernel<K: DocKernel>(kernel: &K, texts: &StringArray) -> (Vec<Outcome
     let stride = ns.max(1);
     let mut sig = vec![f64::NAN; n * stride];
     let mut outcomes = vec![Outcome::default(); n];
-    sig.par_chunks_mut(stride).zip(outcomes.par_iter_mut()).enumerate().for_each_init(
-        K::Scratch::default,
-        |scratch, (i, (slots, out))| {
+    sig.par_chunks_mut(stride)
+        .zip(outcomes.par_iter_mut())
+        .enumerate()
+        .for_each_init(K::Scratch::default, |scratch, (i, (slots, out))| {
             let text = if texts.is_null(i) { "" } else { texts.value(i) };
             *out = kernel.eval(text, scratch, &mut slots[..ns]);
-        },
-    );
+        });
     (outcomes, sig)
 }
 
@@ -83,7 +86,12 @@ pub struct KernelStage<K> {
 
 impl<K: DocKernel> KernelStage<K> {
     pub fn new(name: &str, column: &str, drop: bool, kernel: K) -> Self {
-        KernelStage { name: name.to_string(), column: column.to_string(), drop, kernel }
+        KernelStage {
+            name: name.to_string(),
+            column: column.to_string(),
+            drop,
+            kernel,
+        }
     }
 }
 
@@ -95,7 +103,12 @@ impl<K: DocKernel + 'static> Stage for KernelStage<K> {
         vec![self.column.clone()]
     }
     fn adds(&self) -> Vec<Field> {
-        let mut f: Vec<Field> = self.kernel.signals().iter().map(|s| Field::new(*s, DataType::Float64, true)).collect();
+        let mut f: Vec<Field> = self
+            .kernel
+            .signals()
+            .iter()
+            .map(|s| Field::new(*s, DataType::Float64, true))
+            .collect();
         if let Some(c) = self.kernel.count_column() {
             f.push(Field::new(c, DataType::UInt32, false));
         }
@@ -112,8 +125,14 @@ impl<K: DocKernel + 'static> Stage for KernelStage<K> {
         let stride = names.len().max(1);
         let mut out = batch.clone();
         for (j, name) in names.iter().enumerate() {
-            let col: Float64Array = (0..n).map(|i| Some(sig[i * stride + j]).filter(|v| !v.is_nan())).collect();
-            out = with_column(&out, Field::new(*name, DataType::Float64, true), Arc::new(col) as ArrayRef)?;
+            let col: Float64Array = (0..n)
+                .map(|i| Some(sig[i * stride + j]).filter(|v| !v.is_nan()))
+                .collect();
+            out = with_column(
+                &out,
+                Field::new(*name, DataType::Float64, true),
+                Arc::new(col) as ArrayRef,
+            )?;
         }
         if let Some(c) = self.kernel.count_column() {
             let col = UInt32Array::from_iter_values(outcomes.iter().map(|o| o.count));
@@ -131,12 +150,19 @@ impl<K: DocKernel + 'static> Stage for KernelStage<K> {
                 })
                 .collect();
             let nullable = texts.null_count() > 0;
-            out = with_column(&out, Field::new(&self.column, DataType::Utf8, nullable), Arc::new(col))?;
+            out = with_column(
+                &out,
+                Field::new(&self.column, DataType::Utf8, nullable),
+                Arc::new(col),
+            )?;
         }
         if !self.drop {
             return Ok(Verdict::columns(out));
         }
-        let reasons = outcomes.into_iter().map(|o| o.reason.map(Cow::into_owned)).collect();
+        let reasons = outcomes
+            .into_iter()
+            .map(|o| o.reason.map(Cow::into_owned))
+            .collect();
         Ok(Verdict::with_reasons(out, reasons))
     }
 }

@@ -17,8 +17,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use quern_core::stage::{apply_sequence, BatchCtx, Stage, StageSpec};
 use quern_core::StageRegistry;
 
-const FILTERS: &[(&str, &str)] =
-    &[("gopher_quality", "gopher_quality"), ("gopher_repetition", "gopher_repetition"), ("c4", "c4"), ("fineweb", "fineweb_quality")];
+const FILTERS: &[(&str, &str)] = &[
+    ("gopher_quality", "gopher_quality"),
+    ("gopher_repetition", "gopher_repetition"),
+    ("c4", "c4"),
+    ("fineweb", "fineweb_quality"),
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -28,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limit: usize = limit.parse()?;
     let mut ids = Vec::new();
     let mut texts = Vec::new();
-    for line in std::io::BufReader::new(std::fs::File::open(corpus)?).lines().take(limit) {
+    for line in std::io::BufReader::new(std::fs::File::open(corpus)?)
+        .lines()
+        .take(limit)
+    {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
         ids.push(v["id"].as_str().unwrap_or_default().to_string());
         texts.push(v["text"].as_str().unwrap_or_default().to_string());
@@ -42,13 +49,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .chunks(2048)
         .zip(texts.chunks(2048))
         .map(|(i, t)| {
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(i.to_vec())), Arc::new(StringArray::from(t.to_vec()))])
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(i.to_vec())),
+                    Arc::new(StringArray::from(t.to_vec())),
+                ],
+            )
         })
         .collect::<Result<_, _>>()?;
     let mut reg = StageRegistry::new();
     quern_filters::register_stages(&mut reg);
     let build = |t: &str, name: &str| {
-        reg.build(&StageSpec { type_name: t.into(), name: name.into(), key: name.into(), params: serde_json::json!({}) })
+        reg.build(&StageSpec {
+            type_name: t.into(),
+            name: name.into(),
+            key: name.into(),
+            params: serde_json::json!({}),
+        })
     };
     let mut w = BufWriter::new(std::fs::File::create(out)?);
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
@@ -56,7 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stage = build(ty, name)?;
         let t0 = Instant::now();
         let results = one.install(|| -> quern_core::Result<Vec<_>> {
-            batches.iter().map(|b| apply_sequence(&[stage.as_ref()], &BatchCtx::default(), b.clone())).collect()
+            batches
+                .iter()
+                .map(|b| apply_sequence(&[stage.as_ref()], &BatchCtx::default(), b.clone()))
+                .collect()
         })?;
         let secs = t0.elapsed().as_secs_f64();
         println!(
@@ -66,12 +87,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bytes as f64 / 1e6 / secs
         );
         for r in &results {
-            let kept = r.kept.column_by_name("id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+            let kept = r
+                .kept
+                .column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             for i in 0..kept.len() {
                 writeln!(w, "{}\t{name}\tkeep", kept.value(i))?;
             }
             for d in &r.rejected {
-                let col = d.batch.column_by_name("id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+                let col = d
+                    .batch
+                    .column_by_name("id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
                 for (i, reason) in d.reasons.iter().enumerate() {
                     writeln!(w, "{}\t{name}\t{reason}", col.value(i))?;
                 }
@@ -80,7 +113,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // All four families, each on every document (as the per-filter comparison does), on
     // every core.
-    let stages: Vec<Box<dyn Stage>> = FILTERS.iter().map(|(n, t)| build(t, n)).collect::<Result<_, _>>()?;
+    let stages: Vec<Box<dyn Stage>> = FILTERS
+        .iter()
+        .map(|(n, t)| build(t, n))
+        .collect::<Result<_, _>>()?;
     let t0 = Instant::now();
     for b in &batches {
         for s in &stages {

@@ -76,9 +76,38 @@ pub const SIGNALS: &[&str] = &[
 
 /// Windows-1252 bytes 0x80–0x9F as Unicode (None: undefined in 1252).
 const CP1252_HIGH: [Option<char>; 32] = [
-    Some('€'), None, Some('‚'), Some('ƒ'), Some('„'), Some('…'), Some('†'), Some('‡'), Some('ˆ'), Some('‰'), Some('Š'),
-    Some('‹'), Some('Œ'), None, Some('Ž'), None, None, Some('‘'), Some('’'), Some('“'), Some('”'), Some('•'), Some('–'),
-    Some('—'), Some('˜'), Some('™'), Some('š'), Some('›'), Some('œ'), None, Some('ž'), Some('Ÿ'),
+    Some('€'),
+    None,
+    Some('‚'),
+    Some('ƒ'),
+    Some('„'),
+    Some('…'),
+    Some('†'),
+    Some('‡'),
+    Some('ˆ'),
+    Some('‰'),
+    Some('Š'),
+    Some('‹'),
+    Some('Œ'),
+    None,
+    Some('Ž'),
+    None,
+    None,
+    Some('‘'),
+    Some('’'),
+    Some('“'),
+    Some('”'),
+    Some('•'),
+    Some('–'),
+    Some('—'),
+    Some('˜'),
+    Some('™'),
+    Some('š'),
+    Some('›'),
+    Some('œ'),
+    None,
+    Some('ž'),
+    Some('Ÿ'),
 ];
 
 fn cp1252_byte(c: char) -> Option<u8> {
@@ -86,11 +115,16 @@ fn cp1252_byte(c: char) -> Option<u8> {
     if u < 0x80 || (0xA0..=0xFF).contains(&u) {
         return Some(u as u8);
     }
-    CP1252_HIGH.iter().position(|x| *x == Some(c)).map(|i| 0x80 + i as u8)
+    CP1252_HIGH
+        .iter()
+        .position(|x| *x == Some(c))
+        .map(|i| 0x80 + i as u8)
 }
 
 fn mojibake_markers(s: &str) -> usize {
-    s.chars().filter(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Å' | 'Ð' | 'Ñ' | '€' | '™' | 'œ' | 'ž')).count()
+    s.chars()
+        .filter(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Å' | 'Ð' | 'Ñ' | '€' | '™' | 'œ' | 'ž'))
+        .count()
 }
 
 /// Re-decodes text whose UTF-8 bytes were read as Windows-1252, when that is what happened.
@@ -161,7 +195,10 @@ impl DocKernel for Normalize {
         }
         match cur {
             std::borrow::Cow::Borrowed(_) => Outcome::keep(),
-            std::borrow::Cow::Owned(t) => Outcome { text: Some(t), ..Outcome::keep() },
+            std::borrow::Cow::Owned(t) => Outcome {
+                text: Some(t),
+                ..Outcome::keep()
+            },
         }
     }
 }
@@ -230,9 +267,30 @@ mod tests {
             (d(), "a\r\nb\rc", "a\nb\nc"),
             (d(), "a\u{0}b\u{7}c", "abc"),
             (d(), "a  \u{a0} b  \nc\n\n\n\nd", "a b\nc\n\nd"),
-            (NormalizeConfig { form: Form::Nfkc, ..d() }, "ﬁne ①", "fine 1"),
-            (NormalizeConfig { fix_mojibake: true, ..d() }, "cafÃ© dÃ©jÃ\u{a0} vu", "café déjà vu"),
-            (NormalizeConfig { fix_mojibake: true, ..d() }, "Ã is a letter", "Ã is a letter"),
+            (
+                NormalizeConfig {
+                    form: Form::Nfkc,
+                    ..d()
+                },
+                "ﬁne ①",
+                "fine 1",
+            ),
+            (
+                NormalizeConfig {
+                    fix_mojibake: true,
+                    ..d()
+                },
+                "cafÃ© dÃ©jÃ\u{a0} vu",
+                "café déjà vu",
+            ),
+            (
+                NormalizeConfig {
+                    fix_mojibake: true,
+                    ..d()
+                },
+                "Ã is a letter",
+                "Ã is a letter",
+            ),
         ];
         for (cfg, input, want) in cases {
             assert_eq!(run(cfg, input).0, want, "{input:?}");

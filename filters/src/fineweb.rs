@@ -76,13 +76,18 @@ pub struct FineWeb {
 
 impl FineWeb {
     pub fn new(cfg: FineWebConfig) -> Self {
-        let stop = (!cfg.stop_chars.is_empty()).then(|| CharSet::from_chars(cfg.stop_chars.iter().copied()));
+        let stop = (!cfg.stop_chars.is_empty())
+            .then(|| CharSet::from_chars(cfg.stop_chars.iter().copied()));
         FineWeb { cfg, stop }
     }
 }
 
-pub const SIGNALS: &[&str] =
-    &["fineweb_line_punct_ratio", "fineweb_short_line_ratio", "fineweb_char_dup_ratio", "fineweb_list_ratio"];
+pub const SIGNALS: &[&str] = &[
+    "fineweb_line_punct_ratio",
+    "fineweb_short_line_ratio",
+    "fineweb_char_dup_ratio",
+    "fineweb_list_ratio",
+];
 
 /// Per-worker buffers.
 #[derive(Default)]
@@ -118,14 +123,22 @@ impl DocKernel for FineWeb {
         let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).count();
         let non_nl = char_len(text) - newlines;
         let (_, dup_chars) = find_duplicates(lines());
-        s[2] = if non_nl == 0 { f64::NAN } else { dup_chars as f64 / non_nl as f64 };
+        s[2] = if non_nl == 0 {
+            f64::NAN
+        } else {
+            dup_chars as f64 / non_nl as f64
+        };
         let mut words: Vec<&str> = std::mem::take(&mut sc.words);
         words.clear();
         WordTokenizer::get().words(text, &mut words);
         let nw = words.len();
         words.clear();
         sc.words = words.into_iter().map(|_| "").collect();
-        s[3] = if nw == 0 { f64::NAN } else { newlines as f64 / nw as f64 };
+        s[3] = if nw == 0 {
+            f64::NAN
+        } else {
+            newlines as f64 / nw as f64
+        };
 
         if s[0] < c.line_punct_thr && !(s[0] == 0.0 && c.line_punct_exclude_zero) {
             return Outcome::reject("line_punct_ratio");
@@ -150,7 +163,9 @@ mod tests {
     fn reason(text: &str) -> Option<String> {
         let k = FineWeb::new(FineWebConfig::default());
         let mut s = vec![f64::NAN; SIGNALS.len()];
-        k.eval(text, &mut Scratch::default(), &mut s).reason.map(|r| r.into_owned())
+        k.eval(text, &mut Scratch::default(), &mut s)
+            .reason
+            .map(|r| r.into_owned())
     }
 
     #[test]
