@@ -9,6 +9,12 @@
 //! empty with its contract schema ([`quern_core::schema`]), so a query never fails for a
 //! missing table: `SELECT count(*) FROM rejected` on a plain ingest says 0.
 //!
+//! A tokenize output's `tokens` table has one more column than its shards: `split`, the
+//! split directory a row's shard lies in, so `SELECT split, count(*) FROM tokens GROUP BY
+//! split` counts sequences per split. `token_splits` is one row per split from its
+//! `meta.json`: `split`, `objective`, `seq_len`, `vocab_size`, `sequences`, `tokens`
+//! (document and separator ids, no padding) and `documents`.
+//!
 //! The session carries quern's built-in text functions ([`udfs`]) and every crate's stage
 //! functions (through [`crate::stages::register_udfs`]), so what a pipeline computes can be
 //! computed, checked or explored in SQL with the same kernels.
@@ -28,23 +34,31 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::TableProvider;
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{lit, DataFrame, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement};
 use quern_core::manifest::Manifest;
 use quern_core::schema;
 use quern_core::shard::ShardInfo;
+use quern_tokenize::meta::TokenMeta;
 
 /// The tables every session has, whether or not the manifest lists shards for them.
 pub const TABLES: [&str; 4] = ["docs", "rejected", "quarantine", "tokens"];
+
+/// The per-split summary of a tokenize output (from each split's `meta.json`).
+pub const TOKEN_SPLITS: &str = "token_splits";
+
+/// The column of `tokens` naming the split directory of the row's shard.
+pub const SPLIT: &str = "split";
 
 /// How a session is set up. Build it with the `with_*` methods; `Default` is what
 /// `quern sql` uses.
@@ -97,7 +111,8 @@ impl SessionOptions {
 /// The schema a table has when the manifest lists no shard for it.
 ///
 /// `docs`, `rejected` and `quarantine` have their contract schemas. `tokens` gets the
-/// `clm`/`mlm` layout (`tokens`, `doc_ids`, `doc_starts`), the one a plain tokenize writes.
+/// `clm`/`mlm` layout (`tokens`, `doc_ids`, `doc_starts`), the one a plain tokenize writes,
+/// and the `split` column the session adds.
 pub fn empty_schema(table: &str) -> Option<SchemaRef> {
     let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
     match table {
@@ -108,6 +123,7 @@ pub fn empty_schema(table: &str) -> Option<SchemaRef> {
             Field::new("tokens", list(DataType::Int32), false),
             Field::new("doc_ids", list(DataType::Utf8), false),
             Field::new("doc_starts", list(DataType::Int32), false),
+            Field::new(SPLIT, DataType::Utf8, true),
         ]))),
         _ => None,
     }
@@ -151,6 +167,10 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
                 continue;
             };
             Arc::new(EmptyTable::new(schema))
+        } else if name == quern_core::schema::TOKENS_TABLE {
+            tokens_table(&ctx, corpus, shards)
+                .await
+                .with_context(|| format!("registering table `{name}` of {}", corpus.display()))?
         } else {
             listing_table(&ctx, corpus, name, shards)
                 .await
@@ -158,6 +178,11 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
         };
         ctx.register_table(name.as_str(), provider)?;
     }
+    let token_shards = tables
+        .get(quern_core::schema::TOKENS_TABLE)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    ctx.register_table(TOKEN_SPLITS, token_splits(corpus, token_shards)?)?;
 
     udfs::register(&ctx);
     crate::stages::register_udfs(&ctx);
@@ -193,7 +218,9 @@ async fn listing_table(
             .to_str()
             .with_context(|| format!("{} is not valid UTF-8", abs.display()))?;
         if text.contains(['*', '?', '[']) {
-            bail!("{text}: a shard path with `*`, `?` or `[` cannot be read by DataFusion's listing tables; move the corpus to a plainer path");
+            bail!(
+                "{text}: a shard path with `*`, `?` or `[` cannot be read by DataFusion's listing tables; move the corpus to a plainer path"
+            );
         }
         let url = ListingTableUrl::parse(text)?;
         let schema = options
@@ -216,6 +243,75 @@ async fn listing_table(
         .with_listing_options(options)
         .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The split of a tokenized shard: the directory its manifest path starts with.
+fn split_of(shard: &ShardInfo) -> Option<&str> {
+    shard.file.split_once('/').map(|(dir, _)| dir)
+}
+
+/// `tokens`: the listing table of each split's shards with a constant `split` column, all
+/// splits unioned by column name (a shard written without the split directory has a null
+/// split).
+async fn tokens_table(
+    ctx: &SessionContext,
+    root: &Path,
+    shards: &[ShardInfo],
+) -> anyhow::Result<Arc<dyn TableProvider>> {
+    let mut by_split: BTreeMap<Option<&str>, Vec<ShardInfo>> = BTreeMap::new();
+    for s in shards {
+        by_split.entry(split_of(s)).or_default().push(s.clone());
+    }
+    let mut all: Option<DataFrame> = None;
+    for (split, shards) in by_split {
+        let table = listing_table(ctx, root, quern_core::schema::TOKENS_TABLE, &shards).await?;
+        let value = ScalarValue::Utf8(split.map(str::to_string));
+        let df = ctx.read_table(table)?.with_column(SPLIT, lit(value))?;
+        all = Some(match all {
+            None => df,
+            Some(a) => a.union_by_name(df)?,
+        });
+    }
+    Ok(all.context("no shards")?.into_view())
+}
+
+/// `token_splits`: one row per split directory of the `tokens` shards, from its `meta.json`
+/// (empty, with the same columns, when there are none).
+fn token_splits(root: &Path, shards: &[ShardInfo]) -> anyhow::Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(SPLIT, DataType::Utf8, false),
+        Field::new("objective", DataType::Utf8, false),
+        Field::new("seq_len", DataType::UInt64, false),
+        Field::new("vocab_size", DataType::UInt64, false),
+        Field::new("sequences", DataType::UInt64, false),
+        Field::new("tokens", DataType::UInt64, false),
+        Field::new("documents", DataType::UInt64, false),
+    ]));
+    let splits: std::collections::BTreeSet<&str> = shards.iter().filter_map(split_of).collect();
+    let mut metas = Vec::with_capacity(splits.len());
+    for split in &splits {
+        let meta = TokenMeta::load(&root.join(split))
+            .with_context(|| format!("reading the meta.json of split `{split}`"))?;
+        metas.push(meta);
+    }
+    let u64s = |f: fn(&TokenMeta) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(metas.iter().map(f)))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(splits.iter())),
+            Arc::new(StringArray::from_iter_values(
+                metas.iter().map(|m| m.objective.name()),
+            )),
+            u64s(|m| m.seq_len),
+            u64s(|m| m.vocab_size),
+            u64s(|m| m.rows),
+            u64s(|m| m.tokens),
+            u64s(|m| m.documents),
+        ],
+    )?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 /// What `quern sql` may run: everything when `allow_write`, otherwise no DDL (`CREATE`,

@@ -30,7 +30,8 @@ pub struct Shell<'a> {
 }
 
 const HELP: &str = "\
-Enter SQL ending with `;` (it may span several lines). Tables: docs, rejected, quarantine, tokens.
+Enter SQL ending with `;` (it may span several lines).
+Tables: docs, rejected, quarantine, tokens, token_splits.
 Shell commands:
   .tables          list the tables and their row counts
   .schema TABLE    show a table's columns and types

@@ -86,6 +86,48 @@ fn train_tokenize_export() {
     assert_eq!(meta["seq_len"], 64);
     assert_eq!(meta["objective"], "clm");
 
+    // `quern sql` over the output: `tokens` rows carry their split, and `token_splits` has
+    // each split's counts from meta.json; both agree with every split's meta.json.
+    let sql = run_ok(
+        quern()
+            .arg("sql")
+            .arg(
+                "SELECT t.split, t.n, t.ids, s.sequences, s.tokens, s.documents, s.seq_len \
+                 FROM (SELECT split, count(*) AS n, sum(cardinality(tokens)) AS ids \
+                       FROM tokens GROUP BY split) t \
+                 JOIN token_splits s ON t.split = s.split ORDER BY t.split",
+            )
+            .args(["--format", "json", "--corpus"])
+            .arg(t.join("tok")),
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(sql.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let splits: Vec<&str> = rows.iter().map(|r| r["split"].as_str().unwrap()).collect();
+    assert_eq!(splits, ["train", "val"]);
+    for r in &rows {
+        let split = r["split"].as_str().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(t.join("tok").join(split).join("meta.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(m["rows"].as_u64().unwrap() > 0, "{split}");
+        assert_eq!(r["n"], m["rows"], "{split}: sequences in tokens");
+        assert_eq!(r["sequences"], m["rows"], "{split}");
+        assert_eq!(r["tokens"], m["tokens"], "{split}");
+        assert_eq!(r["documents"], m["documents"], "{split}");
+        assert_eq!(r["seq_len"], 64);
+        // Packed rows hold seq_len + 1 ids each.
+        assert_eq!(
+            r["ids"].as_u64().unwrap(),
+            m["rows"].as_u64().unwrap() * 65,
+            "{split}"
+        );
+    }
+    assert_eq!(rows[1]["documents"], (n / 4) as u64);
+
     // A different run into the same directory is refused with a way out.
     let err = run_err(
         quern()
