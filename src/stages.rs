@@ -20,6 +20,7 @@ pub fn registry() -> StageRegistry {
     );
     // One line per data crate:
     quern_dedup::register_stages(&mut reg);
+    quern_filters::register_stages(&mut reg);
     quern_labeling::register_stages(&mut reg);
     reg
 }
@@ -28,6 +29,7 @@ pub fn registry() -> StageRegistry {
 pub fn register_udfs(ctx: &SessionContext) {
     // One line per data crate:
     quern_dedup::register_udfs(ctx);
+    quern_filters::register_udfs(ctx);
     quern_labeling::register_udfs(ctx);
 }
 

@@ -4,14 +4,15 @@
 //! the default configuration: `gopher_quality(text)`, `gopher_repetition(text)`,
 //! `c4_quality(text)` and `fineweb_quality(text)` return the rejection reason (NULL when
 //! the document passes); `c4_clean(text)` the C4-rewritten text (NULL when rejected);
-//! `word_count(text)` the number of words as datatrove counts them; `detect_lang(text)` and
+//! `spacy_word_count(text)` the number of words as datatrove counts them (spaCy's English
+//! tokenizer; `quern sql`'s own `word_count` counts whitespace-separated words); `detect_lang(text)` and
 //! `lang_score(text)` the language and its confidence; `pii_redact(text)` the redacted
 //! text and `pii_count(text)` the number of redactions; `normalize_text(text)` the
 //! normalized text.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::DataFusionError;
@@ -149,10 +150,10 @@ pub fn register_udfs(ctx: &SessionContext) {
     );
     register(
         ctx,
-        "word_count",
-        DataType::Float64,
+        "spacy_word_count",
+        DataType::Int64,
         Arc::new(|t: &StringArray| {
-            let v: Vec<Option<f64>> = (0..t.len())
+            let v: Vec<Option<i64>> = (0..t.len())
                 .into_par_iter()
                 .map_init(Vec::new, |buf: &mut Vec<&str>, i| {
                     if t.is_null(i) {
@@ -160,12 +161,12 @@ pub fn register_udfs(ctx: &SessionContext) {
                     }
                     buf.clear();
                     WordTokenizer::get().words(t.value(i), buf);
-                    let n = buf.len() as f64;
+                    let n = buf.len() as i64;
                     buf.clear();
                     Some(n)
                 })
                 .collect();
-            Arc::new(Float64Array::from(v)) as ArrayRef
+            Arc::new(Int64Array::from(v)) as ArrayRef
         }),
     );
     register(

@@ -4,6 +4,7 @@ mod common;
 
 mod build;
 mod dedup;
+mod filters;
 mod ingest;
 mod labeling;
 mod sql;
