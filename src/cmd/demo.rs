@@ -111,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queries = [
         "SELECT source, count(*) AS docs, sum(word_count(text)) AS words FROM docs GROUP BY source ORDER BY docs DESC LIMIT 8",
         "SELECT split, topic, count(*) AS docs FROM docs GROUP BY 1, 2 ORDER BY 1, docs DESC",
+        "SELECT lang, count(*) AS docs, round(avg(lang_score), 2) AS score FROM docs GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
         "SELECT rejected_by, reason, count(*) AS n FROM rejected GROUP BY 1, 2 ORDER BY n DESC LIMIT 8",
         "SELECT file, line, error FROM quarantine LIMIT 5",
     ];
