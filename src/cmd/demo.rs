@@ -2,8 +2,9 @@
 //!
 //! It writes the corpus and a pipeline into a directory (a new temporary one unless `--dir`
 //! is given, kept afterwards so you can look at it), runs the build (exact and near dedup,
-//! rule labels, a stratified split), shows the funnel, trains a small BPE tokenizer and packs
-//! token shards per split, runs a few `quern sql` queries, and prints where everything is.
+//! rule labels, decontamination against a small held-out passage set, a stratified split),
+//! shows the funnel, trains a small BPE tokenizer and packs token shards per split, runs a
+//! few `quern sql` queries, and prints where everything is.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "SELECT split, topic, count(*) AS docs FROM docs GROUP BY 1, 2 ORDER BY 1, docs DESC",
         "SELECT lang, count(*) AS docs, round(avg(lang_score), 2) AS score FROM docs GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
         "SELECT rejected_by, reason, count(*) AS n FROM rejected GROUP BY 1, 2 ORDER BY n DESC LIMIT 8",
+        "SELECT source, count(*) AS contaminated FROM rejected WHERE reason = 'contaminated' GROUP BY 1 ORDER BY 2 DESC, 1",
         "SELECT file, line, error FROM quarantine LIMIT 5",
     ];
     println!("\n== sql");
