@@ -9,10 +9,9 @@ use std::io::{BufRead, Write};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut words = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
-        words.clear();
+        let mut words = Vec::new();
         quern_filters::words::WordTokenizer::get()
             .words(v["text"].as_str().unwrap_or_default(), &mut words);
         serde_json::to_writer(&mut out, &words)?;
