@@ -2,5 +2,32 @@
 //!
 //! It exists as its own crate so that the data side (ingest, filters, dedup, labeling,
 //! tokenize) builds and tests without libtorch.
+//!
+//! - [`config`]: `run.toml`, validated before anything starts.
+//! - [`data`]: rows of token ids from tokenized shards, in a seeded, resumable order.
+//! - [`model`]: the decoder-only transformer (also run as an encoder for `mlm`).
+//! - [`objective`]: `clm` and `mlm`, behind a trait for later objectives.
+//! - [`optim`]: AdamW with our own (checkpointed) state, clipping, the LR schedule.
+//! - [`amp`]: bf16/fp16 autocast, TF32 and fused AdamW through the C++ sidecar, loss scaling.
+//! - [`checkpoint`]: atomic safetensors + JSON checkpoints.
+//! - [`trainer`]: the loop, evaluation, metrics and [`train`], the entry point.
+//!
+//! ```no_run
+//! let cfg = quern_train::TrainConfig::load(std::path::Path::new("run.toml"))?;
+//! let report = quern_train::train(&cfg, true)?;
+//! println!("loss {:?}", report.loss_drop(5));
+//! # Ok::<(), quern_core::Error>(())
+//! ```
 
+pub mod amp;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod objective;
+pub mod optim;
 pub mod runtime;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{train, train_with, TrainOptions, TrainReport};

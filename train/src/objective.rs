@@ -43,7 +43,7 @@ pub trait Objective: Send {
             .view([-1, v])
             .to_kind(Kind::Float)
             .cross_entropy_loss(
-                &batch.targets.view([-1]),
+                &batch.targets.reshape([-1]),
                 None::<Tensor>,
                 Reduction::Sum,
                 IGNORE,
@@ -132,11 +132,11 @@ mod tests {
         let rows = Tensor::arange(10, (Kind::Int64, tch::Device::Cpu)).view([2, 5]);
         let p = Clm.prepare(&rows);
         assert_eq!(
-            Vec::<i64>::try_from(p.input.view([-1])).unwrap(),
+            Vec::<i64>::try_from(p.input.reshape([-1])).unwrap(),
             vec![0, 1, 2, 3, 5, 6, 7, 8]
         );
         assert_eq!(
-            Vec::<i64>::try_from(p.targets.view([-1])).unwrap(),
+            Vec::<i64>::try_from(p.targets.reshape([-1])).unwrap(),
             vec![1, 2, 3, 4, 6, 7, 8, 9]
         );
         assert_eq!(p.count, 8);

@@ -206,6 +206,7 @@ pub fn write_packed_split(
         b.push_packed(r, &[format!("row-{i}")], &[0]);
     }
     let batch = b.finish()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut w = ShardWriter::new(
         dir,
         ".",
@@ -363,7 +364,7 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..10).map(|r| r * 3).collect::<Vec<i64>>());
         assert_ne!(first, sorted, "shuffle on but rows came in order");
-        a.next_rows(4).unwrap();
+        let _ = a.next_rows(4).unwrap();
         let at = a.cursor();
         assert_eq!(
             at,

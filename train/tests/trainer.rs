@@ -14,6 +14,15 @@ use quern_train::{train, train_with};
 use tch::{Device, Kind, Tensor};
 
 const SEQ: usize = 32;
+
+/// libtorch's default random generator is process-global and the trainer reseeds it every
+/// step, so tests that run in parallel threads would draw from each other's streams. Each
+/// test holds this lock for its whole run.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
 const VOCAB: usize = 260; // 256 bytes + pad, bos, eos, mask
 const MASK: i32 = 259;
 
@@ -81,6 +90,7 @@ keep = 2
 
 #[test]
 fn loss_falls_on_real_text_and_the_run_leaves_its_records() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let (train_dir, val_dir) = splits(dir.path());
     let cfg = tiny_config(dir.path(), &train_dir, &val_dir);
@@ -156,6 +166,7 @@ fn grads(t: &Trainer) -> Vec<Tensor> {
 
 #[test]
 fn accumulating_micro_batches_equals_one_large_batch() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let (train_dir, val_dir) = splits(dir.path());
     let cfg = tiny_config(dir.path(), &train_dir, &val_dir);
@@ -207,6 +218,7 @@ fn resume_config(root: &Path, train: &Path, val: &Path, out: &str) -> TrainConfi
 
 #[test]
 fn an_interrupted_and_resumed_run_repeats_every_loss() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let (train_dir, val_dir) = splits(dir.path());
     let whole = train(&resume_config(dir.path(), &train_dir, &val_dir, "a"), false).unwrap();
@@ -267,6 +279,7 @@ fn an_interrupted_and_resumed_run_repeats_every_loss() {
 
 #[test]
 fn bf16_and_fp16_train_on_cpu() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let (train_dir, val_dir) = splits(dir.path());
     for precision in [Precision::Bf16, Precision::Fp16] {
@@ -305,6 +318,7 @@ impl Objective for Poisoned {
 
 #[test]
 fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let (train_dir, val_dir) = splits(dir.path());
     let mut cfg = tiny_config(dir.path(), &train_dir, &val_dir);
@@ -353,12 +367,13 @@ fn reference_case(name: &str, model: ModelConfig, causal: bool) {
     );
     p.count = p.targets.ne(IGNORE).sum(Kind::Int64).int64_value(&[]);
     let bpath = dir.path().join("b.safetensors");
-    Tensor::write_safetensors(&[("input", &p.input), ("targets", &p.targets)], &bpath).unwrap();
+    let (input, targets) = (p.input.contiguous(), p.targets.contiguous());
+    Tensor::write_safetensors(&[("input", &input), ("targets", &targets)], &bpath).unwrap();
     let loss = m
         .forward(&p.input, causal, false)
         .view([-1, model.vocab_size.unwrap() as i64])
         .cross_entropy_loss(
-            &p.targets.view([-1]),
+            &p.targets.reshape([-1]),
             None::<Tensor>,
             tch::Reduction::Mean,
             IGNORE,
@@ -410,6 +425,7 @@ fn reference_case(name: &str, model: ModelConfig, causal: bool) {
 
 #[test]
 fn loss_and_gradients_match_plain_pytorch() {
+    let _torch = torch_lock();
     let base = ModelConfig {
         layers: 2,
         heads: 4,

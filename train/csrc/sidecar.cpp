@@ -39,9 +39,9 @@ std::vector<at::Tensor> gather(at::Tensor **ts, int n) {
 }
 }  // namespace
 
-#define QUERN_TRY(body)                                  \
+#define QUERN_TRY(...)                                   \
   try {                                                  \
-    body;                                                \
+    __VA_ARGS__;                                         \
     return nullptr;                                      \
   } catch (const std::exception &e) {                    \
     return dup_error(e.what());                          \
@@ -83,7 +83,7 @@ char *quern_set_tf32(int enabled) {
 }
 
 // One fused AdamW step (`torch.optim.AdamW(fused=True)`) over n parameters. `steps` are
-// float32 scalar tensors that the kernel increments. Decoupled weight decay applies to all
+// float32 scalar tensors holding the step count including this step. Decoupled weight decay applies to all
 // tensors passed: call it once per parameter group.
 char *quern_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs, at::Tensor **exp_avg_sqs,
                         at::Tensor **steps, int n, double lr, double beta1, double beta2, double weight_decay,

@@ -111,8 +111,8 @@ pub fn set_tf32(enabled: bool) -> Result<()> {
 }
 
 /// One step of libtorch's fused AdamW (`torch.optim.AdamW(fused=True)`) over parameters
-/// that share a learning rate and weight decay. `steps` are float32 scalars the kernel
-/// increments. Every gradient must be defined.
+/// that share a learning rate and weight decay. `steps` are float32 scalars holding the step
+/// count including this step (the bias correction reads them). Every gradient must be defined.
 pub fn fused_adamw(
     params: &[&Tensor],
     grads: &[&Tensor],
