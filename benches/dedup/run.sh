@@ -7,8 +7,8 @@
 #   PEER_DOCS=20000 BIG_DOCS=0 benches/dedup/run.sh   # smaller, skip the memory run
 #
 # Every timing line is preceded by `load:` and the 1-minute load average (uptime), since the
-# numbers are only comparable on a quiet machine. The memory run is done three times: with
-# --memory-limit 1GB twice (determinism) and unlimited; all three must give the same clusters.
+# numbers are only comparable on a quiet machine. The memory run is done four times: with
+# --memory-limit 1GB twice (determinism), 200MB and unlimited; all must give the same clusters.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
@@ -44,13 +44,15 @@ if (( BIG_DOCS > 0 )); then
   B=$D/big-$BIG_DOCS.jsonl
   [[ -f $B ]] || python3 benches/dedup/make_corpus.py "$B" "$BIG_DOCS"
   echo "== $BIG_DOCS documents, memory_limit 1GB vs unlimited (peak RSS from /usr/bin/time -v) =="
-  for run in 1GB 1GB-again none; do
-    args=(); [[ $run != none ]] && args=(--memory-limit 1GB --spill-dir "$D")
+  for run in 1GB 1GB-again 200MB none; do
+    args=(); [[ $run == 1GB* ]] && args=(--memory-limit 1GB --spill-dir "$D")
+    [[ $run == 200MB ]] && args=(--memory-limit 200MB --spill-dir "$D")
     load; /usr/bin/time -v $BIN run "$B" "${args[@]}" 2> "$D/time-$run.txt" | tee "$D/big-$run.json"
     grep -E "Maximum resident|Elapsed" "$D/time-$run.txt"
   done
   fp() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['fingerprint'])" "$1"; }
-  a=$(fp "$D/big-1GB.json"); a2=$(fp "$D/big-1GB-again.json"); b=$(fp "$D/big-none.json")
-  [[ $a == "$a2" && $a == "$b" ]] && echo "same clusters in all three runs: $a" \
-    || { echo "DIFFERENT clusters: 1GB $a, 1GB again $a2, unlimited $b"; exit 1; }
+  a=$(fp "$D/big-1GB.json"); a2=$(fp "$D/big-1GB-again.json"); c=$(fp "$D/big-200MB.json")
+  b=$(fp "$D/big-none.json")
+  [[ $a == "$a2" && $a == "$c" && $a == "$b" ]] && echo "same clusters in all four runs: $a" \
+    || { echo "DIFFERENT clusters: 1GB $a, 1GB again $a2, 200MB $c, unlimited $b"; exit 1; }
 fi
