@@ -34,4 +34,7 @@ pub enum Command {
     Demo(crate::cmd::demo::Args),
     /// List the stage types a pipeline can use.
     Stages(crate::cmd::stages::Args),
+    /// Train a model (causal LM or masked LM) on tokenized shards from a run.toml: mixed
+    /// precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
+    Train(crate::cmd::train::Args),
 }

@@ -9,6 +9,7 @@ pub mod sql;
 pub mod stages;
 pub mod tokenize;
 pub mod tokenizer;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -25,5 +26,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Stages(a) => stages::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

@@ -9,3 +9,5 @@ mod ingest;
 mod labeling;
 mod sql;
 mod tokenize;
+#[cfg(feature = "torch")]
+mod train;

@@ -1,0 +1,88 @@
+//! `quern train`: a run from TOML to checkpoints, resume, and refusal of a bad config.
+
+use std::path::Path;
+
+use crate::common::{fixture, quern, run_err, run_ok};
+
+const SEQ: usize = 32;
+
+/// A byte-level tokenized split of the GPL-3.0 text (tests/data/train).
+fn write_split(dir: &Path, bytes: &[u8]) {
+    let rows: Vec<Vec<i32>> = bytes
+        .windows(SEQ + 1)
+        .step_by(SEQ)
+        .map(|w| w.iter().map(|&b| b as i32).collect())
+        .collect();
+    quern_train::data::write_packed_split(
+        dir,
+        &rows,
+        259,
+        [Some(256), Some(257), Some(258), None],
+        "bytes",
+    )
+    .unwrap();
+}
+
+fn setup(root: &Path, extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read(fixture("train/gpl-3.0.txt")).unwrap();
+    let cut = text.len() * 9 / 10;
+    write_split(&root.join("tokens/train"), &text[..cut]);
+    write_split(&root.join("tokens/val"), &text[cut..]);
+    let toml = format!(
+        "out_dir = \"run\"\n[data]\ntrain = \"tokens/train\"\nval = \"tokens/val\"\n\
+         [model]\nlayers = 1\nheads = 2\ndim = 32\n[optim]\nlr = 3e-3\n{extra}\
+         [train]\nmicro_batch = 8\nmax_steps = 30\neval_every = 15\neval_batches = 2\n\
+         [checkpoint]\nevery = 10\nkeep = 2\n"
+    );
+    let path = root.join("run.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[test]
+fn trains_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "");
+    let out = run_ok(quern().args(["train", "--quiet", "--json"]).arg(&cfg));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"], 30);
+    let losses = report["losses"].as_array().unwrap();
+    let first = losses[0]["loss"].as_f64().unwrap();
+    let last = losses[29]["loss"].as_f64().unwrap();
+    assert!(last < first - 1.0, "loss {first} -> {last}");
+    let run = dir.path().join("run");
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        30 + 2
+    );
+    let ckpts: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ckpts.len(), 2, "keep = 2: {ckpts:?}");
+    assert!(ckpts.contains(&"step-00000030".to_string()));
+
+    let out = run_ok(
+        quern()
+            .args(["train", "--quiet", "--resume", "--max-steps", "40"])
+            .arg(&cfg),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("steps 30..40"), "{text}");
+    assert!(text.contains("val loss"), "{text}");
+}
+
+#[test]
+fn a_bad_key_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "lr_max = 1.0\n");
+    let err = run_err(quern().args(["train", "--quiet"]).arg(&cfg));
+    assert!(err.contains("optim") && err.contains("lr_max"), "{err}");
+    assert!(
+        !dir.path().join("run").exists(),
+        "a refused config must not start a run"
+    );
+}
