@@ -257,10 +257,45 @@ impl<'a> UnitWriters<'a> {
         w.write(batch)
     }
 
+    fn finish(self) -> Result<BTreeMap<String, Vec<quern_core::shard::ShardInfo>>> {
+        let mut out = BTreeMap::new();
+        for (t, w) in self.writers {
+            out.insert(t, w.finish()?);
+        }
+        Ok(out)
+    }
+}
+
+/// A message to a unit's writer thread.
+enum ToWriter {
+    Batch(String, RecordBatch),
+    /// Every batch is sent: commit the shards. Without it (the unit failed) the writer drops
+    /// its unfinished shards.
+    Finish,
+}
+
+/// The sending side of a unit's output: batches go through a short bounded queue to a
+/// writer thread, so Parquet encoding and compression overlap with reading and the stages
+/// (as in `quern ingest`), and memory stays bounded by the queue.
+struct UnitSink {
+    tx: std::sync::mpsc::SyncSender<ToWriter>,
+}
+
+impl UnitSink {
+    fn write(&self, table: &str, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.tx
+            .send(ToWriter::Batch(table.to_string(), batch))
+            // The writer only hangs up after an error, which `with_unit_writer` reports.
+            .map_err(|_| Error::bug("the shard writer thread stopped early"))
+    }
+
     /// Runs one batch through a phase's stages: kept rows to `table`, dropped rows to
     /// `rejected`, counts added to `counts` and shown on the progress display.
     fn run_segment(
-        &mut self,
+        &self,
         seg: &[&dyn Stage],
         ctx: &BatchCtx,
         batch: RecordBatch,
@@ -272,18 +307,51 @@ impl<'a> UnitWriters<'a> {
         progress.stage_batch(&outp.counts);
         merge_counts(counts, &outp.counts);
         for d in &outp.rejected {
-            self.write(schema::REJECTED_TABLE, &to_rejected(d)?)?;
+            self.write(schema::REJECTED_TABLE, to_rejected(d)?)?;
         }
-        self.write(table, &outp.kept)
+        self.write(table, outp.kept)
     }
+}
 
-    fn finish(self) -> Result<BTreeMap<String, Vec<quern_core::shard::ShardInfo>>> {
-        let mut out = BTreeMap::new();
-        for (t, w) in self.writers {
-            out.insert(t, w.finish()?);
+type UnitTables = BTreeMap<String, Vec<quern_core::shard::ShardInfo>>;
+
+/// Runs `body` with a sink whose batches a writer thread turns into this unit's shards;
+/// returns `body`'s value and the committed shards. When `body` fails, nothing is committed.
+/// A writer error (disk full, a stage sending mismatched columns) wins over the send error
+/// it causes in `body`.
+fn with_unit_writer<T>(
+    root: &Path,
+    stem: String,
+    opts: ShardOptions,
+    body: impl FnOnce(&UnitSink) -> Result<T>,
+) -> Result<(T, UnitTables)> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(4);
+        let writer = s.spawn(move || -> Result<Option<UnitTables>> {
+            let mut w = UnitWriters::new(root, stem, opts);
+            for msg in rx {
+                match msg {
+                    ToWriter::Batch(table, batch) => w.write(&table, &batch)?,
+                    ToWriter::Finish => return w.finish().map(Some),
+                }
+            }
+            Ok(None)
+        });
+        let sink = UnitSink { tx };
+        let value = body(&sink);
+        if value.is_ok() {
+            // If the writer already stopped, its own error is reported below.
+            let _ = sink.tx.send(ToWriter::Finish);
         }
-        Ok(out)
-    }
+        drop(sink);
+        let written = writer
+            .join()
+            .map_err(|_| Error::bug("the shard writer thread panicked"))??;
+        let value = value?;
+        let tables =
+            written.ok_or_else(|| Error::bug("the shard writer stopped without committing"))?;
+        Ok((value, tables))
+    })
 }
 
 fn field_names(s: &SchemaRef) -> Vec<String> {
@@ -433,65 +501,69 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                         .inc(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0));
                     return Ok(());
                 }
-                let mut writers =
-                    UnitWriters::new(out, format!("p0-u{idx:05}"), shard_opts.clone());
-                let mut counts: Vec<StageCounts> = Vec::new();
-                let mut first_row = 0u64;
-                let table = docs_table(0);
-                let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
-                let mut sink_failed = false;
-                let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
-                    progress.input.inc(chunk.bytes);
-                    seen_bytes += chunk.bytes;
-                    seen_quarantined += chunk.quarantine.num_rows() as u64;
-                    writers.write(schema::QUARANTINE_TABLE, &chunk.quarantine)?;
-                    let n = chunk.docs.num_rows() as u64;
-                    seen_docs += n;
-                    let ctx = BatchCtx {
-                        unit: idx as u64,
-                        first_row,
+                let stem = format!("p0-u{idx:05}");
+                let unit = with_unit_writer(out, stem, shard_opts.clone(), |writers| {
+                    let mut counts: Vec<StageCounts> = Vec::new();
+                    let mut first_row = 0u64;
+                    let table = docs_table(0);
+                    let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
+                    let mut sink_failed = false;
+                    let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
+                        progress.input.inc(chunk.bytes);
+                        seen_bytes += chunk.bytes;
+                        seen_quarantined += chunk.quarantine.num_rows() as u64;
+                        writers.write(schema::QUARANTINE_TABLE, chunk.quarantine)?;
+                        let n = chunk.docs.num_rows() as u64;
+                        seen_docs += n;
+                        let ctx = BatchCtx {
+                            unit: idx as u64,
+                            first_row,
+                        };
+                        first_row += n;
+                        writers.run_segment(seg, &ctx, chunk.docs, &table, &mut counts, &progress)
                     };
-                    first_row += n;
-                    writers.run_segment(seg, &ctx, chunk.docs, &table, &mut counts, &progress)
-                };
-                let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
-                    let r = sink(chunk);
-                    sink_failed |= r.is_err();
-                    r
-                };
-                let read = quern_ingest::read_file_named(
-                    file,
-                    &file_names[idx],
-                    &ingest_opts,
-                    &mut on_chunk,
-                );
-                let fc: FileCounts = match read {
-                    Ok(fc) => fc,
-                    // A broken file (truncated archive, corrupt Parquet): what was read before the
-                    // break is kept and the break is quarantined with its offset by the reader;
-                    // the build goes on unless the input is strict.
-                    Err(e)
-                        if !ingest_opts.strict
-                            && !sink_failed
-                            && !matches!(
-                                e.root(),
-                                Error::BadConfig { .. } | Error::Usage(_) | Error::Bug(_)
-                            ) =>
-                    {
-                        progress.input.println(format!(
-                            "warning: {e} (kept what was read before the break)"
-                        ));
-                        FileCounts {
-                            file: file.display().to_string(),
-                            records: seen_docs + seen_quarantined,
-                            ingested: seen_docs,
-                            quarantined: seen_quarantined,
-                            bytes: seen_bytes,
+                    let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
+                        let r = sink(chunk);
+                        sink_failed |= r.is_err();
+                        r
+                    };
+                    let read = quern_ingest::read_file_named(
+                        file,
+                        &file_names[idx],
+                        &ingest_opts,
+                        &mut on_chunk,
+                    );
+                    let fc: FileCounts = match read {
+                        Ok(fc) => fc,
+                        // A broken file (truncated archive, corrupt Parquet): what was read before the
+                        // break is kept and the break is quarantined with its offset by the reader;
+                        // the build goes on unless the input is strict.
+                        Err(e)
+                            if !ingest_opts.strict
+                                && !sink_failed
+                                && !matches!(
+                                    e.root(),
+                                    Error::BadConfig { .. } | Error::Usage(_) | Error::Bug(_)
+                                ) =>
+                        {
+                            progress.input.println(format!(
+                                "warning: {e} (kept what was read before the break)"
+                            ));
+                            FileCounts {
+                                file: file.display().to_string(),
+                                records: seen_docs + seen_quarantined,
+                                ingested: seen_docs,
+                                quarantined: seen_quarantined,
+                                bytes: seen_bytes,
+                            }
                         }
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-                };
-                let tables = writers.finish()?;
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("reading {}", file.display()));
+                        }
+                    };
+                    Ok((fc, counts))
+                });
+                let ((fc, counts), tables) = unit?;
                 let rec = UnitRecord {
                     tables,
                     files: vec![fc],
@@ -552,23 +624,25 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
         let table = docs_table(phase);
         let manifest_lock = Mutex::new(&mut manifest);
         pending.par_iter().try_for_each(|&idx| -> Result<()> {
-            let mut writers =
-                UnitWriters::new(out, format!("p{phase}-u{idx:05}"), shard_opts.clone());
-            let mut counts = Vec::new();
-            let mut first_row = 0u64;
-            for shard in &shards_of[idx] {
-                for b in read_shard(shard, batch_rows)? {
-                    let b = b?;
-                    let ctx = BatchCtx {
-                        unit: idx as u64,
-                        first_row,
-                    };
-                    first_row += b.num_rows() as u64;
-                    writers.run_segment(seg, &ctx, b, &table, &mut counts, &progress)?;
+            let stem = format!("p{phase}-u{idx:05}");
+            let (counts, tables) = with_unit_writer(out, stem, shard_opts.clone(), |writers| {
+                let mut counts = Vec::new();
+                let mut first_row = 0u64;
+                for shard in &shards_of[idx] {
+                    for b in read_shard(shard, batch_rows)? {
+                        let b = b?;
+                        let ctx = BatchCtx {
+                            unit: idx as u64,
+                            first_row,
+                        };
+                        first_row += b.num_rows() as u64;
+                        writers.run_segment(seg, &ctx, b, &table, &mut counts, &progress)?;
+                    }
                 }
-            }
+                Ok(counts)
+            })?;
             let rec = UnitRecord {
-                tables: writers.finish()?,
+                tables,
                 files: Vec::new(),
                 stages: counts,
             };
