@@ -97,7 +97,7 @@ static IBAN: LazyLock<Regex> =
 static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static PHONE_INTL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){1,2}(?:[ .\-]?\d{2,4}){1,4}")
+    Regex::new(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){1,2}(?:[ .\-]?\d{2,5}){1,4}")
         .expect("phone regex")
 });
 static PHONE_NANP: LazyLock<Regex> = LazyLock::new(|| {
@@ -464,6 +464,8 @@ mod tests {
                 "Ring <PHONE> or <PHONE>.",
             ),
             ("Tel. +81-3-1234-5678", "Tel. <PHONE>"),
+            // Indian mobile numbers group 5 + 5 digits.
+            ("Mobile +91 98765 43210.", "Mobile <PHONE>."),
             ("US line (555) 123-4567 here", "US line <PHONE> here"),
             ("Server 192.168.1.20 is up", "Server <IP_ADDRESS> is up"),
             ("v6 2001:db8::8a2e:370:7334 ok", "v6 <IP_ADDRESS> ok"),

@@ -168,9 +168,18 @@ const PERIOD_AFTER: &str =
 /// The English word tokenizer (see the module docs). Build once; share freely.
 pub struct WordTokenizer {
     specials: HashMap<&'static str, &'static str, FxBuild>,
+    /// Special cases as the affix rules alone split them (spaCy's `_special_matcher`
+    /// patterns), for those that split into two or more tokens.
+    merge: HashMap<&'static str, Vec<&'static str>, FxBuild>,
+    /// The most tokens in a [`Self::merge`] pattern.
+    max_merge: usize,
     prefix: Regex,
     suffix: Regex,
-    url: Regex,
+    /// spaCy's URL pattern, host-name branch.
+    url_host: Regex,
+    /// spaCy's URL pattern, IPv4 branch (the address captured: spaCy's lookaheads refuse
+    /// private and loopback ranges, which Rust's regex cannot express).
+    url_ip: Regex,
     alpha: Regex,
     alpha_lower: Regex,
     alpha_upper: Regex,
@@ -221,20 +230,114 @@ impl WordTokenizer {
             escape_alts(&quotes)
         );
         let al = class("ALPHA_LOWER");
-        let url = format!(
-            r"^(?:(?:[\w\+\-\.]{{2,}})://)?(?:\S+(?::\S*)?@)?(?:(?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])(?:\.(?:1?\d{{1,2}}|2[0-4]\d|25[0-5])){{2}}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))|(?:(?:[A-Za-z0-9\u{{a1}}-\u{{ffff}}][A-Za-z0-9\u{{a1}}-\u{{ffff}}_-]{{0,62}})?[A-Za-z0-9\u{{a1}}-\u{{ffff}}]\.)+(?:[{al}]{{2,63}}))(?::\d{{2,5}})?(?:[/?#]\S*)?$"
+        let url_head = r"^(?:(?:[\w\+\-\.]{2,})://)?(?:\S+(?::\S*)?@)?";
+        let url_tail = r"(?::\d{2,5})?(?:[/?#]\S*)?$";
+        let url_ip = format!(
+            r"{url_head}((?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])(?:\.(?:1?\d{{1,2}}|2[0-4]\d|25[0-5])){{2}}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))){url_tail}"
+        );
+        let url_host = format!(
+            r"{url_head}(?:(?:[A-Za-z0-9\u{{a1}}-\u{{ffff}}][A-Za-z0-9\u{{a1}}-\u{{ffff}}_-]{{0,62}})?[A-Za-z0-9\u{{a1}}-\u{{ffff}}]\.)+(?:[{al}]{{2,63}}){url_tail}"
         );
         let re = |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("word tokenizer regex: {e}"));
-        WordTokenizer {
+        let mut tok = WordTokenizer {
             specials,
+            merge: HashMap::default(),
+            max_merge: 0,
             prefix: re(&prefix),
             suffix: re(&suffix),
-            url: re(&url),
+            url_host: re(&url_host),
+            url_ip: re(&url_ip),
             alpha: re(&format!("^[{}]$", class("ALPHA"))),
             alpha_lower: re(&format!("^[{al}]$")),
             alpha_upper: re(&format!("^[{}]$", class("ALPHA_UPPER"))),
             icons: re(&format!("^[{icons}]$")),
+        };
+        // spaCy adds each special case to a phrase matcher under its affix-only split
+        // (`_tokenize_affixes(string, False)`); only splits of two or more tokens can merge.
+        let mut merge = HashMap::default();
+        let keys: Vec<&'static str> = tok.specials.keys().copied().collect();
+        for key in keys {
+            let mut v = Vec::new();
+            tok.chunk(key, &mut v, false);
+            if v.len() >= 2 {
+                tok.max_merge = tok.max_merge.max(v.len());
+                merge.insert(key, v);
+            }
         }
+        tok.merge = merge;
+        tok
+    }
+
+    fn is_url(&self, s: &str) -> bool {
+        if self.url_host.is_match(s) {
+            return true;
+        }
+        self.url_ip.captures(s).is_some_and(|c| {
+            let ip = c.get(1).map_or("", |m| m.as_str());
+            let mut oct = ip.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let (a, b) = (oct.next().unwrap_or(0), oct.next().unwrap_or(0));
+            let private = a == 10
+                || a == 127
+                || (a == 169 && b == 254)
+                || (a == 192 && b == 168)
+                || (a == 172 && (16..=31).contains(&b));
+            !private
+        })
+    }
+
+    /// spaCy's special-case pass after affix splitting (`_apply_special_cases`): token runs
+    /// with nothing between them whose text is a special case, split by the affix rules
+    /// exactly as its pattern, become that special case's tokens (`"):"`, `"''"`, `"z."`,
+    /// `"Prof."`). Longest runs win, then the earliest, as spaCy's span filter orders them.
+    fn merge_specials<'a>(&self, text: &'a str, out: &mut Vec<&'a str>, base: usize) {
+        let toks = &out[base..];
+        let n = toks.len();
+        if n < 2 {
+            return;
+        }
+        let off = |t: &str| t.as_ptr() as usize - text.as_ptr() as usize;
+        let mut cands: Vec<(usize, usize)> = Vec::new();
+        for i in 0..n - 1 {
+            let s0 = off(toks[i]);
+            let mut end = s0 + toks[i].len();
+            let mut j = i + 1;
+            while j < n && j - i < self.max_merge && off(toks[j]) == end {
+                end += toks[j].len();
+                j += 1;
+                if let Some(pat) = self.merge.get(&text[s0..end]) {
+                    if pat.len() == j - i && pat.iter().zip(&toks[i..j]).all(|(a, b)| a == b) {
+                        cands.push((i, j));
+                    }
+                }
+            }
+        }
+        if cands.is_empty() {
+            return;
+        }
+        cands.sort_by(|a, b| (b.1 - b.0).cmp(&(a.1 - a.0)).then(a.0.cmp(&b.0)));
+        let mut seen = vec![false; n];
+        let mut take: Vec<(usize, usize)> = Vec::new();
+        for (s, e) in cands {
+            if !seen[s] && !seen[e - 1] {
+                take.push((s, e));
+            }
+            seen[s..e].iter_mut().for_each(|x| *x = true);
+        }
+        take.sort_unstable();
+        let old: Vec<&'a str> = out.drain(base..).collect();
+        let mut k = 0;
+        for (s, e) in take {
+            out.extend_from_slice(&old[k..s]);
+            let a = off(old[s]);
+            let b = off(old[e - 1]) + old[e - 1].len();
+            let span = &text[a..b];
+            match self.specials.get(span) {
+                Some(p) => self.push_special(span, p, out),
+                None => out.extend_from_slice(&old[s..e]),
+            }
+            k = e;
+        }
+        out.extend_from_slice(&old[k..]);
     }
 
     /// The shared instance.
@@ -274,19 +377,21 @@ impl WordTokenizer {
 
     /// Appends the words of `text` to `out` (whitespace tokens dropped, as datatrove does).
     pub fn words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
+        let base = out.len();
         let mut start: Option<usize> = None;
         for (i, c) in text.char_indices() {
             if py_isspace(c) {
                 if let Some(s) = start.take() {
-                    self.chunk(&text[s..i], out);
+                    self.chunk(&text[s..i], out, true);
                 }
             } else if start.is_none() {
                 start = Some(i);
             }
         }
         if let Some(s) = start {
-            self.chunk(&text[s..], out);
+            self.chunk(&text[s..], out, true);
         }
+        self.merge_specials(text, out, base);
     }
 
     /// Counts sentences the way spaCy's sentencizer over this tokenizer does (datatrove's
@@ -455,8 +560,11 @@ impl WordTokenizer {
         }
     }
 
-    fn chunk<'a>(&self, s: &'a str, out: &mut Vec<&'a str>) {
-        if let Some(p) = self.specials.get(s) {
+    /// Splits one whitespace-free chunk; `specials`: consult the special cases (spaCy's
+    /// `with_special_cases`).
+    fn chunk<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, specials: bool) {
+        let special = |k: &str| specials && self.specials.contains_key(k);
+        if let Some(p) = self.specials.get(s).filter(|_| specials) {
             self.push_special(s, p, out);
             return;
         }
@@ -470,14 +578,14 @@ impl WordTokenizer {
         let mut string = s;
         let mut last_size = 0usize;
         while !string.is_empty() && string.len() != last_size {
-            if self.specials.contains_key(string) {
+            if special(string) {
                 break;
             }
             last_size = string.len();
             let pre_len = self.find_prefix(string);
             if pre_len != 0 {
                 let minus_pre = &string[pre_len..];
-                if !minus_pre.is_empty() && self.specials.contains_key(minus_pre) {
+                if !minus_pre.is_empty() && special(minus_pre) {
                     prefixes.push(&string[..pre_len]);
                     string = minus_pre;
                     break;
@@ -487,7 +595,7 @@ impl WordTokenizer {
             if suf_len != 0 {
                 let cut = string.len() - suf_len;
                 let minus_suf = &string[..cut];
-                if !minus_suf.is_empty() && self.specials.contains_key(minus_suf) {
+                if !minus_suf.is_empty() && special(minus_suf) {
                     suffixes.push(&string[cut..]);
                     string = minus_suf;
                     break;
@@ -509,9 +617,9 @@ impl WordTokenizer {
         }
         out.extend(prefixes);
         if !string.is_empty() {
-            if let Some(p) = self.specials.get(string) {
+            if let Some(p) = self.specials.get(string).filter(|_| specials) {
                 self.push_special(string, p, out);
-            } else if self.url.is_match(string) {
+            } else if self.is_url(string) {
                 out.push(string);
             } else {
                 let mut m = Vec::new();
@@ -599,6 +707,18 @@ mod tests {
             ("a\n\nb  c", &["a", "b", "c"]),
             ("It's John's", &["It", "'s", "John", "'s"]),
             ("1-2", &["1", "-", "2"]),
+            // The special-case pass merges affix splits back (spaCy 3.8 output).
+            ("f(x):", &["f(x", "):"]),
+            ("(=foo=)", &["(=", "foo=", ")"]),
+            ("[:alpha:]", &["[:", "alpha", ":]"]),
+            ("''quoted''", &["''", "quoted", "''"]),
+            ("Prof.Dr.", &["Prof.", "Dr."]),
+            // spaCy's URL pattern refuses loopback and private addresses.
+            (
+                "git://127.0.0.1/rule-the-world.git",
+                &["git://127.0.0.1", "/", "rule", "-", "the", "-", "world.git"],
+            ),
+            ("http://8.8.8.8/dns", &["http://8.8.8.8/dns"]),
         ];
         for (text, want) in cases {
             assert_eq!(&split_words(text), want, "{text:?}");
