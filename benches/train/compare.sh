@@ -25,7 +25,7 @@ MODEL_ARGS=${MODEL_ARGS:---layers 12 --heads 12 --dim 768 --seq 1024 --vocab 503
 [[ -f "$REF" ]] || { echo "compare.sh: reference script $REF not found (set REF)" >&2; exit 1; }
 PROFILE=${PROFILE:-release}
 if [[ $PROFILE == release ]]; then
-  cargo build --release -q -p quern-train --example bench_gpt
+  scripts/build-release.sh
   bin="$root/target/release/examples/bench_gpt"
 else
   cargo build -q -p quern-train --example bench_gpt
@@ -42,7 +42,8 @@ sampled() {
     (while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; sleep 0.2; done) >"$out/$tag.mem" &
     pid=$!
   fi
-  "$@"
+  # Peak resident memory of the process (host side; on CPU that is all of it).
+  /usr/bin/time -f "%M" -o "$out/$tag.rss" "$@"
   [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
 }
 
@@ -65,14 +66,24 @@ for f in glob.glob(os.path.join(out, "*.mem")):
     vals = [int(x) for x in open(f).read().split() if x.strip().isdigit()]
     if vals:
         mem[os.path.basename(f)[:-4]] = max(vals) / 1024
+rss = {}
+for f in glob.glob(os.path.join(out, "*.rss")):
+    vals = [int(x) for x in open(f).read().split() if x.strip().isdigit()]
+    if vals:
+        rss[os.path.basename(f)[:-4]] = vals[-1] / 1024
 q = rows["quern"]
 print(f"\nquern: {q['tokens_per_s']:.0f} tokens/s, step {q['step_ms_median']} ms, MFU {q['mfu']}, final loss {q['final_loss']}"
-      + (f", peak GPU memory {mem['quern']:.1f} GiB (nvidia-smi)" if 'quern' in mem else ""))
+      + (f", peak GPU memory {mem['quern']:.1f} GiB (nvidia-smi)" if 'quern' in mem else "")
+      + (f", peak RSS {rss['quern']:.0f} MiB" if 'quern' in rss else ""))
 for name, r in rows.items():
     if name == "quern":
         continue
     line = f"{name}: {r['tokens_per_s']:.0f} tokens/s, step {r['step_ms_median']} ms, MFU {r['mfu']}; quern/{name} throughput = {q['tokens_per_s'] / r['tokens_per_s']:.3f}"
     if name in mem:
         line += f", peak GPU memory {mem[name]:.1f} GiB (nvidia-smi)"
+    if name in rss:
+        line += f", peak RSS {rss[name]:.0f} MiB"
+        if "quern" in rss:
+            line += f" (quern/{name} = {rss['quern'] / rss[name]:.2f})"
     print(line)
 PY

@@ -28,6 +28,10 @@ pub struct Args {
     /// instead of a new temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Optimizer steps of the small GPT trained on the tokenized train split (0 skips
+    /// training).
+    #[arg(long, default_value_t = 60)]
+    pub train_steps: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -108,6 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokens_dir.display()
     );
 
+    train_step(&dir, &tokens_dir, args.train_steps)?;
+
     let out = report.out.display().to_string();
     let queries = [
         "SELECT source, count(*) AS docs, sum(word_count(text)) AS words FROM docs GROUP BY source ORDER BY docs DESC LIMIT 8",
@@ -142,4 +148,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("  quern sql --corpus {out}        # a SQL shell over docs, rejected, quarantine");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Trains a small GPT (2 layers, width 128, 128-token windows) on the demo's train split and
+/// evaluates it on the val split: the last step of the journey, on CPU in about a minute.
+#[cfg(feature = "torch")]
+fn train_step(
+    dir: &std::path::Path,
+    tokens_dir: &std::path::Path,
+    steps: u64,
+) -> anyhow::Result<()> {
+    if steps == 0 {
+        return Ok(());
+    }
+    println!("\n== train (a 2-layer GPT, width 128, on the train split; val split for evaluation)");
+    let mut cfg = quern_train::TrainConfig::demo(
+        tokens_dir.join("train"),
+        Some(tokens_dir.join("val")),
+        dir.join("run"),
+    )?;
+    cfg.train.max_steps = steps;
+    cfg.train.eval_every = steps.div_ceil(2).max(1);
+    cfg.validate()?;
+    let report = quern_train::train(&cfg, false)?;
+    if let (Some(first), Some(last)) = (report.losses.first(), report.losses.last()) {
+        println!(
+            "{} parameters on {}: loss {:.3} (step {}) -> {:.3} (step {}), {:.0} tokens/s",
+            report.parameters,
+            report.device,
+            first.loss,
+            first.step,
+            last.loss,
+            last.step,
+            report.tokens_per_s
+        );
+    }
+    for e in &report.evals {
+        println!(
+            "val loss {:.3} at step {} (perplexity {:.1})",
+            e.val_loss, e.step, e.val_ppl
+        );
+    }
+    println!("metrics {}", cfg.out_dir.join("metrics.jsonl").display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn train_step(
+    _dir: &std::path::Path,
+    _tokens_dir: &std::path::Path,
+    steps: u64,
+) -> anyhow::Result<()> {
+    if steps > 0 {
+        println!("\n== train: skipped (this quern was built without the `torch` feature)");
+    }
+    Ok(())
 }
