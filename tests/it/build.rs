@@ -258,3 +258,65 @@ fn an_output_dir_with_foreign_files_is_refused() {
         "precious"
     );
 }
+
+/// `quern sql` over a build directory: `docs`, `rejected` grouped by stage and reason, and
+/// `quarantine` with each bad record's place, agreeing with the manifest's accounting.
+#[test]
+fn sql_queries_docs_rejected_and_quarantine_of_a_build() {
+    let dir = tempfile::tempdir().unwrap();
+    make_inputs(dir.path(), 3);
+    // Every input twice, so exact dedup has real work next to the quality filter.
+    let input = dir.path().join("input");
+    for e in std::fs::read_dir(&input).unwrap() {
+        let p = e.unwrap().path();
+        let copy = p.with_file_name(format!("copy-{}", p.file_name().unwrap().to_string_lossy()));
+        std::fs::copy(&p, copy).unwrap();
+    }
+    let stages = "[[stages]]\ntype = \"exact_dedup\"\n\n[[stages]]\ntype = \"gopher_quality\"\n";
+    let cfg = write_pipeline(dir.path(), "q.toml", stages);
+    run_ok(quern().arg("build").arg(&cfg));
+    let out = dir.path().join("out-q.toml");
+    let acc = manifest(&out)["accounting"].clone();
+    let n = |k: &str| acc[k].as_u64().unwrap();
+    let sql = |q: &str| -> Vec<serde_json::Value> {
+        let o = run_ok(
+            quern()
+                .args(["sql", "--format", "json", "--corpus"])
+                .arg(&out)
+                .arg(q),
+        );
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let docs = sql("SELECT count(*) AS n FROM docs");
+    assert_eq!(docs[0]["n"].as_u64().unwrap(), n("kept"));
+    let groups =
+        sql("SELECT rejected_by, reason, count(*) AS n FROM rejected GROUP BY 1, 2 ORDER BY 1, 2");
+    let total: u64 = groups.iter().map(|g| g["n"].as_u64().unwrap()).sum();
+    assert_eq!(total, n("rejected"));
+    let by = |stage: &str| -> u64 {
+        groups
+            .iter()
+            .filter(|g| g["rejected_by"] == stage)
+            .map(|g| g["n"].as_u64().unwrap())
+            .sum()
+    };
+    // Each copy of a document is an exact duplicate of its original.
+    assert!(
+        by("exact_dedup") >= n("input") / 2 - n("quarantined"),
+        "{groups:?}"
+    );
+    assert!(by("gopher_quality") > 0, "{groups:?}");
+    assert!(groups
+        .iter()
+        .filter(|g| g["rejected_by"] == "exact_dedup")
+        .all(|g| g["reason"] == "exact_duplicate"));
+    let q = sql("SELECT file, line, error FROM quarantine ORDER BY file, line");
+    assert_eq!(q.len() as u64, n("quarantined"));
+    assert!(q.iter().all(|r| r["line"].as_u64().unwrap() > 0
+        && r["file"].as_str().unwrap().ends_with(".jsonl")
+        && !r["error"].as_str().unwrap().is_empty()));
+}
