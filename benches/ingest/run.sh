@@ -43,8 +43,8 @@ import duckdb, sys
 duckdb.sql(\"COPY (SELECT * FROM read_json_auto('$CORPUS')) TO '$WORK/duck.parquet' (FORMAT parquet)\")
 ")
 read -r Q_S Q_KB < <(measure quern "${QUERN[@]}" "$CORPUS" --out "$WORK/quern")
-D_ROWS=$(.peers/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM '$WORK/duck.parquet'\").fetchone()[0])")
-Q_ROWS=$(.peers/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('$WORK/quern/docs/*.parquet')\").fetchone()[0])")
+D_ROWS=$(.peers/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM '$WORK/duck.parquet'\").fetchall()[0][0])")
+Q_ROWS=$(.peers/bin/python -c "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('$WORK/quern/docs/*.parquet')\").fetchall()[0][0])")
 
 python3 - "$BYTES" "$D_S" "$D_KB" "$Q_S" "$Q_KB" "$D_ROWS" "$Q_ROWS" "$WHAT" "$CORPUS" "$(nproc)" <<'PY'
 import sys

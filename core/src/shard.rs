@@ -36,7 +36,9 @@ pub struct ShardOptions {
     pub max_bytes: usize,
     /// Rows per Parquet row group. Default 4,096.
     pub row_group_rows: usize,
-    /// zstd level. Default 3.
+    /// zstd level (1-22). Default 1: level 3 compresses text shards only a few percent
+    /// smaller and takes about twice as long, which made compression the slowest step of
+    /// ingest (measured in BENCHMARKS.md, `ingest`).
     pub zstd_level: i32,
 }
 
@@ -46,7 +48,7 @@ impl Default for ShardOptions {
             max_rows: 100_000,
             max_bytes: 256 << 20,
             row_group_rows: 4096,
-            zstd_level: 3,
+            zstd_level: 1,
         }
     }
 }
@@ -62,6 +64,10 @@ impl ShardOptions {
     }
     pub fn with_row_group_rows(mut self, n: usize) -> Self {
         self.row_group_rows = n.max(1);
+        self
+    }
+    pub fn with_zstd_level(mut self, level: i32) -> Self {
+        self.zstd_level = level;
         self
     }
 

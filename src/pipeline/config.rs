@@ -7,7 +7,7 @@
 //!
 //! [output]
 //! dir = "out"                      # relative to the pipeline file
-//! shard_rows = 100000              # optional: shard_bytes, row_group_rows
+//! shard_rows = 100000              # optional: shard_bytes, row_group_rows, zstd_level
 //!
 //! [[stages]]
 //! type = "gopher_quality"          # a registered stage type (`quern stages` lists them)
@@ -72,6 +72,9 @@ pub struct OutputConfig {
     /// Rows per Parquet row group. Default 4,096.
     #[serde(default)]
     pub row_group_rows: Option<usize>,
+    /// zstd level of the shards, 1 (fastest, the default) to 22 (smallest).
+    #[serde(default)]
+    pub zstd_level: Option<i32>,
 }
 
 impl OutputConfig {
@@ -85,6 +88,9 @@ impl OutputConfig {
         }
         if let Some(n) = self.row_group_rows {
             o = o.with_row_group_rows(n);
+        }
+        if let Some(l) = self.zstd_level {
+            o = o.with_zstd_level(l);
         }
         o
     }
@@ -155,6 +161,12 @@ impl Pipeline {
             if v == Some(0) {
                 return Err(Error::bad_config(key, "must be at least 1"));
             }
+        }
+        if let Some(l) = config.output.zstd_level.filter(|l| !(1..=22).contains(l)) {
+            return Err(Error::bad_config(
+                "output.zstd_level",
+                format!("{l} is not a zstd level: use 1 (fastest) to 22 (smallest)"),
+            ));
         }
         let mut specs = Vec::with_capacity(config.stages.len());
         let mut names = std::collections::BTreeSet::new();

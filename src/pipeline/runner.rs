@@ -274,9 +274,9 @@ enum ToWriter {
     Finish,
 }
 
-/// The sending side of a unit's output: batches go through a short bounded queue to a
-/// writer thread, so Parquet encoding and compression overlap with reading and the stages
-/// (as in `quern ingest`), and memory stays bounded by the queue.
+/// The sending side of a unit's output: batches go through a two-batch queue to a writer
+/// thread, so Parquet encoding and compression overlap with reading and the stages, and
+/// memory stays bounded by the queue (as in `quern ingest`).
 struct UnitSink {
     tx: std::sync::mpsc::SyncSender<ToWriter>,
 }
@@ -326,7 +326,7 @@ fn with_unit_writer<T>(
     body: impl FnOnce(&UnitSink) -> Result<T>,
 ) -> Result<(T, UnitTables)> {
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(2);
         let writer = s.spawn(move || -> Result<Option<UnitTables>> {
             let mut w = UnitWriters::new(root, stem, opts);
             for msg in rx {

@@ -118,22 +118,40 @@ fn a_different_config_is_refused_unless_forced() {
 /// moment), resumes it, and checks the result is byte-identical to an uninterrupted build.
 #[test]
 fn killed_builds_resume_to_identical_output() {
+    kill_and_resume(
+        STAGES,
+        &[
+            "before_commit:1",
+            "before_commit:4",
+            "after_commit:2",
+            "after_commit:11",
+        ],
+        &[150, 450, 900],
+    );
+}
+
+/// The same with exact and near dedup, whose global phases gather over every unit: a build
+/// killed in any phase resumes to the same clusters and representatives (12 input units,
+/// so commits 13-24 are the exact-dedup phase and 25-36 the MinHash phase).
+#[test]
+fn killed_dedup_builds_resume_to_identical_clusters() {
+    let stages = "[[stages]]\ntype = \"exact_dedup\"\n\n[[stages]]\ntype = \"minhash_dedup\"\n";
+    kill_and_resume(
+        stages,
+        &["after_commit:5", "before_commit:17", "after_commit:30"],
+        &[700],
+    );
+}
+
+fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 12);
-    let reference = write_pipeline(dir.path(), "ref.toml", STAGES);
+    let reference = write_pipeline(dir.path(), "ref.toml", stages);
     run_ok(quern().arg("build").arg(&reference));
     let ref_out = dir.path().join("out-ref.toml");
 
-    for (i, fault) in [
-        "before_commit:1",
-        "before_commit:4",
-        "after_commit:2",
-        "after_commit:11",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let p = write_pipeline(dir.path(), &format!("f{i}.toml"), STAGES);
+    for (i, fault) in faults.iter().enumerate() {
+        let p = write_pipeline(dir.path(), &format!("f{i}.toml"), stages);
         let out = quern()
             .arg("build")
             .arg(&p)
@@ -156,8 +174,8 @@ fn killed_builds_resume_to_identical_output() {
         assert_same_tree(&ref_out, &crashed);
     }
 
-    for (i, delay_ms) in [150u64, 450, 900].iter().enumerate() {
-        let p = write_pipeline(dir.path(), &format!("k{i}.toml"), STAGES);
+    for (i, delay_ms) in delays_ms.iter().enumerate() {
+        let p = write_pipeline(dir.path(), &format!("k{i}.toml"), stages);
         let mut child = quern()
             .arg("build")
             .arg(&p)
@@ -197,6 +215,10 @@ fn bad_configs_name_the_offending_key() {
             "input.text_field",
         ),
         (format!("{ok_input}[output]\nshard_rows = 5\n"), "dir"),
+        (
+            format!("{ok_input}[output]\ndir = \"out\"\nzstd_level = 30\n"),
+            "output.zstd_level",
+        ),
         (
             format!("{ok_input}[output]\ndir = \"out\"\nshard_rows = 0\n"),
             "output.shard_rows",
