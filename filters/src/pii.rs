@@ -126,7 +126,7 @@ pub fn luhn_valid(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether a digit string starts like a payment card of its length (Visa, Mastercard,
