@@ -625,12 +625,12 @@ impl UnitCtx<'_> {
                     None => "train",
                 }
             };
-            for i in 0..n {
+            for (i, id) in ids.iter().enumerate() {
                 let s = split_of(i);
                 if !valid_split_name(s) {
                     return Err(Error::bad_input(
                         Place::file(shard),
-                        format!("document `{}` has split `{s}`, which cannot name a directory (use letters, digits, _ and -)", ids[i]),
+                        format!("document `{id}` has split `{s}`, which cannot name a directory (use letters, digits, _ and -)"),
                     ));
                 }
                 if !splits.contains_key(s) {

@@ -230,7 +230,7 @@ impl TextStream {
                 let mut iters = Vec::new();
                 for shard in shards {
                     let names = parquet_columns(&shard)?;
-                    if !names.iter().any(|n| *n == column) {
+                    if !names.contains(&column) {
                         return Err(Error::bad_input(
                             Place::file(&shard),
                             format!("no `{column}` column"),
