@@ -25,7 +25,7 @@ MODEL_ARGS=${MODEL_ARGS:---layers 12 --heads 12 --dim 768 --seq 1024 --vocab 503
 [[ -f "$REF" ]] || { echo "compare.sh: reference script $REF not found (set REF)" >&2; exit 1; }
 PROFILE=${PROFILE:-release}
 if [[ $PROFILE == release ]]; then
-  scripts/build-release.sh
+  [[ -n ${NO_BUILD:-} ]] || scripts/build-release.sh
   bin="$root/target/release/examples/bench_gpt"
 else
   cargo build -q -p quern-train --example bench_gpt

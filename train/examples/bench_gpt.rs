@@ -78,7 +78,9 @@ fn main() -> Result<()> {
     cfg.optim.lr = 3e-4;
     cfg.optim.weight_decay = 0.1;
     cfg.optim.decay = quern_train::config::Decay::Constant;
-    cfg.optim.fused = if device.is_cuda() {
+    // libtorch's fused AdamW kernel exists for CPU and CUDA; `--fused 0` uses quern's
+    // per-tensor update (what the reference script runs on CPU).
+    cfg.optim.fused = if get("fused", "1") == "1" {
         Fused::On
     } else {
         Fused::Off

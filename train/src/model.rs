@@ -303,7 +303,7 @@ impl Transformer {
         if let Some(pos) = &self.pos_emb {
             x = x + pos.narrow(0, 0, t);
         }
-        x = x.dropout(p, train);
+        x = drop(x, p, train);
         let rope = self
             .rope
             .as_ref()
@@ -328,19 +328,28 @@ impl Transformer {
                 false,
             );
             let y = y.transpose(1, 2).reshape([b, t, d]);
-            x = x + blk.proj.forward(&y).dropout(p, train);
+            x = x + drop(blk.proj.forward(&y), p, train);
             let h = blk.ln2.forward(&x);
             let m = match &blk.up {
                 None => blk.fc.forward(&h).gelu("tanh"),
                 Some(up) => blk.fc.forward(&h).silu() * up.forward(&h),
             };
-            x = x + blk.out.forward(&m).dropout(p, train);
+            x = x + drop(blk.out.forward(&m), p, train);
         }
         let x = self.ln_f.forward(&x);
         x.linear(
             self.lm_head.as_ref().unwrap_or(&self.tok_emb),
             None::<Tensor>,
         )
+    }
+}
+
+/// Dropout that is skipped, not run with p = 0, when off (no mask, no copy).
+fn drop(x: Tensor, p: f64, train: bool) -> Tensor {
+    if train && p > 0.0 {
+        x.dropout(p, train)
+    } else {
+        x
     }
 }
 
