@@ -10,5 +10,7 @@ scripts/setup.sh --test
 source scripts/env.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
+echo "== cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace 2>&1

@@ -276,7 +276,7 @@ mod tests {
         let words: Vec<String> = (0..400u32)
             .map(|i| {
                 (0..4)
-                    .map(|k| (b'a' + ((i * 7919) >> (3 * k) % 26) as u8 % 26) as char)
+                    .map(|k| (b'a' + ((i * 7919) >> ((3 * k) % 26)) as u8 % 26) as char)
                     .collect()
             })
             .collect();

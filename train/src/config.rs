@@ -588,13 +588,13 @@ impl TrainConfig {
         if m.layers == 0 {
             return bad("model.layers", "must be at least 1".into());
         }
-        if m.heads == 0 || m.dim == 0 || m.dim % m.heads != 0 {
+        if m.heads == 0 || m.dim == 0 || !m.dim.is_multiple_of(m.heads) {
             return bad(
                 "model.heads",
                 format!("must be at least 1 and divide model.dim ({})", m.dim),
             );
         }
-        if m.positions == Positions::Rotary && (m.dim / m.heads) % 2 != 0 {
+        if m.positions == Positions::Rotary && !(m.dim / m.heads).is_multiple_of(2) {
             return bad(
                 "model.positions",
                 format!("rotary needs an even head width, got {}", m.dim / m.heads),

@@ -261,7 +261,7 @@ pub struct TokenRows {
 impl TokenRows {
     /// Rows from memory: `ids` holds `ids.len() / width` rows back to back.
     pub fn from_ids(ids: Vec<i32>, width: usize, shuffle: bool, seed: u64) -> Result<Self> {
-        if width < 2 || ids.is_empty() || ids.len() % width != 0 {
+        if width < 2 || ids.is_empty() || !ids.len().is_multiple_of(width) {
             return Err(Error::usage(format!(
                 "token rows need a width of at least 2 and a whole number of rows (got {} ids, width {width})",
                 ids.len()
@@ -287,7 +287,7 @@ impl TokenRows {
             let mut rng =
                 SplitMix64(self.seed ^ self.cursor.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             for i in (1..self.n).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 self.order.swap(i, j);
             }
         }
@@ -342,7 +342,7 @@ impl BatchSource for TokenRows {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

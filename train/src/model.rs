@@ -288,6 +288,9 @@ impl Transformer {
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]` (int64). `causal` picks decoder or
     /// encoder attention; `train` turns dropout on.
+    // `x = x + ...`, not `x += ...`: tch's `+=` adds in place, which would overwrite
+    // activations autograd saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, idx: &Tensor, causal: bool, train: bool) -> Tensor {
         let (b, t) = idx.size2().expect("token ids are [batch, seq]");
         assert!(

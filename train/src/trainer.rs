@@ -183,7 +183,7 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
 
 fn step_seed(seed: u64, step: u64) -> i64 {
     let mut r = crate::data::SplitMix64(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    (r.next() >> 1) as i64
+    (r.next_u64() >> 1) as i64
 }
 
 /// The trainer's state: model, optimizer, data and counters.
