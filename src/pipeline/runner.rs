@@ -354,6 +354,29 @@ fn with_unit_writer<T>(
     })
 }
 
+/// Streams one unit's shards of the previous phase as batches, each with its place in the
+/// unit (the same numbering for a global stage's gather and for its apply).
+fn for_each_unit_batch(
+    shards: &[PathBuf],
+    batch_rows: usize,
+    unit: usize,
+    mut f: impl FnMut(&BatchCtx, RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut first_row = 0u64;
+    for shard in shards {
+        for b in read_shard(shard, batch_rows)? {
+            let b = b?;
+            let ctx = BatchCtx {
+                unit: unit as u64,
+                first_row,
+            };
+            first_row += b.num_rows() as u64;
+            f(&ctx, b)?;
+        }
+    }
+    Ok(())
+}
+
 fn field_names(s: &SchemaRef) -> Vec<String> {
     s.fields().iter().map(|f| f.name().clone()).collect()
 }
@@ -602,21 +625,11 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
             .par_iter()
             .enumerate()
             .try_for_each(|(idx, shards)| -> Result<()> {
-                let mut first_row = 0u64;
-                for shard in shards {
-                    for b in read_shard(shard, batch_rows)? {
-                        let b = b?;
-                        let ctx = BatchCtx {
-                            unit: idx as u64,
-                            first_row,
-                        };
-                        first_row += b.num_rows() as u64;
-                        global
-                            .gather(&ctx, &b)
-                            .with_context(|| format!("stage `{}` gathering", global.name()))?;
-                    }
-                }
-                Ok(())
+                for_each_unit_batch(shards, batch_rows, idx, |ctx, b| {
+                    global
+                        .gather(ctx, &b)
+                        .with_context(|| format!("stage `{}` gathering", global.name()))
+                })
             })?;
         global
             .end_gather()
@@ -627,18 +640,9 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
             let stem = format!("p{phase}-u{idx:05}");
             let (counts, tables) = with_unit_writer(out, stem, shard_opts.clone(), |writers| {
                 let mut counts = Vec::new();
-                let mut first_row = 0u64;
-                for shard in &shards_of[idx] {
-                    for b in read_shard(shard, batch_rows)? {
-                        let b = b?;
-                        let ctx = BatchCtx {
-                            unit: idx as u64,
-                            first_row,
-                        };
-                        first_row += b.num_rows() as u64;
-                        writers.run_segment(seg, &ctx, b, &table, &mut counts, &progress)?;
-                    }
-                }
+                for_each_unit_batch(&shards_of[idx], batch_rows, idx, |ctx, b| {
+                    writers.run_segment(seg, ctx, b, &table, &mut counts, &progress)
+                })?;
                 Ok(counts)
             })?;
             let rec = UnitRecord {

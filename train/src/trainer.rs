@@ -464,6 +464,24 @@ impl Trainer {
     }
 }
 
+/// Evaluates on the validation split (when there is one), prints and logs the result.
+fn evaluate_and_log(
+    trainer: &mut Trainer,
+    bar: &ProgressBar,
+    metrics: &mut Metrics,
+    evals: &mut Vec<EvalLog>,
+) -> Result<()> {
+    if let Some(e) = trainer.evaluate()? {
+        bar.println(format!(
+            "step {}: val loss {:.4} ppl {:.2}",
+            e.step, e.val_loss, e.val_ppl
+        ));
+        metrics.write("eval", &e)?;
+        evals.push(e);
+    }
+    Ok(())
+}
+
 /// Appends JSON lines to `metrics.jsonl`.
 struct Metrics {
     path: PathBuf,
@@ -601,14 +619,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             && step % cfg.train.eval_every == 0
             && step < cfg.train.max_steps
         {
-            if let Some(e) = trainer.evaluate()? {
-                bar.println(format!(
-                    "step {}: val loss {:.4} ppl {:.2}",
-                    e.step, e.val_loss, e.val_ppl
-                ));
-                metrics.write("eval", &e)?;
-                evals.push(e);
-            }
+            evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
         }
         if cfg.checkpoint.every > 0
             && step % cfg.checkpoint.every == 0
@@ -629,14 +640,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             ));
         }
     }
-    if let Some(e) = trainer.evaluate()? {
-        bar.println(format!(
-            "step {}: val loss {:.4} ppl {:.2}",
-            e.step, e.val_loss, e.val_ppl
-        ));
-        metrics.write("eval", &e)?;
-        evals.push(e);
-    }
+    evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
     if trainer.step > start_step || last_ckpt.is_none() {
         last_ckpt = Some(trainer.save_checkpoint()?);
     }
