@@ -236,6 +236,8 @@ impl Trainer {
         }
         if device.is_cuda() {
             amp::set_tf32(cfg.train.tf32)?;
+        } else {
+            keep_freed_memory();
         }
         tch::manual_seed(cfg.train.seed as i64);
         let model = Transformer::new(model_cfg, device);
@@ -461,6 +463,27 @@ impl Trainer {
         self.consecutive_skips = s.consecutive_skips;
         self.skipped_steps = s.skipped_steps;
         Ok(())
+    }
+}
+
+/// On CPU every step allocates and frees the same activation and gradient buffers (megabytes
+/// each). glibc's malloc gives large freed blocks back to the kernel (munmap, heap trim) and
+/// the next step faults fresh zeroed pages in again: 25% of a small model's step was kernel
+/// time (BENCHMARKS.md, `train`). Fixed thresholds keep those blocks in the heap for reuse,
+/// as a caching allocator does on the GPU. Process-wide, set once.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+            // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; larger blocks are
+            // still mapped and unmapped. A refused setting leaves malloc as it was.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
     }
 }
 
