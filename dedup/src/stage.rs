@@ -432,6 +432,46 @@ impl ExactDedup {
     }
 }
 
+/// What both dedup stages read from a batch: the text, the ids and each row's keep score.
+struct Gathered<'a> {
+    text: &'a StringArray,
+    ids: &'a StringArray,
+    scores: Vec<f64>,
+}
+
+impl<'a> Gathered<'a> {
+    fn read(
+        batch: &'a RecordBatch,
+        stage: &str,
+        column: &str,
+        id_column: &str,
+        keep: KeepRule,
+        keep_column: Option<&str>,
+    ) -> Result<Self> {
+        let text = string_column(batch, column, stage)?;
+        let ids = string_column(batch, id_column, stage)?;
+        let scores = scores(batch, keep, text, keep_column, stage)?;
+        Ok(Gathered { text, ids, scores })
+    }
+
+    /// The clustering input of row `i`: its position, id, keep score and signature.
+    fn doc<'b>(&self, ctx: &BatchCtx, i: usize, sig: Option<&'b [u32]>) -> Result<DocIn<'b>>
+    where
+        'a: 'b,
+    {
+        Ok(DocIn {
+            pos: position(ctx, i)?,
+            id: if self.ids.is_null(i) {
+                ""
+            } else {
+                self.ids.value(i)
+            },
+            score: self.scores[i],
+            sig,
+        })
+    }
+}
+
 impl Stage for ExactDedup {
     fn name(&self) -> &str {
         &self.name
@@ -448,15 +488,15 @@ impl Stage for ExactDedup {
         StageKind::Global
     }
     fn gather(&self, ctx: &BatchCtx, batch: &RecordBatch) -> Result<()> {
-        let text = string_column(batch, &self.cfg.column, &self.name)?;
-        let ids = string_column(batch, &self.cfg.id_column, &self.name)?;
-        let sc = scores(
+        let g = Gathered::read(
             batch,
-            self.cfg.keep,
-            text,
-            self.cfg.keep_column.as_deref(),
             &self.name,
+            &self.cfg.column,
+            &self.cfg.id_column,
+            self.cfg.keep,
+            self.cfg.keep_column.as_deref(),
         )?;
+        let text = g.text;
         let norm = self.cfg.normalize;
         let hashes: Vec<u128> = (0..batch.num_rows())
             .into_par_iter()
@@ -469,14 +509,9 @@ impl Stage for ExactDedup {
         let mut docs = Vec::with_capacity(hashes.len());
         let mut recs = Vec::with_capacity(hashes.len());
         for (i, h) in hashes.into_iter().enumerate() {
-            let pos = position(ctx, i)?;
-            docs.push(DocIn {
-                pos,
-                id: if ids.is_null(i) { "" } else { ids.value(i) },
-                score: sc[i],
-                sig: None,
-            });
-            recs.push((h, pos));
+            let doc = g.doc(ctx, i, None)?;
+            recs.push((h, doc.pos));
+            docs.push(doc);
         }
         self.engine.add(&docs, recs)
     }
@@ -582,15 +617,15 @@ impl Stage for MinhashDedup {
         StageKind::Global
     }
     fn gather(&self, ctx: &BatchCtx, batch: &RecordBatch) -> Result<()> {
-        let text = string_column(batch, &self.cfg.column, &self.name)?;
-        let ids = string_column(batch, &self.cfg.id_column, &self.name)?;
-        let sc = scores(
+        let g = Gathered::read(
             batch,
-            self.cfg.keep,
-            text,
-            self.cfg.keep_column.as_deref(),
             &self.name,
+            &self.cfg.column,
+            &self.cfg.id_column,
+            self.cfg.keep,
+            self.cfg.keep_column.as_deref(),
         )?;
+        let text = g.text;
         let p = self.hasher.params();
         let (np, bands) = (p.num_perm, p.bands);
         let n = batch.num_rows();
@@ -618,17 +653,13 @@ impl Stage for MinhashDedup {
         let mut docs = Vec::with_capacity(n);
         let mut recs = Vec::with_capacity(n * bands);
         for i in 0..n {
-            let pos = position(ctx, i)?;
             let sig = &sigs[i * np..(i + 1) * np];
-            docs.push(DocIn {
-                pos,
-                id: if ids.is_null(i) { "" } else { ids.value(i) },
-                score: sc[i],
-                sig: (self.verify && has[i]).then_some(sig),
-            });
+            let doc = g.doc(ctx, i, (self.verify && has[i]).then_some(sig))?;
             if has[i] {
+                let pos = doc.pos;
                 recs.extend(keys[i * bands..(i + 1) * bands].iter().map(|&k| (k, pos)));
             }
+            docs.push(doc);
         }
         self.engine.add(&docs, recs)
     }
