@@ -176,49 +176,13 @@ impl<'o> RecordParser<'o> {
             return false;
         }
         let src = self.forced_source.unwrap_or(self.default_source);
-        let s = match std::str::from_utf8(trimmed) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("invalid UTF-8 at byte {} of the record", e.valid_up_to());
-                out.quarantine(
-                    at.file,
-                    Some(at.line),
-                    Some(at.offset),
-                    &msg,
-                    Some(trimmed),
-                    src,
-                );
-                return true;
-            }
+        let result = match std::str::from_utf8(trimmed) {
+            Ok(s) => self.parse_str(s, trimmed, at, out),
+            Err(e) => Err(format!(
+                "invalid UTF-8 at byte {} of the record",
+                e.valid_up_to()
+            )),
         };
-        if let Err(e) = serde_json::from_str::<IgnoredAny>(s) {
-            let msg = format!("invalid JSON: {e}");
-            out.quarantine(
-                at.file,
-                Some(at.line),
-                Some(at.offset),
-                &msg,
-                Some(trimmed),
-                src,
-            );
-            return true;
-        }
-        let mut fields = std::mem::take(&mut self.fields);
-        if !object_fields(s, &mut fields) {
-            let msg = format!("expected a JSON object, found {}", kind(trimmed));
-            out.quarantine(
-                at.file,
-                Some(at.line),
-                Some(at.offset),
-                &msg,
-                Some(trimmed),
-                src,
-            );
-            self.fields = fields;
-            return true;
-        }
-        let result = self.build(s, &fields, at, out);
-        self.fields = fields;
         if let Err(msg) = result {
             out.quarantine(
                 at.file,
@@ -230,6 +194,26 @@ impl<'o> RecordParser<'o> {
             );
         }
         true
+    }
+
+    /// Checks that a UTF-8 record is one JSON object and builds its document; the error is
+    /// the quarantine message.
+    fn parse_str(
+        &mut self,
+        s: &str,
+        trimmed: &[u8],
+        at: &RecordPlace<'_>,
+        out: &mut Builders,
+    ) -> Result<(), String> {
+        serde_json::from_str::<IgnoredAny>(s).map_err(|e| format!("invalid JSON: {e}"))?;
+        let mut fields = std::mem::take(&mut self.fields);
+        let result = if object_fields(s, &mut fields) {
+            self.build(s, &fields, at, out)
+        } else {
+            Err(format!("expected a JSON object, found {}", kind(trimmed)))
+        };
+        self.fields = fields;
+        result
     }
 
     fn build(
