@@ -22,7 +22,7 @@
 //! top_n_grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Deserialize;
 
@@ -133,6 +133,96 @@ pub struct Scratch {
     cat_at: Vec<usize>,
     /// Cumulative character counts of the words.
     chars_at: Vec<usize>,
+    /// Prefix hashes of `spaced` and `cat`, and powers of the hash base.
+    spaced_hash: Vec<u64>,
+    cat_hash: Vec<u64>,
+    pow: Vec<u64>,
+    grams: GramTable,
+}
+
+const BASE: u64 = 0x100_0000_01b3;
+
+/// Polynomial hashes of every prefix of `s` (`pre[i]` covers `s[..i]`), so that
+/// [`sub_hash`] gives any substring's hash in O(1); `pow` grows to hold `BASE^k`, k ≤ len.
+fn prefix_hashes(s: &[u8], pre: &mut Vec<u64>, pow: &mut Vec<u64>) {
+    pre.clear();
+    pre.reserve(s.len() + 1);
+    pre.push(0);
+    let mut h = 0u64;
+    for &c in s {
+        h = h.wrapping_mul(BASE).wrapping_add(u64::from(c) + 1);
+        pre.push(h);
+    }
+    if pow.is_empty() {
+        pow.push(1);
+    }
+    while pow.len() <= s.len() {
+        let last = pow[pow.len() - 1];
+        pow.push(last.wrapping_mul(BASE));
+    }
+}
+
+#[inline]
+fn sub_hash(pre: &[u64], pow: &[u64], a: usize, b: usize) -> u64 {
+    pre[b].wrapping_sub(pre[a].wrapping_mul(pow[b - a]))
+}
+
+/// One distinct n-gram: its hash (never 0: 0 marks a free slot), where its first
+/// occurrence lies in the text, its word index, and how often it was seen.
+#[derive(Clone, Copy, Default)]
+struct Gram {
+    hash: u64,
+    at: u32,
+    len: u32,
+    word: u32,
+    count: u32,
+}
+
+/// An open-addressing set of substrings keyed by precomputed hashes; equal hashes are
+/// confirmed by comparing the bytes, so the counts are exact.
+#[derive(Default)]
+struct GramTable {
+    slots: Vec<Gram>,
+    shift: u32,
+}
+
+impl GramTable {
+    /// Empties the table for at most `n` distinct entries (load factor ≤ 1/2).
+    fn reset(&mut self, n: usize) {
+        let cap = (2 * n).next_power_of_two().max(16);
+        self.slots.clear();
+        self.slots.resize(cap, Gram::default());
+        self.shift = 64 - cap.trailing_zeros();
+    }
+
+    /// The entry of `text[at..at + len]` (hash `hash`), added with count 0 and word index
+    /// `word` if new.
+    #[inline]
+    fn entry(&mut self, hash: u64, text: &[u8], at: usize, len: usize, word: usize) -> &mut Gram {
+        let hash = hash | 1;
+        let mask = self.slots.len() - 1;
+        let mut i = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            let g = self.slots[i];
+            if g.hash == 0 {
+                self.slots[i] = Gram {
+                    hash,
+                    at: at as u32,
+                    len: len as u32,
+                    word: word as u32,
+                    count: 0,
+                };
+                return &mut self.slots[i];
+            }
+            if g.hash == hash
+                && g.len as usize == len
+                && text[g.at as usize..g.at as usize + len] == text[at..at + len]
+            {
+                return &mut self.slots[i];
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 /// `find_duplicates`: (number of repeated elements, characters in them).
@@ -227,6 +317,8 @@ impl DocKernel for GopherRepetition {
         let nw = words.len();
         words.clear();
         sc.words = words.into_iter().map(|_| "").collect();
+        prefix_hashes(sc.spaced.as_bytes(), &mut sc.spaced_hash, &mut sc.pow);
+        prefix_hashes(sc.cat.as_bytes(), &mut sc.cat_hash, &mut sc.pow);
 
         let base = 4;
         for (k, (n, _)) in c.top_n_grams.iter().enumerate() {
@@ -235,15 +327,18 @@ impl DocKernel for GopherRepetition {
                 continue;
             }
             // Counter.most_common(1): the highest count, first seen among ties.
-            let mut counts: HashMap<&str, (u32, u32), FxBuild> = HashMap::default();
+            sc.grams.reset(nw - n + 1);
             for i in 0..=nw - n {
-                let g = &sc.spaced[sc.spaced_at[i]..sc.spaced_at[i + n] - 1];
-                let e = counts.entry(g).or_insert((0, i as u32));
-                e.0 += 1;
+                let (a, b) = (sc.spaced_at[i], sc.spaced_at[i + n] - 1);
+                let h = sub_hash(&sc.spaced_hash, &sc.pow, a, b);
+                sc.grams.entry(h, sc.spaced.as_bytes(), a, b - a, i).count += 1;
             }
-            let (best_i, best_count) = counts
-                .values()
-                .map(|(cnt, first)| (*first, *cnt))
+            let (best_i, best_count) = sc
+                .grams
+                .slots
+                .iter()
+                .filter(|g| g.hash != 0)
+                .map(|g| (g.word, g.count))
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
                 .unwrap_or((0, 0));
             let bi = best_i as usize;
@@ -251,19 +346,20 @@ impl DocKernel for GopherRepetition {
             s[base + k] = div((len * best_count as usize) as f64, text_len);
         }
         let base = 4 + c.top_n_grams.len();
-        let mut seen: HashSet<&str, FxBuild> = HashSet::default();
         for (k, (n, _)) in c.dup_n_grams.iter().enumerate() {
             let n = *n;
-            seen.clear();
+            sc.grams.reset(nw);
             let mut repeated = 0usize;
             let mut idx = 0usize;
             while n > 0 && idx + n <= nw {
-                let g = &sc.cat[sc.cat_at[idx]..sc.cat_at[idx + n]];
-                if seen.contains(g) {
+                let (a, b) = (sc.cat_at[idx], sc.cat_at[idx + n]);
+                let h = sub_hash(&sc.cat_hash, &sc.pow, a, b);
+                let g = sc.grams.entry(h, sc.cat.as_bytes(), a, b - a, idx);
+                if g.count > 0 {
                     repeated += sc.chars_at[idx + n] - sc.chars_at[idx];
                     idx += n;
                 } else {
-                    seen.insert(g);
+                    g.count = 1;
                     idx += 1;
                 }
             }
@@ -342,6 +438,17 @@ mod tests {
         assert!((s[i] - 5.0 / 19.0).abs() < 1e-12, "{}", s[i]);
         // top 2-gram: "a b" twice = 3 chars * 2 = 6 of 19
         assert!((s[4] - 6.0 / 19.0).abs() < 1e-12, "{}", s[4]);
+    }
+
+    #[test]
+    fn dup_n_grams_compare_joined_text_like_datatrove() {
+        // datatrove compares `"".join(words)`: `ab c d e f` and `a bc d e f` are the same
+        // 5-gram, so 6 characters of 21 repeat; the top 2-gram counts words ("d e" twice).
+        let (_, s) = run("ab c d e f a bc d e f");
+        assert!((s[4 + 3] - 6.0 / 21.0).abs() < 1e-12, "{}", s[7]);
+        assert!((s[4] - 6.0 / 21.0).abs() < 1e-12, "{}", s[4]);
+        // Nothing repeats at 6 words and above.
+        assert_eq!(&s[8..], &[0.0; 5]);
     }
 
     #[test]

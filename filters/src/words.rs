@@ -168,11 +168,19 @@ const PERIOD_AFTER: &str =
 /// The English word tokenizer (see the module docs). Build once; share freely.
 pub struct WordTokenizer {
     specials: HashMap<&'static str, &'static str, FxBuild>,
+    /// A filter in front of [`Self::specials`] (and [`Self::merge`], whose keys are special
+    /// cases too): the longest key in bytes, and a bit per (length, first byte, last byte)
+    /// hash of the keys. Most chunks fail it and skip hashing.
+    special_max: usize,
+    special_bits: Box<[u64; SPECIAL_BITS / 64]>,
     /// Special cases as the affix rules alone split them (spaCy's `_special_matcher`
     /// patterns), for those that split into two or more tokens.
     merge: HashMap<&'static str, Vec<&'static str>, FxBuild>,
     /// The most tokens in a [`Self::merge`] pattern.
     max_merge: usize,
+    /// [`UNITS`] and [`CURRENCIES`]: split off a number they follow.
+    units: std::collections::HashSet<&'static str, FxBuild>,
+    units_max: usize,
     prefix: Regex,
     suffix: Regex,
     /// spaCy's URL pattern, host-name branch.
@@ -185,6 +193,32 @@ pub struct WordTokenizer {
     alpha_upper: Regex,
     icons: Regex,
 }
+
+/// [`py_isspace`] for ASCII bytes.
+const ASCII_SPACE: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = matches!(
+            b as u8,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f
+        );
+        b += 1;
+    }
+    t
+};
+
+const SPECIAL_BITS: usize = 1 << 15;
+
+#[inline]
+fn special_slot(s: &[u8]) -> usize {
+    let (a, z) = (s[0] as usize, s[s.len() - 1] as usize);
+    (s.len().wrapping_mul(0x9E5) ^ a.wrapping_mul(0x1F3) ^ z.wrapping_mul(0x3B)) % SPECIAL_BITS
+}
+
+/// Bytes after which spaCy's suffix pattern can match at the end although the last byte is an
+/// ASCII letter or digit: only `'s`, `'S`, `’s`, `’S`.
+const POSSESSIVE: [&str; 4] = ["'s", "'S", "’s", "’S"];
 
 fn class(name: &str) -> &'static str {
     CLASSES_TSV
@@ -239,10 +273,25 @@ impl WordTokenizer {
             r"{url_head}(?:(?:[A-Za-z0-9\u{{a1}}-\u{{ffff}}][A-Za-z0-9\u{{a1}}-\u{{ffff}}_-]{{0,62}})?[A-Za-z0-9\u{{a1}}-\u{{ffff}}]\.)+(?:[{al}]{{2,63}}){url_tail}"
         );
         let re = |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("word tokenizer regex: {e}"));
+        let special_max = specials.keys().map(|k| k.len()).max().unwrap_or(0);
+        let mut special_bits = Box::new([0u64; SPECIAL_BITS / 64]);
+        for k in specials.keys().filter(|k| !k.is_empty()) {
+            let i = special_slot(k.as_bytes());
+            special_bits[i / 64] |= 1 << (i % 64);
+        }
         let mut tok = WordTokenizer {
             specials,
+            special_max,
+            special_bits,
             merge: HashMap::default(),
             max_merge: 0,
+            units: UNITS.iter().chain(CURRENCIES).copied().collect(),
+            units_max: UNITS
+                .iter()
+                .chain(CURRENCIES)
+                .map(|u| u.len())
+                .max()
+                .unwrap_or(0),
             prefix: re(&prefix),
             suffix: re(&suffix),
             url_host: re(&url_host),
@@ -268,7 +317,30 @@ impl WordTokenizer {
         tok
     }
 
+    /// Whether `s` may be a special case (no false negatives).
+    #[inline]
+    fn maybe_special(&self, s: &str) -> bool {
+        if s.is_empty() || s.len() > self.special_max {
+            return false;
+        }
+        let i = special_slot(s.as_bytes());
+        self.special_bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    fn special(&self, s: &str) -> Option<&'static str> {
+        if self.maybe_special(s) {
+            self.specials.get(s).copied()
+        } else {
+            None
+        }
+    }
+
     fn is_url(&self, s: &str) -> bool {
+        // Both of spaCy's URL branches need a dot (host names and IPv4 addresses).
+        if !s.contains('.') {
+            return false;
+        }
         if self.url_host.is_match(s) {
             return true;
         }
@@ -304,7 +376,8 @@ impl WordTokenizer {
             while j < n && j - i < self.max_merge && off(toks[j]) == end {
                 end += toks[j].len();
                 j += 1;
-                if let Some(pat) = self.merge.get(&text[s0..end]) {
+                let key = &text[s0..end];
+                if let Some(pat) = self.merge.get(key).filter(|_| self.maybe_special(key)) {
                     if pat.len() == j - i && pat.iter().zip(&toks[i..j]).all(|(a, b)| a == b) {
                         cands.push((i, j));
                     }
@@ -331,7 +404,7 @@ impl WordTokenizer {
             let a = off(old[s]);
             let b = off(old[e - 1]) + old[e - 1].len();
             let span = &text[a..b];
-            match self.specials.get(span) {
+            match self.special(span) {
                 Some(p) => self.push_special(span, p, out),
                 None => out.extend_from_slice(&old[s..e]),
             }
@@ -378,15 +451,25 @@ impl WordTokenizer {
     /// Appends the words of `text` to `out` (whitespace tokens dropped, as datatrove does).
     pub fn words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
         let base = out.len();
+        let bytes = text.as_bytes();
         let mut start: Option<usize> = None;
-        for (i, c) in text.char_indices() {
-            if py_isspace(c) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let (space, len) = if b < 0x80 {
+                (ASCII_SPACE[b as usize], 1)
+            } else {
+                let c = text[i..].chars().next().unwrap_or('\0');
+                (py_isspace(c), c.len_utf8())
+            };
+            if space {
                 if let Some(s) = start.take() {
                     self.chunk(&text[s..i], out, true);
                 }
             } else if start.is_none() {
                 start = Some(i);
             }
+            i += len;
         }
         if let Some(s) = start {
             self.chunk(&text[s..], out, true);
@@ -428,11 +511,33 @@ impl WordTokenizer {
         if let Some(rest) = s.strip_prefix('+') {
             return usize::from(!rest.starts_with(|c: char| c.is_ascii_digit()));
         }
+        if s.as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            // Of the prefixes only the currencies `US$`, `C$` and `A$` start so.
+            return ["US$", "C$", "A$"]
+                .iter()
+                .find(|c| s.starts_with(*c))
+                .map_or(0, |c| c.len());
+        }
         self.prefix.find(s).map_or(0, |m| m.end())
     }
 
     fn find_suffix(&self, s: &str) -> usize {
-        let mut best = self.suffix.find(s).map_or(s.len(), |m| m.start());
+        let mut best = if s
+            .as_bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        {
+            // Every other suffix ends in a non-alphanumeric character.
+            POSSESSIVE
+                .iter()
+                .find(|p| s.ends_with(*p))
+                .map_or(s.len(), |p| s.len() - p.len())
+        } else {
+            self.suffix.find(s).map_or(s.len(), |m| m.start())
+        };
         if let Some(head) = s.strip_suffix('+') {
             if head.ends_with(|c: char| c.is_ascii_digit()) {
                 best = best.min(head.len());
@@ -453,13 +558,15 @@ impl WordTokenizer {
                 }
             }
         }
-        for list in [CURRENCIES, UNITS] {
-            for u in list {
-                if let Some(head) = s.strip_suffix(u) {
-                    if head.ends_with(|c: char| c.is_ascii_digit()) {
-                        best = best.min(head.len());
-                    }
-                }
+        // `(?<=[0-9])(?:unit|currency)$`: no unit or currency holds an ASCII digit, so the
+        // only candidate is everything after the last digit.
+        // Only the last `units_max + 1` bytes can hold that digit (the scan stays O(1) as
+        // long chunks lose one suffix at a time).
+        let from = s.len().saturating_sub(self.units_max + 1);
+        if let Some(d) = s.as_bytes()[from..].iter().rposition(u8::is_ascii_digit) {
+            let d = from + d;
+            if d + 1 < s.len() && self.units.contains(&s[d + 1..]) {
+                best = best.min(d + 1);
             }
         }
         s.len() - best
@@ -563,8 +670,8 @@ impl WordTokenizer {
     /// Splits one whitespace-free chunk; `specials`: consult the special cases (spaCy's
     /// `with_special_cases`).
     fn chunk<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, specials: bool) {
-        let special = |k: &str| specials && self.specials.contains_key(k);
-        if let Some(p) = self.specials.get(s).filter(|_| specials) {
+        let special = |k: &str| specials && self.special(k).is_some();
+        if let Some(p) = self.special(s).filter(|_| specials) {
             self.push_special(s, p, out);
             return;
         }
@@ -617,8 +724,11 @@ impl WordTokenizer {
         }
         out.extend(prefixes);
         if !string.is_empty() {
-            if let Some(p) = self.specials.get(string).filter(|_| specials) {
+            if let Some(p) = self.special(string).filter(|_| specials) {
                 self.push_special(string, p, out);
+            } else if string.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                // No URL (no dot) and no infix (every infix holds a non-alphanumeric).
+                out.push(string);
             } else if self.is_url(string) {
                 out.push(string);
             } else {
@@ -723,6 +833,38 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(&split_words(text), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_tables() {
+        for b in 0u8..128 {
+            assert_eq!(ASCII_SPACE[b as usize], py_isspace(b as char), "{b:#x}");
+        }
+        let t = WordTokenizer::get();
+        for k in t.specials.keys() {
+            assert!(t.maybe_special(k), "{k}");
+        }
+        // Prefix and suffix shortcuts for chunks starting or ending in a letter or digit.
+        for (w, pre, suf) in [
+            ("US$5", 3, 0),
+            ("Cats's", 0, 2),
+            ("ab’s", 0, 4),
+            ("a1", 0, 0),
+        ] {
+            assert_eq!((t.find_prefix(w), t.find_suffix(w)), (pre, suf), "{w}");
+        }
+    }
+
+    #[test]
+    fn units_hold_no_digit() {
+        // find_suffix relies on it: the unit after a number is everything after its last digit.
+        for u in UNITS.iter().chain(CURRENCIES) {
+            assert!(!u.bytes().any(|b| b.is_ascii_digit()), "{u}");
+        }
+        assert_eq!(
+            split_words("5km² 3US$ 7kg. 2x"),
+            ["5", "km²", "3", "US$", "7", "kg", ".", "2x"]
+        );
     }
 
     #[test]
