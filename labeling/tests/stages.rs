@@ -496,3 +496,56 @@ fn classifier_learns_spam_from_real_mail() {
         .to_string();
     assert!(e.contains("stages[2].keep") && e.contains("eggs"), "{e}");
 }
+
+/// Two threads train in deterministic rounds: on real mail, two runs write the same model
+/// bytes, and 4-fold cross-validated accuracy is within a point of one thread's.
+#[test]
+fn two_thread_training_is_deterministic_and_as_accurate_as_one() {
+    let data = read_labelled(&fixture(), "text", "label").unwrap();
+    let (names, idx) = data.encode();
+    let opts = TrainOptions::default().with_epochs(10).with_dim(16);
+    let dir = tempfile::tempdir().unwrap();
+    let mut correct = [0usize; 2];
+    for fold in 0..4 {
+        let (mut tr_t, mut tr_l, mut te_t, mut te_l) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, (t, l)) in data.texts.iter().zip(&idx).enumerate() {
+            if i % 4 == fold {
+                te_t.push(t.as_str());
+                te_l.push(*l as usize);
+            } else {
+                tr_t.push(t.as_str());
+                tr_l.push(*l);
+            }
+        }
+        for (k, threads) in [1, 2].into_iter().enumerate() {
+            let o = opts.clone().with_threads(threads);
+            let (model, stats) = train(&tr_t, &tr_l, &names, &o).unwrap();
+            assert_eq!(stats.threads, threads);
+            correct[k] += predict_all(&model, &te_t)
+                .iter()
+                .zip(&te_l)
+                .filter(|((p, _), y)| p == *y)
+                .count();
+            if threads == 2 && fold == 0 {
+                let bytes = |m: &quern_labeling::classifier::Model, name: &str| {
+                    let p = dir.path().join(name);
+                    m.save(&p).unwrap();
+                    std::fs::read(p).unwrap()
+                };
+                let again = train(&tr_t, &tr_l, &names, &o).unwrap().0;
+                assert_eq!(bytes(&model, "a.qcls"), bytes(&again, "b.qcls"));
+            }
+        }
+    }
+    let n = data.texts.len() as f64;
+    let acc = correct.map(|c| c as f64 / n);
+    eprintln!("4-fold accuracy, 1 and 2 threads: {acc:?}");
+    assert!(acc[0] > 0.85, "{acc:?}");
+    assert!(
+        acc[1] >= acc[0] - 0.01,
+        "two threads {} vs one {}",
+        acc[1],
+        acc[0]
+    );
+}

@@ -62,9 +62,9 @@ pub struct TrainArgs {
     /// Minimum occurrences of a feature.
     #[arg(long, default_value_t = 1)]
     pub min_count: u32,
-    /// Training threads (0 = all cores). With 1, the same data, options and seed give a
-    /// byte-identical model; with more, threads update shared weights without locks
-    /// (Hogwild, as fastText does), so models differ slightly from run to run.
+    /// Training threads (0 = all cores). The same data, options, seed and thread count give
+    /// a byte-identical model (threads train in deterministic rounds, see
+    /// `quern_labeling::classifier::train`).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Seed of the weights, the shuffling and the held-out split.

@@ -9,22 +9,30 @@
 //!   the document's input rows move by the hidden gradient divided by the number of
 //!   features (fastText's normalisation for supervised models).
 //! - The learning rate decays linearly from `lr` to zero over `epochs × tokens`.
-//! - Threads: the documents of each epoch are shuffled (seeded) and cut into one slice per
-//!   thread; threads update the shared weights without locks (Hogwild, as fastText does).
-//!   Shared weights are `AtomicU32` bit patterns read and written with relaxed ordering,
-//!   which on x86 and ARM is an ordinary load and store: lock-free races exactly as in
-//!   fastText, without undefined behaviour. With `threads = 1` the weights are plain `f32`
-//!   vectors (the compiler vectorises the row loops) and training is deterministic: the
-//!   same data, options and seed give a byte-identical model file (the model header keeps
-//!   no wall-clock timings for that reason; see `job.rs`).
-//! - Why several threads are not deterministic: Hogwild's speed comes from threads reading
-//!   and writing the shared rows without any ordering, so which update a thread sees
-//!   depends on scheduling. A deterministic parallel scheme (per-shard weight deltas merged
-//!   in a fixed order) is a different optimiser with its own accuracy and speed, which the
-//!   side-by-side benchmark would have to measure again; until then `threads = 1` is the
-//!   deterministic mode and is what tests and reproducible builds use.
+//! - One thread (`threads = 1`) updates the weights in place, example after example.
+//! - Several threads work in rounds, deterministically. The documents of each epoch are
+//!   shuffled (seeded) and dealt out in order: in a round, each thread takes the next
+//!   documents, about `ROUND_TOKENS` (1,024) tokens' worth, and trains on them with the
+//!   same step as one thread, against the input matrix as the round found it (shared,
+//!   read-only) plus its own updates of the round (sparse delta rows), and its own copy of
+//!   the output matrix. At the end of the round every thread's changes are added to both
+//!   matrices in thread order (the input rows in parallel over disjoint ranges of rows),
+//!   and the next round starts from the result. So a thread sees the others' updates at
+//!   most one round late, where fastText's Hogwild threads see them at once or never, in
+//!   an order set by the scheduler. The learning rate of a thread's example is that of the
+//!   run's progress as if every thread went at its pace.
+//! - Determinism: the same data, options, seed and thread count give a byte-identical
+//!   model file (the model header keeps no wall-clock timings for that reason; see
+//!   `job.rs`). Different thread counts give different (equally trained) models, as the
+//!   documents of a round are split differently; `threads = 0` means all cores, so it
+//!   depends on the machine. The rounds are checked against a naive definition (every
+//!   thread on full copies of the matrices) in the tests.
+//! - No lock and no unsafe code: during a round the shared matrix is only read; the merge
+//!   writes disjoint row ranges from separate threads. fastText's races on plain floats
+//!   would be undefined behaviour in Rust; the earlier Hogwild version here used relaxed
+//!   atomics instead, which the compiler does not vectorise, and both threads wrote the
+//!   2 × dim output matrix on every example, so two threads trained slower than one.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use quern_core::{Error, Result};
@@ -53,8 +61,8 @@ pub struct TrainOptions {
     /// A feature needs this many occurrences in the training data to get a row. Default 1.
     #[serde(default = "d_min_count")]
     pub min_count: u32,
-    /// Worker threads; 0 = all cores. 1 makes training deterministic (byte-identical
-    /// models); more threads race by design (Hogwild). Default 0.
+    /// Worker threads; 0 = all cores. Training is deterministic for a given thread count
+    /// (byte-identical models); see the module docs. Default 0.
     #[serde(default)]
     pub threads: usize,
     /// Seed of the initial weights and of the shuffling. Default 0.
@@ -154,16 +162,6 @@ pub struct TrainStats {
     pub last_epoch_loss: f64,
     pub featurize_seconds: f64,
     pub sgd_seconds: f64,
-}
-
-#[inline]
-fn ld(a: &AtomicU32) -> f32 {
-    f32::from_bits(a.load(Relaxed))
-}
-
-#[inline]
-fn add(a: &AtomicU32, v: f32) {
-    a.store((ld(a) + v).to_bits(), Relaxed);
 }
 
 /// Uniform in [0, 1) from a 64-bit state.
@@ -270,70 +268,49 @@ fn train_in_pool(
     // 3. Initial weights: input uniform in [-1/dim, 1/dim], seeded per row (parallel and
     //    deterministic); output zero.
     let bound = 1.0 / dim as f32;
-    let input: Vec<AtomicU32> = (0..rows * dim)
+    let input: Vec<f32> = (0..rows * dim)
         .into_par_iter()
         .map(|i| {
-            AtomicU32::new(
-                ((unit(opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) * 2.0 - 1.0)
-                    * bound)
-                    .to_bits(),
-            )
+            (unit(opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) * 2.0 - 1.0) * bound
         })
         .collect();
     let nl = label_names.len();
     let featurize_seconds = t0.elapsed().as_secs_f64();
 
-    // 4. SGD: plain vectors (which the compiler vectorises) on one thread, atomics shared
-    //    Hogwild-style on several.
+    // 4. SGD: one thread works on the weights directly; several work in rounds (see the
+    //    module docs).
     let t1 = Instant::now();
     let total = (tokens * opts.epochs as u64).max(1);
-    let done = AtomicU64::new(0);
-    let mut last_loss = 0.0;
+    let mut input: Vec<f32> = input;
+    let mut output = vec![0f32; nl * dim];
     let mut order: Vec<u32> = (0..docs.len() as u32).collect();
     let sgd = Sgd {
         docs: &docs,
         labels,
         dim,
-        nl,
         lr0: opts.lr,
         total,
-        done: &done,
+        round_tokens: ROUND_TOKENS,
     };
-    let (input, output) = if threads == 1 {
-        let mut input: Vec<f32> = input
-            .into_iter()
-            .map(|a| f32::from_bits(a.into_inner()))
-            .collect();
-        let mut output = vec![0f32; nl * dim];
-        for epoch in 0..opts.epochs {
-            shuffle(&mut order, mix64(opts.seed.wrapping_add(epoch as u64 + 1)));
-            let (l, n) = sgd.run(&order, &mut Plain(&mut input), &mut Plain(&mut output));
-            last_loss = if n > 0 { l / n as f64 } else { 0.0 };
-        }
-        (input, output)
+    let mut last_loss = 0.0;
+    let mut done = 0u64;
+    let mut workers: Vec<Worker> = if threads > 1 {
+        (0..threads)
+            .map(|_| Worker::new(rows, nl, dim, threads))
+            .collect()
     } else {
-        let output: Vec<AtomicU32> = (0..nl * dim)
-            .map(|_| AtomicU32::new(0f32.to_bits()))
-            .collect();
-        for epoch in 0..opts.epochs {
-            shuffle(&mut order, mix64(opts.seed.wrapping_add(epoch as u64 + 1)));
-            let chunk = order.len().div_ceil(threads).max(1);
-            let losses: Vec<(f64, u64)> = order
-                .par_chunks(chunk)
-                .map(|slice| sgd.run(slice, &mut Shared(&input), &mut Shared(&output)))
-                .collect();
-            let (l, n) = losses
-                .iter()
-                .fold((0.0, 0u64), |a, b| (a.0 + b.0, a.1 + b.1));
-            last_loss = if n > 0 { l / n as f64 } else { 0.0 };
-        }
-        let f = |v: Vec<AtomicU32>| {
-            v.into_iter()
-                .map(|a| f32::from_bits(a.into_inner()))
-                .collect::<Vec<f32>>()
-        };
-        (f(input), f(output))
+        Vec::new()
     };
+    for epoch in 0..opts.epochs {
+        shuffle(&mut order, mix64(opts.seed.wrapping_add(epoch as u64 + 1)));
+        let (l, n) = if threads == 1 {
+            sgd.run(&order, &mut done, &mut Plain(&mut input), &mut output)
+        } else {
+            sgd.run_rounds(&order, &mut done, &mut input, &mut output, &mut workers)
+        };
+        last_loss = if n > 0 { l / n as f64 } else { 0.0 };
+    }
+    drop(workers);
     let sgd_seconds = t1.elapsed().as_secs_f64();
 
     let stats = TrainStats {
@@ -356,44 +333,24 @@ fn train_in_pool(
     Ok((Model::from_parts(header, keys, input, output)?, stats))
 }
 
-/// Row access to a weight matrix, so one SGD step serves plain and shared weights.
-trait Weights {
+/// Row access to the input matrix, so one SGD step serves the one-thread path (the matrix
+/// itself) and the rounds of several threads (a read-only matrix plus private deltas).
+trait InputRows {
     /// `into += W[row]`
-    fn add_row_to(&mut self, row: usize, into: &mut [f32]);
-    /// `W[row] · v`
-    fn dot_row(&mut self, row: usize, v: &[f32]) -> f32;
-    /// `grad += alpha · W[row]`, then `W[row] += alpha · v`
-    fn grad_and_update(&mut self, row: usize, alpha: f32, v: &[f32], grad: &mut [f32]);
+    fn add_row_to(&self, row: usize, into: &mut [f32]);
     /// `W[row] += v`
     fn add_to_row(&mut self, row: usize, v: &[f32]);
 }
 
-/// Weights owned by one thread.
+/// The input matrix, owned by the one training thread.
 struct Plain<'a>(&'a mut [f32]);
 
-impl Weights for Plain<'_> {
+impl InputRows for Plain<'_> {
     #[inline]
-    fn add_row_to(&mut self, row: usize, into: &mut [f32]) {
+    fn add_row_to(&self, row: usize, into: &mut [f32]) {
         let d = into.len();
         for (h, w) in into.iter_mut().zip(&self.0[row * d..(row + 1) * d]) {
             *h += w;
-        }
-    }
-    #[inline]
-    fn dot_row(&mut self, row: usize, v: &[f32]) -> f32 {
-        let d = v.len();
-        super::model::dot(&self.0[row * d..(row + 1) * d], v)
-    }
-    #[inline]
-    fn grad_and_update(&mut self, row: usize, alpha: f32, v: &[f32], grad: &mut [f32]) {
-        let d = v.len();
-        for ((g, w), h) in grad
-            .iter_mut()
-            .zip(&mut self.0[row * d..(row + 1) * d])
-            .zip(v)
-        {
-            *g += alpha * *w;
-            *w += alpha * h;
         }
     }
     #[inline]
@@ -405,100 +362,340 @@ impl Weights for Plain<'_> {
     }
 }
 
-/// Weights shared by the Hogwild threads.
-struct Shared<'a>(&'a [AtomicU32]);
+/// No delta row (in [`Overlay::slot`]).
+const NO_SLOT: u32 = u32::MAX;
 
-impl Weights for Shared<'_> {
+/// What one thread sees of the input matrix during a round: the matrix as it was when the
+/// round began (shared, read-only) plus this thread's own updates of the round, kept as
+/// one delta row per row it touched.
+struct Overlay<'a> {
+    shared: &'a [f32],
+    /// Row → index of its delta row, or [`NO_SLOT`]; one entry per input row.
+    slot: &'a mut [u32],
+    /// (row, delta row) of every row with a delta row, in the order they were first
+    /// touched, by the range of rows that merges them (`row / per`).
+    touched: &'a mut [Vec<(u32, u32)>],
+    /// Rows per merge range.
+    per: usize,
+    /// The delta rows, `dim` floats each.
+    delta: &'a mut Vec<f32>,
+}
+
+impl InputRows for Overlay<'_> {
     #[inline]
-    fn add_row_to(&mut self, row: usize, into: &mut [f32]) {
+    fn add_row_to(&self, row: usize, into: &mut [f32]) {
         let d = into.len();
-        for (h, w) in into.iter_mut().zip(&self.0[row * d..(row + 1) * d]) {
-            *h += ld(w);
+        for (h, w) in into.iter_mut().zip(&self.shared[row * d..(row + 1) * d]) {
+            *h += w;
         }
-    }
-    #[inline]
-    fn dot_row(&mut self, row: usize, v: &[f32]) -> f32 {
-        let d = v.len();
-        self.0[row * d..(row + 1) * d]
-            .iter()
-            .zip(v)
-            .map(|(w, x)| ld(w) * x)
-            .sum()
-    }
-    #[inline]
-    fn grad_and_update(&mut self, row: usize, alpha: f32, v: &[f32], grad: &mut [f32]) {
-        let d = v.len();
-        for ((g, w), h) in grad.iter_mut().zip(&self.0[row * d..(row + 1) * d]).zip(v) {
-            let x = ld(w);
-            *g += alpha * x;
-            w.store((x + alpha * h).to_bits(), Relaxed);
+        let s = self.slot[row];
+        if s != NO_SLOT {
+            let s = s as usize;
+            for (h, x) in into.iter_mut().zip(&self.delta[s * d..(s + 1) * d]) {
+                *h += x;
+            }
         }
     }
     #[inline]
     fn add_to_row(&mut self, row: usize, v: &[f32]) {
         let d = v.len();
-        for (w, x) in self.0[row * d..(row + 1) * d].iter().zip(v) {
-            add(w, *x);
+        let s = self.slot[row];
+        if s == NO_SLOT {
+            let s = (self.delta.len() / d) as u32;
+            self.slot[row] = s;
+            self.touched[row / self.per].push((row as u32, s));
+            self.delta.extend_from_slice(v);
+        } else {
+            let s = s as usize;
+            for (w, x) in self.delta[s * d..(s + 1) * d].iter_mut().zip(v) {
+                *w += x;
+            }
         }
     }
 }
 
-/// One SGD pass over some documents (see the module docs).
+/// Scratch vectors of one SGD step.
+struct Scratch {
+    hidden: Vec<f32>,
+    grad: Vec<f32>,
+    probs: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(nl: usize, dim: usize) -> Self {
+        Scratch {
+            hidden: vec![0f32; dim],
+            grad: vec![0f32; dim],
+            probs: vec![0f32; nl],
+        }
+    }
+}
+
+/// One thread's state in the rounds of a multi-threaded run.
+struct Worker {
+    scratch: Scratch,
+    /// This thread's copy of the output matrix (equal to the merged one when a round begins).
+    output: Vec<f32>,
+    slot: Vec<u32>,
+    touched: Vec<Vec<(u32, u32)>>,
+    delta: Vec<f32>,
+    /// Tokens of this round's examples.
+    tokens: u64,
+    /// Summed loss and examples of this epoch.
+    loss: f64,
+    n: u64,
+}
+
+impl Worker {
+    fn new(rows: usize, nl: usize, dim: usize, threads: usize) -> Self {
+        Worker {
+            scratch: Scratch::new(nl, dim),
+            output: vec![0f32; nl * dim],
+            slot: vec![NO_SLOT; rows],
+            touched: vec![Vec::new(); threads],
+            delta: Vec::new(),
+            tokens: 0,
+            loss: 0.0,
+            n: 0,
+        }
+    }
+}
+
+/// Tokens each thread trains on per round (whole documents, so a little more). Small enough
+/// that a thread's view of the input rows is at most a few documents stale, large enough
+/// that the two synchronisations of a round cost little next to its work.
+const ROUND_TOKENS: u64 = 1024;
+
+/// SGD over the featurised documents (see the module docs).
 struct Sgd<'a> {
     docs: &'a [Vec<u32>],
     labels: &'a [u32],
     dim: usize,
-    nl: usize,
     lr0: f32,
+    /// Tokens of the whole run (`epochs × tokens`): the learning rate reaches 0 there.
     total: u64,
-    done: &'a AtomicU64,
+    /// [`ROUND_TOKENS`], smaller in tests.
+    round_tokens: u64,
 }
 
 impl Sgd<'_> {
-    /// Trains on `order`'s documents; returns (summed loss, examples).
-    fn run<I: Weights, O: Weights>(
+    /// One example: forward, softmax, output and input updates. Returns its loss.
+    #[inline]
+    fn step<I: InputRows>(
+        &self,
+        ids: &[u32],
+        y: usize,
+        lr: f32,
+        input: &mut I,
+        output: &mut [f32],
+        s: &mut Scratch,
+    ) -> f64 {
+        let dim = self.dim;
+        let Scratch {
+            hidden,
+            grad,
+            probs,
+        } = s;
+        hidden.iter_mut().for_each(|h| *h = 0.0);
+        for &r in ids {
+            input.add_row_to(r as usize, hidden);
+        }
+        let inv = 1.0 / ids.len() as f32;
+        hidden.iter_mut().for_each(|h| *h *= inv);
+        for (j, p) in probs.iter_mut().enumerate() {
+            *p = super::model::dot(&output[j * dim..(j + 1) * dim], hidden);
+        }
+        softmax(probs);
+        let loss = -(probs[y].max(1e-12) as f64).ln();
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        for (j, &p) in probs.iter().enumerate() {
+            let alpha = lr * (if j == y { 1.0 } else { 0.0 } - p);
+            // grad += alpha · output[j], then output[j] += alpha · hidden
+            for ((g, w), h) in grad
+                .iter_mut()
+                .zip(&mut output[j * dim..(j + 1) * dim])
+                .zip(hidden.iter())
+            {
+                *g += alpha * *w;
+                *w += alpha * h;
+            }
+        }
+        grad.iter_mut().for_each(|g| *g *= inv);
+        for &r in ids {
+            input.add_to_row(r as usize, grad);
+        }
+        loss
+    }
+
+    /// The learning rate after `done` of the run's tokens.
+    #[inline]
+    fn lr(&self, done: u64) -> f32 {
+        self.lr0 * (1.0 - done as f32 / self.total as f32).max(0.0)
+    }
+
+    /// One thread: trains on `order`'s documents in turn; returns (summed loss, examples).
+    fn run<I: InputRows>(
         &self,
         order: &[u32],
+        done: &mut u64,
         input: &mut I,
-        output: &mut O,
+        output: &mut [f32],
     ) -> (f64, u64) {
-        let dim = self.dim;
-        let mut hidden = vec![0f32; dim];
-        let mut grad = vec![0f32; dim];
-        let mut probs = vec![0f32; self.nl];
+        let nl = output.len() / self.dim;
+        let mut s = Scratch::new(nl, self.dim);
         let (mut loss, mut n) = (0f64, 0u64);
         for &d in order {
             let ids = &self.docs[d as usize];
             if ids.is_empty() {
                 continue;
             }
-            let progress =
-                self.done.fetch_add(ids.len() as u64, Relaxed) as f32 / self.total as f32;
-            let lr = self.lr0 * (1.0 - progress).max(0.0);
-            hidden.iter_mut().for_each(|h| *h = 0.0);
-            for &r in ids {
-                input.add_row_to(r as usize, &mut hidden);
-            }
-            let inv = 1.0 / ids.len() as f32;
-            hidden.iter_mut().for_each(|h| *h *= inv);
-            for (j, p) in probs.iter_mut().enumerate() {
-                *p = output.dot_row(j, &hidden);
-            }
-            softmax(&mut probs);
-            let y = self.labels[d as usize] as usize;
-            loss -= (probs[y].max(1e-12) as f64).ln();
+            let lr = self.lr(*done);
+            *done += ids.len() as u64;
+            loss += self.step(
+                ids,
+                self.labels[d as usize] as usize,
+                lr,
+                input,
+                output,
+                &mut s,
+            );
             n += 1;
-            grad.iter_mut().for_each(|g| *g = 0.0);
-            for (j, &p) in probs.iter().enumerate() {
-                let alpha = lr * (if j == y { 1.0 } else { 0.0 } - p);
-                output.grad_and_update(j, alpha, &hidden, &mut grad);
-            }
-            grad.iter_mut().for_each(|g| *g *= inv);
-            for &r in ids {
-                input.add_to_row(r as usize, &grad);
-            }
         }
         (loss, n)
+    }
+
+    /// The next round's documents for each thread: the next ones in the shuffled order, up
+    /// to `round_tokens` tokens each (whole documents, so a little more), or an even share
+    /// of what is left of the epoch when that is less.
+    fn cut(
+        &self,
+        order: &[u32],
+        pos: &mut usize,
+        remaining: &mut u64,
+        threads: usize,
+    ) -> Vec<std::ops::Range<usize>> {
+        let target = self
+            .round_tokens
+            .min(remaining.div_ceil(threads as u64))
+            .max(1);
+        (0..threads)
+            .map(|_| {
+                let start = *pos;
+                let mut tok = 0u64;
+                while *pos < order.len() && tok < target {
+                    tok += self.docs[order[*pos] as usize].len() as u64;
+                    *pos += 1;
+                }
+                *remaining -= tok;
+                start..*pos
+            })
+            .collect()
+    }
+
+    /// Several threads, in rounds (see the module docs): returns (summed loss, examples).
+    fn run_rounds(
+        &self,
+        order: &[u32],
+        done: &mut u64,
+        input: &mut [f32],
+        output: &mut [f32],
+        workers: &mut [Worker],
+    ) -> (f64, u64) {
+        let dim = self.dim;
+        let threads = workers.len();
+        let rows = input.len() / dim;
+        for w in workers.iter_mut() {
+            w.loss = 0.0;
+            w.n = 0;
+        }
+        let mut remaining: u64 = order
+            .iter()
+            .map(|&d| self.docs[d as usize].len() as u64)
+            .sum();
+        let mut pos = 0;
+        while pos < order.len() {
+            let cuts = self.cut(order, &mut pos, &mut remaining, threads);
+            // 1. Every thread trains on its documents against the matrix as the round
+            //    found it plus its own deltas, and its own copy of the output matrix.
+            let base = *done;
+            let shared: &[f32] = input;
+            workers
+                .par_iter_mut()
+                .zip(cuts)
+                .for_each(|(w, range)| self.round(w, &order[range], shared, base, threads));
+            // 2. The deltas are added to the input matrix in thread order, in parallel over
+            //    disjoint ranges of rows.
+            let per = rows.div_ceil(threads).max(1);
+            let workers_ro: &[Worker] = workers;
+            input
+                .par_chunks_mut(per * dim)
+                .enumerate()
+                .for_each(|(c, chunk)| {
+                    let lo = c * per;
+                    for w in workers_ro {
+                        for &(r, s) in &w.touched[c] {
+                            let (r, s) = (r as usize - lo, s as usize);
+                            let row = &mut chunk[r * dim..(r + 1) * dim];
+                            for (x, d) in row.iter_mut().zip(&w.delta[s * dim..(s + 1) * dim]) {
+                                *x += d;
+                            }
+                        }
+                    }
+                });
+            // 3. So are the output matrices' changes; every thread starts the next round
+            //    from the merged one.
+            for (i, o) in output.iter_mut().enumerate() {
+                let before = *o;
+                for w in workers.iter() {
+                    *o += w.output[i] - before;
+                }
+            }
+            for w in workers.iter_mut() {
+                w.output.copy_from_slice(output);
+                *done += w.tokens;
+            }
+        }
+        workers
+            .iter()
+            .fold((0.0, 0), |(l, n), w| (l + w.loss, n + w.n))
+    }
+
+    /// One thread's part of a round. Its learning rate follows the run's progress as if
+    /// every thread went at its pace.
+    fn round(&self, w: &mut Worker, order: &[u32], shared: &[f32], base: u64, threads: usize) {
+        for t in w.touched.iter_mut() {
+            for &(r, _) in t.iter() {
+                w.slot[r as usize] = NO_SLOT;
+            }
+            t.clear();
+        }
+        w.delta.clear();
+        w.tokens = 0;
+        let per = w.slot.len().div_ceil(threads).max(1);
+        let mut input = Overlay {
+            shared,
+            slot: &mut w.slot,
+            touched: &mut w.touched,
+            per,
+            delta: &mut w.delta,
+        };
+        for &d in order {
+            let ids = &self.docs[d as usize];
+            if ids.is_empty() {
+                continue;
+            }
+            let lr = self.lr(base + w.tokens * threads as u64);
+            w.tokens += ids.len() as u64;
+            w.loss += self.step(
+                ids,
+                self.labels[d as usize] as usize,
+                lr,
+                &mut input,
+                &mut w.output,
+                &mut w.scratch,
+            );
+            w.n += 1;
+        }
     }
 }
 
@@ -591,6 +788,164 @@ mod tests {
             std::fs::read(dir.path().join("a")).unwrap(),
             std::fs::read(dir.path().join("c")).unwrap()
         );
+    }
+
+    /// The rounds of several threads, spelled out naively: every thread of a round trains
+    /// (with the one-thread step) on its own full copies of both matrices as the round found
+    /// them, and the round's result is the starting matrices plus every thread's change,
+    /// added in thread order.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_rounds(
+        sgd: &Sgd,
+        order: &[u32],
+        threads: usize,
+        nl: usize,
+        input: &mut Vec<f32>,
+        output: &mut Vec<f32>,
+        done: &mut u64,
+    ) -> (f64, u64) {
+        let (mut loss, mut n) = (0.0, 0);
+        let mut remaining: u64 = order
+            .iter()
+            .map(|&d| sgd.docs[d as usize].len() as u64)
+            .sum();
+        let mut pos = 0;
+        while pos < order.len() {
+            let (in0, out0) = (input.clone(), output.clone());
+            let base = *done;
+            for range in sgd.cut(order, &mut pos, &mut remaining, threads) {
+                let (mut li, mut lo) = (in0.clone(), out0.clone());
+                let (mut tok, mut s) = (0u64, Scratch::new(nl, sgd.dim));
+                for &d in &order[range] {
+                    let d = d as usize;
+                    let ids = &sgd.docs[d];
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let lr = sgd.lr(base + tok * threads as u64);
+                    tok += ids.len() as u64;
+                    let y = sgd.labels[d] as usize;
+                    loss += sgd.step(ids, y, lr, &mut Plain(&mut li), &mut lo, &mut s);
+                    n += 1;
+                }
+                for ((x, l), o) in input.iter_mut().zip(&li).zip(&in0) {
+                    *x += l - o;
+                }
+                for ((x, l), o) in output.iter_mut().zip(&lo).zip(&out0) {
+                    *x += l - o;
+                }
+                *done += tok;
+            }
+        }
+        (loss, n)
+    }
+
+    /// Random documents over a few rows (so threads touch the same rows often), repeated
+    /// features within a document, and some empty documents.
+    fn random_docs(n: usize, rows: u32, seed: u64) -> (Vec<Vec<u32>>, Vec<u32>) {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            mix64(s)
+        };
+        let mut docs = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..n {
+            let len = (next() % 12) as usize;
+            let y = (next() % 3) as u32;
+            // Rows 0..8 lean to label y, the rest are noise.
+            docs.push(
+                (0..len)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            (y * 3 + (next() % 3) as u32) % 8
+                        } else {
+                            (next() % rows as u64) as u32
+                        }
+                    })
+                    .collect(),
+            );
+            labels.push(y);
+        }
+        (docs, labels)
+    }
+
+    #[test]
+    fn rounds_match_the_naive_definition() {
+        let (dim, nl, rows) = (8, 3, 40);
+        let (docs, labels) = random_docs(300, rows, 5);
+        let tokens: u64 = docs.iter().map(|d| d.len() as u64).sum();
+        for (threads, round_tokens) in [(2, 1), (2, 20), (3, 7), (4, 64)] {
+            let sgd = Sgd {
+                docs: &docs,
+                labels: &labels,
+                dim,
+                lr0: 0.3,
+                total: tokens * 3,
+                round_tokens,
+            };
+            let init: Vec<f32> = (0..rows as usize * dim)
+                .map(|i| unit(i as u64) * 0.2 - 0.1)
+                .collect();
+            let (mut fi, mut fo) = (init.clone(), vec![0f32; nl * dim]);
+            let (mut ni, mut no) = (init.clone(), vec![0f32; nl * dim]);
+            let mut workers: Vec<Worker> = (0..threads)
+                .map(|_| Worker::new(rows as usize, nl, dim, threads))
+                .collect();
+            let (mut fd, mut nd) = (0, 0);
+            let mut order: Vec<u32> = (0..docs.len() as u32).collect();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for epoch in 0..3 {
+                shuffle(&mut order, epoch);
+                let f = pool
+                    .install(|| sgd.run_rounds(&order, &mut fd, &mut fi, &mut fo, &mut workers));
+                let n = naive_rounds(&sgd, &order, threads, nl, &mut ni, &mut no, &mut nd);
+                assert_eq!(f.1, n.1);
+                assert!((f.0 - n.0).abs() < 1e-3 * n.0.abs(), "{f:?} {n:?}");
+            }
+            assert_eq!(fd, nd);
+            assert_eq!(fd, tokens * 3);
+            let close = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-4 + 1e-3 * y.abs())
+            };
+            assert!(
+                close(&fi, &ni),
+                "input, {threads} threads, rounds of {round_tokens}"
+            );
+            assert!(
+                close(&fo, &no),
+                "output, {threads} threads, rounds of {round_tokens}"
+            );
+            // The check can fail: training moved the weights.
+            assert!(!close(&fi, &init) && fo.iter().any(|&x| x.abs() > 0.01));
+        }
+    }
+
+    #[test]
+    fn several_threads_are_deterministic() {
+        let (t, l, names) = toy();
+        let opts = TrainOptions::default()
+            .with_threads(2)
+            .with_epochs(20)
+            .with_dim(8);
+        let bytes = |opts: &TrainOptions, name: &str| {
+            let (m, _) = train(&t, &l, &names, opts).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            m.save(&dir.path().join(name)).unwrap();
+            std::fs::read(dir.path().join(name)).unwrap()
+        };
+        let a = bytes(&opts, "a");
+        assert_eq!(a, bytes(&opts, "b"));
+        // Three threads is a different schedule, so a different (still learnt) model.
+        let (m3, s3) = train(&t, &l, &names, &opts.clone().with_threads(3)).unwrap();
+        assert_eq!(s3.threads, 3);
+        assert_ne!(a, bytes(&opts.clone().with_threads(3), "c"));
+        assert_eq!(predict_all(&m3, &["great fun", "dull boring"])[0].0, 0);
     }
 
     #[test]
