@@ -800,8 +800,8 @@ mod tests {
         order: &[u32],
         threads: usize,
         nl: usize,
-        input: &mut Vec<f32>,
-        output: &mut Vec<f32>,
+        input: &mut [f32],
+        output: &mut [f32],
         done: &mut u64,
     ) -> (f64, u64) {
         let (mut loss, mut n) = (0.0, 0);
@@ -811,7 +811,7 @@ mod tests {
             .sum();
         let mut pos = 0;
         while pos < order.len() {
-            let (in0, out0) = (input.clone(), output.clone());
+            let (in0, out0) = (input.to_vec(), output.to_vec());
             let base = *done;
             for range in sgd.cut(order, &mut pos, &mut remaining, threads) {
                 let (mut li, mut lo) = (in0.clone(), out0.clone());
