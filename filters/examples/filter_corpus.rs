@@ -2,7 +2,8 @@
 //! corpus and writes each document's decision, for the side-by-side comparison with
 //! datatrove (`benches/filters/parity.sh`).
 //!
-//! Usage: `filter_corpus CORPUS.jsonl LIMIT DECISIONS.tsv`
+//! Usage: `filter_corpus CORPUS.jsonl LIMIT DECISIONS.tsv [FAMILY...]` (families: names of
+//! [`FILTERS`], default all four; a subset is for profiling one).
 //!
 //! Prints one timing line per filter on one thread (`docs/s/core`), then all four families
 //! together on every core (`MB/s`). Decisions are `id<TAB>filter<TAB>reason` (`keep` when
@@ -26,9 +27,14 @@ const FILTERS: &[(&str, &str)] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, corpus, limit, out] = &args[..] else {
-        return Err("usage: filter_corpus CORPUS.jsonl LIMIT DECISIONS.tsv".into());
+    let [_, corpus, limit, out, only @ ..] = &args[..] else {
+        return Err("usage: filter_corpus CORPUS.jsonl LIMIT DECISIONS.tsv [FAMILY...]".into());
     };
+    let families: Vec<(&str, &str)> = FILTERS
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n))
+        .copied()
+        .collect();
     let limit: usize = limit.parse()?;
     let mut ids = Vec::new();
     let mut texts = Vec::new();
@@ -70,8 +76,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut w = BufWriter::new(std::fs::File::create(out)?);
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    for (name, ty) in FILTERS {
+    for (name, ty) in &families {
         let stage = build(ty, name)?;
+        // Each family alone: no words left by the one before (see the shared word cache).
+        quern_filters::words::clear_word_cache();
         let t0 = Instant::now();
         let results = one.install(|| -> quern_core::Result<Vec<_>> {
             batches
@@ -112,11 +120,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // All four families, each on every document (as the per-filter comparison does), on
-    // every core.
-    let stages: Vec<Box<dyn Stage>> = FILTERS
+    // every core, one batch through the four stages after another as a pipeline runs them
+    // (the later stages find the words of the first in the shared word cache).
+    let stages: Vec<Box<dyn Stage>> = families
         .iter()
         .map(|(n, t)| build(t, n))
         .collect::<Result<_, _>>()?;
+    quern_filters::words::clear_word_cache();
     let t0 = Instant::now();
     for b in &batches {
         for s in &stages {
@@ -125,7 +135,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "quern all four families: {:.1} MB in {secs:.2}s = {:.1} MB/s on {} threads",
+        "quern all {} families: {:.1} MB in {secs:.2}s = {:.1} MB/s on {} threads",
+        families.len(),
         bytes as f64 / 1e6,
         bytes as f64 / 1e6 / secs,
         rayon::current_num_threads()

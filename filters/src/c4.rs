@@ -107,7 +107,14 @@ pub const SIGNALS: &[&str] = &["c4_lines", "c4_lines_kept", "c4_sentences"];
 #[derive(Default)]
 pub struct Scratch {
     lower: String,
+    toks: Vec<&'static str>,
 }
+
+/// Every lower-case phrase the line rules look for, in one pattern: a line without a match
+/// (most lines) skips the eight separate searches.
+static ANY_PHRASE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new("lorem ipsum|javascript|terms of use|privacy policy|cookie").expect("phrase regex")
+});
 
 impl DocKernel for C4 {
     type Scratch = Scratch;
@@ -153,27 +160,37 @@ impl DocKernel for C4 {
                 continue;
             }
             sc.lower.clear();
-            for ch in line.chars() {
-                sc.lower.extend(ch.to_lowercase());
+            if line.is_ascii() {
+                sc.lower.push_str(line);
+                sc.lower.make_ascii_lowercase();
+            } else {
+                for ch in line.chars() {
+                    sc.lower.extend(ch.to_lowercase());
+                }
             }
             let l = sc.lower.as_str();
-            if c.filter_lorem_ipsum && l.contains("lorem ipsum") {
+            // POLICY phrases all hold "cookie", "terms of use" or "privacy policy".
+            let phrases = ANY_PHRASE.is_match(l);
+            if c.filter_lorem_ipsum && phrases && l.contains("lorem ipsum") {
                 reason = Some("lorem_ipsum");
                 break;
             }
-            if c.filter_javascript && l.contains("javascript") {
+            if c.filter_javascript && phrases && l.contains("javascript") {
                 continue;
             }
             if c.filter_curly_bracket && line.contains('{') {
                 reason = Some("curly_bracket");
                 break;
             }
-            if c.filter_policy && POLICY.iter().any(|p| l.contains(p)) {
+            if c.filter_policy && phrases && POLICY.iter().any(|p| l.contains(p)) {
                 continue;
             }
             if c.min_num_sentences != -1 {
-                let mut toks = Vec::new();
+                // The buffer outlives no line: reuse its allocation with this line's lifetime.
+                let mut toks: Vec<&str> = std::mem::take(&mut sc.toks);
                 sentences += tok.count_sentences(line, &mut toks);
+                toks.clear();
+                sc.toks = toks.into_iter().map(|_| "").collect();
             }
             if c.rewrite {
                 if n_kept > 0 {

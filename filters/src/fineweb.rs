@@ -130,7 +130,7 @@ impl DocKernel for FineWeb {
         };
         let mut words: Vec<&str> = std::mem::take(&mut sc.words);
         words.clear();
-        WordTokenizer::get().words(text, &mut words);
+        WordTokenizer::get().words_cached(text, &mut words);
         let nw = words.len();
         words.clear();
         sc.words = words.into_iter().map(|_| "").collect();

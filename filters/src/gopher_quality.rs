@@ -85,13 +85,36 @@ impl Default for GopherQualityConfig {
 /// The Gopher quality kernel.
 pub struct GopherQuality {
     cfg: GopherQualityConfig,
+    /// A word can only be a stop word if its first byte and its length are those of one.
+    stop_first: [bool; 256],
+    stop_lens: u64,
 }
 
 impl GopherQuality {
     pub fn new(mut cfg: GopherQualityConfig) -> Self {
         cfg.stop_words.sort();
         cfg.stop_words.dedup();
-        GopherQuality { cfg }
+        let mut stop_first = [false; 256];
+        let mut stop_lens = 0u64;
+        for w in &cfg.stop_words {
+            if let Some(&b) = w.as_bytes().first() {
+                stop_first[b as usize] = true;
+            }
+            stop_lens |= 1 << w.len().min(63);
+        }
+        GopherQuality {
+            cfg,
+            stop_first,
+            stop_lens,
+        }
+    }
+
+    #[inline]
+    fn maybe_stop(&self, w: &str) -> bool {
+        w.as_bytes()
+            .first()
+            .is_some_and(|&b| self.stop_first[b as usize])
+            && self.stop_lens & (1 << w.len().min(63)) != 0
     }
 }
 
@@ -136,21 +159,35 @@ impl DocKernel for GopherQuality {
         // The buffer outlives no call: reuse its allocation with this call's lifetime.
         let mut words: Vec<&str> = std::mem::take(&mut scratch.words);
         words.clear();
-        WordTokenizer::get().words(text, &mut words);
+        WordTokenizer::get().words_cached(text, &mut words);
         let n_words = words.len() as f64;
         let (mut n_ns, mut ns_len, mut n_alpha) = (0usize, 0usize, 0usize);
         scratch.seen.clear();
         scratch.seen.resize(c.stop_words.len(), false);
+        let punct = &*PUNCTUATION_SET;
         for w in &words {
-            if is_non_symbol(w) {
-                n_ns += 1;
-                ns_len += char_len(w);
+            if w.is_ascii() {
+                let b = w.as_bytes();
+                if b.iter().any(|&c| !punct.contains(c as char)) {
+                    n_ns += 1;
+                    ns_len += b.len();
+                }
+                if b.iter().any(u8::is_ascii_alphabetic) {
+                    n_alpha += 1;
+                }
+            } else {
+                if is_non_symbol(w) {
+                    n_ns += 1;
+                    ns_len += char_len(w);
+                }
+                if w.chars().any(char::is_alphabetic) {
+                    n_alpha += 1;
+                }
             }
-            if w.chars().any(char::is_alphabetic) {
-                n_alpha += 1;
-            }
-            if let Ok(i) = c.stop_words.binary_search_by(|sw| sw.as_str().cmp(w)) {
-                scratch.seen[i] = true;
+            if self.maybe_stop(w) {
+                if let Ok(i) = c.stop_words.binary_search_by(|sw| sw.as_str().cmp(w)) {
+                    scratch.seen[i] = true;
+                }
             }
         }
         let stop = scratch.seen.iter().filter(|b| **b).count() as f64;

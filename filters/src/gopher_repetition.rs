@@ -125,22 +125,24 @@ impl GopherRepetition {
 #[derive(Default)]
 pub struct Scratch {
     words: Vec<&'static str>,
-    /// Words joined by spaces, and where each word starts in it (plus the end).
-    spaced: String,
-    spaced_at: Vec<usize>,
-    /// Words concatenated, and offsets.
+    /// Words concatenated, and where each starts (plus the end).
     cat: String,
     cat_at: Vec<usize>,
     /// Cumulative character counts of the words.
     chars_at: Vec<usize>,
-    /// Prefix hashes of `spaced` and `cat`, and powers of the hash base.
-    spaced_hash: Vec<u64>,
+    /// Prefix hashes of `cat` (bytes) and of the word hashes (words), and the powers of
+    /// each base.
     cat_hash: Vec<u64>,
+    word_hash: Vec<u64>,
     pow: Vec<u64>,
+    word_pow: Vec<u64>,
     grams: GramTable,
 }
 
 const BASE: u64 = 0x100_0000_01b3;
+/// How many n-grams ahead the table slot is prefetched.
+const PREFETCH: usize = 8;
+const WORD_BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Polynomial hashes of every prefix of `s` (`pre[i]` covers `s[..i]`), so that
 /// [`sub_hash`] gives any substring's hash in O(1); `pow` grows to hold `BASE^k`, k ≤ len.
@@ -153,12 +155,17 @@ fn prefix_hashes(s: &[u8], pre: &mut Vec<u64>, pow: &mut Vec<u64>) {
         h = h.wrapping_mul(BASE).wrapping_add(u64::from(c) + 1);
         pre.push(h);
     }
+    powers(pow, BASE, s.len());
+}
+
+/// Grows `pow` to hold `base^k` for k ≤ `n`.
+fn powers(pow: &mut Vec<u64>, base: u64, n: usize) {
     if pow.is_empty() {
         pow.push(1);
     }
-    while pow.len() <= s.len() {
+    while pow.len() <= n {
         let last = pow[pow.len() - 1];
-        pow.push(last.wrapping_mul(BASE));
+        pow.push(last.wrapping_mul(base));
     }
 }
 
@@ -167,58 +174,76 @@ fn sub_hash(pre: &[u64], pow: &[u64], a: usize, b: usize) -> u64 {
     pre[b].wrapping_sub(pre[a].wrapping_mul(pow[b - a]))
 }
 
-/// One distinct n-gram: its hash (never 0: 0 marks a free slot), where its first
-/// occurrence lies in the text, its word index, and how often it was seen.
-#[derive(Clone, Copy, Default)]
-struct Gram {
-    hash: u64,
-    at: u32,
-    len: u32,
-    word: u32,
-    count: u32,
-}
-
-/// An open-addressing set of substrings keyed by precomputed hashes; equal hashes are
-/// confirmed by comparing the bytes, so the counts are exact.
+/// An open-addressing set of word n-grams keyed by precomputed 64-bit hashes: the slot
+/// comes from the hash, and each slot keeps a 32-bit fingerprint of it (never 0: 0 marks a
+/// free slot), the first word index of its n-gram and, when asked, a count. Equal
+/// fingerprints are confirmed by comparing the n-grams, so the counts are exact. The probe
+/// touches only the 4-byte fingerprint array, which [`GramTable::prefetch`] can load ahead.
 #[derive(Default)]
 struct GramTable {
-    slots: Vec<Gram>,
+    prints: Vec<u32>,
+    words: Vec<u32>,
+    counts: Vec<u32>,
     shift: u32,
 }
 
 impl GramTable {
-    /// Empties the table for at most `n` distinct entries (load factor ≤ 1/2).
-    fn reset(&mut self, n: usize) {
+    /// Empties the table for at most `n` distinct entries (load factor ≤ 1/2), with zeroed
+    /// counts if `counts`.
+    fn reset(&mut self, n: usize, counts: bool) {
         let cap = (2 * n).next_power_of_two().max(16);
-        self.slots.clear();
-        self.slots.resize(cap, Gram::default());
+        self.prints.clear();
+        self.prints.resize(cap, 0);
+        self.words.resize(cap, 0);
+        if counts {
+            self.counts.clear();
+            self.counts.resize(cap, 0);
+        }
         self.shift = 64 - cap.trailing_zeros();
     }
 
-    /// The entry of `text[at..at + len]` (hash `hash`), added with count 0 and word index
-    /// `word` if new.
     #[inline]
-    fn entry(&mut self, hash: u64, text: &[u8], at: usize, len: usize, word: usize) -> &mut Gram {
-        let hash = hash | 1;
-        let mask = self.slots.len() - 1;
-        let mut i = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+    fn slot(&self, hash: u64) -> usize {
+        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// Starts loading the slot `hash` will probe first.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.prints.as_ptr().wrapping_add(self.slot(hash));
+            // SAFETY: a prefetch is a hint; it reads nothing the program sees and does not
+            // fault on any address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
+    /// The slot of the n-gram starting at word `word` (hash `hash`; `same(word, other)`
+    /// compares it with a stored one), and whether it was added now.
+    #[inline]
+    fn entry(
+        &mut self,
+        hash: u64,
+        word: usize,
+        same: impl Fn(usize, usize) -> bool,
+    ) -> (usize, bool) {
+        let print = (hash >> 32) as u32 | 1;
+        let mask = self.prints.len() - 1;
+        let mut i = self.slot(hash);
         loop {
-            let g = self.slots[i];
-            if g.hash == 0 {
-                self.slots[i] = Gram {
-                    hash,
-                    at: at as u32,
-                    len: len as u32,
-                    word: word as u32,
-                    count: 0,
-                };
-                return &mut self.slots[i];
+            let p = self.prints[i];
+            if p == 0 {
+                self.prints[i] = print;
+                self.words[i] = word as u32;
+                return (i, true);
             }
-            if g.hash == hash
-                && g.len as usize == len
-                && text[g.at as usize..g.at as usize + len] == text[at..at + len]
-            {
-                return &mut self.slots[i];
+            if p == print && same(word, self.words[i] as usize) {
+                return (i, false);
             }
             i = (i + 1) & mask;
         }
@@ -293,32 +318,36 @@ impl DocKernel for GopherRepetition {
 
         let mut words: Vec<&str> = std::mem::take(&mut sc.words);
         words.clear();
-        WordTokenizer::get().words(text, &mut words);
-        sc.spaced.clear();
-        sc.spaced_at.clear();
+        WordTokenizer::get().words_cached(text, &mut words);
         sc.cat.clear();
         sc.cat_at.clear();
         sc.chars_at.clear();
         let mut chars = 0;
-        for (i, w) in words.iter().enumerate() {
-            if i > 0 {
-                sc.spaced.push(' ');
-            }
-            sc.spaced_at.push(sc.spaced.len());
-            sc.spaced.push_str(w);
+        for w in &words {
             sc.cat_at.push(sc.cat.len());
             sc.cat.push_str(w);
             sc.chars_at.push(chars);
             chars += char_len(w);
         }
-        sc.spaced_at.push(sc.spaced.len() + 1);
         sc.cat_at.push(sc.cat.len());
         sc.chars_at.push(chars);
         let nw = words.len();
         words.clear();
         sc.words = words.into_iter().map(|_| "").collect();
-        prefix_hashes(sc.spaced.as_bytes(), &mut sc.spaced_hash, &mut sc.pow);
         prefix_hashes(sc.cat.as_bytes(), &mut sc.cat_hash, &mut sc.pow);
+        // Word n-grams (space-joined in datatrove; words hold no space, so equal joined
+        // n-grams are equal word sequences) hash from the words' own hashes.
+        sc.word_hash.clear();
+        sc.word_hash.push(0);
+        let mut h = 0u64;
+        for i in 0..nw {
+            let w = sub_hash(&sc.cat_hash, &sc.pow, sc.cat_at[i], sc.cat_at[i + 1]);
+            h = h.wrapping_mul(WORD_BASE).wrapping_add(w ^ (w >> 29));
+            sc.word_hash.push(h);
+        }
+        powers(&mut sc.word_pow, WORD_BASE, nw);
+        let (cat, cat_at) = (sc.cat.as_bytes(), &sc.cat_at);
+        let word = |i: usize| &cat[cat_at[i]..cat_at[i + 1]];
 
         let base = 4;
         for (k, (n, _)) in c.top_n_grams.iter().enumerate() {
@@ -327,20 +356,25 @@ impl DocKernel for GopherRepetition {
                 continue;
             }
             // Counter.most_common(1): the highest count, first seen among ties.
-            sc.grams.reset(nw - n + 1);
+            sc.grams.reset(nw - n + 1, true);
+            let same = |a: usize, b: usize| (0..n).all(|k| word(a + k) == word(b + k));
+            // (count, first word) of the best so far: most counts, then first seen.
+            let (mut best_count, mut best_i) = (0u32, 0u32);
             for i in 0..=nw - n {
-                let (a, b) = (sc.spaced_at[i], sc.spaced_at[i + n] - 1);
-                let h = sub_hash(&sc.spaced_hash, &sc.pow, a, b);
-                sc.grams.entry(h, sc.spaced.as_bytes(), a, b - a, i).count += 1;
+                if i + PREFETCH + n <= nw {
+                    let ahead = i + PREFETCH;
+                    let h = sub_hash(&sc.word_hash, &sc.word_pow, ahead, ahead + n);
+                    sc.grams.prefetch(h);
+                }
+                let h = sub_hash(&sc.word_hash, &sc.word_pow, i, i + n);
+                let (slot, _) = sc.grams.entry(h, i, same);
+                let g = &mut sc.grams;
+                g.counts[slot] += 1;
+                let (c, first) = (g.counts[slot], g.words[slot]);
+                if c > best_count || (c == best_count && first < best_i) {
+                    (best_count, best_i) = (c, first);
+                }
             }
-            let (best_i, best_count) = sc
-                .grams
-                .slots
-                .iter()
-                .filter(|g| g.hash != 0)
-                .map(|g| (g.word, g.count))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-                .unwrap_or((0, 0));
             let bi = best_i as usize;
             let len = sc.chars_at[bi + n] - sc.chars_at[bi] + (n - 1);
             s[base + k] = div((len * best_count as usize) as f64, text_len);
@@ -348,19 +382,21 @@ impl DocKernel for GopherRepetition {
         let base = 4 + c.top_n_grams.len();
         for (k, (n, _)) in c.dup_n_grams.iter().enumerate() {
             let n = *n;
-            sc.grams.reset(nw);
+            sc.grams.reset(nw, false);
+            let range = |w: usize| &cat[cat_at[w]..cat_at[w + n]];
             let mut repeated = 0usize;
             let mut idx = 0usize;
             while n > 0 && idx + n <= nw {
-                let (a, b) = (sc.cat_at[idx], sc.cat_at[idx + n]);
-                let h = sub_hash(&sc.cat_hash, &sc.pow, a, b);
-                let g = sc.grams.entry(h, sc.cat.as_bytes(), a, b - a, idx);
-                if g.count > 0 {
+                if idx + PREFETCH + n <= nw {
+                    let (a, b) = (cat_at[idx + PREFETCH], cat_at[idx + PREFETCH + n]);
+                    sc.grams.prefetch(sub_hash(&sc.cat_hash, &sc.pow, a, b));
+                }
+                let h = sub_hash(&sc.cat_hash, &sc.pow, cat_at[idx], cat_at[idx + n]);
+                if sc.grams.entry(h, idx, |a, b| range(a) == range(b)).1 {
+                    idx += 1;
+                } else {
                     repeated += sc.chars_at[idx + n] - sc.chars_at[idx];
                     idx += n;
-                } else {
-                    g.count = 1;
-                    idx += 1;
                 }
             }
             s[base + k] = div(repeated as f64, text_len);

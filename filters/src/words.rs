@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use regex::Regex;
 
@@ -377,7 +377,12 @@ impl WordTokenizer {
                 end += toks[j].len();
                 j += 1;
                 let key = &text[s0..end];
-                if let Some(pat) = self.merge.get(key).filter(|_| self.maybe_special(key)) {
+                let pat = if self.maybe_special(key) {
+                    self.merge.get(key)
+                } else {
+                    None
+                };
+                if let Some(pat) = pat {
                     if pat.len() == j - i && pat.iter().zip(&toks[i..j]).all(|(a, b)| a == b) {
                         cands.push((i, j));
                     }
@@ -452,27 +457,33 @@ impl WordTokenizer {
     pub fn words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
         let base = out.len();
         let bytes = text.as_bytes();
-        let mut start: Option<usize> = None;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let (space, len) = if b < 0x80 {
-                (ASCII_SPACE[b as usize], 1)
-            } else {
-                let c = text[i..].chars().next().unwrap_or('\0');
-                (py_isspace(c), c.len_utf8())
-            };
-            if space {
-                if let Some(s) = start.take() {
-                    self.chunk(&text[s..i], out, true);
+        // The first byte at or after `i` whose character is (`space`) or is not whitespace.
+        let scan = |mut i: usize, space: bool| {
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b < 0x80 {
+                    if ASCII_SPACE[b as usize] == space {
+                        return i;
+                    }
+                    i += 1;
+                } else {
+                    let c = text[i..].chars().next().unwrap_or('\0');
+                    if py_isspace(c) == space {
+                        return i;
+                    }
+                    i += c.len_utf8();
                 }
-            } else if start.is_none() {
-                start = Some(i);
             }
-            i += len;
-        }
-        if let Some(s) = start {
-            self.chunk(&text[s..], out, true);
+            bytes.len()
+        };
+        let mut i = 0;
+        loop {
+            let start = scan(i, false);
+            if start == bytes.len() {
+                break;
+            }
+            i = scan(start, true);
+            self.chunk(&text[start..i], out, true);
         }
         self.merge_specials(text, out, base);
     }
@@ -680,8 +691,9 @@ impl WordTokenizer {
             out.push(s);
             return;
         }
-        let mut prefixes: Vec<&'a str> = Vec::new();
-        let mut suffixes: Vec<&'a str> = Vec::new();
+        // Prefixes go straight to `out` (nothing else is pushed before them); suffixes, which
+        // come out last found first, wait in a small stack buffer.
+        let mut suffixes = Suffixes::default();
         let mut string = s;
         let mut last_size = 0usize;
         while !string.is_empty() && string.len() != last_size {
@@ -693,7 +705,7 @@ impl WordTokenizer {
             if pre_len != 0 {
                 let minus_pre = &string[pre_len..];
                 if !minus_pre.is_empty() && special(minus_pre) {
-                    prefixes.push(&string[..pre_len]);
+                    out.push(&string[..pre_len]);
                     string = minus_pre;
                     break;
                 }
@@ -710,11 +722,11 @@ impl WordTokenizer {
             }
             if pre_len != 0 && suf_len != 0 && pre_len + suf_len <= string.len() {
                 let cut = string.len() - suf_len;
-                prefixes.push(&string[..pre_len]);
+                out.push(&string[..pre_len]);
                 suffixes.push(&string[cut..]);
                 string = &string[pre_len..cut];
             } else if pre_len != 0 {
-                prefixes.push(&string[..pre_len]);
+                out.push(&string[..pre_len]);
                 string = &string[pre_len..];
             } else if suf_len != 0 {
                 let cut = string.len() - suf_len;
@@ -722,7 +734,6 @@ impl WordTokenizer {
                 string = &string[..cut];
             }
         }
-        out.extend(prefixes);
         if !string.is_empty() {
             if let Some(p) = self.special(string).filter(|_| specials) {
                 self.push_special(string, p, out);
@@ -756,7 +767,33 @@ impl WordTokenizer {
                 }
             }
         }
-        out.extend(suffixes.into_iter().rev());
+        suffixes.drain_into(out);
+    }
+}
+
+/// The suffixes split off one chunk, in the order found.
+#[derive(Default)]
+struct Suffixes<'a> {
+    head: [&'a str; 8],
+    n: usize,
+    more: Vec<&'a str>,
+}
+
+impl<'a> Suffixes<'a> {
+    #[inline]
+    fn push(&mut self, s: &'a str) {
+        if self.n < self.head.len() {
+            self.head[self.n] = s;
+            self.n += 1;
+        } else {
+            self.more.push(s);
+        }
+    }
+
+    /// Appends them last found first.
+    fn drain_into(self, out: &mut Vec<&'a str>) {
+        out.extend(self.more.iter().rev());
+        out.extend(self.head[..self.n].iter().rev());
     }
 }
 
@@ -773,6 +810,92 @@ fn is_unicode_punct(c: char) -> bool {
     static P: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{P}$").expect("punct regex"));
     let mut b = [0u8; 4];
     P.is_match(c.encode_utf8(&mut b))
+}
+
+/// Words of recently split texts, keyed by the text's 128-bit XXH3 hash: the Gopher quality,
+/// Gopher repetition and FineWeb stages each split every document, one stage after another
+/// over the same batch, so all but the first find the split here. Bounded: a shard that
+/// passes its share of [`WORD_CACHE_BYTES`] is emptied.
+struct WordCache {
+    shards: Vec<Mutex<CacheShard>>,
+}
+
+#[derive(Default)]
+struct CacheShard {
+    map: HashMap<u128, Arc<[u32]>, FxBuild>,
+    bytes: usize,
+}
+
+const WORD_CACHE_SHARDS: usize = 16;
+/// The most memory the word cache holds (word offsets, 8 bytes a word).
+pub const WORD_CACHE_BYTES: usize = 128 << 20;
+/// Texts shorter than this are split again rather than looked up.
+const WORD_CACHE_MIN_TEXT: usize = 64;
+
+static WORD_CACHE: LazyLock<WordCache> = LazyLock::new(|| WordCache {
+    shards: (0..WORD_CACHE_SHARDS).map(|_| Mutex::default()).collect(),
+});
+
+impl WordTokenizer {
+    /// [`Self::words`] through the shared word cache: the same words, computed once for
+    /// stages that split the same text.
+    pub fn words_cached<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
+        if text.len() < WORD_CACHE_MIN_TEXT || text.len() > u32::MAX as usize {
+            return self.words(text, out);
+        }
+        let key = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        let shard = &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS];
+        let hit = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .get(&key)
+            .cloned();
+        let base = out.len();
+        // Entry: the text's length, then (start, end) byte offsets of each word.
+        if let Some(offsets) = hit.filter(|o| o.first() == Some(&(text.len() as u32))) {
+            let words = offsets[1..]
+                .chunks_exact(2)
+                .map(|p| text.get(p[0] as usize..p[1] as usize));
+            for w in words {
+                match w {
+                    Some(w) => out.push(w),
+                    // Only a 128-bit hash collision gets here: split the text itself.
+                    None => {
+                        out.truncate(base);
+                        return self.words(text, out);
+                    }
+                }
+            }
+            return;
+        }
+        self.words(text, out);
+        let origin = text.as_ptr() as usize;
+        let offsets: Arc<[u32]> = std::iter::once(text.len() as u32)
+            .chain(out[base..].iter().flat_map(|w| {
+                let a = (w.as_ptr() as usize - origin) as u32;
+                [a, a + w.len() as u32]
+            }))
+            .collect();
+        let size = offsets.len() * 4 + 64;
+        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if s.bytes + size > WORD_CACHE_BYTES / WORD_CACHE_SHARDS {
+            s.map.clear();
+            s.bytes = 0;
+        }
+        s.bytes += size;
+        s.map.insert(key, offsets);
+    }
+}
+
+/// Empties the shared word cache (benchmarks timing one stage at a time call it between
+/// stages).
+pub fn clear_word_cache() {
+    for s in &WORD_CACHE.shards {
+        let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+        s.map = HashMap::default();
+        s.bytes = 0;
+    }
 }
 
 /// Splits `text` into words with the shared tokenizer (allocates the result; hot loops use
@@ -853,6 +976,28 @@ mod tests {
         ] {
             assert_eq!((t.find_prefix(w), t.find_suffix(w)), (pre, suf), "{w}");
         }
+    }
+
+    #[test]
+    fn cached_words_are_the_words() {
+        let t = WordTokenizer::get();
+        let texts = [
+            "The cat's toy (blue) costs $5.50 -- see https://example.com/a?b=1 now.",
+            "The dog's toy (red!) costs $7.25 -- see https://example.org/c?d=2 now.",
+            "short",
+        ];
+        for _ in 0..2 {
+            for text in texts {
+                let (mut a, mut b) = (vec!["x"], vec!["x"]);
+                t.words(text, &mut a);
+                t.words_cached(text, &mut b);
+                assert_eq!(a, b, "{text}");
+            }
+        }
+        clear_word_cache();
+        let mut v = Vec::new();
+        t.words_cached(texts[0], &mut v);
+        assert_eq!(v, split_words(texts[0]));
     }
 
     #[test]
