@@ -331,9 +331,47 @@ fn train_in_pool(
     Ok((Model::from_parts(header, keys, input, output)?, stats))
 }
 
+/// Starts loading the floats of `p` into the cache (a hint; no effect on results).
+#[inline]
+fn prefetch(p: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in p.chunks(16) {
+        // SAFETY: a prefetch is a hint; it reads nothing the program sees and does not
+        // fault on any address (this one is in bounds anyway).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Starts loading `x` into the cache.
+#[inline]
+fn prefetch_u32(x: &u32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `prefetch`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const u32).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// How many features ahead the forward pass prefetches input rows. The rows are scattered
+/// over a matrix far larger than the caches, so each one is a memory access; one thread's
+/// training otherwise waits on them most of the time.
+const PREFETCH: usize = 8;
+
 /// Row access to the input matrix, so one SGD step serves the one-thread path (the matrix
 /// itself) and the rounds of several threads (a read-only matrix plus private deltas).
 trait InputRows {
+    /// Starts loading what `add_row_to(row)` will read.
+    fn prefetch(&self, row: usize, dim: usize);
     /// `into += W[row]`
     fn add_row_to(&self, row: usize, into: &mut [f32]);
     /// `W[row] += v`
@@ -344,6 +382,10 @@ trait InputRows {
 struct Plain<'a>(&'a mut [f32]);
 
 impl InputRows for Plain<'_> {
+    #[inline]
+    fn prefetch(&self, row: usize, d: usize) {
+        prefetch(&self.0[row * d..(row + 1) * d]);
+    }
     #[inline]
     fn add_row_to(&self, row: usize, into: &mut [f32]) {
         let d = into.len();
@@ -380,6 +422,11 @@ struct Overlay<'a> {
 }
 
 impl InputRows for Overlay<'_> {
+    #[inline]
+    fn prefetch(&self, row: usize, d: usize) {
+        prefetch(&self.shared[row * d..(row + 1) * d]);
+        prefetch_u32(&self.slot[row]);
+    }
     #[inline]
     fn add_row_to(&self, row: usize, into: &mut [f32]) {
         let d = into.len();
@@ -528,7 +575,13 @@ impl Sgd<'_> {
             probs,
         } = s;
         hidden.iter_mut().for_each(|h| *h = 0.0);
-        for &r in ids {
+        for &r in &ids[..ids.len().min(PREFETCH)] {
+            input.prefetch(r as usize, dim);
+        }
+        for (i, &r) in ids.iter().enumerate() {
+            if let Some(&next) = ids.get(i + PREFETCH) {
+                input.prefetch(next as usize, dim);
+            }
             input.add_row_to(r as usize, hidden);
         }
         let inv = 1.0 / ids.len() as f32;
@@ -670,7 +723,12 @@ impl Sgd<'_> {
                 .for_each(|(c, chunk)| {
                     let lo = c * per;
                     for w in shares_ro {
-                        for &(r, s) in &w.touched[c] {
+                        let touched = &w.touched[c];
+                        for (i, &(r, s)) in touched.iter().enumerate() {
+                            if let Some(&(next, _)) = touched.get(i + PREFETCH) {
+                                let next = next as usize - lo;
+                                prefetch(&chunk[next * dim..(next + 1) * dim]);
+                            }
                             let (r, s) = (r as usize - lo, s as usize);
                             let row = &mut chunk[r * dim..(r + 1) * dim];
                             for (x, d) in row.iter_mut().zip(&w.delta[s * dim..(s + 1) * dim]) {
