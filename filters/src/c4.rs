@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::kernel::{DocKernel, Outcome};
 use crate::text::{char_len, py_split_whitespace, py_splitlines, py_strip};
-use crate::words::WordTokenizer;
+use crate::words::{sentences_in, WordTokenizer};
 
 /// Configuration. Every field defaults to datatrove's value; `-1` disables a count rule.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -108,6 +108,7 @@ pub const SIGNALS: &[&str] = &["c4_lines", "c4_lines_kept", "c4_sentences"];
 pub struct Scratch {
     lower: String,
     toks: Vec<&'static str>,
+    doc_words: Vec<&'static str>,
 }
 
 /// Every lower-case phrase the line rules look for, in one pattern: a line without a match
@@ -130,6 +131,15 @@ impl DocKernel for C4 {
         let mut kept = String::with_capacity(if c.rewrite { text.len() } else { 0 });
         let (mut n_lines, mut n_kept, mut sentences) = (0usize, 0usize, 0usize);
         let mut reason: Option<&'static str> = None;
+        // The words of the whole text, if another stage split it already (the shared word
+        // cache): every line boundary is whitespace to the splitter, so a line's words are
+        // the text's words inside it, and its sentences are counted from those.
+        // The buffer outlives no call: reuse its allocation with this call's lifetime.
+        let mut doc_words: Vec<&str> = std::mem::take(&mut sc.doc_words);
+        doc_words.clear();
+        let have_doc = c.min_num_sentences != -1 && tok.cached_words(text, &mut doc_words);
+        let off = |w: &str| w.as_ptr() as usize - text.as_ptr() as usize;
+        let mut cursor = 0;
         for raw in py_splitlines(text) {
             n_lines += 1;
             let line0 = py_strip(raw);
@@ -185,7 +195,18 @@ impl DocKernel for C4 {
             if c.filter_policy && phrases && POLICY.iter().any(|p| l.contains(p)) {
                 continue;
             }
-            if c.min_num_sentences != -1 {
+            let unchanged = line.len() == line0.len() && line.as_ptr() == line0.as_ptr();
+            if have_doc && unchanged {
+                let (a, b) = (off(line0), off(line0) + line0.len());
+                while cursor < doc_words.len() && off(doc_words[cursor]) < a {
+                    cursor += 1;
+                }
+                let first = cursor;
+                while cursor < doc_words.len() && off(doc_words[cursor]) < b {
+                    cursor += 1;
+                }
+                sentences += sentences_in(&doc_words[first..cursor]);
+            } else if c.min_num_sentences != -1 {
                 // The buffer outlives no line: reuse its allocation with this line's lifetime.
                 let mut toks: Vec<&str> = std::mem::take(&mut sc.toks);
                 sentences += tok.count_sentences(line, &mut toks);
@@ -200,6 +221,8 @@ impl DocKernel for C4 {
             }
             n_kept += 1;
         }
+        doc_words.clear();
+        sc.doc_words = doc_words.into_iter().map(|_| "").collect();
         s[0] = n_lines as f64;
         s[1] = n_kept as f64;
         s[2] = sentences as f64;
@@ -254,6 +277,26 @@ mod tests {
                  Parking is free near the station for the whole event."
             )
         );
+    }
+
+    #[test]
+    fn sentences_from_cached_words_match_line_splits() {
+        // A text another stage has split: C4 counts each line's sentences from the text's
+        // words instead of splitting the line again; the cited line is split afresh.
+        let text = format!(
+            "{PAGE}\nDr. Smith (the mayor) said: \"It's done.\" Then he left... Why? e.g. rain.\n\
+             The U.S. team won 3-2 at 10:30 a.m. today. Fans cheered!! [citation needed] Again."
+        );
+        let k = C4::new(C4Config::default());
+        let (mut a, mut b) = (vec![f64::NAN; 3], vec![f64::NAN; 3]);
+        let fresh = k.eval(&text, &mut Scratch::default(), &mut a);
+        let mut words = Vec::new();
+        assert!(!WordTokenizer::get().cached_words(&text, &mut words));
+        WordTokenizer::get().words_cached(&text, &mut words);
+        let cached = k.eval(&text, &mut Scratch::default(), &mut b);
+        assert_eq!(fresh, cached);
+        assert_eq!(a, b);
+        assert!(a[2] >= 9.0, "{a:?}");
     }
 
     #[test]

@@ -137,6 +137,46 @@ pub struct Scratch {
     pow: Vec<u64>,
     word_pow: Vec<u64>,
     grams: GramTable,
+    /// Byte spans of the paragraphs or lines of [`duplicate_parts`].
+    spans: Vec<(u32, u32)>,
+}
+
+/// The parts of `text` split on runs of at least `min` newlines (`re.split("\n{min,}")`):
+/// (how many, how many repeat an earlier one, characters in those repeats), as datatrove's
+/// `find_duplicates` counts them.
+fn duplicate_parts(text: &str, min: usize, sc: &mut Scratch) -> (usize, usize, usize) {
+    let b = text.as_bytes();
+    sc.spans.clear();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\n', &b[i..]) {
+        let nl = i + k;
+        let mut j = nl;
+        while j < b.len() && b[j] == b'\n' {
+            j += 1;
+        }
+        if j - nl >= min {
+            sc.spans.push((start as u32, nl as u32));
+            start = j;
+        }
+        i = j;
+    }
+    sc.spans.push((start as u32, b.len() as u32));
+    let spans = &sc.spans;
+    let part = |k: usize| &b[spans[k].0 as usize..spans[k].1 as usize];
+    sc.grams.reset(spans.len(), false);
+    let (mut n, mut chars) = (0, 0);
+    for k in 0..spans.len() {
+        let p = part(k);
+        let h = xxhash_rust::xxh3::xxh3_64(p);
+        if !sc.grams.entry(h, k, |a, c| part(a) == part(c)).1 {
+            n += 1;
+            // Parts end at ASCII newlines: whole characters.
+            let (a, c) = spans[k];
+            chars += char_len(&text[a as usize..c as usize]);
+        }
+    }
+    (spans.len(), n, chars)
 }
 
 const BASE: u64 = 0x100_0000_01b3;
@@ -271,31 +311,6 @@ fn div(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Splits on runs of at least `min` newlines (`re.split("\n{min,}")`).
-fn split_newline_runs(text: &str, min: usize) -> impl Iterator<Item = &str> {
-    let b = text.as_bytes();
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\n' {
-            let mut j = i;
-            while j < b.len() && b[j] == b'\n' {
-                j += 1;
-            }
-            if j - i >= min {
-                parts.push(&text[start..i]);
-                start = j;
-            }
-            i = j;
-        } else {
-            i += 1;
-        }
-    }
-    parts.push(&text[start..]);
-    parts.into_iter()
-}
-
 impl DocKernel for GopherRepetition {
     type Scratch = Scratch;
     fn signals(&self) -> &[&'static str] {
@@ -307,12 +322,10 @@ impl DocKernel for GopherRepetition {
         let on = |t: f64| t != 0.0;
 
         let stripped = py_strip(text);
-        let n_paras = split_newline_runs(stripped, 2).count();
-        let (pd, pc) = find_duplicates(split_newline_runs(stripped, 2));
+        let (n_paras, pd, pc) = duplicate_parts(stripped, 2, sc);
         s[0] = div(pd as f64, n_paras as f64);
         s[1] = div(pc as f64, text_len);
-        let n_lines = split_newline_runs(text, 1).count();
-        let (ld, lc) = find_duplicates(split_newline_runs(text, 1));
+        let (n_lines, ld, lc) = duplicate_parts(text, 1, sc);
         s[2] = div(ld as f64, n_lines as f64);
         s[3] = div(lc as f64, text_len);
 
@@ -489,9 +502,16 @@ mod tests {
 
     #[test]
     fn newline_runs_split_like_re() {
-        let v: Vec<&str> = split_newline_runs("a\nb\n\n\nc", 2).collect();
-        assert_eq!(v, vec!["a\nb", "c"]);
-        let v: Vec<&str> = split_newline_runs("\na\n", 1).collect();
-        assert_eq!(v, vec!["", "a", ""]);
+        let mut sc = Scratch::default();
+        // re.split("\n{2,}"): ["a\nb", "c", "a\nb"]; the third repeats the first.
+        assert_eq!(
+            duplicate_parts("a\nb\n\n\nc\n\na\nb", 2, &mut sc),
+            (3, 1, 3)
+        );
+        // re.split("\n+"): ["", "a", "é"]
+        assert_eq!(duplicate_parts("\na\n\né", 1, &mut sc), (3, 0, 0));
+        // ["", "a", ""]: the empty last part repeats the first (0 characters)
+        assert_eq!(duplicate_parts("\na\n", 1, &mut sc), (3, 1, 0));
+        assert_eq!(duplicate_parts("é\né", 1, &mut sc), (2, 1, 1));
     }
 }

@@ -194,6 +194,28 @@ pub struct WordTokenizer {
     icons: Regex,
 }
 
+/// The first byte at or after `i` whose character is (`space`) or is not whitespace.
+#[inline(always)]
+fn scan_space(text: &str, mut i: usize, space: bool) -> usize {
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            if ASCII_SPACE[b as usize] == space {
+                return i;
+            }
+            i += 1;
+        } else {
+            let c = text[i..].chars().next().unwrap_or('\0');
+            if py_isspace(c) == space {
+                return i;
+            }
+            i += c.len_utf8();
+        }
+    }
+    bytes.len()
+}
+
 /// [`py_isspace`] for ASCII bytes.
 const ASCII_SPACE: [bool; 128] = {
     let mut t = [false; 128];
@@ -457,32 +479,13 @@ impl WordTokenizer {
     pub fn words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
         let base = out.len();
         let bytes = text.as_bytes();
-        // The first byte at or after `i` whose character is (`space`) or is not whitespace.
-        let scan = |mut i: usize, space: bool| {
-            while i < bytes.len() {
-                let b = bytes[i];
-                if b < 0x80 {
-                    if ASCII_SPACE[b as usize] == space {
-                        return i;
-                    }
-                    i += 1;
-                } else {
-                    let c = text[i..].chars().next().unwrap_or('\0');
-                    if py_isspace(c) == space {
-                        return i;
-                    }
-                    i += c.len_utf8();
-                }
-            }
-            bytes.len()
-        };
         let mut i = 0;
         loop {
-            let start = scan(i, false);
+            let start = scan_space(text, i, false);
             if start == bytes.len() {
                 break;
             }
-            i = scan(start, true);
+            i = scan_space(text, start, true);
             self.chunk(&text[start..i], out, true);
         }
         self.merge_specials(text, out, base);
@@ -493,21 +496,7 @@ impl WordTokenizer {
     pub fn count_sentences<'a>(&self, text: &'a str, toks: &mut Vec<&'a str>) -> usize {
         toks.clear();
         self.words(text, toks);
-        let mut sentences = usize::from(!toks.is_empty());
-        let mut seen_period = false;
-        for t in toks.iter() {
-            let in_punct = {
-                let mut it = t.chars();
-                matches!((it.next(), it.next()), (Some(c), None) if SENTENCE_PUNCT.contains(c))
-            };
-            if seen_period && !is_punct_token(t) && !in_punct {
-                sentences += 1;
-                seen_period = false;
-            } else if in_punct {
-                seen_period = true;
-            }
-        }
-        sentences
+        sentences_in(toks)
     }
 
     fn push_special<'a>(&self, s: &'a str, pieces: &str, out: &mut Vec<&'a str>) {
@@ -797,6 +786,25 @@ impl<'a> Suffixes<'a> {
     }
 }
 
+/// The sentencizer's sentence count over the words of one text.
+pub fn sentences_in(toks: &[&str]) -> usize {
+    let mut sentences = usize::from(!toks.is_empty());
+    let mut seen_period = false;
+    for t in toks {
+        let in_punct = {
+            let mut it = t.chars();
+            matches!((it.next(), it.next()), (Some(c), None) if SENTENCE_PUNCT.contains(c))
+        };
+        if seen_period && !is_punct_token(t) && !in_punct {
+            sentences += 1;
+            seen_period = false;
+        } else if in_punct {
+            seen_period = true;
+        }
+    }
+    sentences
+}
+
 /// spaCy's `is_punct`: every character is Unicode punctuation (category P*).
 fn is_punct_token(t: &str) -> bool {
     t.chars().all(is_unicode_punct)
@@ -844,6 +852,23 @@ impl WordTokenizer {
             return self.words(text, out);
         }
         let key = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        if self.cached_by_key(key, text, out) {
+            return;
+        }
+        let base = out.len();
+        self.words(text, out);
+        self.remember(key, text, &out[base..]);
+    }
+
+    /// Appends the words of `text` if the word cache holds them (another stage split this
+    /// text); `false` (and nothing appended) if not.
+    pub fn cached_words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) -> bool {
+        text.len() >= WORD_CACHE_MIN_TEXT
+            && text.len() <= u32::MAX as usize
+            && self.cached_by_key(xxhash_rust::xxh3::xxh3_128(text.as_bytes()), text, out)
+    }
+
+    fn cached_by_key<'a>(&self, key: u128, text: &'a str, out: &mut Vec<&'a str>) -> bool {
         let shard = &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS];
         let hit = shard
             .lock()
@@ -853,26 +878,27 @@ impl WordTokenizer {
             .cloned();
         let base = out.len();
         // Entry: the text's length, then (start, end) byte offsets of each word.
-        if let Some(offsets) = hit.filter(|o| o.first() == Some(&(text.len() as u32))) {
-            let words = offsets[1..]
-                .chunks_exact(2)
-                .map(|p| text.get(p[0] as usize..p[1] as usize));
-            for w in words {
-                match w {
-                    Some(w) => out.push(w),
-                    // Only a 128-bit hash collision gets here: split the text itself.
-                    None => {
-                        out.truncate(base);
-                        return self.words(text, out);
-                    }
+        let Some(offsets) = hit.filter(|o| o.first() == Some(&(text.len() as u32))) else {
+            return false;
+        };
+        for p in offsets[1..].chunks_exact(2) {
+            match text.get(p[0] as usize..p[1] as usize) {
+                Some(w) => out.push(w),
+                // Only a 128-bit hash collision gets here.
+                None => {
+                    out.truncate(base);
+                    return false;
                 }
             }
-            return;
         }
-        self.words(text, out);
+        true
+    }
+
+    fn remember(&self, key: u128, text: &str, words: &[&str]) {
+        let shard = &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS];
         let origin = text.as_ptr() as usize;
         let offsets: Arc<[u32]> = std::iter::once(text.len() as u32)
-            .chain(out[base..].iter().flat_map(|w| {
+            .chain(words.iter().flat_map(|w| {
                 let a = (w.as_ptr() as usize - origin) as u32;
                 [a, a + w.len() as u32]
             }))
