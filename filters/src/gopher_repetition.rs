@@ -137,6 +137,8 @@ pub struct Scratch {
     pow: Vec<u64>,
     word_pow: Vec<u64>,
     grams: GramTable,
+    /// One pass's n-gram hashes.
+    hv: Vec<u64>,
     /// Byte spans of the paragraphs or lines of [`duplicate_parts`].
     spans: Vec<(u32, u32)>,
 }
@@ -359,8 +361,8 @@ impl DocKernel for GopherRepetition {
             sc.word_hash.push(h);
         }
         powers(&mut sc.word_pow, WORD_BASE, nw);
-        let (cat, cat_at) = (sc.cat.as_bytes(), &sc.cat_at);
-        let word = |i: usize| &cat[cat_at[i]..cat_at[i + 1]];
+        let (cat, cat_at, chars_at) = (sc.cat.as_bytes(), &sc.cat_at[..], &sc.chars_at[..]);
+        let (grams, hv) = (&mut sc.grams, &mut sc.hv);
 
         let base = 4;
         for (k, (n, _)) in c.top_n_grams.iter().enumerate() {
@@ -369,47 +371,58 @@ impl DocKernel for GopherRepetition {
                 continue;
             }
             // Counter.most_common(1): the highest count, first seen among ties.
-            sc.grams.reset(nw - n + 1, true);
-            let same = |a: usize, b: usize| (0..n).all(|k| word(a + k) == word(b + k));
+            let m = nw - n + 1;
+            let (wh, p) = (&sc.word_hash[..], sc.word_pow[n]);
+            hv.clear();
+            hv.extend((0..m).map(|i| wh[i + n].wrapping_sub(wh[i].wrapping_mul(p))));
+            grams.reset(m, true);
+            // Same words: same bytes and the same word boundaries.
+            let same = |a: usize, b: usize| {
+                cat[cat_at[a]..cat_at[a + n]] == cat[cat_at[b]..cat_at[b + n]]
+                    && (1..n).all(|k| cat_at[a + k] - cat_at[a] == cat_at[b + k] - cat_at[b])
+            };
             // (count, first word) of the best so far: most counts, then first seen.
             let (mut best_count, mut best_i) = (0u32, 0u32);
-            for i in 0..=nw - n {
-                if i + PREFETCH + n <= nw {
-                    let ahead = i + PREFETCH;
-                    let h = sub_hash(&sc.word_hash, &sc.word_pow, ahead, ahead + n);
-                    sc.grams.prefetch(h);
+            for i in 0..m {
+                if let Some(&ahead) = hv.get(i + PREFETCH) {
+                    grams.prefetch(ahead);
                 }
-                let h = sub_hash(&sc.word_hash, &sc.word_pow, i, i + n);
-                let (slot, _) = sc.grams.entry(h, i, same);
-                let g = &mut sc.grams;
-                g.counts[slot] += 1;
-                let (c, first) = (g.counts[slot], g.words[slot]);
+                let (slot, _) = grams.entry(hv[i], i, same);
+                grams.counts[slot] += 1;
+                let (c, first) = (grams.counts[slot], grams.words[slot]);
                 if c > best_count || (c == best_count && first < best_i) {
                     (best_count, best_i) = (c, first);
                 }
             }
             let bi = best_i as usize;
-            let len = sc.chars_at[bi + n] - sc.chars_at[bi] + (n - 1);
+            let len = chars_at[bi + n] - chars_at[bi] + (n - 1);
             s[base + k] = div((len * best_count as usize) as f64, text_len);
         }
         let base = 4 + c.top_n_grams.len();
+        let (ch, pow) = (&sc.cat_hash[..], &sc.pow[..]);
         for (k, (n, _)) in c.dup_n_grams.iter().enumerate() {
             let n = *n;
-            sc.grams.reset(nw, false);
-            let range = |w: usize| &cat[cat_at[w]..cat_at[w + n]];
             let mut repeated = 0usize;
-            let mut idx = 0usize;
-            while n > 0 && idx + n <= nw {
-                if idx + PREFETCH + n <= nw {
-                    let (a, b) = (cat_at[idx + PREFETCH], cat_at[idx + PREFETCH + n]);
-                    sc.grams.prefetch(sub_hash(&sc.cat_hash, &sc.pow, a, b));
-                }
-                let h = sub_hash(&sc.cat_hash, &sc.pow, cat_at[idx], cat_at[idx + n]);
-                if sc.grams.entry(h, idx, |a, b| range(a) == range(b)).1 {
-                    idx += 1;
-                } else {
-                    repeated += sc.chars_at[idx + n] - sc.chars_at[idx];
-                    idx += n;
+            if n > 0 && n <= nw {
+                let m = nw - n + 1;
+                hv.clear();
+                hv.extend((0..m).map(|i| {
+                    let (a, b) = (cat_at[i], cat_at[i + n]);
+                    ch[b].wrapping_sub(ch[a].wrapping_mul(pow[b - a]))
+                }));
+                grams.reset(nw, false);
+                let range = |w: usize| &cat[cat_at[w]..cat_at[w + n]];
+                let mut idx = 0usize;
+                while idx < m {
+                    if let Some(&ahead) = hv.get(idx + PREFETCH) {
+                        grams.prefetch(ahead);
+                    }
+                    if grams.entry(hv[idx], idx, |a, b| range(a) == range(b)).1 {
+                        idx += 1;
+                    } else {
+                        repeated += chars_at[idx + n] - chars_at[idx];
+                        idx += n;
+                    }
                 }
             }
             s[base + k] = div(repeated as f64, text_len);
