@@ -183,6 +183,9 @@ pub struct WordTokenizer {
     units_max: usize,
     prefix: Regex,
     suffix: Regex,
+    /// ASCII characters that are a prefix (suffix) by themselves, read off the patterns.
+    prefix1: [bool; 128],
+    suffix1: [bool; 128],
     /// spaCy's URL pattern, host-name branch.
     url_host: Regex,
     /// spaCy's URL pattern, IPv4 branch (the address captured: spaCy's lookaheads refuse
@@ -316,6 +319,8 @@ impl WordTokenizer {
                 .unwrap_or(0),
             prefix: re(&prefix),
             suffix: re(&suffix),
+            prefix1: [false; 128],
+            suffix1: [false; 128],
             url_host: re(&url_host),
             url_ip: re(&url_ip),
             alpha: re(&format!("^[{}]$", class("ALPHA"))),
@@ -323,6 +328,17 @@ impl WordTokenizer {
             alpha_upper: re(&format!("^[{}]$", class("ALPHA_UPPER"))),
             icons: re(&format!("^[{icons}]$")),
         };
+        for b in 0u8..128 {
+            let c = b as char;
+            tok.prefix1[b as usize] = tok
+                .prefix
+                .find(&format!("{c}a"))
+                .is_some_and(|m| m.end() == 1);
+            tok.suffix1[b as usize] = tok
+                .suffix
+                .find(&format!("a{c}"))
+                .is_some_and(|m| m.start() == 1);
+        }
         // spaCy adds each special case to a phrase matcher under its affix-only split
         // (`_tokenize_affixes(string, False)`); only splits of two or more tokens can merge.
         let mut merge = HashMap::default();
@@ -477,7 +493,6 @@ impl WordTokenizer {
 
     /// Appends the words of `text` to `out` (whitespace tokens dropped, as datatrove does).
     pub fn words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
-        let base = out.len();
         let bytes = text.as_bytes();
         let mut i = 0;
         loop {
@@ -486,9 +501,14 @@ impl WordTokenizer {
                 break;
             }
             i = scan_space(text, start, true);
+            let first = out.len();
             self.chunk(&text[start..i], out, true);
+            // Special cases merge only runs of tokens with nothing between them, so within
+            // one chunk, and only where it split.
+            if out.len() - first >= 2 {
+                self.merge_specials(text, out, first);
+            }
         }
-        self.merge_specials(text, out, base);
     }
 
     /// Counts sentences the way spaCy's sentencizer over this tokenizer does (datatrove's
@@ -521,7 +541,12 @@ impl WordTokenizer {
                 .find(|c| s.starts_with(*c))
                 .map_or(0, |c| c.len());
         }
-        self.prefix.find(s).map_or(0, |m| m.end())
+        match s.as_bytes().first() {
+            // Other ASCII characters begin only one-character prefixes (the multi-character
+            // ones begin with `.`, a letter or a non-ASCII character).
+            Some(&b) if b < 0x80 && b != b'.' => usize::from(self.prefix1[b as usize]),
+            _ => self.prefix.find(s).map_or(0, |m| m.end()),
+        }
     }
 
     fn find_suffix(&self, s: &str) -> usize {
@@ -536,7 +561,14 @@ impl WordTokenizer {
                 .find(|p| s.ends_with(*p))
                 .map_or(s.len(), |p| s.len() - p.len())
         } else {
-            self.suffix.find(s).map_or(s.len(), |m| m.start())
+            match s.as_bytes().last() {
+                // Other ASCII characters end only one-character suffixes (the multi-character
+                // ones end in `.`, `s`, `S` or a non-ASCII character).
+                Some(&b) if b < 0x80 && b != b'.' => {
+                    s.len() - usize::from(self.suffix1[b as usize])
+                }
+                _ => self.suffix.find(s).map_or(s.len(), |m| m.start()),
+            }
         };
         if let Some(head) = s.strip_suffix('+') {
             if head.ends_with(|c: char| c.is_ascii_digit()) {
@@ -992,6 +1024,24 @@ mod tests {
         let t = WordTokenizer::get();
         for k in t.specials.keys() {
             assert!(t.maybe_special(k), "{k}");
+        }
+        // One-character prefix and suffix tables agree with the patterns in two-character
+        // contexts (no longer affix begins or ends with these characters).
+        let punct: Vec<char> = (0u8..128)
+            .map(char::from)
+            .filter(|c| !c.is_ascii_alphanumeric() && *c != '.')
+            .collect();
+        for &c1 in &punct {
+            for &c2 in &punct {
+                let s = format!("ab{c1}{c2}");
+                let want = t.suffix.find(&s).map_or(s.len(), |m| m.start());
+                assert_eq!(s.len() - usize::from(t.suffix1[c2 as usize]), want, "{s:?}");
+                let s = format!("{c1}{c2}ab");
+                let want = t.prefix.find(&s).map_or(0, |m| m.end());
+                if c1 != '+' {
+                    assert_eq!(usize::from(t.prefix1[c1 as usize]), want, "{s:?}");
+                }
+            }
         }
         // Prefix and suffix shortcuts for chunks starting or ending in a letter or digit.
         for (w, pre, suf) in [
