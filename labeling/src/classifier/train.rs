@@ -9,6 +9,8 @@
 //!   the document's input rows move by the hidden gradient divided by the number of
 //!   features (fastText's normalisation for supervised models).
 //! - The learning rate decays linearly from `lr` to zero over `epochs × tokens`.
+//! - The rows are scattered over a matrix far larger than the caches, so SGD mostly waits
+//!   on memory: the forward pass prefetches the rows 8 features ahead.
 //! - One thread (`threads = 1`) updates the weights in place, example after example.
 //! - Several threads work in rounds, deterministically. The documents of each epoch are
 //!   shuffled (seeded) and dealt out in order: in a round, each thread takes the next
@@ -23,15 +25,17 @@
 //!   run's progress as if every thread went at its pace.
 //! - Determinism: the same data, options, seed and thread count give a byte-identical
 //!   model file (the model header keeps no wall-clock timings for that reason; see
-//!   `job.rs`). Different thread counts give different (equally trained) models, as the
-//!   documents of a round are split differently; `threads = 0` means all cores, so it
-//!   depends on the machine. The rounds are checked against a naive definition (every
-//!   thread on full copies of the matrices) in the tests.
-//! - No lock and no unsafe code: during a round the shared matrix is only read; the merge
-//!   writes disjoint row ranges from separate threads. fastText's races on plain floats
-//!   would be undefined behaviour in Rust; the earlier Hogwild version here used relaxed
-//!   atomics instead, which the compiler does not vectorise, and both threads wrote the
-//!   2 × dim output matrix on every example, so two threads trained slower than one.
+//!   `job.rs`). Different thread counts give different models (as accurate on the bench
+//!   and the tests), as the documents of a round are split differently; `threads = 0`
+//!   means all cores, so it depends on the machine. The rounds are checked against a naive
+//!   definition (every thread on full copies of the matrices) in the tests.
+//! - No shared writes: during a round the shared matrix is only read; the merge writes
+//!   disjoint row ranges from separate threads (the only `unsafe` is a prefetch hint, the
+//!   only lock guards a thread's own row map and is never contended). fastText's races on
+//!   plain floats would be undefined behaviour in Rust; the earlier Hogwild version here
+//!   used relaxed atomics instead, which the compiler does not vectorise, and both threads
+//!   wrote the 2 × dim output matrix on every example, so two threads trained slower than
+//!   one.
 
 use std::sync::Mutex;
 use std::time::Instant;
