@@ -191,10 +191,10 @@ pub struct WordTokenizer {
     /// spaCy's URL pattern, IPv4 branch (the address captured: spaCy's lookaheads refuse
     /// private and loopback ranges, which Rust's regex cannot express).
     url_ip: Regex,
-    alpha: Regex,
-    alpha_lower: Regex,
-    alpha_upper: Regex,
-    icons: Regex,
+    alpha: CharClass,
+    alpha_lower: CharClass,
+    alpha_upper: CharClass,
+    icons: CharClass,
 }
 
 /// The first byte at or after `i` whose character is (`space`) or is not whitespace.
@@ -323,10 +323,10 @@ impl WordTokenizer {
             suffix1: [false; 128],
             url_host: re(&url_host),
             url_ip: re(&url_ip),
-            alpha: re(&format!("^[{}]$", class("ALPHA"))),
-            alpha_lower: re(&format!("^[{al}]$")),
-            alpha_upper: re(&format!("^[{}]$", class("ALPHA_UPPER"))),
-            icons: re(&format!("^[{icons}]$")),
+            alpha: CharClass::new(re(&format!("^[{}]$", class("ALPHA")))),
+            alpha_lower: CharClass::new(re(&format!("^[{al}]$"))),
+            alpha_upper: CharClass::new(re(&format!("^[{}]$", class("ALPHA_UPPER")))),
+            icons: CharClass::new(re(&format!("^[{icons}]$"))),
         };
         for b in 0u8..128 {
             let c = b as char;
@@ -466,29 +466,22 @@ impl WordTokenizer {
         if c.is_ascii() {
             return c.is_ascii_alphabetic();
         }
-        let mut b = [0u8; 4];
-        self.alpha.is_match(c.encode_utf8(&mut b))
+        self.alpha.contains(c)
     }
     fn is_lower(&self, c: char) -> bool {
         if c.is_ascii() {
             return c.is_ascii_lowercase();
         }
-        let mut b = [0u8; 4];
-        self.alpha_lower.is_match(c.encode_utf8(&mut b))
+        self.alpha_lower.contains(c)
     }
     fn is_upper(&self, c: char) -> bool {
         if c.is_ascii() {
             return c.is_ascii_uppercase();
         }
-        let mut b = [0u8; 4];
-        self.alpha_upper.is_match(c.encode_utf8(&mut b))
+        self.alpha_upper.contains(c)
     }
     fn is_icon(&self, c: char) -> bool {
-        if c.is_ascii() {
-            return false;
-        }
-        let mut b = [0u8; 4];
-        self.icons.is_match(c.encode_utf8(&mut b))
+        !c.is_ascii() && self.icons.contains(c)
     }
 
     /// Appends the words of `text` to `out` (whitespace tokens dropped, as datatrove does).
@@ -847,9 +840,40 @@ fn is_unicode_punct(c: char) -> bool {
         return c.is_ascii_punctuation()
             && !matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '`' | '|' | '~');
     }
-    static P: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{P}$").expect("punct regex"));
-    let mut b = [0u8; 4];
-    P.is_match(c.encode_utf8(&mut b))
+    static P: LazyLock<CharClass> =
+        LazyLock::new(|| CharClass::new(Regex::new(r"^\p{P}$").expect("punct regex")));
+    P.contains(c)
+}
+
+/// A one-character pattern with its answers for the Basic Multilingual Plane in a bitmap
+/// (8 KiB, filled once); characters above it ask the pattern.
+struct CharClass {
+    re: Regex,
+    bmp: Box<[u64]>,
+}
+
+impl CharClass {
+    fn new(re: Regex) -> Self {
+        let mut bmp = vec![0u64; 0x10000 / 64].into_boxed_slice();
+        let mut b = [0u8; 4];
+        for c in (0..0x10000u32).filter_map(char::from_u32) {
+            if re.is_match(c.encode_utf8(&mut b)) {
+                bmp[c as usize / 64] |= 1 << (c as u32 % 64);
+            }
+        }
+        CharClass { re, bmp }
+    }
+
+    #[inline]
+    fn contains(&self, c: char) -> bool {
+        let cp = c as u32;
+        if cp < 0x10000 {
+            self.bmp[cp as usize / 64] >> (cp % 64) & 1 != 0
+        } else {
+            let mut b = [0u8; 4];
+            self.re.is_match(c.encode_utf8(&mut b))
+        }
+    }
 }
 
 /// Words of recently split texts, keyed by the text's 128-bit XXH3 hash: the Gopher quality,
