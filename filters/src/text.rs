@@ -73,6 +73,17 @@ pub fn py_splitlines(s: &str) -> SplitLines<'_> {
     SplitLines { rest: s }
 }
 
+/// Bytes that start a line boundary (ASCII ones) or may (any non-ASCII lead byte).
+const LINE_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1e) || b >= 0x80;
+        b += 1;
+    }
+    t
+};
+
 /// Iterator of [`py_splitlines`].
 pub struct SplitLines<'a> {
     rest: &'a str,
@@ -85,11 +96,17 @@ impl<'a> Iterator for SplitLines<'a> {
             return None;
         }
         let bytes = self.rest.as_bytes();
-        // Fast scan: every boundary starts with one of these bytes.
+        // Fast scan: every boundary starts with a byte marked in LINE_BYTE.
         let mut i = 0;
         while i < bytes.len() {
+            while i < bytes.len() && !LINE_BYTE[bytes[i] as usize] {
+                i += 1;
+            }
+            if i == bytes.len() {
+                break;
+            }
             let b = bytes[i];
-            if b == b'\n' || b == b'\r' || b == 0x0b || b == 0x0c || (0x1c..=0x1e).contains(&b) {
+            if b < 0x80 {
                 let line = &self.rest[..i];
                 let skip = if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
                     2
@@ -99,17 +116,13 @@ impl<'a> Iterator for SplitLines<'a> {
                 self.rest = &self.rest[i + skip..];
                 return Some(line);
             }
-            if b >= 0x80 {
-                let c = self.rest[i..].chars().next().unwrap_or('\0');
-                if is_line_boundary(c) {
-                    let line = &self.rest[..i];
-                    self.rest = &self.rest[i + c.len_utf8()..];
-                    return Some(line);
-                }
-                i += c.len_utf8();
-                continue;
+            let c = self.rest[i..].chars().next().unwrap_or('\0');
+            if is_line_boundary(c) {
+                let line = &self.rest[..i];
+                self.rest = &self.rest[i + c.len_utf8()..];
+                return Some(line);
             }
-            i += 1;
+            i += c.len_utf8();
         }
         let line = self.rest;
         self.rest = "";
