@@ -125,12 +125,11 @@ impl GopherRepetition {
 #[derive(Default)]
 pub struct Scratch {
     words: Vec<&'static str>,
-    /// Words concatenated, and where each starts (plus the end).
-    cat: String,
+    /// Where each word starts in the words joined (plus the end).
     cat_at: Vec<usize>,
     /// Cumulative character counts of the words.
     chars_at: Vec<usize>,
-    /// Prefix hashes of `cat` (bytes) and of the word hashes (words), and the powers of
+    /// Hashes of the first i words joined, and of the first i word hashes; the powers of
     /// each base.
     cat_hash: Vec<u64>,
     word_hash: Vec<u64>,
@@ -139,6 +138,9 @@ pub struct Scratch {
     grams: GramTable,
     /// One pass's n-gram hashes.
     hv: Vec<u64>,
+    /// Top n-gram passes: the positions counted, and each one's table slot.
+    repeated_at: Vec<u32>,
+    slot_of: Vec<u32>,
     /// Byte spans of the paragraphs or lines of [`duplicate_parts`].
     spans: Vec<(u32, u32)>,
 }
@@ -186,20 +188,6 @@ const BASE: u64 = 0x100_0000_01b3;
 const PREFETCH: usize = 8;
 const WORD_BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// Polynomial hashes of every prefix of `s` (`pre[i]` covers `s[..i]`), so that
-/// [`sub_hash`] gives any substring's hash in O(1); `pow` grows to hold `BASE^k`, k ≤ len.
-fn prefix_hashes(s: &[u8], pre: &mut Vec<u64>, pow: &mut Vec<u64>) {
-    pre.clear();
-    pre.reserve(s.len() + 1);
-    pre.push(0);
-    let mut h = 0u64;
-    for &c in s {
-        h = h.wrapping_mul(BASE).wrapping_add(u64::from(c) + 1);
-        pre.push(h);
-    }
-    powers(pow, BASE, s.len());
-}
-
 /// Grows `pow` to hold `base^k` for k ≤ `n`.
 fn powers(pow: &mut Vec<u64>, base: u64, n: usize) {
     if pow.is_empty() {
@@ -209,11 +197,6 @@ fn powers(pow: &mut Vec<u64>, base: u64, n: usize) {
         let last = pow[pow.len() - 1];
         pow.push(last.wrapping_mul(base));
     }
-}
-
-#[inline]
-fn sub_hash(pre: &[u64], pow: &[u64], a: usize, b: usize) -> u64 {
-    pre[b].wrapping_sub(pre[a].wrapping_mul(pow[b - a]))
 }
 
 /// An open-addressing set of word n-grams keyed by precomputed 64-bit hashes: the slot
@@ -331,69 +314,107 @@ impl DocKernel for GopherRepetition {
         s[2] = div(ld as f64, n_lines as f64);
         s[3] = div(lc as f64, text_len);
 
+        // The buffer outlives no call: reuse its allocation with this call's lifetime.
         let mut words: Vec<&str> = std::mem::take(&mut sc.words);
         words.clear();
         WordTokenizer::get().words_cached(text, &mut words);
-        sc.cat.clear();
+        let nw = words.len();
+        // datatrove's duplicate n-grams compare the words joined without a separator. Their
+        // hashes come from each word's own polynomial hash (words hash independently, so
+        // the CPU overlaps them) chained over byte offsets: `cat_hash[i]` is the hash of
+        // the first i words joined, `cat_at[i]` its length in bytes.
         sc.cat_at.clear();
         sc.chars_at.clear();
-        let mut chars = 0;
+        sc.cat_hash.clear();
+        sc.word_hash.clear();
+        let (mut at, mut chars, mut ch, mut wh) = (0usize, 0usize, 0u64, 0u64);
+        let mut longest = 0;
         for w in &words {
-            sc.cat_at.push(sc.cat.len());
-            sc.cat.push_str(w);
+            sc.cat_at.push(at);
             sc.chars_at.push(chars);
+            sc.cat_hash.push(ch);
+            sc.word_hash.push(wh);
+            let mut h = 0u64;
+            for &b in w.as_bytes() {
+                h = h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1);
+            }
+            longest = longest.max(w.len());
+            powers(&mut sc.pow, BASE, longest);
+            ch = ch.wrapping_mul(sc.pow[w.len()]).wrapping_add(h);
+            // Word n-grams (space-joined in datatrove; words hold no space, so equal joined
+            // n-grams are equal word sequences) hash from the words' hashes.
+            wh = wh.wrapping_mul(WORD_BASE).wrapping_add(h ^ (h >> 29));
+            at += w.len();
             chars += char_len(w);
         }
-        sc.cat_at.push(sc.cat.len());
+        sc.cat_at.push(at);
         sc.chars_at.push(chars);
-        let nw = words.len();
-        words.clear();
-        sc.words = words.into_iter().map(|_| "").collect();
-        prefix_hashes(sc.cat.as_bytes(), &mut sc.cat_hash, &mut sc.pow);
-        // Word n-grams (space-joined in datatrove; words hold no space, so equal joined
-        // n-grams are equal word sequences) hash from the words' own hashes.
-        sc.word_hash.clear();
-        sc.word_hash.push(0);
-        let mut h = 0u64;
-        for i in 0..nw {
-            let w = sub_hash(&sc.cat_hash, &sc.pow, sc.cat_at[i], sc.cat_at[i + 1]);
-            h = h.wrapping_mul(WORD_BASE).wrapping_add(w ^ (w >> 29));
-            sc.word_hash.push(h);
-        }
+        sc.cat_hash.push(ch);
+        sc.word_hash.push(wh);
         powers(&mut sc.word_pow, WORD_BASE, nw);
-        let (cat, cat_at, chars_at) = (sc.cat.as_bytes(), &sc.cat_at[..], &sc.chars_at[..]);
+        powers(&mut sc.pow, BASE, at);
+        let (cat_at, chars_at) = (&sc.cat_at[..], &sc.chars_at[..]);
         let (grams, hv) = (&mut sc.grams, &mut sc.hv);
+        let ws = &words[..];
 
         let base = 4;
+        // Positions whose previous-pass n-gram (one word shorter) occurs more than once:
+        // an n-gram can only repeat where its first n - 1 words do, so the next pass
+        // counts just those and knows every other n-gram occurs once.
+        let (rep, slot_of) = (&mut sc.repeated_at, &mut sc.slot_of);
+        let mut prev_n = None;
         for (k, (n, _)) in c.top_n_grams.iter().enumerate() {
             let n = *n;
             if n == 0 || nw < n {
+                prev_n = None;
                 continue;
             }
             // Counter.most_common(1): the highest count, first seen among ties.
             let m = nw - n + 1;
+            let pruned = prev_n == Some(n - 1);
             let (wh, p) = (&sc.word_hash[..], sc.word_pow[n]);
             hv.clear();
-            hv.extend((0..m).map(|i| wh[i + n].wrapping_sub(wh[i].wrapping_mul(p))));
-            grams.reset(m, true);
-            // Same words: same bytes and the same word boundaries.
-            let same = |a: usize, b: usize| {
-                cat[cat_at[a]..cat_at[a + n]] == cat[cat_at[b]..cat_at[b + n]]
-                    && (1..n).all(|k| cat_at[a + k] - cat_at[a] == cat_at[b + k] - cat_at[b])
-            };
+            if pruned {
+                rep.retain(|&i| (i as usize) < m);
+            } else {
+                rep.clear();
+                rep.extend(0..m as u32);
+            }
+            hv.extend(rep.iter().map(|&i| {
+                let i = i as usize;
+                wh[i + n].wrapping_sub(wh[i].wrapping_mul(p))
+            }));
+            grams.reset(hv.len(), true);
+            let same = |a: usize, b: usize| ws[a..a + n] == ws[b..b + n];
             // (count, first word) of the best so far: most counts, then first seen.
             let (mut best_count, mut best_i) = (0u32, 0u32);
-            for i in 0..m {
-                if let Some(&ahead) = hv.get(i + PREFETCH) {
+            slot_of.clear();
+            for (j, &i) in rep.iter().enumerate() {
+                if let Some(&ahead) = hv.get(j + PREFETCH) {
                     grams.prefetch(ahead);
                 }
-                let (slot, _) = grams.entry(hv[i], i, same);
+                let (slot, _) = grams.entry(hv[j], i as usize, same);
+                slot_of.push(slot as u32);
                 grams.counts[slot] += 1;
                 let (c, first) = (grams.counts[slot], grams.words[slot]);
                 if c > best_count || (c == best_count && first < best_i) {
                     (best_count, best_i) = (c, first);
                 }
             }
+            if best_count <= 1 {
+                // Every n-gram occurs once: the first one wins.
+                (best_count, best_i) = (1, 0);
+            }
+            // The positions whose n-gram repeats, for the next pass.
+            let mut w = 0;
+            for j in 0..rep.len() {
+                if grams.counts[slot_of[j] as usize] >= 2 {
+                    rep[w] = rep[j];
+                    w += 1;
+                }
+            }
+            rep.truncate(w);
+            prev_n = Some(n);
             let bi = best_i as usize;
             let len = chars_at[bi + n] - chars_at[bi] + (n - 1);
             s[base + k] = div((len * best_count as usize) as f64, text_len);
@@ -407,17 +428,22 @@ impl DocKernel for GopherRepetition {
                 let m = nw - n + 1;
                 hv.clear();
                 hv.extend((0..m).map(|i| {
-                    let (a, b) = (cat_at[i], cat_at[i + n]);
-                    ch[b].wrapping_sub(ch[a].wrapping_mul(pow[b - a]))
+                    let len = cat_at[i + n] - cat_at[i];
+                    ch[i + n].wrapping_sub(ch[i].wrapping_mul(pow[len]))
                 }));
                 grams.reset(nw, false);
-                let range = |w: usize| &cat[cat_at[w]..cat_at[w + n]];
+                // The same words joined: same length, then the same bytes.
+                let joined = |w: usize| ws[w..w + n].iter().flat_map(|x| x.bytes());
+                let same = |a: usize, b: usize| {
+                    cat_at[a + n] - cat_at[a] == cat_at[b + n] - cat_at[b]
+                        && joined(a).eq(joined(b))
+                };
                 let mut idx = 0usize;
                 while idx < m {
                     if let Some(&ahead) = hv.get(idx + PREFETCH) {
                         grams.prefetch(ahead);
                     }
-                    if grams.entry(hv[idx], idx, |a, b| range(a) == range(b)).1 {
+                    if grams.entry(hv[idx], idx, same).1 {
                         idx += 1;
                     } else {
                         repeated += chars_at[idx + n] - chars_at[idx];
@@ -427,6 +453,9 @@ impl DocKernel for GopherRepetition {
             }
             s[base + k] = div(repeated as f64, text_len);
         }
+
+        words.clear();
+        sc.words = words.into_iter().map(|_| "").collect();
 
         if on(c.dup_para_frac) && s[0] > c.dup_para_frac {
             return Outcome::reject("dup_para_frac");
@@ -457,6 +486,7 @@ impl DocKernel for GopherRepetition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn run(text: &str) -> (Option<String>, Vec<f64>) {
         let k = GopherRepetition::new(GopherRepetitionConfig::default());
@@ -511,6 +541,73 @@ mod tests {
         assert!((s[4] - 6.0 / 21.0).abs() < 1e-12, "{}", s[4]);
         // Nothing repeats at 6 words and above.
         assert_eq!(&s[8..], &[0.0; 5]);
+    }
+
+    /// datatrove's n-gram signals computed plainly (string keys, a Counter), for comparison.
+    fn plain_ngram_signals(text: &str) -> Vec<f64> {
+        let words = crate::words::split_words(text);
+        let total = char_len(text) as f64;
+        let cfg = GopherRepetitionConfig::default();
+        let mut out = Vec::new();
+        for (n, _) in &cfg.top_n_grams {
+            let grams: Vec<String> = words.windows(*n).map(|w| w.join(" ")).collect();
+            let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+            for (i, g) in grams.iter().enumerate() {
+                counts.entry(g).or_insert((0, i)).0 += 1;
+            }
+            let best = counts
+                .iter()
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)));
+            out.push(best.map_or(f64::NAN, |(g, (c, _))| (char_len(g) * c) as f64 / total));
+        }
+        for (n, _) in &cfg.dup_n_grams {
+            let grams: Vec<String> = words.windows(*n).map(|w| w.concat()).collect();
+            let (mut seen, mut repeated, mut idx) = (HashSet::<&str>::new(), 0, 0);
+            while idx < grams.len() {
+                if seen.contains(grams[idx].as_str()) {
+                    repeated += char_len(&grams[idx]);
+                    idx += n;
+                } else {
+                    seen.insert(&grams[idx]);
+                    idx += 1;
+                }
+            }
+            out.push(repeated as f64 / total);
+        }
+        out
+    }
+
+    #[test]
+    fn ngram_signals_equal_a_plain_counter_on_real_text() {
+        let raw = include_str!("../../tests/data/corpus/mixed.jsonl");
+        let mut texts: Vec<String> = raw
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["text"].as_str().map(str::to_string))
+            .collect();
+        // Repetition as spam has it, and joined-text collisions across word boundaries.
+        texts.push(format!(
+            "{} {}",
+            texts[0],
+            "buy cheap pills now ".repeat(30)
+        ));
+        texts.push("ab c d e f g a bc d e f g ab c d e f g".into());
+        assert!(texts.len() >= 50);
+        let mut sc = Scratch::default();
+        for t in &texts {
+            let k = GopherRepetition::new(GopherRepetitionConfig::default());
+            let mut s = vec![f64::NAN; k.signals().len()];
+            k.eval(t, &mut sc, &mut s);
+            let want = plain_ngram_signals(t);
+            for (j, w) in want.iter().enumerate() {
+                let got = s[4 + j];
+                assert!(
+                    (got - w).abs() < 1e-12 || (got.is_nan() && w.is_nan()),
+                    "{} signal {j}: {got} vs {w}: {t:.80}",
+                    k.signals()[4 + j]
+                );
+            }
+        }
     }
 
     #[test]
