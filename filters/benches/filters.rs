@@ -1,4 +1,4 @@
-//! Criterion bench of each filter family over real text (the mixed corpus fixture, tests/data/corpus/mixed.jsonl).
+//! Criterion bench of each filter family and of the word splitter over real text (the mixed corpus fixture, tests/data/corpus/mixed.jsonl).
 
 use std::sync::Arc;
 
@@ -52,6 +52,27 @@ fn bench(c: &mut Criterion) {
             bn.iter(|| stage.apply(&BatchCtx::default(), b.clone()).unwrap())
         });
     }
+    // The word splitter alone (spaCy's English rules), which the Gopher, C4 and FineWeb
+    // families share.
+    let texts = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    let tok = quern_filters::words::WordTokenizer::get();
+    g.bench_function("words", |bn| {
+        let mut words = Vec::new();
+        bn.iter(|| {
+            let mut n = 0;
+            for t in texts.iter().flatten() {
+                words.clear();
+                tok.words(t, &mut words);
+                n += words.len();
+            }
+            n
+        })
+    });
     g.finish();
 }
 

@@ -170,13 +170,11 @@ fn duplicate_parts(text: &str, min: usize, sc: &mut Scratch) -> (usize, usize, u
     let part = |k: usize| &b[spans[k].0 as usize..spans[k].1 as usize];
     sc.grams.reset(spans.len(), false);
     let (mut n, mut chars) = (0, 0);
-    for k in 0..spans.len() {
-        let p = part(k);
-        let h = xxhash_rust::xxh3::xxh3_64(p);
-        if !sc.grams.entry(h, k, |a, c| part(a) == part(c)).1 {
+    for (k, &(a, c)) in spans.iter().enumerate() {
+        let h = xxhash_rust::xxh3::xxh3_64(part(k));
+        if !sc.grams.entry(h, k, |x, y| part(x) == part(y)).1 {
             n += 1;
             // Parts end at ASCII newlines: whole characters.
-            let (a, c) = spans[k];
             chars += char_len(&text[a as usize..c as usize]);
         }
     }
