@@ -699,8 +699,52 @@ impl WordTokenizer {
 
     /// Splits one whitespace-free chunk; `specials`: consult the special cases (spaCy's
     /// `with_special_cases`).
+    /// Fast path for ASCII letters with one punctuation character before, after or both
+    /// (`(word`, `word,`, `"word"`, `word.` after a lower-case letter), none of the pieces a
+    /// special case: the affix loop would split off exactly that character (the one-character
+    /// tables), find nothing more in the letters, and keep them whole. `false`: not such a
+    /// chunk, nothing pushed.
+    fn affixed_word<'a>(&self, s: &'a str, out: &mut Vec<&'a str>) -> bool {
+        let b = s.as_bytes();
+        let n = b.len();
+        if n < 2 {
+            return false;
+        }
+        let pre =
+            usize::from(b[0] < 0x80 && b[0] != b'.' && b[0] != b'+' && self.prefix1[b[0] as usize]);
+        let last = b[n - 1];
+        let suf = usize::from(
+            n > pre + 1
+                && last < 0x80
+                && if last == b'.' {
+                    b[n - 2].is_ascii_lowercase()
+                } else {
+                    self.suffix1[last as usize]
+                },
+        );
+        if pre + suf == 0 || n <= pre + suf {
+            return false;
+        }
+        let core = &s[pre..n - suf];
+        if !core.bytes().all(|c| c.is_ascii_alphabetic())
+            || self.maybe_special(s)
+            || self.maybe_special(core)
+            || self.maybe_special(&s[pre..])
+            || self.maybe_special(&s[..n - suf])
+        {
+            return false;
+        }
+        if pre == 1 {
+            out.push(&s[..1]);
+        }
+        out.push(core);
+        if suf == 1 {
+            out.push(&s[n - 1..]);
+        }
+        true
+    }
+
     fn chunk<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, specials: bool) {
-        let special = |k: &str| specials && self.special(k).is_some();
         if let Some(p) = self.special(s).filter(|_| specials) {
             self.push_special(s, p, out);
             return;
@@ -710,6 +754,15 @@ impl WordTokenizer {
             out.push(s);
             return;
         }
+        if specials && self.affixed_word(s, out) {
+            return;
+        }
+        self.affix_split(s, out, specials);
+    }
+
+    /// spaCy's affix loop, then URL, special case or infixes for what remains.
+    fn affix_split<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, specials: bool) {
+        let special = |k: &str| specials && self.special(k).is_some();
         // Prefixes go straight to `out` (nothing else is pushed before them); suffixes, which
         // come out last found first, wait in a small stack buffer.
         let mut suffixes = Suffixes::default();
@@ -1103,6 +1156,38 @@ mod tests {
         let mut v = Vec::new();
         t.words_cached(texts[0], &mut v);
         assert_eq!(v, split_words(texts[0]));
+    }
+
+    #[test]
+    fn affixed_word_shortcut_agrees_with_the_affix_loop() {
+        let t = WordTokenizer::get();
+        let marks: Vec<String> = std::iter::once(String::new())
+            .chain(
+                (0u8..128)
+                    .map(char::from)
+                    .filter(char::is_ascii_punctuation)
+                    .map(String::from),
+            )
+            .collect();
+        let mut checked = 0;
+        for w in [
+            "word", "Word", "USA", "etc", "e", "Mr", "vs", "cannot", "a", "I", "Dr", "co", "aB",
+        ] {
+            for p in &marks {
+                for q in &marks {
+                    let s = format!("{p}{w}{q}");
+                    let mut fast = Vec::new();
+                    if !t.affixed_word(&s, &mut fast) {
+                        continue;
+                    }
+                    let mut slow = Vec::new();
+                    t.affix_split(&s, &mut slow, true);
+                    assert_eq!(fast, slow, "{s:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]
