@@ -25,6 +25,8 @@
 //! min_doc_words = 50
 //! ```
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 
 use crate::kernel::{DocKernel, Outcome};
@@ -136,6 +138,18 @@ pub struct Scratch {
     seen: Vec<bool>,
 }
 
+/// Per byte: 1 for an ASCII character outside datatrove's punctuation set, 2 for an ASCII
+/// letter, 4 for any byte of a non-ASCII character.
+static ASCII_CLASS: LazyLock<[u8; 256]> = LazyLock::new(|| {
+    let mut t = [4u8; 256];
+    for b in 0u8..128 {
+        let c = b as char;
+        t[b as usize] =
+            u8::from(!PUNCTUATION_SET.contains(c)) | (u8::from(c.is_ascii_alphabetic()) << 1);
+    }
+    t
+});
+
 /// Whether a word holds a character outside datatrove's punctuation set.
 pub(crate) fn is_non_symbol(w: &str) -> bool {
     w.chars().any(|c| !PUNCTUATION_SET.contains(c))
@@ -164,15 +178,17 @@ impl DocKernel for GopherQuality {
         let (mut n_ns, mut ns_len, mut n_alpha) = (0usize, 0usize, 0usize);
         scratch.seen.clear();
         scratch.seen.resize(c.stop_words.len(), false);
-        let punct = &*PUNCTUATION_SET;
+        let class = &*ASCII_CLASS;
         for w in &words {
-            if w.is_ascii() {
-                let b = w.as_bytes();
-                if b.iter().any(|&c| !punct.contains(c as char)) {
+            // One pass: OR of the bytes' classes (bit 0: not punctuation, 1: letter, 2: not
+            // ASCII).
+            let bits = w.bytes().fold(0u8, |a, b| a | class[b as usize]);
+            if bits & 4 == 0 {
+                if bits & 1 != 0 {
                     n_ns += 1;
-                    ns_len += b.len();
+                    ns_len += w.len();
                 }
-                if b.iter().any(u8::is_ascii_alphabetic) {
+                if bits & 2 != 0 {
                     n_alpha += 1;
                 }
             } else {
