@@ -215,6 +215,7 @@ mod tests {
 
     #[test]
     fn bf16_autocast_runs_matmuls_in_bf16_on_cpu() {
+        let _rng = crate::torch_rng_lock();
         let a = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
         assert!(!autocast_enabled(Device::Cpu));
@@ -229,6 +230,7 @@ mod tests {
 
     #[test]
     fn scaler_halves_on_overflow_and_grows_after_good_steps() {
+        let _rng = crate::torch_rng_lock();
         let mut s = LossScaler::new(Precision::Fp16, 1024.0, 2);
         s.update(false);
         assert_eq!(s.scale, 512.0);
@@ -242,6 +244,7 @@ mod tests {
 
     #[test]
     fn tf32_switch_is_accepted() {
+        let _rng = crate::torch_rng_lock();
         set_tf32(true).unwrap();
         set_tf32(false).unwrap();
     }

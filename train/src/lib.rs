@@ -31,3 +31,12 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use trainer::{train, train_with, TrainOptions, TrainReport};
+
+/// Unit tests that seed or draw from libtorch's global RNG hold this, so that tests running
+/// in parallel cannot interleave their draws (two models built "from the same seed" would
+/// otherwise differ now and then).
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -388,6 +388,7 @@ mod tests {
 
     #[test]
     fn every_variant_gives_logits_of_the_right_shape() {
+        let _rng = crate::torch_rng_lock();
         let variants = [
             tiny(Positions::Learned, Norm::LayerNorm, Mlp::Gelu, false, true),
             tiny(Positions::Rotary, Norm::RmsNorm, Mlp::SwiGlu, false, false),
@@ -411,6 +412,7 @@ mod tests {
 
     #[test]
     fn decoder_is_causal_and_encoder_is_not() {
+        let _rng = crate::torch_rng_lock();
         let cfg = tiny(Positions::Rotary, Norm::LayerNorm, Mlp::Gelu, false, true);
         tch::manual_seed(1);
         let m = Transformer::new(&cfg, Device::Cpu);

@@ -129,6 +129,7 @@ mod tests {
 
     #[test]
     fn clm_shifts_by_one() {
+        let _rng = crate::torch_rng_lock();
         let rows = Tensor::arange(10, (Kind::Int64, tch::Device::Cpu)).view([2, 5]);
         let p = Clm.prepare(&rows);
         assert_eq!(
@@ -144,6 +145,7 @@ mod tests {
 
     #[test]
     fn mlm_follows_80_10_10() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(7);
         let (b, t) = (64i64, 257i64);
         // Ids 10.. so that the mask id (1) and pad (0) never occur in the input.

@@ -230,6 +230,7 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
+        let _rng = crate::torch_rng_lock();
         let cfg = OptimConfig {
             lr: 1.0,
             min_lr: Some(0.1),
@@ -289,6 +290,7 @@ mod tests {
 
     #[test]
     fn fused_kernel_matches_the_per_tensor_update() {
+        let _rng = crate::torch_rng_lock();
         let cfg = OptimConfig {
             weight_decay: 0.1,
             ..OptimConfig::default()
@@ -328,6 +330,7 @@ mod tests {
 
     #[test]
     fn norms_and_biases_are_not_decayed() {
+        let _rng = crate::torch_rng_lock();
         let cfg = OptimConfig {
             weight_decay: 0.5,
             ..OptimConfig::default()
@@ -347,6 +350,7 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_the_max_norm() {
+        let _rng = crate::torch_rng_lock();
         let mut m = model(true);
         backward(&m);
         let before = unscale_and_clip(m.params_mut(), 1.0, 0.0);
