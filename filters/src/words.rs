@@ -529,17 +529,12 @@ impl WordTokenizer {
         if let Some(rest) = s.strip_prefix('+') {
             return usize::from(!rest.starts_with(|c: char| c.is_ascii_digit()));
         }
-        if s.as_bytes()
-            .first()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        {
+        match s.as_bytes().first() {
             // Of the prefixes only the currencies `US$`, `C$` and `A$` start so.
-            return ["US$", "C$", "A$"]
+            Some(b) if b.is_ascii_alphanumeric() => ["US$", "C$", "A$"]
                 .iter()
                 .find(|c| s.starts_with(*c))
-                .map_or(0, |c| c.len());
-        }
-        match s.as_bytes().first() {
+                .map_or(0, |c| c.len()),
             // Other ASCII characters begin only one-character prefixes (the multi-character
             // ones begin with `.`, a letter or a non-ASCII character).
             Some(&b) if b < 0x80 && b != b'.' => usize::from(self.prefix1[b as usize]),
@@ -548,25 +543,16 @@ impl WordTokenizer {
     }
 
     fn find_suffix(&self, s: &str) -> usize {
-        let mut best = if s
-            .as_bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        {
-            // Every other suffix ends in a non-alphanumeric character.
-            POSSESSIVE
+        let mut best = match s.as_bytes().last() {
+            // Of the suffixes only the possessives end so.
+            Some(b) if b.is_ascii_alphanumeric() => POSSESSIVE
                 .iter()
                 .find(|p| s.ends_with(*p))
-                .map_or(s.len(), |p| s.len() - p.len())
-        } else {
-            match s.as_bytes().last() {
-                // Other ASCII characters end only one-character suffixes (the multi-character
-                // ones end in `.`, `s`, `S` or a non-ASCII character).
-                Some(&b) if b < 0x80 && b != b'.' => {
-                    s.len() - usize::from(self.suffix1[b as usize])
-                }
-                _ => self.suffix.find(s).map_or(s.len(), |m| m.start()),
-            }
+                .map_or(s.len(), |p| s.len() - p.len()),
+            // Other ASCII characters end only one-character suffixes (the multi-character
+            // ones end in `.`, `s`, `S` or a non-ASCII character).
+            Some(&b) if b < 0x80 && b != b'.' => s.len() - usize::from(self.suffix1[b as usize]),
+            _ => self.suffix.find(s).map_or(s.len(), |m| m.start()),
         };
         if let Some(head) = s.strip_suffix('+') {
             if head.ends_with(|c: char| c.is_ascii_digit()) {
@@ -697,8 +683,6 @@ impl WordTokenizer {
         }
     }
 
-    /// Splits one whitespace-free chunk; `specials`: consult the special cases (spaCy's
-    /// `with_special_cases`).
     /// Fast path for ASCII letters with one punctuation character before, after or both
     /// (`(word`, `word,`, `"word"`, `word.` after a lower-case letter), none of the pieces a
     /// special case: the affix loop would split off exactly that character (the one-character
@@ -744,6 +728,8 @@ impl WordTokenizer {
         true
     }
 
+    /// Splits one whitespace-free chunk; `specials`: consult the special cases (spaCy's
+    /// `with_special_cases`).
     fn chunk<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, specials: bool) {
         if let Some(p) = self.special(s).filter(|_| specials) {
             self.push_special(s, p, out);
@@ -962,10 +948,9 @@ impl WordTokenizer {
     /// [`Self::words`] through the shared word cache: the same words, computed once for
     /// stages that split the same text.
     pub fn words_cached<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
-        if text.len() < WORD_CACHE_MIN_TEXT || text.len() > u32::MAX as usize {
+        let Some(key) = cache_key(text) else {
             return self.words(text, out);
-        }
-        let key = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        };
         if self.cached_by_key(key, text, out) {
             return;
         }
@@ -977,14 +962,11 @@ impl WordTokenizer {
     /// Appends the words of `text` if the word cache holds them (another stage split this
     /// text); `false` (and nothing appended) if not.
     pub fn cached_words<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) -> bool {
-        text.len() >= WORD_CACHE_MIN_TEXT
-            && text.len() <= u32::MAX as usize
-            && self.cached_by_key(xxhash_rust::xxh3::xxh3_128(text.as_bytes()), text, out)
+        cache_key(text).is_some_and(|key| self.cached_by_key(key, text, out))
     }
 
     fn cached_by_key<'a>(&self, key: u128, text: &'a str, out: &mut Vec<&'a str>) -> bool {
-        let shard = &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS];
-        let hit = shard
+        let hit = cache_shard(key)
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map
@@ -1009,7 +991,6 @@ impl WordTokenizer {
     }
 
     fn remember(&self, key: u128, text: &str, words: &[&str]) {
-        let shard = &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS];
         let origin = text.as_ptr() as usize;
         let offsets: Arc<[u32]> = std::iter::once(text.len() as u32)
             .chain(words.iter().flat_map(|w| {
@@ -1018,7 +999,7 @@ impl WordTokenizer {
             }))
             .collect();
         let size = offsets.len() * 4 + 64;
-        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = cache_shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if s.bytes + size > WORD_CACHE_BYTES / WORD_CACHE_SHARDS {
             s.map.clear();
             s.bytes = 0;
@@ -1026,6 +1007,18 @@ impl WordTokenizer {
         s.bytes += size;
         s.map.insert(key, offsets);
     }
+}
+
+/// The word cache's key for `text`; `None` for texts it does not hold (too short to be worth
+/// a lookup, or too long for its 32-bit offsets).
+fn cache_key(text: &str) -> Option<u128> {
+    (WORD_CACHE_MIN_TEXT..=u32::MAX as usize)
+        .contains(&text.len())
+        .then(|| xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
+
+fn cache_shard(key: u128) -> &'static Mutex<CacheShard> {
+    &WORD_CACHE.shards[(key as usize) % WORD_CACHE_SHARDS]
 }
 
 /// Empties the shared word cache (benchmarks timing one stage at a time call it between
