@@ -23,7 +23,7 @@
 
 use serde::Deserialize;
 
-use crate::gopher_repetition::find_duplicates;
+use crate::grams::{count_duplicates, GramTable};
 use crate::kernel::{DocKernel, Outcome};
 use crate::text::{char_len, py_strip, CharSet, TERMINAL_PUNCTUATION};
 use crate::words::WordTokenizer;
@@ -93,6 +93,8 @@ pub const SIGNALS: &[&str] = &[
 #[derive(Default)]
 pub struct Scratch {
     words: Vec<&'static str>,
+    lines: Vec<&'static str>,
+    grams: GramTable,
 }
 
 impl DocKernel for FineWeb {
@@ -103,10 +105,12 @@ impl DocKernel for FineWeb {
     fn eval(&self, text: &str, sc: &mut Scratch, s: &mut [f64]) -> Outcome {
         let c = &self.cfg;
         let stop = self.stop.as_ref().unwrap_or(&*TERMINAL_PUNCTUATION);
-        let lines = || text.split('\n').filter(|l| !py_strip(l).is_empty());
-        let (mut n, mut punct, mut short) = (0usize, 0usize, 0usize);
-        for l in lines() {
-            n += 1;
+        // The buffer outlives no call: reuse its allocation with this call's lifetime.
+        let mut lines: Vec<&str> = std::mem::take(&mut sc.lines);
+        lines.clear();
+        lines.extend(text.split('\n').filter(|l| !py_strip(l).is_empty()));
+        let (n, mut punct, mut short) = (lines.len(), 0usize, 0usize);
+        for l in &lines {
             if l.chars().next_back().is_some_and(|ch| stop.contains(ch)) {
                 punct += 1;
             }
@@ -114,6 +118,13 @@ impl DocKernel for FineWeb {
                 short += 1;
             }
         }
+        let dup_chars = if n == 0 {
+            0
+        } else {
+            count_duplicates(&lines, &mut sc.grams).1
+        };
+        lines.clear();
+        sc.lines = lines.into_iter().map(|_| "").collect();
         if n == 0 {
             return Outcome::reject("empty");
         }
@@ -122,7 +133,6 @@ impl DocKernel for FineWeb {
         s[1] = short as f64 / nf;
         let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).count();
         let non_nl = char_len(text) - newlines;
-        let (_, dup_chars) = find_duplicates(lines());
         s[2] = if non_nl == 0 {
             f64::NAN
         } else {

@@ -22,13 +22,12 @@
 //! top_n_grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
 //! ```
 
-use std::collections::HashSet;
-
 use serde::Deserialize;
 
+use crate::grams::{count_duplicates, GramTable, PREFETCH};
 use crate::kernel::{DocKernel, Outcome};
 use crate::text::{char_len, py_strip};
-use crate::words::{FxBuild, WordTokenizer};
+use crate::words::WordTokenizer;
 
 /// Configuration. Every field defaults to datatrove's value.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -141,16 +140,17 @@ pub struct Scratch {
     /// Top n-gram passes: the positions counted, and each one's table slot.
     repeated_at: Vec<u32>,
     slot_of: Vec<u32>,
-    /// Byte spans of the paragraphs or lines of [`duplicate_parts`].
-    spans: Vec<(u32, u32)>,
+    /// The paragraphs or lines of [`duplicate_parts`].
+    parts: Vec<&'static str>,
 }
 
 /// The parts of `text` split on runs of at least `min` newlines (`re.split("\n{min,}")`):
-/// (how many, how many repeat an earlier one, characters in those repeats), as datatrove's
-/// `find_duplicates` counts them.
+/// (how many, how many repeat an earlier one, characters in those repeats).
 fn duplicate_parts(text: &str, min: usize, sc: &mut Scratch) -> (usize, usize, usize) {
     let b = text.as_bytes();
-    sc.spans.clear();
+    // The buffer outlives no call: reuse its allocation with this call's lifetime.
+    let mut parts: Vec<&str> = std::mem::take(&mut sc.parts);
+    parts.clear();
     let mut start = 0;
     let mut i = 0;
     while let Some(k) = memchr::memchr(b'\n', &b[i..]) {
@@ -160,30 +160,20 @@ fn duplicate_parts(text: &str, min: usize, sc: &mut Scratch) -> (usize, usize, u
             j += 1;
         }
         if j - nl >= min {
-            sc.spans.push((start as u32, nl as u32));
+            parts.push(&text[start..nl]);
             start = j;
         }
         i = j;
     }
-    sc.spans.push((start as u32, b.len() as u32));
-    let spans = &sc.spans;
-    let part = |k: usize| &b[spans[k].0 as usize..spans[k].1 as usize];
-    sc.grams.reset(spans.len(), false);
-    let (mut n, mut chars) = (0, 0);
-    for (k, &(a, c)) in spans.iter().enumerate() {
-        let h = xxhash_rust::xxh3::xxh3_64(part(k));
-        if !sc.grams.entry(h, k, |x, y| part(x) == part(y)).1 {
-            n += 1;
-            // Parts end at ASCII newlines: whole characters.
-            chars += char_len(&text[a as usize..c as usize]);
-        }
-    }
-    (spans.len(), n, chars)
+    parts.push(&text[start..]);
+    let (n, chars) = count_duplicates(&parts, &mut sc.grams);
+    let total = parts.len();
+    parts.clear();
+    sc.parts = parts.into_iter().map(|_| "").collect();
+    (total, n, chars)
 }
 
 const BASE: u64 = 0x100_0000_01b3;
-/// How many n-grams ahead the table slot is prefetched.
-const PREFETCH: usize = 8;
 const WORD_BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Grows `pow` to hold `base^k` for k ≤ `n`.
@@ -195,95 +185,6 @@ fn powers(pow: &mut Vec<u64>, base: u64, n: usize) {
         let last = pow[pow.len() - 1];
         pow.push(last.wrapping_mul(base));
     }
-}
-
-/// An open-addressing set of word n-grams keyed by precomputed 64-bit hashes: the slot
-/// comes from the hash, and each slot keeps a 32-bit fingerprint of it (never 0: 0 marks a
-/// free slot), the first word index of its n-gram and, when asked, a count. Equal
-/// fingerprints are confirmed by comparing the n-grams, so the counts are exact. The probe
-/// touches only the 4-byte fingerprint array, which [`GramTable::prefetch`] can load ahead.
-#[derive(Default)]
-struct GramTable {
-    prints: Vec<u32>,
-    words: Vec<u32>,
-    counts: Vec<u32>,
-    shift: u32,
-}
-
-impl GramTable {
-    /// Empties the table for at most `n` distinct entries (load factor ≤ 1/2), with zeroed
-    /// counts if `counts`.
-    fn reset(&mut self, n: usize, counts: bool) {
-        let cap = (2 * n).next_power_of_two().max(16);
-        self.prints.clear();
-        self.prints.resize(cap, 0);
-        self.words.resize(cap, 0);
-        if counts {
-            self.counts.clear();
-            self.counts.resize(cap, 0);
-        }
-        self.shift = 64 - cap.trailing_zeros();
-    }
-
-    #[inline]
-    fn slot(&self, hash: u64) -> usize {
-        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
-    }
-
-    /// Starts loading the slot `hash` will probe first.
-    #[inline]
-    fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.prints.as_ptr().wrapping_add(self.slot(hash));
-            // SAFETY: a prefetch is a hint; it reads nothing the program sees and does not
-            // fault on any address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
-    }
-
-    /// The slot of the n-gram starting at word `word` (hash `hash`; `same(word, other)`
-    /// compares it with a stored one), and whether it was added now.
-    #[inline]
-    fn entry(
-        &mut self,
-        hash: u64,
-        word: usize,
-        same: impl Fn(usize, usize) -> bool,
-    ) -> (usize, bool) {
-        let print = (hash >> 32) as u32 | 1;
-        let mask = self.prints.len() - 1;
-        let mut i = self.slot(hash);
-        loop {
-            let p = self.prints[i];
-            if p == 0 {
-                self.prints[i] = print;
-                self.words[i] = word as u32;
-                return (i, true);
-            }
-            if p == print && same(word, self.words[i] as usize) {
-                return (i, false);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-}
-
-/// `find_duplicates`: (number of repeated elements, characters in them).
-pub(crate) fn find_duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
-    let mut seen: HashSet<&str, FxBuild> = HashSet::default();
-    let (mut n, mut chars) = (0, 0);
-    for it in items {
-        if !seen.insert(it) {
-            n += 1;
-            chars += char_len(it);
-        }
-    }
-    (n, chars)
 }
 
 fn div(a: f64, b: f64) -> f64 {
@@ -325,8 +226,10 @@ impl DocKernel for GopherRepetition {
         sc.chars_at.clear();
         sc.cat_hash.clear();
         sc.word_hash.clear();
+        // The words joined are no longer than the text.
+        powers(&mut sc.pow, BASE, text.len());
+        powers(&mut sc.word_pow, WORD_BASE, nw);
         let (mut at, mut chars, mut ch, mut wh) = (0usize, 0usize, 0u64, 0u64);
-        let mut longest = 0;
         for w in &words {
             sc.cat_at.push(at);
             sc.chars_at.push(chars);
@@ -336,8 +239,6 @@ impl DocKernel for GopherRepetition {
             for &b in w.as_bytes() {
                 h = h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1);
             }
-            longest = longest.max(w.len());
-            powers(&mut sc.pow, BASE, longest);
             ch = ch.wrapping_mul(sc.pow[w.len()]).wrapping_add(h);
             // Word n-grams (space-joined in datatrove; words hold no space, so equal joined
             // n-grams are equal word sequences) hash from the words' hashes.
@@ -349,8 +250,6 @@ impl DocKernel for GopherRepetition {
         sc.chars_at.push(chars);
         sc.cat_hash.push(ch);
         sc.word_hash.push(wh);
-        powers(&mut sc.word_pow, WORD_BASE, nw);
-        powers(&mut sc.pow, BASE, at);
         let (cat_at, chars_at) = (&sc.cat_at[..], &sc.chars_at[..]);
         let (grams, hv) = (&mut sc.grams, &mut sc.hv);
         let ws = &words[..];
@@ -484,7 +383,7 @@ impl DocKernel for GopherRepetition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     fn run(text: &str) -> (Option<String>, Vec<f64>) {
         let k = GopherRepetition::new(GopherRepetitionConfig::default());

@@ -46,6 +46,7 @@ pub mod c4;
 pub mod fineweb;
 pub mod gopher_quality;
 pub mod gopher_repetition;
+mod grams;
 pub mod kernel;
 pub mod lang;
 pub mod normalize;
