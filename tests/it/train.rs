@@ -6,28 +6,16 @@ use crate::common::{fixture, quern, run_err, run_ok};
 
 const SEQ: usize = 32;
 
-/// A byte-level tokenized split of the GPL-3.0 text (tests/data/train).
-fn write_split(dir: &Path, bytes: &[u8]) {
-    let rows: Vec<Vec<i32>> = bytes
-        .windows(SEQ + 1)
-        .step_by(SEQ)
-        .map(|w| w.iter().map(|&b| b as i32).collect())
-        .collect();
-    quern_train::data::write_packed_split(
-        dir,
-        &rows,
-        259,
-        [Some(256), Some(257), Some(258), None],
-        "bytes",
-    )
-    .unwrap();
-}
-
 fn setup(root: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read(fixture("train/gpl-3.0.txt")).unwrap();
     let cut = text.len() * 9 / 10;
-    write_split(&root.join("tokens/train"), &text[..cut]);
-    write_split(&root.join("tokens/val"), &text[cut..]);
+    // Byte-level tokens of the GPL-3.0 text (tests/data/train).
+    let split = |name: &str, bytes: &[u8]| {
+        quern_train::data::write_byte_split(&root.join("tokens").join(name), bytes, SEQ, false)
+            .unwrap()
+    };
+    split("train", &text[..cut]);
+    split("val", &text[cut..]);
     let toml = format!(
         "out_dir = \"run\"\n[data]\ntrain = \"tokens/train\"\nval = \"tokens/val\"\n\
          [model]\nlayers = 1\nheads = 2\ndim = 32\n[optim]\nlr = 3e-3\n{extra}\

@@ -185,6 +185,26 @@ impl BatchSource for ShardRows {
     }
 }
 
+/// Writes the bytes of a text as a byte-level tokenized split in `dir`: ids 0–255 are the
+/// bytes, then pad 256, bos 257, eos 258 and, with `mask`, mask 259 (vocabulary 259 or 260);
+/// rows of `seq_len + 1` ids, each starting where the one before ended. For tests and
+/// benchmarks that train without a tokenizer (see [`write_packed_split`]).
+pub fn write_byte_split(dir: &Path, bytes: &[u8], seq_len: usize, mask: bool) -> Result<()> {
+    let rows: Vec<Vec<i32>> = bytes
+        .windows(seq_len + 1)
+        .step_by(seq_len)
+        .map(|w| w.iter().map(|&b| i32::from(b)).collect())
+        .collect();
+    let (vocab, mask_id) = if mask { (260, Some(259)) } else { (259, None) };
+    write_packed_split(
+        dir,
+        &rows,
+        vocab,
+        [Some(256), Some(257), Some(258), mask_id],
+        "bytes",
+    )
+}
+
 /// Writes `rows` (each `seq_len + 1` ids) as a packed tokenized split in `dir`, in the layout
 /// `quern tokenize` writes: for tests, benchmarks and demos that bring their own ids (e.g.
 /// bytes of a text). No `tokenizer.json` is written; `tokenizer_hash` is `tokenizer`.

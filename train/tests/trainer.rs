@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use quern_train::config::{Mlp, ModelConfig, Norm, Positions, Precision, TrainConfig};
-use quern_train::data::{write_packed_split, ShardRows};
+use quern_train::data::{write_byte_split, ShardRows};
 use quern_train::model::Transformer;
 use quern_train::objective::{Clm, Objective, Prepared, IGNORE};
 use quern_train::trainer::{TrainOptions, Trainer};
@@ -23,29 +23,12 @@ static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
     TORCH.lock().unwrap_or_else(|e| e.into_inner())
 }
-const VOCAB: usize = 260; // 256 bytes + pad, bos, eos, mask
-const MASK: i32 = 259;
+/// The byte-level splits' vocabulary: 256 bytes, pad, bos, eos, mask (`write_byte_split`).
+const VOCAB: usize = 260;
 
 fn corpus() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/train/gpl-3.0.txt");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Writes a byte-level tokenized split in the layout `quern tokenize` produces.
-fn write_split(dir: &Path, bytes: &[u8]) {
-    let rows: Vec<Vec<i32>> = bytes
-        .windows(SEQ + 1)
-        .step_by(SEQ)
-        .map(|w| w.iter().map(|&b| b as i32).collect())
-        .collect();
-    write_packed_split(
-        dir,
-        &rows,
-        VOCAB,
-        [Some(256), Some(257), Some(258), Some(MASK as u32)],
-        "bytes",
-    )
-    .unwrap();
 }
 
 /// Train (90%) and val (10%) splits of the corpus under `root`.
@@ -53,8 +36,8 @@ fn splits(root: &Path) -> (PathBuf, PathBuf) {
     let text = corpus();
     let cut = text.len() * 9 / 10;
     let (train, val) = (root.join("tokens/train"), root.join("tokens/val"));
-    write_split(&train, &text[..cut]);
-    write_split(&val, &text[cut..]);
+    write_byte_split(&train, &text[..cut], SEQ, true).unwrap();
+    write_byte_split(&val, &text[cut..], SEQ, true).unwrap();
     (train, val)
 }
 
