@@ -10,8 +10,10 @@
 //! - [`shard`]: Parquet shard writing with atomic commit, and shard reading.
 //! - [`manifest`]: the JSON manifest that records committed shards and the accounting.
 //! - [`stage`]: the [`Stage`] trait, its closure adapter, and the registry of stage types.
+//! - [`hint`]: cache prefetch hints for hot loops.
 
 pub mod error;
+pub mod hint;
 pub mod manifest;
 pub mod schema;
 pub mod shard;

@@ -43,17 +43,7 @@ impl GramTable {
     /// Starts loading the slot `hash` will probe first.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.prints.as_ptr().wrapping_add(self.slot(hash));
-            // SAFETY: a prefetch is a hint; it reads nothing the program sees and does not
-            // fault on any address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        quern_core::hint::prefetch(&self.prints[self.slot(hash)]);
     }
 
     /// The slot of the n-gram starting at word `word` (hash `hash`; `same(word, other)`

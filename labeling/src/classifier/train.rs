@@ -30,9 +30,9 @@
 //!   means all cores, so it depends on the machine. The rounds are checked against a naive
 //!   definition (every thread on full copies of the matrices) in the tests.
 //! - No shared writes: during a round the shared matrix is only read; the merge writes
-//!   disjoint row ranges from separate threads (the only `unsafe` is a prefetch hint, the
-//!   only lock guards a thread's own row map and is never contended). fastText's races on
-//!   plain floats would be undefined behaviour in Rust; the earlier Hogwild version here
+//!   disjoint row ranges from separate threads (no `unsafe` here; prefetch hints come from
+//!   `quern_core::hint`), and the only lock guards a thread's own row map and is never
+//!   contended. fastText's races on plain floats would be undefined behaviour in Rust; the earlier Hogwild version here
 //!   used relaxed atomics instead, which the compiler does not vectorise, and both threads
 //!   wrote the 2 × dim output matrix on every example, so two threads trained slower than
 //!   one.
@@ -40,6 +40,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use quern_core::hint::{prefetch, prefetch_slice};
 use quern_core::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -335,37 +336,6 @@ fn train_in_pool(
     Ok((Model::from_parts(header, keys, input, output)?, stats))
 }
 
-/// Starts loading the floats of `p` into the cache (a hint; no effect on results).
-#[inline]
-fn prefetch(p: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in p.chunks(16) {
-        // SAFETY: a prefetch is a hint; it reads nothing the program sees and does not
-        // fault on any address (this one is in bounds anyway).
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Starts loading `x` into the cache.
-#[inline]
-fn prefetch_u32(x: &u32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `prefetch`.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (x as *const u32).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
-}
-
 /// How many features ahead the forward pass prefetches input rows. The rows are scattered
 /// over a matrix far larger than the caches, so each one is a memory access; one thread's
 /// training otherwise waits on them most of the time.
@@ -388,7 +358,7 @@ struct Plain<'a>(&'a mut [f32]);
 impl InputRows for Plain<'_> {
     #[inline]
     fn prefetch(&self, row: usize, d: usize) {
-        prefetch(&self.0[row * d..(row + 1) * d]);
+        prefetch_slice(&self.0[row * d..(row + 1) * d]);
     }
     #[inline]
     fn add_row_to(&self, row: usize, into: &mut [f32]) {
@@ -428,8 +398,8 @@ struct Overlay<'a> {
 impl InputRows for Overlay<'_> {
     #[inline]
     fn prefetch(&self, row: usize, d: usize) {
-        prefetch(&self.shared[row * d..(row + 1) * d]);
-        prefetch_u32(&self.slot[row]);
+        prefetch_slice(&self.shared[row * d..(row + 1) * d]);
+        prefetch(&self.slot[row]);
     }
     #[inline]
     fn add_row_to(&self, row: usize, into: &mut [f32]) {
@@ -731,7 +701,7 @@ impl Sgd<'_> {
                         for (i, &(r, s)) in touched.iter().enumerate() {
                             if let Some(&(next, _)) = touched.get(i + PREFETCH) {
                                 let next = next as usize - lo;
-                                prefetch(&chunk[next * dim..(next + 1) * dim]);
+                                prefetch_slice(&chunk[next * dim..(next + 1) * dim]);
                             }
                             let (r, s) = (r as usize - lo, s as usize);
                             let row = &mut chunk[r * dim..(r + 1) * dim];
