@@ -4,7 +4,8 @@
 //! A checkpoint is a directory `checkpoints/step-00000100/` holding `model.safetensors`
 //! (weights under the model's parameter names), `optimizer.safetensors` (`exp_avg.<name>`,
 //! `exp_avg_sq.<name>`) and `state.json` ([`CheckpointState`]: step, data cursor, seed, loss
-//! scaler, the run's configuration). It is written into a hidden temporary directory, every
+//! scaler, the run's configuration), with a copy of the training split's `tokenizer.json` so
+//! that `quern generate` and `quern import` can read a checkpoint alone. It is written into a hidden temporary directory, every
 //! file fsynced, then renamed into place, so a crash never leaves a half checkpoint where
 //! `--resume` would look. Older checkpoints beyond `checkpoint.keep` are then removed.
 
@@ -124,6 +125,13 @@ pub fn save(
         .collect();
     write_tensors(&tmp.join("model.safetensors"), &weights)?;
     write_tensors(&tmp.join("optimizer.safetensors"), optimizer)?;
+    // The tokenizer travels with the weights, so a checkpoint generates and imports alone.
+    let tok = state.config.data.train.join("tokenizer.json");
+    if tok.exists() {
+        let dest_tok = tmp.join("tokenizer.json");
+        fs::copy(&tok, &dest_tok).at(&tok)?;
+        sync_file(&dest_tok)?;
+    }
     let json = serde_json::to_vec_pretty(state)?;
     let state_path = tmp.join("state.json");
     fs::write(&state_path, json).at(&state_path)?;

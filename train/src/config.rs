@@ -22,11 +22,17 @@
 //! micro_batch = 8
 //! max_steps = 200
 //! ```
+//!
+//! Fine-tuning starts from a model with `[init] from = "smollm2/"` (anything
+//! `quern_models::store::load_weights` reads); the `[model]` section then holds at most
+//! `dropout`.
 
 use std::path::{Path, PathBuf};
 
 use quern_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+pub use quern_models::config::{Mlp, ModelConfig, Norm, Positions};
 
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +44,11 @@ pub struct TrainConfig {
     pub out_dir: PathBuf,
     /// Where the tokenized shards are. Required: `data.train`.
     pub data: DataConfig,
-    /// The transformer's shape. Default: a tiny 2-layer model sized from the data.
+    /// Start from a trained model's weights instead of a random initialisation. Default: none.
+    #[serde(default)]
+    pub init: InitConfig,
+    /// The transformer's shape. Default: a tiny 2-layer model sized from the data. With
+    /// `init.from`, the shape is the source model's and only `model.dropout` may be set.
     #[serde(default)]
     pub model: ModelConfig,
     /// AdamW and the learning-rate schedule. Default: see [`OptimConfig`].
@@ -56,6 +66,18 @@ fn default_out_dir() -> PathBuf {
     PathBuf::from("runs/quern")
 }
 
+/// Where the weights start from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// A model to start from (weights only: the optimizer starts fresh, at step 0): a quern
+    /// model directory (`quern import`), a training run or checkpoint directory, a GGUF file
+    /// (Llama architecture) or a Hugging Face directory. Its tokenizer must be the one the
+    /// data was tokenized with. Default: none.
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+}
+
 /// Tokenized shard directories (one per split, as `quern tokenize` writes them). Training
 /// rows are visited in a fresh order each epoch, drawn from `train.seed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,161 +88,6 @@ pub struct DataConfig {
     /// Directory of the validation split. Default: none (no evaluation).
     #[serde(default)]
     pub val: Option<PathBuf>,
-}
-
-/// Where positions come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Positions {
-    /// A learned table of `seq_len` position embeddings (GPT-2).
-    Learned,
-    /// Rotary embeddings on queries and keys (GPT-NeoX / LLaMA, half rotation).
-    Rotary,
-}
-
-/// The normalization layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Norm {
-    LayerNorm,
-    RmsNorm,
-}
-
-/// The feed-forward block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mlp {
-    /// `out(gelu_tanh(fc(x)))`.
-    Gelu,
-    /// `out(silu(gate(x)) * up(x))`.
-    SwiGlu,
-}
-
-/// The transformer's shape. Shared by the decoder (`clm`) and the encoder (`mlm`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Transformer blocks. Default 2.
-    #[serde(default = "default_layers")]
-    pub layers: usize,
-    /// Attention heads; must divide `dim`. Default 4.
-    #[serde(default = "default_heads")]
-    pub heads: usize,
-    /// Model width. Default 128.
-    #[serde(default = "default_dim")]
-    pub dim: usize,
-    /// Hidden width of the MLP. Default: 4 × dim for GELU, 8/3 × dim rounded up to 64 for SwiGLU.
-    #[serde(default)]
-    pub mlp_hidden: Option<usize>,
-    /// Sequence length. Default: the data's `seq_len` (from `meta.json`); must not exceed it.
-    #[serde(default)]
-    pub seq_len: Option<usize>,
-    /// Vocabulary size. Default: the data's `vocab_size` rounded up to a multiple of 64.
-    #[serde(default)]
-    pub vocab_size: Option<usize>,
-    /// Dropout on embeddings, attention and residual branches. Default 0.0.
-    #[serde(default)]
-    pub dropout: f64,
-    /// `learned` or `rotary`. Default `learned`.
-    #[serde(default = "default_positions")]
-    pub positions: Positions,
-    /// Rotary base. Default 10000.
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    /// `layernorm` or `rmsnorm`. Default `layernorm`.
-    #[serde(default = "default_norm")]
-    pub norm: Norm,
-    /// `gelu` or `swiglu`. Default `gelu`.
-    #[serde(default = "default_mlp")]
-    pub mlp: Mlp,
-    /// Biases in linear layers and LayerNorms. Default false.
-    #[serde(default)]
-    pub bias: bool,
-    /// The output projection shares the token embedding. Default true.
-    #[serde(default = "yes")]
-    pub tie_embeddings: bool,
-    /// Standard deviation of the normal initialisation. Default 0.02.
-    #[serde(default = "default_init_std")]
-    pub init_std: f64,
-}
-
-fn default_layers() -> usize {
-    2
-}
-fn default_heads() -> usize {
-    4
-}
-fn default_dim() -> usize {
-    128
-}
-fn default_positions() -> Positions {
-    Positions::Learned
-}
-fn default_rope_theta() -> f64 {
-    10000.0
-}
-fn default_norm() -> Norm {
-    Norm::LayerNorm
-}
-fn default_mlp() -> Mlp {
-    Mlp::Gelu
-}
-fn default_init_std() -> f64 {
-    0.02
-}
-fn yes() -> bool {
-    true
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            layers: default_layers(),
-            heads: default_heads(),
-            dim: default_dim(),
-            mlp_hidden: None,
-            seq_len: None,
-            vocab_size: None,
-            dropout: 0.0,
-            positions: default_positions(),
-            rope_theta: default_rope_theta(),
-            norm: default_norm(),
-            mlp: default_mlp(),
-            bias: false,
-            tie_embeddings: true,
-            init_std: default_init_std(),
-        }
-    }
-}
-
-impl ModelConfig {
-    /// The MLP hidden width after defaults.
-    pub fn hidden(&self) -> usize {
-        self.mlp_hidden.unwrap_or(match self.mlp {
-            Mlp::Gelu => 4 * self.dim,
-            Mlp::SwiGlu => (8 * self.dim / 3).div_ceil(64) * 64,
-        })
-    }
-    pub fn with_layers(mut self, n: usize) -> Self {
-        self.layers = n;
-        self
-    }
-    pub fn with_heads(mut self, n: usize) -> Self {
-        self.heads = n;
-        self
-    }
-    pub fn with_dim(mut self, n: usize) -> Self {
-        self.dim = n;
-        self
-    }
-    pub fn with_seq_len(mut self, n: usize) -> Self {
-        self.seq_len = Some(n);
-        self
-    }
-    pub fn with_vocab_size(mut self, n: usize) -> Self {
-        self.vocab_size = Some(n);
-        self
-    }
 }
 
 /// The learning-rate decay after warmup.
@@ -400,6 +267,10 @@ pub struct LoopConfig {
     pub loss_scale_growth_interval: u64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_objective() -> String {
     "clm".into()
 }
@@ -503,6 +374,7 @@ impl TrainConfig {
                 train: train.into(),
                 val: None,
             },
+            init: InitConfig::default(),
             model: ModelConfig::default(),
             optim: OptimConfig::default(),
             train: LoopConfig::default(),
@@ -542,6 +414,18 @@ impl TrainConfig {
     pub fn from_toml(text: &str) -> Result<Self> {
         let table: toml::Table = toml::from_str(text)
             .map_err(|e| Error::bad_config("run.toml", format!("not valid TOML: {e}")))?;
+        let has_init = table
+            .get("init")
+            .and_then(|i| i.get("from"))
+            .is_some();
+        if let (true, Some(toml::Value::Table(model))) = (has_init, table.get("model")) {
+            if let Some(k) = model.keys().find(|k| k.as_str() != "dropout") {
+                return Err(Error::bad_config(
+                    format!("model.{k}"),
+                    "the model's shape comes from init.from; only model.dropout may be set",
+                ));
+            }
+        }
         let value =
             serde_json::to_value(table).map_err(|e| Error::bug(format!("TOML to JSON: {e}")))?;
         let cfg: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -574,6 +458,9 @@ impl TrainConfig {
         };
         fix(&mut cfg.out_dir);
         fix(&mut cfg.data.train);
+        if let Some(f) = cfg.init.from.as_mut() {
+            fix(f);
+        }
         if let Some(v) = cfg.data.val.as_mut() {
             fix(v);
         }
@@ -583,32 +470,8 @@ impl TrainConfig {
     /// Checks value ranges that serde cannot. Called by the parsers; call it after building a
     /// configuration in code.
     pub fn validate(&self) -> Result<()> {
-        let m = &self.model;
         let bad = |k: &str, msg: String| Err(Error::bad_config(k, msg));
-        if m.layers == 0 {
-            return bad("model.layers", "must be at least 1".into());
-        }
-        if m.heads == 0 || m.dim == 0 || !m.dim.is_multiple_of(m.heads) {
-            return bad(
-                "model.heads",
-                format!("must be at least 1 and divide model.dim ({})", m.dim),
-            );
-        }
-        if m.positions == Positions::Rotary && !(m.dim / m.heads).is_multiple_of(2) {
-            return bad(
-                "model.positions",
-                format!("rotary needs an even head width, got {}", m.dim / m.heads),
-            );
-        }
-        if !(0.0..1.0).contains(&m.dropout) {
-            return bad(
-                "model.dropout",
-                format!("must be in [0, 1), got {}", m.dropout),
-            );
-        }
-        if m.init_std <= 0.0 {
-            return bad("model.init_std", "must be positive".into());
-        }
+        self.model.validate()?;
         let o = &self.optim;
         if o.lr <= 0.0 || !o.lr.is_finite() {
             return bad(
@@ -694,6 +557,16 @@ mod tests {
                 "fp8",
             ),
             ("[model]\nlayers = 1\n", "run.toml", "data"),
+            (
+                "[data]\ntrain = \"t\"\n[init]\nfrom = \"m\"\n[model]\nlayers = 3\n",
+                "model.layers",
+                "init.from",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[init]\nform = \"m\"\n",
+                "init",
+                "form",
+            ),
         ];
         for (text, key, needle) in cases {
             let err = TrainConfig::from_toml(text).unwrap_err();
@@ -703,15 +576,5 @@ mod tests {
                 "{text:?} gave {msg}"
             );
         }
-    }
-
-    #[test]
-    fn swiglu_hidden_rounds_to_64() {
-        let m = ModelConfig {
-            mlp: Mlp::SwiGlu,
-            dim: 100,
-            ..ModelConfig::default()
-        };
-        assert_eq!(m.hidden(), 320);
     }
 }

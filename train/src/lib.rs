@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: `run.toml`, validated before anything starts.
 //! - [`data`]: rows of token ids from tokenized shards, in a seeded, resumable order.
-//! - [`model`]: the decoder-only transformer (also run as an encoder for `mlm`).
+//! - [`model`]: the transformer, from `quern-models` (re-exported).
 //! - [`objective`]: `clm` and `mlm`, behind a trait for later objectives.
 //! - [`optim`]: AdamW with our own (checkpointed) state, clipping, the LR schedule.
 //! - [`amp`]: bf16/fp16 autocast, TF32 and fused AdamW through the C++ sidecar, loss scaling.
@@ -23,7 +23,10 @@ pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod model;
+/// The transformer, which lives in `quern-models`; re-exported under its old path.
+pub mod model {
+    pub use quern_models::transformer::*;
+}
 pub mod objective;
 pub mod optim;
 pub mod runtime;

@@ -156,6 +156,45 @@ pub fn resolve_model(cfg: &ModelConfig, meta: &SplitMeta) -> Result<ModelConfig>
     Ok(m)
 }
 
+/// The model of a run started from `init.from`: the source's shape (with the run's
+/// dropout), checked against the data: the same tokenizer, a vocabulary that holds it.
+pub fn resolve_init(
+    cfg: &ModelConfig,
+    w: &quern_models::store::Weights,
+    meta: &SplitMeta,
+    train_dir: &Path,
+) -> Result<ModelConfig> {
+    let mut m = w.meta.config.clone();
+    m.dropout = cfg.dropout;
+    let vocab = m.vocab_size.unwrap_or(0);
+    if vocab < meta.vocab_size {
+        return Err(Error::bad_config(
+            "init.from",
+            format!(
+                "the model's vocabulary ({vocab}) is smaller than the data's tokenizer ({}): tokenize with the model's tokenizer.json",
+                meta.vocab_size
+            ),
+        ));
+    }
+    let split_tok = train_dir.join("tokenizer.json");
+    if let (Some(model_tok), true) = (&w.tokenizer_json, split_tok.exists()) {
+        let a = tokenizers::Tokenizer::from_bytes(model_tok.as_bytes())
+            .map_err(|e| Error::bad_config("init.from", format!("the model's tokenizer.json: {e}")))?;
+        let b = quern_tokenize::tokenizer::load_tokenizer(&split_tok)?;
+        if a.get_vocab(true) != b.get_vocab(true) {
+            return Err(Error::bad_config(
+                "init.from",
+                format!(
+                    "{} was tokenized with another tokenizer than the model's; tokenize with the model's tokenizer.json ({})",
+                    train_dir.display(),
+                    w.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(m)
+}
+
 /// Builds the objective named in the configuration.
 pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Objective>> {
     match cfg.train.objective.as_str() {
@@ -225,10 +264,17 @@ impl Trainer {
         device: Device,
     ) -> Result<Self> {
         cfg.validate()?;
-        let seq = model_cfg
+        let ctx = model_cfg
             .seq_len
             .ok_or_else(|| Error::bug("model.seq_len not resolved"))?;
-        if train_data.row_width() < seq + 1 {
+        // Training windows: the model's context, or the data's rows when they are shorter
+        // (a model started from `init.from` keeps its own, longer context).
+        let seq = if cfg.init.from.is_some() {
+            ctx.min(train_data.row_width().saturating_sub(1))
+        } else {
+            ctx
+        };
+        if seq == 0 || train_data.row_width() < seq + 1 {
             return Err(Error::bad_config(
                 "model.seq_len",
                 format!("{seq} is longer than the data's rows allow"),
@@ -237,7 +283,7 @@ impl Trainer {
         if device.is_cuda() {
             amp::set_tf32(cfg.train.tf32)?;
         } else {
-            keep_freed_memory();
+            quern_models::device::keep_freed_memory();
         }
         tch::manual_seed(cfg.train.seed as i64);
         let model = Transformer::new(model_cfg, device);
@@ -466,27 +512,6 @@ impl Trainer {
     }
 }
 
-/// On CPU every step allocates and frees the same activation and gradient buffers (megabytes
-/// each). glibc's malloc gives large freed blocks back to the kernel (munmap, heap trim) and
-/// the next step faults fresh zeroed pages in again: 25% of a small model's step was kernel
-/// time (BENCHMARKS.md, `train`). Fixed thresholds keep those blocks in the heap for reuse,
-/// as a caching allocator does on the GPU. Process-wide, set once.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
-            // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; larger blocks are
-            // still mapped and unmapped. A refused setting leaves malloc as it was.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-            }
-        });
-    }
-}
-
 /// Evaluates on the validation split (when there is one), prints and logs the result.
 fn evaluate_and_log(
     trainer: &mut Trainer,
@@ -578,11 +603,23 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         }
         None => None,
     };
-    let model_cfg = resolve_model(&cfg.model, &meta)?;
+    let init = match &cfg.init.from {
+        Some(path) => Some(quern_models::store::load_weights(path).map_err(|e| {
+            Error::bad_config("init.from", format!("{}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let model_cfg = match &init {
+        Some(w) => resolve_init(&cfg.model, w, &meta, &cfg.data.train)?,
+        None => resolve_model(&cfg.model, &meta)?,
+    };
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
     fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
     let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
+    if let Some(w) = &init {
+        checkpoint::restore_weights(trainer.model.params_mut(), &w.tensors, &w.path)?;
+    }
     let mut resumed = None;
     if opts.resume {
         if let Some(dir) = checkpoint::latest(&cfg.out_dir)? {

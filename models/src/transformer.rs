@@ -1,0 +1,1136 @@
+//! The transformer: one set of blocks for every family, run causally (decoder: `clm`,
+//! generation) or bidirectionally (encoder: `mlm`, BERT), with an optional KV cache.
+//!
+//! Parameters are plain tch tensors that we own, kept in a [`ParamStore`] in a fixed order
+//! with stable names. Owning them (rather than using `nn::VarStore`) lets the optimizer keep
+//! its state in tensors we can checkpoint, lets us group parameters for weight decay by role,
+//! and gives the safetensors files the same names a PyTorch module of the same shape uses
+//! (see `train/tests/reference_gpt.py`), which is how the trainer is checked against PyTorch.
+//!
+//! # Weight names
+//!
+//! | name | shape | families |
+//! |---|---|---|
+//! | `tok_emb.weight` | `[vocab, dim]` | all |
+//! | `pos_emb.weight` | `[seq_len, dim]` | learned positions (GPT-2, BERT) |
+//! | `type_emb.weight` | `[type_vocab_size, dim]` | BERT |
+//! | `emb_norm.{weight,bias}` | `[dim]` | post-norm (BERT) |
+//! | `blocks.{i}.ln1.{weight,bias}` | `[dim]` | all: before attention (pre-norm) or after its residual add (post-norm) |
+//! | `blocks.{i}.attn.qkv.{weight,bias}` | `[(heads + 2 kv_heads) head_dim, dim]` | all: rows q, then k, then v; rotary q/k in the half-rotation layout of Hugging Face |
+//! | `blocks.{i}.attn.proj.{weight,bias}` | `[dim, dim]` | all |
+//! | `blocks.{i}.ln2.{weight,bias}` | `[dim]` | all: before the MLP (pre-norm) or after its residual add (post-norm) |
+//! | `blocks.{i}.mlp.fc.{weight,bias}` | `[hidden, dim]` | GELU |
+//! | `blocks.{i}.mlp.{gate,up}.{weight,bias}` | `[hidden, dim]` | SwiGLU (Llama) |
+//! | `blocks.{i}.mlp.out.{weight,bias}` | `[dim, hidden]` | all |
+//! | `ln_f.{weight,bias}` | `[dim]` | pre-norm (GPT-2, Llama) |
+//! | `lm_head.weight` | `[vocab, dim]` | untied embeddings only |
+//!
+//! `.bias` tensors exist when `bias = true` (RMSNorm has none).
+//!
+//! Attention goes through `scaled_dot_product_attention` (flash/memory-efficient kernels on
+//! GPU), with `is_causal` when nothing is masked and an explicit mask for padding and cached
+//! decoding. Grouped-query attention passes `enable_gqa`, so keys and values are never
+//! repeated in memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use quern_core::error::Place;
+use quern_core::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Mlp, ModelConfig, Norm, Positions};
+
+/// What a parameter is, for weight-decay grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A linear layer's weight matrix: decayed.
+    Matrix,
+    /// Token, position or type embeddings: not decayed by default.
+    Embedding,
+    /// Norm scales and biases: never decayed.
+    NormOrBias,
+}
+
+/// One named parameter.
+#[derive(Debug)]
+pub struct Param {
+    pub name: String,
+    pub tensor: Tensor,
+    pub role: Role,
+}
+
+/// The model's parameters in a fixed order.
+#[derive(Debug, Default)]
+pub struct ParamStore {
+    pub params: Vec<Param>,
+}
+
+impl ParamStore {
+    /// Total number of scalars.
+    pub fn numel(&self) -> i64 {
+        self.params.iter().map(|p| p.tensor.numel() as i64).sum()
+    }
+
+    /// Looks a parameter up by name.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.tensor)
+    }
+
+    /// Clears every gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.tensor.zero_grad();
+        }
+    }
+
+    /// `(name, tensor)` pairs (shallow clones), in the store's order: what a safetensors
+    /// file of the model holds.
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
+            .collect()
+    }
+}
+
+/// Where a new model's parameters come from.
+enum Source<'a> {
+    /// Drawn from libtorch's global generator (normal with the config's `init_std`).
+    Init,
+    /// Copied from named tensors (a checkpoint or an import); `file` names them in errors.
+    Weights {
+        map: &'a HashMap<String, Tensor>,
+        file: &'a Path,
+    },
+}
+
+/// How a parameter is initialised when drawn.
+#[derive(Clone, Copy)]
+enum Init {
+    Normal(f64),
+    Zeros,
+    Ones,
+}
+
+struct Builder<'a> {
+    source: Source<'a>,
+    store: ParamStore,
+    device: Device,
+    used: usize,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, name: String, shape: &[i64], init: Init, role: Role) -> Result<Tensor> {
+        let opts = (Kind::Float, self.device);
+        let t = match &self.source {
+            Source::Init => match init {
+                Init::Normal(s) => Tensor::empty(shape, opts).normal_(0.0, s),
+                Init::Zeros => Tensor::zeros(shape, opts),
+                Init::Ones => Tensor::ones(shape, opts),
+            },
+            Source::Weights { map, file } => {
+                let t = map.get(&name).ok_or_else(|| {
+                    Error::bad_input(
+                        Place::file(*file),
+                        format!("tensor `{name}` missing: weights of a different model?"),
+                    )
+                })?;
+                if t.size() != shape {
+                    return Err(Error::bad_input(
+                        Place::file(*file),
+                        format!(
+                            "tensor `{name}` has shape {:?}, the model's config expects {shape:?}",
+                            t.size()
+                        ),
+                    ));
+                }
+                self.used += 1;
+                t.to_device(self.device).to_kind(Kind::Float).contiguous()
+            }
+        };
+        let t = t.set_requires_grad(true);
+        self.store.params.push(Param {
+            name,
+            tensor: t.shallow_clone(),
+            role,
+        });
+        Ok(t)
+    }
+}
+
+struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.w, self.b.as_ref())
+    }
+}
+
+struct NormLayer {
+    kind: Norm,
+    w: Tensor,
+    b: Option<Tensor>,
+    dim: i64,
+    eps: f64,
+}
+
+impl NormLayer {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self.kind {
+            Norm::LayerNorm => {
+                x.layer_norm([self.dim], Some(&self.w), self.b.as_ref(), self.eps, true)
+            }
+            Norm::RmsNorm => x.rms_norm([self.dim], Some(&self.w), self.eps),
+        }
+    }
+}
+
+struct Block {
+    ln1: NormLayer,
+    qkv: Linear,
+    proj: Linear,
+    ln2: NormLayer,
+    /// `fc` for GELU, `gate` for SwiGLU.
+    fc: Linear,
+    /// `up` for SwiGLU.
+    up: Option<Linear>,
+    out: Linear,
+    /// The GELU approximation for `fc`: `"tanh"` (GPT-2) or `"none"` (exact erf, BERT).
+    gelu: &'static str,
+}
+
+/// Keys and values of every layer for the tokens seen so far, preallocated for `capacity`
+/// positions. Rows of a batch share one length; padding is described by the key mask
+/// passed with each step.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: i64,
+    capacity: i64,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("layers", &self.k.len())
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl KvCache {
+    /// Positions cached so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+    /// Keeps only the batch rows in `rows` (int64 indices), e.g. to drop finished sequences.
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.index_select(0, rows);
+        }
+    }
+}
+
+/// One forward pass's inputs beyond the token ids.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Positions `[B, T]` (int64). Default: `past .. past + T` for every row.
+    pub positions: Option<&'a Tensor>,
+    /// Token types `[B, T]` (int64), for models with `type_vocab_size > 0`. Default: zeros.
+    pub token_types: Option<&'a Tensor>,
+    /// Which keys are real tokens, `[B, past + T]` (bool or 0/1 ints), covering the cached
+    /// positions too. Default: all.
+    pub key_mask: Option<&'a Tensor>,
+}
+
+/// A transformer of any family (see the module docs).
+pub struct Transformer {
+    cfg: ModelConfig,
+    seq_len: i64,
+    vocab: i64,
+    tok_emb: Tensor,
+    pos_emb: Option<Tensor>,
+    type_emb: Option<Tensor>,
+    emb_norm: Option<NormLayer>,
+    blocks: Vec<Block>,
+    ln_f: Option<NormLayer>,
+    lm_head: Option<Tensor>,
+    /// `(cos, sin)` of shape `[seq_len, head_dim]`, for rotary positions.
+    rope: Option<(Tensor, Tensor)>,
+    store: ParamStore,
+    device: Device,
+    /// Kind of the activations and weights (fp32 unless [`Transformer::cast`] changed it).
+    kind: Kind,
+}
+
+impl std::fmt::Debug for Transformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("cfg", &self.cfg)
+            .field("params", &self.store.numel())
+            .finish()
+    }
+}
+
+impl Transformer {
+    /// Builds and initialises a model. `cfg.seq_len` and `cfg.vocab_size` must be set. The
+    /// initialisation draws from libtorch's global generator: seed it first for a
+    /// reproducible model.
+    ///
+    /// # Panics
+    /// When `seq_len` or `vocab_size` is unset or the config is invalid: callers validate
+    /// the config first ([`ModelConfig::validate`]); use [`Transformer::try_new`] otherwise.
+    pub fn new(cfg: &ModelConfig, device: Device) -> Self {
+        Self::try_new(cfg, device).expect("a validated model config")
+    }
+
+    /// [`Transformer::new`], returning config errors instead of panicking.
+    pub fn try_new(cfg: &ModelConfig, device: Device) -> Result<Self> {
+        let _guard = tch::no_grad_guard();
+        Self::build(cfg, device, Source::Init)
+    }
+
+    /// Builds a model from named weights (a checkpoint, an import), checking that every
+    /// tensor is there with the shape the config implies, and that none is left over.
+    /// `file` names the weights in errors.
+    pub fn from_weights(
+        cfg: &ModelConfig,
+        device: Device,
+        weights: &HashMap<String, Tensor>,
+        file: &Path,
+    ) -> Result<Self> {
+        let _guard = tch::no_grad_guard();
+        let m = Self::build(
+            cfg,
+            device,
+            Source::Weights { map: weights, file },
+        )?;
+        if weights.len() != m.store.params.len() {
+            let mut extra: Vec<&String> = weights
+                .keys()
+                .filter(|k| m.store.get(k).is_none())
+                .collect();
+            extra.sort();
+            return Err(Error::bad_input(
+                Place::file(file),
+                format!(
+                    "{} tensor(s) the model's config has no place for, e.g. `{}`: weights of a different model?",
+                    extra.len(),
+                    extra.first().map(|s| s.as_str()).unwrap_or("?")
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    fn build(cfg: &ModelConfig, device: Device, source: Source<'_>) -> Result<Self> {
+        cfg.validate()?;
+        let (seq_len, vocab) = cfg.resolved_sizes()?;
+        let d = cfg.dim as i64;
+        let h = cfg.hidden() as i64;
+        let hd = cfg.head_dim() as i64;
+        let qkv_rows = (cfg.heads + 2 * cfg.kv_heads()) as i64 * hd;
+        let std = cfg.init_std;
+        // GPT-2: residual projections scaled by 1/sqrt(2 * layers).
+        let proj_std = std / (2.0 * cfg.layers as f64).sqrt();
+        let eps = cfg.norm_eps();
+        let mut bld = Builder {
+            source,
+            store: ParamStore::default(),
+            device,
+            used: 0,
+        };
+        let linear = |b: &mut Builder, name: &str, out: i64, inp: i64, s: f64| -> Result<Linear> {
+            Ok(Linear {
+                w: b.add(
+                    format!("{name}.weight"),
+                    &[out, inp],
+                    Init::Normal(s),
+                    Role::Matrix,
+                )?,
+                b: if cfg.bias {
+                    Some(b.add(
+                        format!("{name}.bias"),
+                        &[out],
+                        Init::Zeros,
+                        Role::NormOrBias,
+                    )?)
+                } else {
+                    None
+                },
+            })
+        };
+        let norm = |b: &mut Builder, name: &str| -> Result<NormLayer> {
+            Ok(NormLayer {
+                kind: cfg.norm,
+                w: b.add(
+                    format!("{name}.weight"),
+                    &[d],
+                    Init::Ones,
+                    Role::NormOrBias,
+                )?,
+                b: if cfg.bias && cfg.norm == Norm::LayerNorm {
+                    Some(b.add(
+                        format!("{name}.bias"),
+                        &[d],
+                        Init::Zeros,
+                        Role::NormOrBias,
+                    )?)
+                } else {
+                    None
+                },
+                dim: d,
+                eps,
+            })
+        };
+        let tok_emb = bld.add(
+            "tok_emb.weight".into(),
+            &[vocab, d],
+            Init::Normal(std),
+            Role::Embedding,
+        )?;
+        let pos_emb = if cfg.positions == Positions::Learned {
+            Some(bld.add(
+                "pos_emb.weight".into(),
+                &[seq_len, d],
+                Init::Normal(std),
+                Role::Embedding,
+            )?)
+        } else {
+            None
+        };
+        let type_emb = if cfg.type_vocab_size > 0 {
+            Some(bld.add(
+                "type_emb.weight".into(),
+                &[cfg.type_vocab_size as i64, d],
+                Init::Normal(std),
+                Role::Embedding,
+            )?)
+        } else {
+            None
+        };
+        let emb_norm = if cfg.post_norm {
+            Some(norm(&mut bld, "emb_norm")?)
+        } else {
+            None
+        };
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = format!("blocks.{i}");
+            let ln1 = norm(&mut bld, &format!("{p}.ln1"))?;
+            let qkv = linear(&mut bld, &format!("{p}.attn.qkv"), qkv_rows, d, std)?;
+            let proj = linear(&mut bld, &format!("{p}.attn.proj"), d, d, proj_std)?;
+            let ln2 = norm(&mut bld, &format!("{p}.ln2"))?;
+            let (fc, up) = match cfg.mlp {
+                Mlp::Gelu | Mlp::GeluErf => {
+                    (linear(&mut bld, &format!("{p}.mlp.fc"), h, d, std)?, None)
+                }
+                Mlp::SwiGlu => (
+                    linear(&mut bld, &format!("{p}.mlp.gate"), h, d, std)?,
+                    Some(linear(&mut bld, &format!("{p}.mlp.up"), h, d, std)?),
+                ),
+            };
+            let out = linear(&mut bld, &format!("{p}.mlp.out"), d, h, proj_std)?;
+            blocks.push(Block {
+                ln1,
+                qkv,
+                proj,
+                ln2,
+                fc,
+                up,
+                out,
+                gelu: if cfg.mlp == Mlp::GeluErf { "none" } else { "tanh" },
+            });
+        }
+        let ln_f = if cfg.post_norm {
+            None
+        } else {
+            Some(norm(&mut bld, "ln_f")?)
+        };
+        let lm_head = if cfg.tie_embeddings {
+            None
+        } else {
+            Some(bld.add(
+                "lm_head.weight".into(),
+                &[vocab, d],
+                Init::Normal(std),
+                Role::Matrix,
+            )?)
+        };
+        let rope = (cfg.positions == Positions::Rotary).then(|| rope_tables(cfg, seq_len, device));
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            seq_len,
+            vocab,
+            tok_emb,
+            pos_emb,
+            type_emb,
+            emb_norm,
+            blocks,
+            ln_f,
+            lm_head,
+            rope,
+            store: bld.store,
+            device,
+            kind: Kind::Float,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    /// The context length: the longest sequence (prompt and generated tokens) it takes.
+    pub fn seq_len(&self) -> i64 {
+        self.seq_len
+    }
+    pub fn vocab_size(&self) -> i64 {
+        self.vocab
+    }
+    pub fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+    /// The kind the weights and activations are in.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Converts every weight to `kind` (e.g. bf16 for inference on GPU), in place, without
+    /// gradients. Norms still compute in the weights' kind, as `transformers` does.
+    pub fn cast(&mut self, kind: Kind) {
+        if kind == self.kind {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        let mut converted: HashMap<String, Tensor> = HashMap::new();
+        for p in &mut self.store.params {
+            p.tensor = p.tensor.to_kind(kind);
+            converted.insert(p.name.clone(), p.tensor.shallow_clone());
+        }
+        self.visit_mut(&mut |name, t| {
+            if let Some(c) = converted.get(&name) {
+                *t = c.shallow_clone();
+            }
+        });
+        if let Some((c, s)) = self.rope.as_mut() {
+            *c = c.to_kind(kind);
+            *s = s.to_kind(kind);
+        }
+        self.kind = kind;
+    }
+
+    /// Calls `f` with every parameter's name and the field holding it.
+    fn visit_mut(&mut self, f: &mut dyn FnMut(String, &mut Tensor)) {
+        f("tok_emb.weight".into(), &mut self.tok_emb);
+        if let Some(t) = &mut self.pos_emb {
+            f("pos_emb.weight".into(), t);
+        }
+        if let Some(t) = &mut self.type_emb {
+            f("type_emb.weight".into(), t);
+        }
+        if let Some(t) = &mut self.lm_head {
+            f("lm_head.weight".into(), t);
+        }
+        fn norm(f: &mut dyn FnMut(String, &mut Tensor), name: &str, n: &mut NormLayer) {
+            f(format!("{name}.weight"), &mut n.w);
+            if let Some(b) = &mut n.b {
+                f(format!("{name}.bias"), b);
+            }
+        }
+        fn lin(f: &mut dyn FnMut(String, &mut Tensor), name: &str, l: &mut Linear) {
+            f(format!("{name}.weight"), &mut l.w);
+            if let Some(b) = &mut l.b {
+                f(format!("{name}.bias"), b);
+            }
+        }
+        if let Some(n) = &mut self.emb_norm {
+            norm(f, "emb_norm", n);
+        }
+        if let Some(n) = &mut self.ln_f {
+            norm(f, "ln_f", n);
+        }
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            norm(f, &format!("blocks.{i}.ln1"), &mut b.ln1);
+            norm(f, &format!("blocks.{i}.ln2"), &mut b.ln2);
+            lin(f, &format!("blocks.{i}.attn.qkv"), &mut b.qkv);
+            lin(f, &format!("blocks.{i}.attn.proj"), &mut b.proj);
+            let fc = if b.up.is_some() { "mlp.gate" } else { "mlp.fc" };
+            lin(f, &format!("blocks.{i}.{fc}"), &mut b.fc);
+            if let Some(u) = &mut b.up {
+                lin(f, &format!("blocks.{i}.mlp.up"), u);
+            }
+            lin(f, &format!("blocks.{i}.mlp.out"), &mut b.out);
+        }
+    }
+
+    /// Model FLOPs per trained token (forward + backward), the usual `6 N + 12 L D T`
+    /// estimate with `N` the parameters other than position embeddings.
+    pub fn flops_per_token(&self, seq: i64) -> f64 {
+        let pos = self.pos_emb.as_ref().map_or(0, |p| p.numel() as i64);
+        let n = (self.store.numel() - pos) as f64;
+        6.0 * n + 12.0 * self.cfg.layers as f64 * self.cfg.dim as f64 * seq as f64
+    }
+
+    /// Bytes of weights a decoding step reads (every parameter once; the tied embedding
+    /// once as the output projection, the input embedding only a row per token).
+    pub fn weight_bytes_per_token(&self) -> f64 {
+        let elt = self.kind.elt_size_in_bytes() as f64;
+        let pos = self.pos_emb.as_ref().map_or(0, |p| p.numel() as i64);
+        let emb_in = if self.lm_head.is_some() {
+            self.tok_emb.numel() as i64
+        } else {
+            0
+        };
+        (self.store.numel() - pos - emb_in) as f64 * elt
+    }
+
+    /// A KV cache for `batch` rows and up to `capacity` positions (at most `seq_len`).
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let kv = self.cfg.kv_heads() as i64;
+        let hd = self.cfg.head_dim() as i64;
+        let capacity = capacity.min(self.seq_len).max(1);
+        let make = || {
+            (0..self.blocks.len())
+                .map(|_| Tensor::zeros([batch, kv, capacity, hd], (self.kind, self.device)))
+                .collect::<Vec<_>>()
+        };
+        KvCache {
+            k: make(),
+            v: make(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Logits `[B, T, vocab]` for token ids `[B, T]` (int64). `causal` picks decoder or
+    /// encoder attention; `train` turns dropout on.
+    ///
+    /// # Panics
+    /// When the ids are not `[B, T]` or longer than `seq_len`: the trainer's rows are checked
+    /// against the config before training. [`Transformer::try_forward`] returns errors.
+    pub fn forward(&self, idx: &Tensor, causal: bool, train: bool) -> Tensor {
+        let h = self
+            .hidden(idx, &Extras::default(), causal, train, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.logits(&h)
+    }
+
+    /// [`Transformer::forward`] with positions, token types, a key mask and a cache; errors
+    /// instead of panics for inputs that do not fit.
+    pub fn try_forward(
+        &self,
+        idx: &Tensor,
+        extras: &Extras<'_>,
+        causal: bool,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let h = self.hidden(idx, extras, causal, false, cache)?;
+        Ok(self.logits(&h))
+    }
+
+    /// Output projection of hidden states `[.., dim]` to logits `[.., vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear(
+            self.lm_head.as_ref().unwrap_or(&self.tok_emb),
+            None::<Tensor>,
+        )
+    }
+
+    /// The last hidden states `[B, T, dim]` (after the final norm in pre-norm models; the
+    /// last block's output in post-norm ones, as BERT's `last_hidden_state`). With a cache,
+    /// `idx` holds only the new tokens; their keys and values are appended to it.
+    // `x = x + ...`, not `x += ...`: tch's `+=` adds in place, which would overwrite
+    // activations autograd saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn hidden(
+        &self,
+        idx: &Tensor,
+        extras: &Extras<'_>,
+        causal: bool,
+        train: bool,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = idx
+            .size2()
+            .map_err(|_| Error::usage(format!("token ids must be [batch, seq], got {:?}", idx.size())))?;
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let total = past + t;
+        if total > self.seq_len {
+            return Err(Error::usage(format!(
+                "{total} tokens do not fit the model's context of {} (model.seq_len)",
+                self.seq_len
+            )));
+        }
+        if let Some(c) = cache.as_ref() {
+            if total > c.capacity {
+                return Err(Error::usage(format!(
+                    "{total} tokens do not fit the KV cache of {} positions",
+                    c.capacity
+                )));
+            }
+        }
+        let d = self.cfg.dim as i64;
+        let heads = self.cfg.heads as i64;
+        let kvh = self.cfg.kv_heads() as i64;
+        let hd = self.cfg.head_dim() as i64;
+        let p = if train { self.cfg.dropout } else { 0.0 };
+
+        let positions: Option<Tensor> = extras.positions.map(|p| p.to_device(self.device));
+        let mut x = Tensor::embedding(&self.tok_emb, idx, -1, false, false);
+        if let Some(pos) = &self.pos_emb {
+            x = match &positions {
+                Some(ids) => x + Tensor::embedding(pos, ids, -1, false, false),
+                None => x + pos.narrow(0, past, t),
+            };
+        }
+        if let Some(te) = &self.type_emb {
+            x = match extras.token_types {
+                Some(ids) => x + Tensor::embedding(te, ids, -1, false, false),
+                None => x + te.get(0),
+            };
+        }
+        if let Some(n) = &self.emb_norm {
+            x = n.forward(&x);
+        }
+        x = drop(x, p, train);
+        let rope = self.rope.as_ref().map(|(c, s)| match &positions {
+            Some(ids) => {
+                let shape = [b, 1, t, hd];
+                (
+                    c.index_select(0, &ids.reshape([-1])).view(shape),
+                    s.index_select(0, &ids.reshape([-1])).view(shape),
+                )
+            }
+            None => (c.narrow(0, past, t), s.narrow(0, past, t)),
+        });
+        // The attention mask, built once: `None` lets SDPA use its causal (or full) path.
+        let mask = self.attention_mask(extras.key_mask, b, t, past, causal)?;
+        let is_causal = causal && mask.is_none() && past == 0 && t > 1;
+        let gqa = kvh != heads;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let hin = if self.cfg.post_norm {
+                x.shallow_clone()
+            } else {
+                blk.ln1.forward(&x)
+            };
+            let qkv = blk.qkv.forward(&hin);
+            let mut q = qkv.narrow(2, 0, heads * hd).view([b, t, heads, hd]).transpose(1, 2);
+            let mut k = qkv
+                .narrow(2, heads * hd, kvh * hd)
+                .view([b, t, kvh, hd])
+                .transpose(1, 2);
+            let mut v = qkv
+                .narrow(2, (heads + kvh) * hd, kvh * hd)
+                .view([b, t, kvh, hd])
+                .transpose(1, 2);
+            if let Some((cos, sin)) = &rope {
+                q = apply_rotary(&q, cos, sin);
+                k = apply_rotary(&k, cos, sin);
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                c.k[i].narrow(2, past, t).copy_(&k);
+                c.v[i].narrow(2, past, t).copy_(&v);
+                k = c.k[i].narrow(2, 0, total);
+                v = c.v[i].narrow(2, 0, total);
+            }
+            let y = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                p,
+                is_causal,
+                None::<f64>,
+                gqa,
+            );
+            let y = blk.proj.forward(&y.transpose(1, 2).reshape([b, t, d]));
+            if self.cfg.post_norm {
+                x = blk.ln1.forward(&(x + drop(y, p, train)));
+                let m = mlp(blk, &x);
+                x = blk.ln2.forward(&(x + drop(m, p, train)));
+            } else {
+                x = x + drop(y, p, train);
+                let m = mlp(blk, &blk.ln2.forward(&x));
+                x = x + drop(m, p, train);
+            }
+        }
+        if let Some(c) = cache {
+            c.len = total;
+        }
+        Ok(match &self.ln_f {
+            Some(n) => n.forward(&x),
+            None => x,
+        })
+    }
+
+    /// A boolean mask `[B, 1, T, past + T]` (true = attend), or `None` when SDPA's own
+    /// causal or full attention is exact.
+    fn attention_mask(
+        &self,
+        key_mask: Option<&Tensor>,
+        b: i64,
+        t: i64,
+        past: i64,
+        causal: bool,
+    ) -> Result<Option<Tensor>> {
+        let s = past + t;
+        let keys = match key_mask {
+            Some(m) => {
+                if m.size() != [b, s] {
+                    return Err(Error::usage(format!(
+                        "key mask has shape {:?}, expected [{b}, {s}] (cached and new positions)",
+                        m.size()
+                    )));
+                }
+                Some(m.to_device(self.device).to_kind(Kind::Bool))
+            }
+            None => None,
+        };
+        // Without padding: a fresh causal pass, any full pass, and one new token after a
+        // cache need no mask.
+        if keys.is_none() && (!causal || past == 0 || t == 1) {
+            return Ok(None);
+        }
+        let dev = self.device;
+        let mut m = match keys {
+            Some(k) => k.view([b, 1, 1, s]).expand([b, 1, t, s], false),
+            None => Tensor::ones([b, 1, t, s], (Kind::Bool, dev)),
+        };
+        if causal {
+            let qpos = Tensor::arange_start(past, s, (Kind::Int64, dev)).view([t, 1]);
+            let kpos = Tensor::arange(s, (Kind::Int64, dev)).view([1, s]);
+            m = m.logical_and(&kpos.le_tensor(&qpos).view([1, 1, t, s]));
+        }
+        // Every query sees at least itself, so padded rows stay finite (their outputs are
+        // never used, but a NaN there would reach real rows through 0 * NaN).
+        let diag = Tensor::arange(s, (Kind::Int64, dev))
+            .view([1, s])
+            .eq_tensor(&Tensor::arange_start(past, s, (Kind::Int64, dev)).view([t, 1]))
+            .view([1, 1, t, s]);
+        Ok(Some(m.logical_or(&diag)))
+    }
+}
+
+fn mlp(blk: &Block, h: &Tensor) -> Tensor {
+    let m = match &blk.up {
+        Some(up) => blk.fc.forward(h).silu() * up.forward(h),
+        None => blk.fc.forward(h).gelu(blk.gelu),
+    };
+    blk.out.forward(&m)
+}
+
+/// `(cos, sin)` tables `[seq_len, head_dim]` for rotary positions.
+fn rope_tables(cfg: &ModelConfig, seq_len: i64, device: Device) -> (Tensor, Tensor) {
+    let hd = cfg.head_dim() as i64;
+    // Computed in f64 and rounded once, as `transformers` computes its inverse frequencies.
+    let inv = Tensor::arange_start_step(0, hd, 2, (Kind::Double, device))
+        .divide_scalar(hd as f64)
+        .multiply_scalar(-cfg.rope_theta.ln())
+        .exp()
+        .to_kind(Kind::Float);
+    let t = Tensor::arange(seq_len, (Kind::Float, device));
+    let freqs = t.outer(&inv);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    (emb.cos(), emb.sin())
+}
+
+/// Dropout that is skipped, not run with p = 0, when off (no mask, no copy).
+fn drop(x: Tensor, p: f64, train: bool) -> Tensor {
+    if train && p > 0.0 {
+        x.dropout(p, train)
+    } else {
+        x
+    }
+}
+
+/// Rotates query/key `[B, H, T, hd]` by position (half rotation, as GPT-NeoX and LLaMA).
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size().last().copied().unwrap_or(0) / 2;
+    let x1 = x.narrow(-1, 0, half);
+    let x2 = x.narrow(-1, half, half);
+    let rotated = Tensor::cat(&[x2.neg(), x1], -1);
+    let out = x * cos + rotated * sin;
+    out.to_kind(x.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(positions: Positions, norm: Norm, mlp: Mlp, bias: bool, tie: bool) -> ModelConfig {
+        ModelConfig {
+            layers: 2,
+            heads: 2,
+            dim: 16,
+            seq_len: Some(16),
+            vocab_size: Some(32),
+            positions,
+            norm,
+            mlp,
+            bias,
+            tie_embeddings: tie,
+            ..ModelConfig::default()
+        }
+    }
+
+    fn families() -> Vec<ModelConfig> {
+        let sized = |c: ModelConfig| ModelConfig {
+            layers: 2,
+            heads: 4,
+            dim: 32,
+            seq_len: Some(24),
+            vocab_size: Some(40),
+            ..c
+        };
+        vec![
+            sized(ModelConfig::gpt2()),
+            sized(ModelConfig::llama().with_kv_heads(2)),
+            sized(ModelConfig {
+                tie_embeddings: false,
+                ..ModelConfig::llama()
+            }),
+            sized(ModelConfig::bert()),
+        ]
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn every_variant_gives_logits_of_the_right_shape() {
+        let _rng = crate::torch_rng_lock();
+        let mut variants = vec![
+            tiny(Positions::Learned, Norm::LayerNorm, Mlp::Gelu, false, true),
+            tiny(Positions::Rotary, Norm::RmsNorm, Mlp::SwiGlu, false, false),
+            tiny(Positions::Learned, Norm::LayerNorm, Mlp::Gelu, true, false),
+            tiny(Positions::Rotary, Norm::LayerNorm, Mlp::SwiGlu, true, true),
+        ];
+        variants.extend(families());
+        for cfg in variants {
+            tch::manual_seed(0);
+            let m = Transformer::new(&cfg, Device::Cpu);
+            let v = cfg.vocab_size.unwrap() as i64;
+            let idx = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).view([2, 3]);
+            let logits = m.forward(&idx, true, false);
+            assert_eq!(logits.size(), vec![2, 3, v], "{cfg:?}");
+            assert!(bool::try_from(logits.isfinite().all()).unwrap());
+            assert_eq!(
+                m.params().get("lm_head.weight").is_some(),
+                !cfg.tie_embeddings
+            );
+            assert_eq!(m.params().get("blocks.0.attn.qkv.bias").is_some(), cfg.bias);
+            assert_eq!(m.params().get("emb_norm.weight").is_some(), cfg.post_norm);
+            assert_eq!(m.params().get("ln_f.weight").is_none(), cfg.post_norm);
+            let qkv = m.params().get("blocks.0.attn.qkv.weight").unwrap().size();
+            let hd = cfg.head_dim() as i64;
+            assert_eq!(qkv[0], (cfg.heads + 2 * cfg.kv_heads()) as i64 * hd);
+        }
+    }
+
+    #[test]
+    fn decoder_is_causal_and_encoder_is_not() {
+        let _rng = crate::torch_rng_lock();
+        let cfg = tiny(Positions::Rotary, Norm::LayerNorm, Mlp::Gelu, false, true);
+        tch::manual_seed(1);
+        let m = Transformer::new(&cfg, Device::Cpu);
+        let a = Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]);
+        let b = Tensor::from_slice(&[1i64, 2, 3, 9]).view([1, 4]);
+        // Changing the last token leaves earlier decoder positions unchanged...
+        let (la, lb) = (m.forward(&a, true, false), m.forward(&b, true, false));
+        let diff = max_diff(&la.narrow(1, 0, 3), &lb.narrow(1, 0, 3));
+        assert!(diff < 1e-6, "decoder leaked the future: {diff}");
+        // ...but changes them in the encoder.
+        let (ea, eb) = (m.forward(&a, false, false), m.forward(&b, false, false));
+        let diff = max_diff(&ea.narrow(1, 0, 3), &eb.narrow(1, 0, 3));
+        assert!(diff > 1e-6, "encoder did not see the whole sequence");
+    }
+
+    /// Decoding token by token through the cache gives the logits of one full pass.
+    #[test]
+    fn kv_cache_decoding_equals_a_full_pass() {
+        let _rng = crate::torch_rng_lock();
+        for cfg in families().into_iter().filter(|c| !c.post_norm) {
+            tch::manual_seed(2);
+            let m = Transformer::new(&cfg, Device::Cpu);
+            let ids = Tensor::randint(40, [3, 10], (Kind::Int64, Device::Cpu));
+            let full = m.forward(&ids, true, false);
+            let mut cache = m.new_cache(3, 16);
+            // A 4-token prefill, then one token at a time.
+            let mut parts = vec![m
+                .try_forward(&ids.narrow(1, 0, 4), &Extras::default(), true, Some(&mut cache))
+                .unwrap()];
+            for i in 4..10 {
+                parts.push(
+                    m.try_forward(&ids.narrow(1, i, 1), &Extras::default(), true, Some(&mut cache))
+                        .unwrap(),
+                );
+            }
+            assert_eq!(cache.len(), 10);
+            let stepped = Tensor::cat(&parts, 1);
+            let diff = max_diff(&full, &stepped);
+            assert!(diff < 1e-5, "{}: cache differs by {diff}", cfg.family());
+        }
+    }
+
+    /// A left-padded row with positions from its mask gives the logits it has alone, with
+    /// and without the cache.
+    #[test]
+    fn left_padding_with_mask_positions_equals_the_unpadded_row() {
+        let _rng = crate::torch_rng_lock();
+        for cfg in families().into_iter().filter(|c| !c.post_norm) {
+            tch::manual_seed(3);
+            let m = Transformer::new(&cfg, Device::Cpu);
+            let short = Tensor::from_slice(&[5i64, 6, 7]).view([1, 3]);
+            let long = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).view([1, 6]);
+            let alone_short = m.forward(&short, true, false);
+            let alone_long = m.forward(&long, true, false);
+            let pad = Tensor::from_slice(&[0i64, 0, 0, 5, 6, 7]).view([1, 6]);
+            let ids = Tensor::cat(&[&pad, &long], 0);
+            let mask = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 6]);
+            let pos = (mask.cumsum(1, Kind::Int64) - 1).clamp_min(0);
+            let extras = Extras {
+                positions: Some(&pos),
+                key_mask: Some(&mask),
+                ..Extras::default()
+            };
+            let batched = m.try_forward(&ids, &extras, true, None).unwrap();
+            let d1 = max_diff(&batched.get(0).narrow(0, 3, 3), &alone_short.get(0));
+            let d2 = max_diff(&batched.get(1), &alone_long.get(0));
+            assert!(d1 < 1e-5 && d2 < 1e-5, "{}: {d1} {d2}", cfg.family());
+            // One more token for each row through the cache.
+            let mut cache = m.new_cache(2, 8);
+            let _ = m.try_forward(&ids, &extras, true, Some(&mut cache)).unwrap();
+            let next = Tensor::from_slice(&[8i64, 9]).view([2, 1]);
+            let mask2 = Tensor::cat(&[&mask, &Tensor::ones([2, 1], (Kind::Int64, Device::Cpu))], 1);
+            let pos2 = Tensor::from_slice(&[3i64, 6]).view([2, 1]);
+            let step = m
+                .try_forward(
+                    &next,
+                    &Extras {
+                        positions: Some(&pos2),
+                        key_mask: Some(&mask2),
+                        ..Extras::default()
+                    },
+                    true,
+                    Some(&mut cache),
+                )
+                .unwrap();
+            let want0 = m.forward(&Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]), true, false);
+            let want1 = m.forward(
+                &Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 9]).view([1, 7]),
+                true,
+                false,
+            );
+            let d3 = max_diff(&step.get(0).get(0), &want0.get(0).get(3));
+            let d4 = max_diff(&step.get(1).get(0), &want1.get(0).get(6));
+            assert!(d3 < 1e-5 && d4 < 1e-5, "{}: {d3} {d4}", cfg.family());
+        }
+    }
+
+    /// Grouped-query attention equals full multi-head attention with each key/value head
+    /// repeated for its group.
+    #[test]
+    fn grouped_query_attention_equals_repeated_heads() {
+        let _rng = crate::torch_rng_lock();
+        let gqa = ModelConfig {
+            layers: 1,
+            heads: 4,
+            dim: 32,
+            seq_len: Some(8),
+            vocab_size: Some(20),
+            ..ModelConfig::llama().with_kv_heads(2)
+        };
+        tch::manual_seed(4);
+        let m = Transformer::new(&gqa, Device::Cpu);
+        let mha = ModelConfig {
+            kv_heads: None,
+            ..gqa.clone()
+        };
+        let mut w: HashMap<String, Tensor> = m.params().named().into_iter().collect();
+        let qkv = w["blocks.0.attn.qkv.weight"].shallow_clone();
+        let hd = 8;
+        let q = qkv.narrow(0, 0, 4 * hd);
+        let rep = |t: Tensor| t.view([2, 1, hd, 32]).repeat([1, 2, 1, 1]).view([4 * hd, 32]);
+        let k = rep(qkv.narrow(0, 4 * hd, 2 * hd));
+        let v = rep(qkv.narrow(0, 6 * hd, 2 * hd));
+        w.insert("blocks.0.attn.qkv.weight".into(), Tensor::cat(&[q, k, v], 0));
+        let full = Transformer::from_weights(&mha, Device::Cpu, &w, Path::new("test")).unwrap();
+        let ids = Tensor::from_slice(&[1i64, 5, 2, 7, 3]).view([1, 5]);
+        let diff = max_diff(&m.forward(&ids, true, false), &full.forward(&ids, true, false));
+        assert!(diff < 1e-5, "GQA differs from repeated heads by {diff}");
+    }
+
+    #[test]
+    fn from_weights_round_trips_and_names_what_does_not_fit() {
+        let _rng = crate::torch_rng_lock();
+        for cfg in families() {
+            tch::manual_seed(5);
+            let m = Transformer::new(&cfg, Device::Cpu);
+            let w: HashMap<String, Tensor> = m.params().named().into_iter().collect();
+            let back = Transformer::from_weights(&cfg, Device::Cpu, &w, Path::new("w")).unwrap();
+            let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
+            assert_eq!(
+                max_diff(&m.forward(&ids, false, false), &back.forward(&ids, false, false)),
+                0.0
+            );
+            let wider = ModelConfig {
+                dim: 64,
+                ..cfg.clone()
+            };
+            let err = Transformer::from_weights(&wider, Device::Cpu, &w, Path::new("w.safetensors"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("w.safetensors") && err.contains("tok_emb.weight"), "{err}");
+            let mut extra = w;
+            extra.insert("surprise".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+            let err = Transformer::from_weights(&cfg, Device::Cpu, &extra, Path::new("w"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("surprise"), "{err}");
+        }
+    }
+
+    #[test]
+    fn too_long_inputs_are_errors_not_panics() {
+        let _rng = crate::torch_rng_lock();
+        let cfg = families().remove(1);
+        let m = Transformer::new(&cfg, Device::Cpu);
+        let ids = Tensor::zeros([1, 25], (Kind::Int64, Device::Cpu));
+        let err = m
+            .try_forward(&ids, &Extras::default(), true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.seq_len"), "{err}");
+    }
+
+    #[test]
+    fn cast_keeps_the_store_in_step() {
+        let _rng = crate::torch_rng_lock();
+        let mut m = Transformer::new(&families().remove(0), Device::Cpu);
+        m.cast(Kind::BFloat16);
+        assert!(m.params().params.iter().all(|p| p.tensor.kind() == Kind::BFloat16));
+        let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
+        assert_eq!(m.forward(&ids, true, false).kind(), Kind::BFloat16);
+    }
+}
