@@ -34,7 +34,13 @@ pub enum Command {
     Demo(crate::cmd::demo::Args),
     /// List the stage types a pipeline can use.
     Stages(crate::cmd::stages::Args),
-    /// Train a model (causal LM or masked LM) on tokenized shards from a run.toml: mixed
-    /// precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
+    /// Train a model (causal LM or masked LM) on tokenized shards from a run.toml, from scratch
+    /// or from `[init] from` a model: mixed precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
     Train(crate::cmd::train::Args),
+    /// Turn an outside model (a GGUF file, a Hugging Face directory) or a quern checkpoint
+    /// into a quern model directory: model.json, model.safetensors, tokenizer.json.
+    Import(crate::cmd::import::Args),
+    /// Generate text from a model with a KV cache: batched prompts, greedy or sampled, chat
+    /// templates, stop strings; --bench times prefill and decoding.
+    Generate(crate::cmd::generate::Args),
 }

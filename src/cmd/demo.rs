@@ -4,7 +4,8 @@
 //! is given, kept afterwards so you can look at it), runs the build (exact and near dedup,
 //! rule labels, decontamination against a small held-out passage set, a stratified split),
 //! shows the funnel, trains a small BPE tokenizer and packs token shards per split, runs a
-//! few `quern sql` queries, and prints where everything is.
+//! few `quern sql` queries, prints where everything is, and ends by generating a few lines
+//! from the model it trained.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,6 +148,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  quern sql \"{q}\" --corpus {out}");
     }
     println!("  quern sql --corpus {out}        # a SQL shell over docs, rejected, quarantine");
+    if args.train_steps > 0 {
+        generate_step(&dir.join("run"))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,6 +194,48 @@ fn train_step(
         );
     }
     println!("metrics {}", cfg.out_dir.join("metrics.jsonl").display());
+    Ok(())
+}
+
+/// Generates a few lines from the model just trained: the run's newest checkpoint, through
+/// the same loader and generator as `quern generate`.
+#[cfg(feature = "torch")]
+fn generate_step(run_dir: &std::path::Path) -> anyhow::Result<()> {
+    use quern_models::generate::{GenerateConfig, Generator, Sampling};
+    println!("\n== generate (KV-cache decoding from the model just trained)");
+    let loaded = quern_models::store::load(run_dir, tch::Device::Cpu)?;
+    let gen = Generator::new(&loaded.model, loaded.tokenizer.as_ref(), &loaded.meta.special);
+    let prompts = ["The history of", "In the city", "A new study"];
+    let ids = prompts
+        .iter()
+        .map(|p| gen.encode(p, false))
+        .collect::<quern_core::Result<Vec<_>>>()?;
+    let cfg = GenerateConfig {
+        max_new_tokens: 24,
+        sampling: Sampling {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            repetition_penalty: 1.2,
+        },
+        seed: 7,
+        ..GenerateConfig::default()
+    };
+    let (outs, timing) = gen.generate(&ids, &cfg)?;
+    for (p, o) in prompts.iter().zip(&outs) {
+        println!("  {p}{}", o.text.replace('\n', " "));
+    }
+    println!(
+        "  ({} prompts in one batch, {:.0} tokens/s decoding; try `quern generate --model {} \"Your prompt\"`)",
+        prompts.len(),
+        timing.decode_tokens_per_s(),
+        run_dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn generate_step(_run_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 pub mod build;
 pub mod demo;
 pub mod doctor;
+pub mod generate;
+pub mod import;
 pub mod ingest;
 pub mod label;
 pub mod sql;
@@ -27,5 +29,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Stages(a) => stages::run(a),
         Command::Train(a) => train::run(a),
+        Command::Import(a) => import::run(a),
+        Command::Generate(a) => generate::run(a),
     }
 }

@@ -330,4 +330,41 @@ fn demo_labels_decontaminates_and_splits() {
     }
     assert!(splits.iter().all(Option::is_some));
     assert!(strings(&kept, "topic").iter().all(Option::is_some));
+    demo_generates(dir.path(), &stdout);
 }
+
+/// The demo ends by generating from the model it trained, and `quern generate` reads that
+/// run (its newest checkpoint carries the tokenizer) on its own.
+#[cfg(feature = "torch")]
+fn demo_generates(dir: &std::path::Path, stdout: &str) {
+    let tail = stdout
+        .split("== generate")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the demo did not generate:\n{stdout}"));
+    for p in ["The history of", "In the city", "A new study"] {
+        let line = tail
+            .lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .unwrap_or_else(|| panic!("no line for {p:?}:\n{tail}"));
+        assert!(line.trim().len() > p.len(), "nothing generated after {p:?}");
+    }
+    let out = run_ok(
+        quern()
+            .args(["generate", "--json", "--max-tokens", "6", "--model"])
+            .arg(dir.join("run"))
+            .args(["The history of", "In the"]),
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let n = r["tokens"].as_array().unwrap().len();
+        assert!(n >= 1 && n <= 6, "{r}");
+        assert!(["length", "stop"].contains(&r["finish_reason"].as_str().unwrap()), "{r}");
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+fn demo_generates(_dir: &std::path::Path, _stdout: &str) {}

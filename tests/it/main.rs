@@ -7,6 +7,8 @@ mod dedup;
 mod filters;
 mod ingest;
 mod labeling;
+#[cfg(feature = "torch")]
+mod models;
 mod sql;
 mod tokenize;
 #[cfg(feature = "torch")]

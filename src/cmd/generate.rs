@@ -1,0 +1,291 @@
+//! `quern generate`: text from a model, with a KV cache, batched.
+//!
+//! The model is anything `quern_models::store::load` reads: a quern model directory (from
+//! `quern import`), a training run or checkpoint, a GGUF file or a Hugging Face directory.
+//! Prompts come from the arguments or from a JSONL file (`{"prompt": "..."}` or
+//! `{"messages": [{"role", "content"}...]}` per line); chat prompts go through the model's
+//! chat template (or a plain ChatML one when it has none). Results print as text, or as JSONL
+//! with `--json`. `--bench` times prefill and decoding instead.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `quern generate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The model: a quern model directory, a run or checkpoint directory, a GGUF file, or a
+    /// Hugging Face directory.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Prompts (each one a separate row of the batch).
+    pub prompts: Vec<String>,
+    /// Read prompts from a JSONL file: `{"prompt": "..."}` or `{"messages": [...]}` per line.
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+    /// Treat plain prompts as one user turn of a chat (default when the model has a chat
+    /// template); `--chat=false` sends them as raw text.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub chat: Option<bool>,
+    /// A system message before each chat prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// New tokens at most per prompt.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 = greedy; otherwise sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens reaching this probability (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Penalise tokens already seen (1 = off; 1.1-1.3 is usual).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+    /// Stop at this string (repeatable); the text is cut before it.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Stop at this token id (repeatable), beside the model's end-of-sequence ids.
+    #[arg(long = "stop-id")]
+    pub stop_id: Vec<u32>,
+    /// Seed of sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompts per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Weights and activations: `fp32`, `bf16` or `fp16`.
+    #[arg(long, default_value = "fp32")]
+    pub dtype: String,
+    /// Print one JSON object per prompt.
+    #[arg(long)]
+    pub json: bool,
+    /// Time prefill and decoding (tokens/s) over the prompts, ignoring end-of-sequence ids.
+    #[arg(long)]
+    pub bench: bool,
+    /// With --bench: `--batch-size` synthetic prompts of this many ids each (`5 + i mod
+    /// (vocab - 10)`, as `benches/generate/hf_generate.py` uses), instead of given prompts.
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
+    /// With --bench: timed repetitions after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+}
+
+/// One prompt, as given.
+#[derive(Debug, Clone)]
+enum Prompt {
+    Text(String),
+    Chat(Vec<quern_models::chat::Message>),
+}
+
+#[cfg(feature = "torch")]
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use quern_models::chat::{Message, DEFAULT_TEMPLATE};
+    use quern_models::generate::{GenerateConfig, Generator, Sampling};
+
+    let mut prompts: Vec<Prompt> = args.prompts.iter().cloned().map(Prompt::Text).collect();
+    if let Some(f) = &args.prompts_file {
+        prompts.extend(read_prompts(f)?);
+    }
+    if args.prompt_tokens.is_some() && !args.bench {
+        anyhow::bail!("--prompt-tokens goes with --bench");
+    }
+    if prompts.is_empty() && args.prompt_tokens.is_none() {
+        anyhow::bail!("no prompts: give them as arguments or with --prompts-file FILE.jsonl");
+    }
+    if args.batch_size == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
+    let device = quern_models::device::parse(&args.device)?;
+    let kind = quern_models::device::parse_dtype(&args.dtype)?;
+    if device == tch::Device::Cpu {
+        quern_models::device::keep_freed_memory();
+    }
+    let t0 = std::time::Instant::now();
+    let mut loaded = quern_models::store::load(&args.model, device)
+        .with_context(|| format!("loading the model {}", args.model.display()))?;
+    loaded.model.cast(kind);
+    let load_s = t0.elapsed().as_secs_f64();
+    let special = loaded.meta.special.clone();
+    let gen = Generator::new(&loaded.model, loaded.tokenizer.as_ref(), &special);
+    let template = loaded.meta.chat_template.clone();
+    let chat = args.chat.unwrap_or(template.is_some());
+    let template_text = template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    if chat && template.is_none() && !args.json {
+        eprintln!("note: the model has no chat template; using a plain ChatML layout");
+    }
+    let mut ids = Vec::with_capacity(prompts.len());
+    if let Some(n) = args.prompt_tokens {
+        let v = loaded.model.vocab_size().max(11) as usize;
+        let synthetic: Vec<u32> = (0..n).map(|i| (5 + i % (v - 10)) as u32).collect();
+        ids.extend(std::iter::repeat_n(synthetic, args.batch_size));
+    }
+    for p in &prompts {
+        ids.push(match p {
+            Prompt::Text(t) if !chat => gen.encode(t, false)?,
+            Prompt::Text(t) => {
+                let mut msgs = Vec::new();
+                if let Some(s) = &args.system {
+                    msgs.push(Message::new("system", s));
+                }
+                msgs.push(Message::new("user", t));
+                gen.encode_chat(template_text, &msgs)?
+            }
+            Prompt::Chat(m) => gen.encode_chat(template_text, m)?,
+        });
+    }
+    let cfg = GenerateConfig {
+        max_new_tokens: args.max_tokens,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+        },
+        stop_ids: args.stop_id.clone(),
+        stop_strings: args.stop.clone(),
+        ignore_eos: args.bench,
+        seed: args.seed,
+    };
+    if args.bench {
+        return bench(&gen, &ids, &cfg, &args, load_s, &loaded);
+    }
+    let mut index = 0usize;
+    for chunk in ids.chunks(args.batch_size) {
+        let (outs, _) = gen.generate(chunk, &cfg)?;
+        for out in outs {
+            let p = &prompts[index];
+            index += 1;
+            if args.json {
+                let prompt = match p {
+                    Prompt::Text(t) => serde_json::json!({ "prompt": t }),
+                    Prompt::Chat(m) => serde_json::json!({ "messages": m }),
+                };
+                let mut row = prompt;
+                row["completion"] = serde_json::Value::from(out.text.clone());
+                row["tokens"] = serde_json::to_value(&out.tokens)?;
+                row["finish_reason"] = serde_json::to_value(out.finish)?;
+                row["prompt_tokens"] = serde_json::Value::from(out.prompt_tokens);
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                if prompts.len() > 1 {
+                    let shown = match p {
+                        Prompt::Text(t) => t.clone(),
+                        Prompt::Chat(m) => m.last().map(|m| m.content.clone()).unwrap_or_default(),
+                    };
+                    println!("### {shown}");
+                }
+                if loaded.tokenizer.is_some() {
+                    println!("{}", out.text);
+                } else {
+                    println!("{:?}", out.tokens);
+                }
+                if prompts.len() > 1 {
+                    println!();
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "torch")]
+fn bench(
+    gen: &quern_models::generate::Generator<'_>,
+    ids: &[Vec<u32>],
+    cfg: &quern_models::generate::GenerateConfig,
+    args: &Args,
+    load_s: f64,
+    loaded: &quern_models::store::Loaded,
+) -> anyhow::Result<ExitCode> {
+    let batch = &ids[..ids.len().min(args.batch_size)];
+    gen.generate(batch, cfg)?; // warm-up
+    let mut runs = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let t = std::time::Instant::now();
+        let (_, timing) = gen.generate(batch, cfg)?;
+        runs.push((timing, t.elapsed().as_secs_f64()));
+    }
+    // The median run by decoding speed.
+    runs.sort_by(|a, b| a.0.decode_tokens_per_s().total_cmp(&b.0.decode_tokens_per_s()));
+    let (t, total) = runs[runs.len() / 2];
+    let bytes = loaded.model.weight_bytes_per_token();
+    let row = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "device": format!("{:?}", loaded.model.device()),
+        "dtype": args.dtype,
+        "parameters": loaded.model.params().numel(),
+        "batch": batch.len(),
+        "prompt_tokens": t.prompt_tokens,
+        "new_tokens_per_row": cfg.max_new_tokens,
+        "load_s": load_s,
+        "prefill_s": t.prefill_s,
+        "prefill_tokens_per_s": t.prefill_tokens_per_s(),
+        "decode_s": t.decode_s,
+        "decode_steps": t.steps,
+        "decode_tokens_per_s": t.decode_tokens_per_s(),
+        "decode_steps_per_s": t.steps as f64 / t.decode_s.max(1e-9),
+        "total_s": total,
+        "weight_bytes_per_step": bytes,
+        "weight_read_gb_per_s": bytes * t.steps as f64 / t.decode_s.max(1e-9) / 1e9,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!(
+            "batch {} on {:?} ({}): prefill {} tokens in {:.3} s ({:.0} tokens/s); decode {} steps in {:.3} s: {:.1} tokens/s, {:.1} steps/s, weights read at {:.1} GB/s",
+            batch.len(),
+            loaded.model.device(),
+            args.dtype,
+            t.prompt_tokens,
+            t.prefill_s,
+            t.prefill_tokens_per_s(),
+            t.steps,
+            t.decode_s,
+            t.decode_tokens_per_s(),
+            t.steps as f64 / t.decode_s.max(1e-9),
+            bytes * t.steps as f64 / t.decode_s.max(1e-9) / 1e9
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prompts from a JSONL file; errors name the file and line.
+fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<Prompt>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |m: String| anyhow::anyhow!("{}:{}: {m}", path.display(), i + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if let Some(p) = v.get("prompt").and_then(|p| p.as_str()) {
+            out.push(Prompt::Text(p.to_string()));
+        } else if let Some(m) = v.get("messages") {
+            let msgs: Vec<quern_models::chat::Message> = serde_json::from_value(m.clone())
+                .map_err(|e| bad(format!("`messages` must be [{{\"role\", \"content\"}}...]: {e}")))?;
+            out.push(Prompt::Chat(msgs));
+        } else {
+            return Err(bad("expected a `prompt` string or a `messages` list".into()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this quern was built without the `torch` feature, so it cannot generate; rebuild with default features")
+}
