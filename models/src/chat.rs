@@ -72,7 +72,10 @@ mod tests {
     fn default_template_is_chatml() {
         let out = render(
             DEFAULT_TEMPLATE,
-            &[Message::new("user", "Hi"), Message::new("assistant", "Hello")],
+            &[
+                Message::new("user", "Hi"),
+                Message::new("assistant", "Hello"),
+            ],
             true,
             "",
             "",
@@ -93,7 +96,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("first must be user"), "{err}");
-        let err = render("{% for %}", &[], false, "", "").unwrap_err().to_string();
+        let err = render("{% for %}", &[], false, "", "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chat_template"), "{err}");
     }
 }

@@ -277,7 +277,10 @@ impl ModelConfig {
             );
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout", format!("must be in [0, 1), got {}", self.dropout));
+            return bad(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            );
         }
         if self.init_std <= 0.0 || !self.init_std.is_finite() {
             return bad("init_std", "must be a positive number".into());
@@ -291,10 +294,16 @@ impl ModelConfig {
             }
         }
         if self.post_norm && self.norm != Norm::LayerNorm {
-            return bad("post_norm", "post-norm (BERT) goes with norm = \"layernorm\"".into());
+            return bad(
+                "post_norm",
+                "post-norm (BERT) goes with norm = \"layernorm\"".into(),
+            );
         }
         if self.seq_len == Some(0) || self.vocab_size == Some(0) {
-            return bad("seq_len", "seq_len and vocab_size must be at least 1".into());
+            return bad(
+                "seq_len",
+                "seq_len and vocab_size must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -11,14 +11,22 @@ pub fn parse(name: &str) -> Result<Device> {
         "cuda" | "cuda:0" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         n if n.starts_with("cuda") => {
             if !tch::Cuda::is_available() {
-                return Err(Error::bad_config("device", "CUDA is not available on this machine"));
+                return Err(Error::bad_config(
+                    "device",
+                    "CUDA is not available on this machine",
+                ));
             }
             let i: usize = n
                 .strip_prefix("cuda:")
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::bad_config("device", format!("`{n}`: expected cuda or cuda:N")))?;
+                .ok_or_else(|| {
+                    Error::bad_config("device", format!("`{n}`: expected cuda or cuda:N"))
+                })?;
             if i as i64 >= tch::Cuda::device_count() {
-                return Err(Error::bad_config("device", format!("`{n}`: only {} CUDA devices", tch::Cuda::device_count())));
+                return Err(Error::bad_config(
+                    "device",
+                    format!("`{n}`: only {} CUDA devices", tch::Cuda::device_count()),
+                ));
             }
             Ok(Device::Cuda(i))
         }

@@ -103,10 +103,16 @@ impl GenerateConfig {
     pub fn validate(&self) -> Result<()> {
         let s = &self.sampling;
         if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
-            return Err(Error::bad_config("temperature", format!("must be >= 0, got {}", s.temperature)));
+            return Err(Error::bad_config(
+                "temperature",
+                format!("must be >= 0, got {}", s.temperature),
+            ));
         }
         if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-            return Err(Error::bad_config("top_p", format!("must be in (0, 1], got {}", s.top_p)));
+            return Err(Error::bad_config(
+                "top_p",
+                format!("must be in (0, 1], got {}", s.top_p),
+            ));
         }
         if !(s.repetition_penalty > 0.0 && s.repetition_penalty.is_finite()) {
             return Err(Error::bad_config(
@@ -177,7 +183,11 @@ pub struct Generator<'a> {
 }
 
 impl<'a> Generator<'a> {
-    pub fn new(model: &'a Transformer, tokenizer: Option<&'a Tokenizer>, special: &'a Special) -> Self {
+    pub fn new(
+        model: &'a Transformer,
+        tokenizer: Option<&'a Tokenizer>,
+        special: &'a Special,
+    ) -> Self {
         Generator {
             model,
             tokenizer,
@@ -186,8 +196,9 @@ impl<'a> Generator<'a> {
     }
 
     fn tokenizer(&self) -> Result<&'a Tokenizer> {
-        self.tokenizer
-            .ok_or_else(|| Error::usage("the model has no tokenizer.json: give token ids, not text"))
+        self.tokenizer.ok_or_else(|| {
+            Error::usage("the model has no tokenizer.json: give token ids, not text")
+        })
     }
 
     /// Token ids of a plain prompt: the tokenizer's own special tokens, and a BOS when the
@@ -225,7 +236,11 @@ impl<'a> Generator<'a> {
     }
 
     /// Generates for every prompt (token ids) in one batch.
-    pub fn generate(&self, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Result<(Vec<Generation>, Timing)> {
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        cfg: &GenerateConfig,
+    ) -> Result<(Vec<Generation>, Timing)> {
         cfg.validate()?;
         let m = self.model;
         let dev = m.device();
@@ -265,8 +280,12 @@ impl<'a> Generator<'a> {
             mask.extend(std::iter::repeat_n(1i64, p.len()));
         }
         let _g = tch::no_grad_guard();
-        let ids = Tensor::from_slice(&ids).view([b as i64, longest as i64]).to_device(dev);
-        let mut key_mask = Tensor::from_slice(&mask).view([b as i64, longest as i64]).to_device(dev);
+        let ids = Tensor::from_slice(&ids)
+            .view([b as i64, longest as i64])
+            .to_device(dev);
+        let mut key_mask = Tensor::from_slice(&mask)
+            .view([b as i64, longest as i64])
+            .to_device(dev);
         let mut positions = (key_mask.cumsum(1, Kind::Int64) - 1).clamp_min(0);
         let mut cache = m.new_cache(b as i64, (longest + budget).max(1) as i64);
         let mut stops: Vec<u32> = cfg.stop_ids.clone();
@@ -339,13 +358,17 @@ impl<'a> Generator<'a> {
                 break;
             }
             if keep.len() != active.len() {
-                let idx = Tensor::from_slice(&keep.iter().map(|&s| s as i64).collect::<Vec<_>>()).to_device(dev);
+                let idx = Tensor::from_slice(&keep.iter().map(|&s| s as i64).collect::<Vec<_>>())
+                    .to_device(dev);
                 cache.select_rows(&idx);
                 key_mask = key_mask.index_select(0, &idx);
                 positions = positions.index_select(0, &idx);
                 active = keep.iter().map(|&s| active[s]).collect();
             }
-            let step_ids: Vec<i64> = active.iter().map(|&r| *rows[r].out.last().unwrap_or(&0) as i64).collect();
+            let step_ids: Vec<i64> = active
+                .iter()
+                .map(|&r| *rows[r].out.last().unwrap_or(&0) as i64)
+                .collect();
             let n = active.len() as i64;
             let step = Tensor::from_slice(&step_ids).view([n, 1]).to_device(dev);
             positions = positions.narrow(1, positions.size()[1] - 1, 1) + 1;
@@ -384,7 +407,13 @@ impl<'a> Generator<'a> {
     }
 
     /// The next token of every active row.
-    fn pick(&self, logits: &Tensor, rows: &mut [Row], active: &[usize], s: &Sampling) -> Result<Vec<u32>> {
+    fn pick(
+        &self,
+        logits: &Tensor,
+        rows: &mut [Row],
+        active: &[usize],
+        s: &Sampling,
+    ) -> Result<Vec<u32>> {
         if s.temperature == 0.0 && s.repetition_penalty == 1.0 {
             let ids = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(tch::Device::Cpu))
                 .map_err(|e| Error::bug(format!("argmax: {e}")))?;
@@ -449,7 +478,11 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
     let inv_t = 1.0 / s.temperature as f32;
     // Candidates sorted by logit, cut by top-k, then by top-p on the softmax.
     let mut idx: Vec<u32> = (0..l.len() as u32).collect();
-    let k = if s.top_k == 0 { l.len() } else { s.top_k.min(l.len()) };
+    let k = if s.top_k == 0 {
+        l.len()
+    } else {
+        s.top_k.min(l.len())
+    };
     if k < l.len() {
         idx.select_nth_unstable_by(k - 1, |&a, &b| l[b as usize].total_cmp(&l[a as usize]));
         idx.truncate(k);
@@ -549,7 +582,11 @@ mod tests {
         for _ in 0..n {
             let ids = Tensor::from_slice(&seq).view([1, -1]);
             let l = m.forward(&ids, true, false);
-            let next = l.get(0).get(seq.len() as i64 - 1).argmax(-1, false).int64_value(&[]);
+            let next = l
+                .get(0)
+                .get(seq.len() as i64 - 1)
+                .argmax(-1, false)
+                .int64_value(&[]);
             out.push(next as u32);
             seq.push(next);
         }
@@ -562,7 +599,11 @@ mod tests {
         let m = model();
         let special = Special::default();
         let g = Generator::new(&m, None, &special);
-        let prompts = vec![vec![1u32, 2, 3, 4, 5, 6, 7], vec![9u32, 8], vec![4u32, 4, 4, 4]];
+        let prompts = vec![
+            vec![1u32, 2, 3, 4, 5, 6, 7],
+            vec![9u32, 8],
+            vec![4u32, 4, 4, 4],
+        ];
         let (out, timing) = g.generate(&prompts, &GenerateConfig::greedy(12)).unwrap();
         for (p, o) in prompts.iter().zip(&out) {
             assert_eq!(o.tokens, greedy_no_cache(&m, p, 12), "prompt {p:?}");
@@ -570,7 +611,9 @@ mod tests {
         }
         // Each prompt alone (no padding) gives the same as in the batch.
         for (p, o) in prompts.iter().zip(&out) {
-            let (alone, _) = g.generate(std::slice::from_ref(p), &GenerateConfig::greedy(12)).unwrap();
+            let (alone, _) = g
+                .generate(std::slice::from_ref(p), &GenerateConfig::greedy(12))
+                .unwrap();
             assert_eq!(alone[0].tokens, o.tokens);
         }
         assert_eq!(timing.prompt_tokens, 13);
@@ -583,7 +626,10 @@ mod tests {
         let m = model();
         let special = Special::default();
         let g = Generator::new(&m, None, &special);
-        let free = g.generate(&[vec![1, 2, 3]], &GenerateConfig::greedy(8)).unwrap().0;
+        let free = g
+            .generate(&[vec![1, 2, 3]], &GenerateConfig::greedy(8))
+            .unwrap()
+            .0;
         let stop_at = free[0].tokens[3];
         let first = free[0].tokens.iter().position(|&t| t == stop_at).unwrap();
         let cfg = GenerateConfig {
@@ -595,12 +641,21 @@ mod tests {
         assert_eq!(stopped[0].tokens, free[0].tokens[..first].to_vec());
         // 38 prompt tokens leave room for 2 in a context of 40.
         let long: Vec<u32> = (0..38).map(|i| i % 50).collect();
-        let out = g.generate(&[long.clone()], &GenerateConfig::greedy(10)).unwrap().0;
+        let out = g
+            .generate(std::slice::from_ref(&long), &GenerateConfig::greedy(10))
+            .unwrap()
+            .0;
         assert_eq!((out[0].tokens.len(), out[0].finish), (2, Finish::Context));
         let too_long: Vec<u32> = (0..41).map(|i| i % 50).collect();
-        let err = g.generate(&[too_long], &GenerateConfig::greedy(1)).unwrap_err().to_string();
+        let err = g
+            .generate(&[too_long], &GenerateConfig::greedy(1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("longer than the model's context"), "{err}");
-        let err = g.generate(&[vec![99]], &GenerateConfig::greedy(1)).unwrap_err().to_string();
+        let err = g
+            .generate(&[vec![99]], &GenerateConfig::greedy(1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("outside the model's vocabulary"), "{err}");
     }
 
@@ -623,10 +678,16 @@ mod tests {
         let a = g.generate(&[vec![1, 2], vec![3, 4, 5]], &cfg).unwrap().0;
         let b = g.generate(&[vec![1, 2], vec![3, 4, 5]], &cfg).unwrap().0;
         assert_eq!(a, b, "same seed, same samples");
-        let other = GenerateConfig { seed: 43, ..cfg.clone() };
+        let other = GenerateConfig {
+            seed: 43,
+            ..cfg.clone()
+        };
         let c = g.generate(&[vec![1, 2], vec![3, 4, 5]], &other).unwrap().0;
         assert_ne!(a, c, "another seed, other samples");
-        let greedy = g.generate(&[vec![1, 2]], &GenerateConfig::greedy(10)).unwrap().0;
+        let greedy = g
+            .generate(&[vec![1, 2]], &GenerateConfig::greedy(10))
+            .unwrap()
+            .0;
         assert_ne!(a[0].tokens, greedy[0].tokens);
     }
 

@@ -304,7 +304,7 @@ impl GgmlType {
     /// Bytes that `n` values take, for a type quern reads and `n` a whole number of blocks.
     pub fn byte_len(self, n: u64) -> Option<u64> {
         let (values, bytes) = self.block()?;
-        if n % values != 0 {
+        if !n.is_multiple_of(values) {
             return None;
         }
         (n / values).checked_mul(bytes)
@@ -940,7 +940,7 @@ fn parse(path: &Path, data: &[u8]) -> Result<Parsed> {
                 ),
             ));
         }
-        let start = data_start.checked_add(t.offset).unwrap_or(u64::MAX);
+        let start = data_start.saturating_add(t.offset);
         let len = match t.ty.block() {
             None => 0, // a type quern does not read: only where it starts is checked
             Some((bv, _)) => {
@@ -1058,7 +1058,37 @@ fn llama_config(file: &GgufFile) -> Result<ModelConfig> {
         .opt("llama.rope.freq_base", GgufFile::f64)?
         .unwrap_or(10000.0);
     let norm_eps = file.opt("llama.attention.layer_norm_rms_epsilon", GgufFile::f64)?;
-    let head_dim = dim / heads;
+    let emb = file.tensor_info("token_embd.weight")?;
+    let vocab = match emb.dims[..] {
+        [d, v] if d == dim as u64 && v > 0 && v <= 1 << 24 => v as usize,
+        _ => {
+            return Err(file.err(format!(
+                "tensor `token_embd.weight` has shape {:?}, expected [vocab, {dim}] \
+                 (llama.embedding_length)",
+                emb.shape()
+            )))
+        }
+    };
+    let config = ModelConfig {
+        layers,
+        heads,
+        kv_heads: Some(kv_heads),
+        dim,
+        mlp_hidden: Some(hidden),
+        seq_len: Some(seq_len),
+        vocab_size: Some(vocab),
+        rope_theta,
+        norm_eps,
+        bias: false,
+        tie_embeddings: !file.tensors.iter().any(|t| t.name == "output.weight"),
+        ..ModelConfig::llama()
+    };
+    config.validate().map_err(|e| {
+        file.err(format!(
+            "the llama.* metadata describe a model quern cannot build: {e}"
+        ))
+    })?;
+    let head_dim = config.head_dim();
 
     let unsupported = |key: &str, what: String| {
         Err(file.err(format!(
@@ -1102,36 +1132,6 @@ fn llama_config(file: &GgufFile) -> Result<ModelConfig> {
         ));
     }
 
-    let emb = file.tensor_info("token_embd.weight")?;
-    let vocab = match emb.dims[..] {
-        [d, v] if d == dim as u64 && v > 0 && v <= 1 << 24 => v as usize,
-        _ => {
-            return Err(file.err(format!(
-                "tensor `token_embd.weight` has shape {:?}, expected [vocab, {dim}] \
-                 (llama.embedding_length)",
-                emb.shape()
-            )))
-        }
-    };
-    let config = ModelConfig {
-        layers,
-        heads,
-        kv_heads: Some(kv_heads),
-        dim,
-        mlp_hidden: Some(hidden),
-        seq_len: Some(seq_len),
-        vocab_size: Some(vocab),
-        rope_theta,
-        norm_eps,
-        bias: false,
-        tie_embeddings: !file.tensors.iter().any(|t| t.name == "output.weight"),
-        ..ModelConfig::llama()
-    };
-    config.validate().map_err(|e| {
-        file.err(format!(
-            "the llama.* metadata describe a model quern cannot build: {e}"
-        ))
-    })?;
     Ok(config)
 }
 
@@ -1598,10 +1598,10 @@ mod tests {
             (0x3555, 0.333_251_95),
             (0x7bff, 65504.0),
             (0xfbff, -65504.0),
-            (0x0400, 6.103_515_6e-5), // smallest normal, 2^-14
-            (0x03ff, 6.097_555_2e-5), // largest subnormal, 1023 * 2^-24
-            (0x0001, 5.960_464_5e-8), // smallest subnormal, 2^-24
-            (0x8001, -5.960_464_5e-8),
+            (0x0400, 1.0 / 16384.0),         // smallest normal, 2^-14
+            (0x03ff, 1023.0 / 16_777_216.0), // largest subnormal
+            (0x0001, 1.0 / 16_777_216.0),    // smallest subnormal, 2^-24
+            (0x8001, -1.0 / 16_777_216.0),
             (0x7c00, f32::INFINITY),
             (0xfc00, f32::NEG_INFINITY),
         ];
@@ -2187,16 +2187,35 @@ mod tests {
             msg.contains("tiny.gguf") && msg.contains("no tensor `blk.1.ffn_up.weight`"),
             "{msg}"
         );
-        // A shape that does not match the metadata.
-        let mut b = tiny_llama("llama", false, None);
-        let key = b"llama.feed_forward_length";
-        let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4;
-        b[at..at + 4].copy_from_slice(&32u32.to_le_bytes());
-        let msg = err_text(import_llama_file(&open(b)));
-        assert!(
-            msg.contains("tensor `blk.0.ffn_gate.weight` has shape [16, 8], expected [32, 8]"),
-            "{msg}"
-        );
+        // Metadata patched (a u32 value) to describe something else.
+        let patched = |key: &str, value: u32| {
+            let mut b = tiny_llama("llama", false, None);
+            let k = key.as_bytes();
+            let at = b.windows(k.len()).position(|w| w == k).unwrap() + k.len() + 4;
+            b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            err_text(import_llama_file(&open(b)))
+        };
+        let cases = [
+            (
+                "llama.feed_forward_length",
+                32,
+                "tensor `blk.0.ffn_gate.weight` has shape [16, 8], expected [32, 8]",
+            ),
+            (
+                "llama.rope.dimension_count",
+                2,
+                "`llama.rope.dimension_count` is 2",
+            ),
+            ("llama.attention.head_count_kv", 3, "model.kv_heads"),
+            ("llama.block_count", 0, "`llama.block_count` is 0"),
+        ];
+        for (key, value, want) in cases {
+            let msg = patched(key, value);
+            assert!(
+                msg.contains("tiny.gguf") && msg.contains(want),
+                "{key}: {msg}"
+            );
+        }
         // Real paths are named too.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.gguf");

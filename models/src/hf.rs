@@ -32,7 +32,7 @@ use serde_json::Value;
 use tch::Tensor;
 
 use crate::config::{Mlp, ModelConfig};
-use crate::store::{self, ModelMeta, Special, SourceKind, Weights, TOKENIZER, WEIGHTS};
+use crate::store::{self, ModelMeta, SourceKind, Special, Weights, TOKENIZER, WEIGHTS};
 
 /// Reads a Hugging Face directory (BERT or Llama layout).
 pub fn load_weights(dir: &Path) -> Result<Weights> {
@@ -44,10 +44,7 @@ pub fn load_weights(dir: &Path) -> Result<Weights> {
             format!("not valid JSON: {e}"),
         )
     })?;
-    let model_type = cfg
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     let raw = store::read_safetensors(&dir.join(WEIGHTS))?;
     let wfile = dir.join(WEIGHTS);
     let (config, tensors) = match model_type {
@@ -108,9 +105,8 @@ fn int(cfg: &Value, key: &str, file: &Path) -> Result<usize> {
 }
 
 fn take(map: &mut HashMap<String, Tensor>, name: &str, file: &Path) -> Result<Tensor> {
-    map.remove(name).ok_or_else(|| {
-        Error::bad_input(Place::file(file), format!("tensor `{name}` missing"))
-    })
+    map.remove(name)
+        .ok_or_else(|| Error::bad_input(Place::file(file), format!("tensor `{name}` missing")))
 }
 
 fn bert(
@@ -119,7 +115,10 @@ fn bert(
     raw: HashMap<String, Tensor>,
     wfile: &Path,
 ) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
-    let act = cfg.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+    let act = cfg
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu");
     let mlp = match act {
         "gelu" => Mlp::GeluErf,
         "gelu_new" | "gelu_pytorch_tanh" => Mlp::Gelu,
@@ -158,7 +157,9 @@ fn bert(
         mlp,
         ..ModelConfig::bert()
     };
-    config.validate().map_err(|e| Error::bad_input(Place::file(cpath), e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| Error::bad_input(Place::file(cpath), e.to_string()))?;
     // `BertFor*` checkpoints prefix the encoder with `bert.`.
     let mut map: HashMap<String, Tensor> = raw
         .into_iter()
@@ -180,11 +181,36 @@ fn bert(
         out.insert(to.to_string(), take(map, from, wfile)?);
         Ok(())
     };
-    mv(&mut map, &mut out, "embeddings.word_embeddings.weight", "tok_emb.weight")?;
-    mv(&mut map, &mut out, "embeddings.position_embeddings.weight", "pos_emb.weight")?;
-    mv(&mut map, &mut out, "embeddings.token_type_embeddings.weight", "type_emb.weight")?;
-    mv(&mut map, &mut out, "embeddings.LayerNorm.weight", "emb_norm.weight")?;
-    mv(&mut map, &mut out, "embeddings.LayerNorm.bias", "emb_norm.bias")?;
+    mv(
+        &mut map,
+        &mut out,
+        "embeddings.word_embeddings.weight",
+        "tok_emb.weight",
+    )?;
+    mv(
+        &mut map,
+        &mut out,
+        "embeddings.position_embeddings.weight",
+        "pos_emb.weight",
+    )?;
+    mv(
+        &mut map,
+        &mut out,
+        "embeddings.token_type_embeddings.weight",
+        "type_emb.weight",
+    )?;
+    mv(
+        &mut map,
+        &mut out,
+        "embeddings.LayerNorm.weight",
+        "emb_norm.weight",
+    )?;
+    mv(
+        &mut map,
+        &mut out,
+        "embeddings.LayerNorm.bias",
+        "emb_norm.bias",
+    )?;
     for i in 0..config.layers {
         let h = format!("encoder.layer.{i}");
         let q = format!("blocks.{i}");
@@ -273,7 +299,9 @@ fn llama(
     }
     for key in ["attention_bias", "mlp_bias"] {
         if cfg.get(key).and_then(Value::as_bool) == Some(true) {
-            return refuse(format!("`{key}` = true is not supported (Llama has no biases)"));
+            return refuse(format!(
+                "`{key}` = true is not supported (Llama has no biases)"
+            ));
         }
     }
     if let Some(act) = cfg.get("hidden_act").and_then(Value::as_str) {
@@ -281,15 +309,26 @@ fn llama(
             return refuse(format!("hidden_act `{act}`: quern's SwiGLU uses silu"));
         }
     }
-    config.validate().map_err(|e| Error::bad_input(Place::file(cpath), e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| Error::bad_input(Place::file(cpath), e.to_string()))?;
     let mut map = raw;
     let mut out = HashMap::new();
-    out.insert("tok_emb.weight".into(), take(&mut map, "model.embed_tokens.weight", wfile)?);
-    out.insert("ln_f.weight".into(), take(&mut map, "model.norm.weight", wfile)?);
+    out.insert(
+        "tok_emb.weight".into(),
+        take(&mut map, "model.embed_tokens.weight", wfile)?,
+    );
+    out.insert(
+        "ln_f.weight".into(),
+        take(&mut map, "model.norm.weight", wfile)?,
+    );
     if config.tie_embeddings {
         map.remove("lm_head.weight");
     } else {
-        out.insert("lm_head.weight".into(), take(&mut map, "lm_head.weight", wfile)?);
+        out.insert(
+            "lm_head.weight".into(),
+            take(&mut map, "lm_head.weight", wfile)?,
+        );
     }
     for i in 0..config.layers {
         let h = format!("model.layers.{i}");

@@ -248,10 +248,9 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
 
 fn in_file(file: &Path, e: Error) -> Error {
     match e {
-        Error::BadConfig { key, message } => Error::bad_input(
-            Place::file(file),
-            format!("{key}: {message}"),
-        ),
+        Error::BadConfig { key, message } => {
+            Error::bad_input(Place::file(file), format!("{key}: {message}"))
+        }
         e => e,
     }
 }
@@ -268,11 +267,15 @@ fn checkpoint_weights(dir: &Path, kind: SourceKind) -> Result<Weights> {
     })?;
     let config: ModelConfig = value
         .get("model")
-        .ok_or_else(|| Error::bad_input(Place::file(&state_path), "no `model` config in the checkpoint state"))
+        .ok_or_else(|| {
+            Error::bad_input(
+                Place::file(&state_path),
+                "no `model` config in the checkpoint state",
+            )
+        })
         .and_then(|m| {
-            serde_json::from_value(m.clone()).map_err(|e| {
-                Error::bad_input(Place::file(&state_path), format!("`model`: {e}"))
-            })
+            serde_json::from_value(m.clone())
+                .map_err(|e| Error::bad_input(Place::file(&state_path), format!("`model`: {e}")))
         })?;
     config.validate().map_err(|e| in_file(&state_path, e))?;
     let tokenizer_json = read_optional(&dir.join(TOKENIZER))?;

@@ -315,11 +315,7 @@ impl Transformer {
         file: &Path,
     ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
-        let m = Self::build(
-            cfg,
-            device,
-            Source::Weights { map: weights, file },
-        )?;
+        let m = Self::build(cfg, device, Source::Weights { map: weights, file })?;
         if weights.len() != m.store.params.len() {
             let mut extra: Vec<&String> = weights
                 .keys()
@@ -378,19 +374,9 @@ impl Transformer {
         let norm = |b: &mut Builder, name: &str| -> Result<NormLayer> {
             Ok(NormLayer {
                 kind: cfg.norm,
-                w: b.add(
-                    format!("{name}.weight"),
-                    &[d],
-                    Init::Ones,
-                    Role::NormOrBias,
-                )?,
+                w: b.add(format!("{name}.weight"), &[d], Init::Ones, Role::NormOrBias)?,
                 b: if cfg.bias && cfg.norm == Norm::LayerNorm {
-                    Some(b.add(
-                        format!("{name}.bias"),
-                        &[d],
-                        Init::Zeros,
-                        Role::NormOrBias,
-                    )?)
+                    Some(b.add(format!("{name}.bias"), &[d], Init::Zeros, Role::NormOrBias)?)
                 } else {
                     None
                 },
@@ -454,7 +440,11 @@ impl Transformer {
                 fc,
                 up,
                 out,
-                gelu: if cfg.mlp == Mlp::GeluErf { "none" } else { "tanh" },
+                gelu: if cfg.mlp == Mlp::GeluErf {
+                    "none"
+                } else {
+                    "tanh"
+                },
             });
         }
         let ln_f = if cfg.post_norm {
@@ -670,9 +660,12 @@ impl Transformer {
         train: bool,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = idx
-            .size2()
-            .map_err(|_| Error::usage(format!("token ids must be [batch, seq], got {:?}", idx.size())))?;
+        let (b, t) = idx.size2().map_err(|_| {
+            Error::usage(format!(
+                "token ids must be [batch, seq], got {:?}",
+                idx.size()
+            ))
+        })?;
         let past = cache.as_ref().map_or(0, |c| c.len);
         let total = past + t;
         if total > self.seq_len {
@@ -734,7 +727,10 @@ impl Transformer {
                 blk.ln1.forward(&x)
             };
             let qkv = blk.qkv.forward(&hin);
-            let mut q = qkv.narrow(2, 0, heads * hd).view([b, t, heads, hd]).transpose(1, 2);
+            let mut q = qkv
+                .narrow(2, 0, heads * hd)
+                .view([b, t, heads, hd])
+                .transpose(1, 2);
             let mut k = qkv
                 .narrow(2, heads * hd, kvh * hd)
                 .view([b, t, kvh, hd])
@@ -978,12 +974,22 @@ mod tests {
             let mut cache = m.new_cache(3, 16);
             // A 4-token prefill, then one token at a time.
             let mut parts = vec![m
-                .try_forward(&ids.narrow(1, 0, 4), &Extras::default(), true, Some(&mut cache))
+                .try_forward(
+                    &ids.narrow(1, 0, 4),
+                    &Extras::default(),
+                    true,
+                    Some(&mut cache),
+                )
                 .unwrap()];
             for i in 4..10 {
                 parts.push(
-                    m.try_forward(&ids.narrow(1, i, 1), &Extras::default(), true, Some(&mut cache))
-                        .unwrap(),
+                    m.try_forward(
+                        &ids.narrow(1, i, 1),
+                        &Extras::default(),
+                        true,
+                        Some(&mut cache),
+                    )
+                    .unwrap(),
                 );
             }
             assert_eq!(cache.len(), 10);
@@ -1020,9 +1026,14 @@ mod tests {
             assert!(d1 < 1e-5 && d2 < 1e-5, "{}: {d1} {d2}", cfg.family());
             // One more token for each row through the cache.
             let mut cache = m.new_cache(2, 8);
-            let _ = m.try_forward(&ids, &extras, true, Some(&mut cache)).unwrap();
+            let _ = m
+                .try_forward(&ids, &extras, true, Some(&mut cache))
+                .unwrap();
             let next = Tensor::from_slice(&[8i64, 9]).view([2, 1]);
-            let mask2 = Tensor::cat(&[&mask, &Tensor::ones([2, 1], (Kind::Int64, Device::Cpu))], 1);
+            let mask2 = Tensor::cat(
+                &[&mask, &Tensor::ones([2, 1], (Kind::Int64, Device::Cpu))],
+                1,
+            );
             let pos2 = Tensor::from_slice(&[3i64, 6]).view([2, 1]);
             let step = m
                 .try_forward(
@@ -1036,7 +1047,11 @@ mod tests {
                     Some(&mut cache),
                 )
                 .unwrap();
-            let want0 = m.forward(&Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]), true, false);
+            let want0 = m.forward(
+                &Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]),
+                true,
+                false,
+            );
             let want1 = m.forward(
                 &Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 9]).view([1, 7]),
                 true,
@@ -1071,13 +1086,23 @@ mod tests {
         let qkv = w["blocks.0.attn.qkv.weight"].shallow_clone();
         let hd = 8;
         let q = qkv.narrow(0, 0, 4 * hd);
-        let rep = |t: Tensor| t.view([2, 1, hd, 32]).repeat([1, 2, 1, 1]).view([4 * hd, 32]);
+        let rep = |t: Tensor| {
+            t.view([2, 1, hd, 32])
+                .repeat([1, 2, 1, 1])
+                .view([4 * hd, 32])
+        };
         let k = rep(qkv.narrow(0, 4 * hd, 2 * hd));
         let v = rep(qkv.narrow(0, 6 * hd, 2 * hd));
-        w.insert("blocks.0.attn.qkv.weight".into(), Tensor::cat(&[q, k, v], 0));
+        w.insert(
+            "blocks.0.attn.qkv.weight".into(),
+            Tensor::cat(&[q, k, v], 0),
+        );
         let full = Transformer::from_weights(&mha, Device::Cpu, &w, Path::new("test")).unwrap();
         let ids = Tensor::from_slice(&[1i64, 5, 2, 7, 3]).view([1, 5]);
-        let diff = max_diff(&m.forward(&ids, true, false), &full.forward(&ids, true, false));
+        let diff = max_diff(
+            &m.forward(&ids, true, false),
+            &full.forward(&ids, true, false),
+        );
         assert!(diff < 1e-5, "GQA differs from repeated heads by {diff}");
     }
 
@@ -1091,19 +1116,29 @@ mod tests {
             let back = Transformer::from_weights(&cfg, Device::Cpu, &w, Path::new("w")).unwrap();
             let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
             assert_eq!(
-                max_diff(&m.forward(&ids, false, false), &back.forward(&ids, false, false)),
+                max_diff(
+                    &m.forward(&ids, false, false),
+                    &back.forward(&ids, false, false)
+                ),
                 0.0
             );
             let wider = ModelConfig {
                 dim: 64,
                 ..cfg.clone()
             };
-            let err = Transformer::from_weights(&wider, Device::Cpu, &w, Path::new("w.safetensors"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("w.safetensors") && err.contains("tok_emb.weight"), "{err}");
+            let err =
+                Transformer::from_weights(&wider, Device::Cpu, &w, Path::new("w.safetensors"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("w.safetensors") && err.contains("tok_emb.weight"),
+                "{err}"
+            );
             let mut extra = w;
-            extra.insert("surprise".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+            extra.insert(
+                "surprise".into(),
+                Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+            );
             let err = Transformer::from_weights(&cfg, Device::Cpu, &extra, Path::new("w"))
                 .unwrap_err()
                 .to_string();
@@ -1129,7 +1164,11 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         let mut m = Transformer::new(&families().remove(0), Device::Cpu);
         m.cast(Kind::BFloat16);
-        assert!(m.params().params.iter().all(|p| p.tensor.kind() == Kind::BFloat16));
+        assert!(m
+            .params()
+            .params
+            .iter()
+            .all(|p| p.tensor.kind() == Kind::BFloat16));
         let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
         assert_eq!(m.forward(&ids, true, false).kind(), Kind::BFloat16);
     }

@@ -204,7 +204,11 @@ fn generate_step(run_dir: &std::path::Path) -> anyhow::Result<()> {
     use quern_models::generate::{GenerateConfig, Generator, Sampling};
     println!("\n== generate (KV-cache decoding from the model just trained)");
     let loaded = quern_models::store::load(run_dir, tch::Device::Cpu)?;
-    let gen = Generator::new(&loaded.model, loaded.tokenizer.as_ref(), &loaded.meta.special);
+    let gen = Generator::new(
+        &loaded.model,
+        loaded.tokenizer.as_ref(),
+        &loaded.meta.special,
+    );
     let prompts = ["The history of", "In the city", "A new study"];
     let ids = prompts
         .iter()

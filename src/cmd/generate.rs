@@ -63,6 +63,10 @@ pub struct Args {
     /// Weights and activations: `fp32`, `bf16` or `fp16`.
     #[arg(long, default_value = "fp32")]
     pub dtype: String,
+    /// CPU threads for libtorch's operators (default: libtorch's, one per core). Small
+    /// models decode faster on one thread; a busy machine makes spinning threads wait.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Print one JSON object per prompt.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +112,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let kind = quern_models::device::parse_dtype(&args.dtype)?;
     if device == tch::Device::Cpu {
         quern_models::device::keep_freed_memory();
+    }
+    if let Some(n) = args.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        tch::set_num_threads(n as i32);
     }
     let t0 = std::time::Instant::now();
     let mut loaded = quern_models::store::load(&args.model, device)
@@ -215,13 +225,17 @@ fn bench(
         runs.push((timing, t.elapsed().as_secs_f64()));
     }
     // The median run by decoding speed.
-    runs.sort_by(|a, b| a.0.decode_tokens_per_s().total_cmp(&b.0.decode_tokens_per_s()));
+    runs.sort_by(|a, b| {
+        a.0.decode_tokens_per_s()
+            .total_cmp(&b.0.decode_tokens_per_s())
+    });
     let (t, total) = runs[runs.len() / 2];
     let bytes = loaded.model.weight_bytes_per_token();
     let row = serde_json::json!({
         "model": args.model.display().to_string(),
         "device": format!("{:?}", loaded.model.device()),
         "dtype": args.dtype,
+        "threads": tch::get_num_threads(),
         "parameters": loaded.model.params().numel(),
         "batch": batch.len(),
         "prompt_tokens": t.prompt_tokens,
@@ -276,7 +290,11 @@ fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<Prompt>> {
             out.push(Prompt::Text(p.to_string()));
         } else if let Some(m) = v.get("messages") {
             let msgs: Vec<quern_models::chat::Message> = serde_json::from_value(m.clone())
-                .map_err(|e| bad(format!("`messages` must be [{{\"role\", \"content\"}}...]: {e}")))?;
+                .map_err(|e| {
+                    bad(format!(
+                        "`messages` must be [{{\"role\", \"content\"}}...]: {e}"
+                    ))
+                })?;
             out.push(Prompt::Chat(msgs));
         } else {
             return Err(bad("expected a `prompt` string or a `messages` list".into()));

@@ -40,7 +40,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let read_s = t0.elapsed().as_secs_f64();
     // Build the model once: it checks every name and shape against the config.
     let file = args.source.clone();
-    let model = quern_models::Transformer::from_weights(&w.meta.config, tch::Device::Cpu, &w.tensors, &file)?;
+    let model = quern_models::Transformer::from_weights(
+        &w.meta.config,
+        tch::Device::Cpu,
+        &w.tensors,
+        &file,
+    )?;
     quern_models::store::save(
         &args.out,
         &w.meta,
@@ -85,10 +90,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         println!(
             "tokenizer: {}; chat template: {}",
-            if w.tokenizer_json.is_some() { "yes" } else { "no" },
-            if w.meta.chat_template.is_some() { "yes" } else { "no" }
+            if w.tokenizer_json.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
+            if w.meta.chat_template.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
         );
-        println!("wrote {} in {:.1} s (read {:.1} s)", args.out.display(), total_s, read_s);
+        println!(
+            "wrote {} in {:.1} s (read {:.1} s)",
+            args.out.display(),
+            total_s,
+            read_s
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
