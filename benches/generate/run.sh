@@ -10,8 +10,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
-scripts/build-release.sh >/dev/null
-Q=target/release/quern
+# QUERN_BIN=target/debug/quern skips the release build (the dev profile builds dependencies,
+# libtorch's callers included, at opt-level 2; say which one a figure came from).
+if [[ -z "${QUERN_BIN:-}" ]]; then scripts/build-release.sh >/dev/null; fi
+Q=${QUERN_BIN:-target/release/quern}
 PY=.venv/bin/python
 N=${1:-32}
 CACHE=${QUERN_CACHE:-$HOME/.cache/quern}
@@ -58,8 +60,8 @@ $Q import "$WORK/tiny-hf" --out "$WORK/tiny" >/dev/null
 for model in tiny smollm2; do
   for b in 1 8; do
     if [[ $model == tiny ]]; then peer=(--hf "$WORK/tiny-hf"); else peer=(--gguf "$GGUF"); fi
-    q=$($Q generate --model "$WORK/$model" --bench --json --device cpu --prompt-tokens 16 --batch-size $b --max-tokens "$N" --repeat 3)
-    h=$($PY benches/generate/hf_generate.py "${peer[@]}" --batch $b --prompt-tokens 16 --new-tokens "$N" --repeat 3)
+    q=$($Q generate --model "$WORK/$model" --bench --json --device cpu ${THREADS:+--threads $THREADS} --prompt-tokens 16 --batch-size $b --max-tokens "$N" --repeat 3)
+    h=$(${THREADS:+env OMP_NUM_THREADS=$THREADS} $PY benches/generate/hf_generate.py "${peer[@]}" --batch $b --prompt-tokens 16 --new-tokens "$N" --repeat 3)
     echo "{\"measure\": \"decode\", \"model\": \"$model\", \"batch\": $b, \"quern\": $q, \"transformers\": $h}"
   done
 done

@@ -361,8 +361,11 @@ fn demo_generates(dir: &std::path::Path, stdout: &str) {
     assert_eq!(rows.len(), 2);
     for r in &rows {
         let n = r["tokens"].as_array().unwrap().len();
-        assert!(n >= 1 && n <= 6, "{r}");
-        assert!(["length", "stop"].contains(&r["finish_reason"].as_str().unwrap()), "{r}");
+        assert!((1..=6).contains(&n), "{r}");
+        assert!(
+            ["length", "stop"].contains(&r["finish_reason"].as_str().unwrap()),
+            "{r}"
+        );
     }
 }
 

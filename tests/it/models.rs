@@ -104,7 +104,11 @@ fn smollm2_from_gguf_matches_transformers() {
     let gguf = smollm2();
     let m = quern_models::store::load(&gguf, Device::Cpu).unwrap();
     let tok = m.tokenizer.as_ref().expect("the GGUF carries a tokenizer");
-    let template = m.meta.chat_template.clone().expect("the GGUF carries a chat template");
+    let template = m
+        .meta
+        .chat_template
+        .clone()
+        .expect("the GGUF carries a chat template");
     let gen = Generator::new(&m.model, Some(tok), &m.meta.special);
     let chats = [
         "What is the capital of France?",
@@ -134,10 +138,14 @@ fn smollm2_from_gguf_matches_transformers() {
     }));
     // Logits, fp32.
     for (i, ids) in [&prompts[0], &raw[0]].iter().enumerate() {
-        let x = Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
+        let x =
+            Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
         let got = tch::no_grad(|| m.model.forward(&x, true, false)).get(0);
         let d = max_diff(&got, &want[&format!("logits_{i}")]);
-        assert!(d <= 1e-4, "logits of row {i} differ from transformers by {d}");
+        assert!(
+            d <= 1e-4,
+            "logits of row {i} differ from transformers by {d}"
+        );
     }
     // Greedy continuations: all three prompts in one left-padded batch.
     let cfg = GenerateConfig {
@@ -189,9 +197,24 @@ fn minilm_hidden_states_match_transformers_bert() {
     let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());
     for e in &enc {
         let pad = longest - e.len();
-        ids.push([e.get_ids().iter().map(|&i| i as i64).collect::<Vec<_>>(), vec![0; pad]].concat());
+        ids.push(
+            [
+                e.get_ids().iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                vec![0; pad],
+            ]
+            .concat(),
+        );
         mask.push([vec![1i64; e.len()], vec![0; pad]].concat());
-        types.push([e.get_type_ids().iter().map(|&i| i as i64).collect::<Vec<_>>(), vec![0; pad]].concat());
+        types.push(
+            [
+                e.get_type_ids()
+                    .iter()
+                    .map(|&i| i as i64)
+                    .collect::<Vec<_>>(),
+                vec![0; pad],
+            ]
+            .concat(),
+        );
     }
     assert!(types[1].contains(&1), "the pair has a second segment");
     let want = reference(serde_json::json!({
@@ -227,7 +250,14 @@ fn import_then_generate_on_the_command_line() {
     let gguf = smollm2();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("smollm2");
-    let out = run_ok(quern().arg("import").arg(&gguf).arg("--out").arg(&out_dir).arg("--json"));
+    let out = run_ok(
+        quern()
+            .arg("import")
+            .arg(&gguf)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json"),
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["family"], "llama");
     assert_eq!(summary["layers"], 30);
@@ -256,7 +286,9 @@ fn import_then_generate_on_the_command_line() {
             &[quern_models::chat::Message::new("user", question)],
         )
         .unwrap();
-    let (want, _) = gen.generate(&[ids.clone()], &GenerateConfig::greedy(12)).unwrap();
+    let (want, _) = gen
+        .generate(std::slice::from_ref(&ids), &GenerateConfig::greedy(12))
+        .unwrap();
     assert_eq!(row["completion"], want[0].text.as_str());
     assert_eq!(row["prompt_tokens"], ids.len());
     assert!(!want[0].text.trim().is_empty());
@@ -264,7 +296,16 @@ fn import_then_generate_on_the_command_line() {
     // --bench reports prefill and decoding speeds.
     let out = run_ok(
         quern()
-            .args(["generate", "--bench", "--json", "--repeat", "1", "--max-tokens", "4", "--model"])
+            .args([
+                "generate",
+                "--bench",
+                "--json",
+                "--repeat",
+                "1",
+                "--max-tokens",
+                "4",
+                "--model",
+            ])
             .arg(&out_dir)
             .arg("Hello"),
     );
@@ -287,7 +328,11 @@ fn bad_models_and_prompts_are_refused_clearly() {
         let out_dir = dir.path().join(format!("out-{cut}"));
         let err = run_err(quern().arg("import").arg(&trunc).arg("--out").arg(&out_dir));
         assert!(err.contains(&format!("cut-{cut}.gguf")), "{err}");
-        assert!(!out_dir.exists(), "a failed import left {}", out_dir.display());
+        assert!(
+            !out_dir.exists(),
+            "a failed import left {}",
+            out_dir.display()
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -308,9 +353,21 @@ fn bad_models_and_prompts_are_refused_clearly() {
     let meta = quern_models::store::ModelMeta::new(cfg.clone());
     quern_models::store::save(&model_dir, &meta, &m.params().named(), None, false).unwrap();
     let text = std::fs::read_to_string(model_dir.join("model.json")).unwrap();
-    std::fs::write(model_dir.join("model.json"), text.replace("\"dim\": 16", "\"dim\": 32")).unwrap();
-    let err = run_err(quern().args(["generate", "--model"]).arg(&model_dir).arg("hi"));
-    assert!(err.contains("model.safetensors") && err.contains("shape"), "{err}");
+    std::fs::write(
+        model_dir.join("model.json"),
+        text.replace("\"dim\": 16", "\"dim\": 32"),
+    )
+    .unwrap();
+    let err = run_err(
+        quern()
+            .args(["generate", "--model"])
+            .arg(&model_dir)
+            .arg("hi"),
+    );
+    assert!(
+        err.contains("model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
 
     // A prompt longer than the context (token ids given through a tokenizer-less model is
     // not possible on the command line, so use the library).
@@ -322,15 +379,29 @@ fn bad_models_and_prompts_are_refused_clearly() {
         .generate(&[vec![1; 9]], &GenerateConfig::greedy(1))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("context of 8") && err.contains("model.seq_len"), "{err}");
+    assert!(
+        err.contains("context of 8") && err.contains("model.seq_len"),
+        "{err}"
+    );
     // Text without a tokenizer.
-    let err = run_err(quern().args(["generate", "--model"]).arg(&model_dir).arg("hi"));
+    let err = run_err(
+        quern()
+            .args(["generate", "--model"])
+            .arg(&model_dir)
+            .arg("hi"),
+    );
     assert!(err.contains("tokenizer"), "{err}");
 
     // Not a model at all.
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"not a model").unwrap();
-    let err = run_err(quern().arg("import").arg(&junk).arg("--out").arg(dir.path().join("j")));
+    let err = run_err(
+        quern()
+            .arg("import")
+            .arg(&junk)
+            .arg("--out")
+            .arg(dir.path().join("j")),
+    );
     assert!(err.contains("junk.bin"), "{err}");
 }
 
@@ -348,15 +419,29 @@ fn training_starts_from_an_imported_checkpoint() {
         format!("out_dir = \"a\"\n{base}max_steps = 40\n[model]\nlayers = 1\nheads = 2\ndim = 32\npositions = \"rotary\"\n"),
     )
     .unwrap();
-    let a = run_ok(quern().args(["train", "--quiet", "--json"]).arg(root.join("a.toml")));
+    let a = run_ok(
+        quern()
+            .args(["train", "--quiet", "--json"])
+            .arg(root.join("a.toml")),
+    );
     let a: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
-    run_ok(quern().arg("import").arg(root.join("a")).arg("--out").arg(root.join("a-model")));
+    run_ok(
+        quern()
+            .arg("import")
+            .arg(root.join("a"))
+            .arg("--out")
+            .arg(root.join("a-model")),
+    );
     std::fs::write(
         root.join("b.toml"),
         format!("out_dir = \"b\"\n[init]\nfrom = \"a-model\"\n{base}max_steps = 2\n"),
     )
     .unwrap();
-    let b = run_ok(quern().args(["train", "--quiet", "--json"]).arg(root.join("b.toml")));
+    let b = run_ok(
+        quern()
+            .args(["train", "--quiet", "--json"])
+            .arg(root.join("b.toml")),
+    );
     let b: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
     let loss = |r: &serde_json::Value, i: usize| r["losses"][i]["loss"].as_f64().unwrap();
     let (a_first, a_last, b_first) = (loss(&a, 0), loss(&a, 39), loss(&b, 0));
@@ -372,7 +457,10 @@ fn training_starts_from_an_imported_checkpoint() {
     )
     .unwrap();
     let err = run_err(quern().args(["train", "--quiet"]).arg(root.join("c.toml")));
-    assert!(err.contains("model.dim") && err.contains("init.from"), "{err}");
+    assert!(
+        err.contains("model.dim") && err.contains("init.from"),
+        "{err}"
+    );
 }
 
 /// A Hugging Face Llama directory (grouped-query attention, tied and untied) reads into the
@@ -391,6 +479,9 @@ fn hf_llama_directory_matches_transformers() {
         let x = Tensor::from_slice(&ids.concat()).view([1, -1]);
         let got = tch::no_grad(|| m.model.forward(&x, true, false));
         let d = max_diff(&got, &want["logits"]);
-        assert!(d <= 1e-5, "tie={tie}: logits differ from transformers by {d}");
+        assert!(
+            d <= 1e-5,
+            "tie={tie}: logits differ from transformers by {d}"
+        );
     }
 }

@@ -414,10 +414,7 @@ impl TrainConfig {
     pub fn from_toml(text: &str) -> Result<Self> {
         let table: toml::Table = toml::from_str(text)
             .map_err(|e| Error::bad_config("run.toml", format!("not valid TOML: {e}")))?;
-        let has_init = table
-            .get("init")
-            .and_then(|i| i.get("from"))
-            .is_some();
+        let has_init = table.get("init").and_then(|i| i.get("from")).is_some();
         if let (true, Some(toml::Value::Table(model))) = (has_init, table.get("model")) {
             if let Some(k) = model.keys().find(|k| k.as_str() != "dropout") {
                 return Err(Error::bad_config(

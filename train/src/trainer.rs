@@ -178,8 +178,9 @@ pub fn resolve_init(
     }
     let split_tok = train_dir.join("tokenizer.json");
     if let (Some(model_tok), true) = (&w.tokenizer_json, split_tok.exists()) {
-        let a = tokenizers::Tokenizer::from_bytes(model_tok.as_bytes())
-            .map_err(|e| Error::bad_config("init.from", format!("the model's tokenizer.json: {e}")))?;
+        let a = tokenizers::Tokenizer::from_bytes(model_tok.as_bytes()).map_err(|e| {
+            Error::bad_config("init.from", format!("the model's tokenizer.json: {e}"))
+        })?;
         let b = quern_tokenize::tokenizer::load_tokenizer(&split_tok)?;
         if a.get_vocab(true) != b.get_vocab(true) {
             return Err(Error::bad_config(
@@ -604,9 +605,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         None => None,
     };
     let init = match &cfg.init.from {
-        Some(path) => Some(quern_models::store::load_weights(path).map_err(|e| {
-            Error::bad_config("init.from", format!("{}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            quern_models::store::load_weights(path)
+                .map_err(|e| Error::bad_config("init.from", format!("{}: {e}", path.display())))?,
+        ),
         None => None,
     };
     let model_cfg = match &init {
