@@ -243,6 +243,11 @@ impl<'a> Generator<'a> {
     ) -> Result<(Vec<Generation>, Timing)> {
         cfg.validate()?;
         let m = self.model;
+        if m.config().post_norm {
+            return Err(Error::usage(
+                "this is a BERT-like encoder (post_norm): it reads whole sequences and cannot generate; use a decoder (GPT-2- or Llama-like)",
+            ));
+        }
         let dev = m.device();
         let ctx = m.seq_len() as usize;
         let vocab = m.vocab_size();

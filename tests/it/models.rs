@@ -241,6 +241,12 @@ fn minilm_hidden_states_match_transformers_bert() {
     let keep = mask_t.unsqueeze(-1).to_kind(Kind::Float);
     let d = max_diff(&(hidden * &keep), &(&want["hidden"] * &keep));
     assert!(d <= 1e-4, "hidden states differ from transformers by {d}");
+    // An encoder does not generate, and says so.
+    let err = run_err(quern().args(["generate", "--model"]).arg(&dir).arg("hello"));
+    assert!(
+        err.contains("encoder") && err.contains("cannot generate"),
+        "{err}"
+    );
 }
 
 /// `quern import` writes a model directory that `quern generate` reads, with the chat
