@@ -183,11 +183,33 @@ struct NormLayer {
 
 impl NormLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
+        if self.w.kind() != Kind::Float {
+            return self.forward_half(x);
+        }
         match self.kind {
             Norm::LayerNorm => {
                 x.layer_norm([self.dim], Some(&self.w), self.b.as_ref(), self.eps, true)
             }
             Norm::RmsNorm => x.rms_norm([self.dim], Some(&self.w), self.eps),
+        }
+    }
+
+    /// A model cast to bf16/fp16 ([`Transformer::cast`]): normalise in fp32, then scale in
+    /// the weights' kind, as `transformers` does (half-precision statistics over a
+    /// 576-wide row lose enough to derail a 30-layer model's greedy decoding).
+    fn forward_half(&self, x: &Tensor) -> Tensor {
+        let kind = self.w.kind();
+        let xf = x.to_kind(Kind::Float);
+        let n = match self.kind {
+            Norm::LayerNorm => {
+                xf.layer_norm([self.dim], None::<Tensor>, None::<Tensor>, self.eps, true)
+            }
+            Norm::RmsNorm => xf.rms_norm([self.dim], None::<Tensor>, self.eps),
+        };
+        let y = n.to_kind(kind) * &self.w;
+        match &self.b {
+            Some(b) => y + b,
+            None => y,
         }
     }
 }
@@ -506,7 +528,7 @@ impl Transformer {
     }
 
     /// Converts every weight to `kind` (e.g. bf16 for inference on GPU), in place, without
-    /// gradients. Norms still compute in the weights' kind, as `transformers` does.
+    /// gradients. Norms compute their statistics in fp32 (see `NormLayer::forward_half`).
     pub fn cast(&mut self, kind: Kind) {
         if kind == self.kind {
             return;

@@ -162,6 +162,27 @@ fn smollm2_from_gguf_matches_transformers() {
             o.text
         );
     }
+    // Cast to bf16 (`quern generate --dtype bf16`), the model still picks fp32's next token
+    // after each chat prompt (norm statistics are kept in fp32, as transformers keeps them).
+    let mut half = quern_models::store::load(&gguf, Device::Cpu).unwrap();
+    half.model.cast(Kind::BFloat16);
+    for (i, p) in prompts.iter().enumerate() {
+        let x = Tensor::from_slice(&p.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
+        let last = |m: &quern_models::Transformer| {
+            tch::no_grad(|| m.forward(&x, true, false))
+                .get(0)
+                .get(p.len() as i64 - 1)
+                .argmax(-1, false)
+                .int64_value(&[])
+        };
+        assert_eq!(
+            last(&half.model),
+            last(&m.model),
+            "bf16 next token after {:?}",
+            chats[i]
+        );
+    }
+    drop(half);
     // Tokenizer ids.
     for (i, t) in TEXTS.iter().enumerate() {
         let ours = tok.encode(*t, true).unwrap().get_ids().to_vec();
