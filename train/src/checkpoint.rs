@@ -172,16 +172,6 @@ impl Loaded {
     }
 }
 
-fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let list = Tensor::read_safetensors(path).map_err(|e| {
-        Error::bad_input(
-            Place::file(path),
-            format!("not a readable safetensors file: {e}"),
-        )
-    })?;
-    Ok(list.into_iter().collect())
-}
-
 /// Reads a checkpoint directory.
 pub fn load(dir: &Path) -> Result<Loaded> {
     let state_path = dir.join("state.json");
@@ -194,8 +184,8 @@ pub fn load(dir: &Path) -> Result<Loaded> {
     })?;
     Ok(Loaded {
         dir: dir.to_path_buf(),
-        weights: read_tensors(&dir.join("model.safetensors"))?,
-        optimizer: read_tensors(&dir.join("optimizer.safetensors"))?,
+        weights: quern_models::store::read_safetensors(&dir.join("model.safetensors"))?,
+        optimizer: quern_models::store::read_safetensors(&dir.join("optimizer.safetensors"))?,
         state,
     })
 }
