@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod schema;
 pub mod shard;
 pub mod stage;
+pub mod text;
 
 pub use error::{Context, Error, Result};
 pub use stage::{BatchCtx, Stage, StageKind, StageRegistry, Verdict};

@@ -429,7 +429,7 @@ pub(crate) fn read(
     let mut split: Box<dyn Splitter> = if array {
         Box::new(Elements {
             reader: input.reader,
-            offset: 0,
+            offset: input.skipped,
             line: 1,
             mode: Mode::Start,
             ordinal: 0,
@@ -438,7 +438,7 @@ pub(crate) fn read(
         Box::new(Lines {
             reader: input.reader,
             line: 0,
-            offset: 0,
+            offset: input.skipped,
             eof: false,
         })
     };

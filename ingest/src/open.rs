@@ -34,6 +34,8 @@ impl<R: Read> Read for Counting<R> {
 pub(crate) struct Input {
     pub reader: Box<dyn BufRead + Send>,
     pub consumed: Arc<AtomicU64>,
+    /// Bytes skipped at the start (a UTF-8 byte-order mark): where offsets start counting.
+    pub skipped: u64,
 }
 
 impl Input {
@@ -50,7 +52,7 @@ pub(crate) fn open(path: &Path) -> Result<Input> {
         inner: file,
         count: consumed.clone(),
     };
-    let reader: Box<dyn BufRead + Send> = match Compression::of(path) {
+    let mut reader: Box<dyn BufRead + Send> = match Compression::of(path) {
         Compression::None => Box::new(BufReader::with_capacity(BUF, counted)),
         Compression::Gzip => Box::new(BufReader::with_capacity(
             BUF,
@@ -61,7 +63,34 @@ pub(crate) fn open(path: &Path) -> Result<Input> {
             Box::new(BufReader::with_capacity(BUF, dec))
         }
     };
-    Ok(Input { reader, consumed })
+    let skipped = skip_bom(reader.as_mut()).at(path)?;
+    Ok(Input {
+        reader,
+        consumed,
+        skipped,
+    })
+}
+
+/// The UTF-8 byte-order mark that Windows tools write at the start of text files.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Skips a UTF-8 byte-order mark at the start of the stream; returns the bytes skipped (0 or
+/// 3). A BOM split across the first two reads of a decompressor is not recognised (no real
+/// reader returns fewer than 3 bytes first).
+fn skip_bom(r: &mut dyn BufRead) -> io::Result<u64> {
+    let buf = loop {
+        match r.fill_buf() {
+            Ok(b) => break b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    if buf.starts_with(BOM) {
+        r.consume(BOM.len());
+        Ok(BOM.len() as u64)
+    } else {
+        Ok(0)
+    }
 }
 
 /// Reads to the end of the stream, stopping at an error but keeping what was read before it.

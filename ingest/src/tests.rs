@@ -529,3 +529,60 @@ fn every_bad_data_file_fails_cleanly() {
         );
     }
 }
+
+/// Windows tools write UTF-8 with a byte-order mark, often with CRLF line endings: the BOM is
+/// skipped by every text reader (JSONL plain and compressed, JSON arrays, CSV, text), so the
+/// first record is read like the others, and byte offsets still count from the file's start.
+#[test]
+fn a_utf8_byte_order_mark_is_skipped_by_every_text_reader() {
+    let d = tempfile::tempdir().unwrap();
+    let bom = b"\xEF\xBB\xBF";
+    let jsonl = b"{\"text\": \"first\"}\r\n{\"text\": \"second\"}\r\nnot json\r\n";
+    let with_bom = [&bom[..], jsonl].concat();
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            write(d.path(), "w.jsonl", &with_bom),
+            vec!["first", "second"],
+        ),
+        (
+            write(d.path(), "w.jsonl.gz", &gz(&with_bom)),
+            vec!["first", "second"],
+        ),
+        (
+            write(
+                d.path(),
+                "w.json",
+                &[&bom[..], b"[{\"text\": \"a\"}, {\"text\": \"b\"}]\r\n"].concat(),
+            ),
+            vec!["a", "b"],
+        ),
+        (
+            write(
+                d.path(),
+                "w.csv",
+                &[&bom[..], b"text,lang\r\nhello,en\r\n"].concat(),
+            ),
+            vec!["hello"],
+        ),
+        (
+            write(d.path(), "w.txt", &[&bom[..], b"plain text\r\n"].concat()),
+            vec!["plain text\r\n"],
+        ),
+    ];
+    for (path, want) in cases {
+        let (o, c) = collect(&path, &IngestOptions::default());
+        let c = c.unwrap();
+        assert_eq!(o.texts, want, "{}", path.display());
+        let bad: Vec<&QRow> = o
+            .quarantine
+            .iter()
+            .filter(|q| !q.2.contains("invalid JSON") || q.0 != Some(3))
+            .collect();
+        assert!(bad.is_empty(), "{}: {:?}", path.display(), o.quarantine);
+        assert_eq!(c.ingested as usize, want.len());
+    }
+    // The bad third line's offset points at it in the file, BOM included.
+    let (o, _) = collect(&d.path().join("w.jsonl"), &IngestOptions::default());
+    let off = o.quarantine[0].1.unwrap() as usize;
+    assert!(with_bom[off..].starts_with(b"not json"), "offset {off}");
+}

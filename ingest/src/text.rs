@@ -14,10 +14,11 @@ use crate::open::{read_all, Input};
 pub(crate) fn read(mut input: Input, name: &str, source: &str, em: &mut Emitter<'_>) -> Result<()> {
     let mut buf = Vec::new();
     if let Err(e) = read_all(input.reader.as_mut(), &mut buf) {
-        let msg = format!("the stream broke at decompressed byte {}: {e}", buf.len());
+        let at = input.skipped + buf.len() as u64;
+        let msg = format!("the stream broke at decompressed byte {at}: {e}");
         return Err(em.fail(
             None,
-            Some(buf.len() as u64),
+            Some(at),
             &msg,
             Some(buf.as_slice()),
             source,
@@ -30,11 +31,12 @@ pub(crate) fn read(mut input: Input, name: &str, source: &str, em: &mut Emitter<
         Err(e) => {
             let at = e.valid_up_to();
             let line = memchr::memchr_iter(b'\n', &buf[..at]).count() as u64 + 1;
+            let at = at as u64 + input.skipped;
             let msg = format!("invalid UTF-8 at byte {at} (line {line})");
             b.quarantine(
                 &em.file,
                 Some(line),
-                Some(at as u64),
+                Some(at),
                 &msg,
                 Some(buf.as_slice()),
                 source,

@@ -60,10 +60,15 @@ fn for_each_json_line(
     for (i, line) in reader.lines().enumerate() {
         let lineno = i as u64 + 1;
         let line = line.at(path)?;
+        let line = if i == 0 {
+            quern_core::text::strip_bom(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
             Error::bad_input(
                 Place::file(path).with_line(lineno),
                 format!("not a JSON record: {e}"),
@@ -241,6 +246,16 @@ mod tests {
         std::fs::write(&p, "{\"text\":\"a\",\"y\":\"spam\"}\n{\"text\":\"b\"}\n").unwrap();
         let e = read_labelled(&p, "text", "y").unwrap_err().to_string();
         assert!(e.contains("d.jsonl:2") && e.contains("`y`"), "{e}");
+        // A byte-order mark and CRLF endings, as Windows tools write JSONL.
+        std::fs::write(
+            &p,
+            "\u{feff}{\"text\":\"a\",\"y\":\"spam\"}\r\n{\"text\":\"b\",\"y\":\"ham\"}\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_labelled(&p, "text", "y").unwrap().labels,
+            ["spam", "ham"]
+        );
         std::fs::write(&p, "{oops\n").unwrap();
         assert!(read_labelled(&p, "text", "y")
             .unwrap_err()

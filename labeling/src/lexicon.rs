@@ -97,7 +97,7 @@ impl Lexicon {
     pub fn load(path: &Path) -> Result<Lexicon> {
         let text = std::fs::read_to_string(path).at(path)?;
         let mut pairs = Vec::new();
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in quern_core::text::strip_bom(&text).lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim_end();
             if line.trim().is_empty() {
                 continue;

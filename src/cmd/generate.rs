@@ -279,7 +279,12 @@ fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<Prompt>> {
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
-        let line = line.trim_start_matches('\u{feff}').trim();
+        let line = if i == 0 {
+            quern_core::text::strip_bom(&line)
+        } else {
+            &line
+        }
+        .trim();
         if line.is_empty() {
             continue;
         }

@@ -197,11 +197,16 @@ impl TextStream {
                             Ok(l) => l,
                             Err(e) => return Some(Err(Error::io(&path, e))),
                         };
+                        let line = if i == 0 {
+                            quern_core::text::strip_bom(&line)
+                        } else {
+                            &line
+                        };
                         if line.trim().is_empty() {
                             continue;
                         }
                         let place = || Place::file(&path).with_line(i as u64 + 1);
-                        let v: serde_json::Value = match serde_json::from_str(&line) {
+                        let v: serde_json::Value = match serde_json::from_str(line) {
                             Ok(v) => v,
                             Err(e) => {
                                 return Some(Err(Error::bad_input(
@@ -331,6 +336,11 @@ mod tests {
             "{e}"
         );
         std::fs::write(&p, "{\"text\": \"one\"}\n{\"text\": \"two\"}\n").unwrap();
+        let got: Vec<String> =
+            TextStream::new(vec![TextSource::Jsonl(p.clone())], "text").collect();
+        assert_eq!(got, vec!["one", "two"]);
+        // A byte-order mark and CRLF endings, as Windows tools write JSONL.
+        std::fs::write(&p, "\u{feff}{\"text\": \"one\"}\r\n{\"text\": \"two\"}\r\n").unwrap();
         let got: Vec<String> =
             TextStream::new(vec![TextSource::Jsonl(p.clone())], "text").collect();
         assert_eq!(got, vec!["one", "two"]);
