@@ -407,14 +407,14 @@ pub fn save(
         let wpath = tmp.join(WEIGHTS);
         Tensor::write_safetensors(&cpu, &wpath)
             .map_err(|e| Error::usage(format!("writing {}: {e}", wpath.display())))?;
-        sync(&wpath)?;
+        sync_file(&wpath)?;
         let mpath = tmp.join(MODEL_JSON);
         fs::write(&mpath, serde_json::to_vec_pretty(meta)?).at(&mpath)?;
-        sync(&mpath)?;
+        sync_file(&mpath)?;
         if let Some(j) = tokenizer_json {
             let tpath = tmp.join(TOKENIZER);
             fs::write(&tpath, j).at(&tpath)?;
-            sync(&tpath)?;
+            sync_file(&tpath)?;
         }
         quern_core::shard::sync_dir(&tmp)?;
         if dir.exists() {
@@ -429,7 +429,8 @@ pub fn save(
     result
 }
 
-fn sync(path: &Path) -> Result<()> {
+/// fsyncs a written file (errors name it). Checkpoints use it too.
+pub fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path).and_then(|f| f.sync_all()).at(path)
 }
 

@@ -22,6 +22,7 @@ use crate::amp::LossScaler;
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::DataCursor;
 use crate::model::ParamStore;
+use quern_models::store::sync_file;
 
 /// Everything but the tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,10 +78,6 @@ pub fn list(out_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    fs::File::open(path).and_then(|f| f.sync_all()).at(path)
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
