@@ -109,84 +109,49 @@ pub enum Fused {
     Off,
 }
 
-/// AdamW with decoupled weight decay, warmup then decay.
+/// AdamW with decoupled weight decay, warmup then decay. Every key has a default (the
+/// [`Default`] impl is the one source of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
-    /// Peak learning rate. Default 3e-4.
-    #[serde(default = "default_lr")]
+    /// Peak learning rate, > 0. Default 3e-4.
     pub lr: f64,
-    /// Learning rate at the end of the decay. Default: lr / 10.
-    #[serde(default)]
+    /// Learning rate at the end of the decay, in [0, lr]. Default: lr / 10.
     pub min_lr: Option<f64>,
     /// Linear warmup steps from 0 to `lr`. Default 0.
-    #[serde(default)]
     pub warmup_steps: u64,
     /// `cosine`, `linear` or `constant` (to `min_lr` at `train.max_steps`). Default `cosine`.
-    #[serde(default = "default_decay")]
     pub decay: Decay,
-    /// Decoupled weight decay on matrices. Default 0.1.
-    #[serde(default = "default_wd")]
+    /// Decoupled weight decay on matrices, >= 0. Default 0.1.
     pub weight_decay: f64,
     /// Also decay the embeddings (norms and biases never decay). Default false.
-    #[serde(default)]
     pub decay_embeddings: bool,
-    /// Adam β1. Default 0.9.
-    #[serde(default = "default_beta1")]
+    /// Adam β1, in [0, 1). Default 0.9.
     pub beta1: f64,
-    /// Adam β2. Default 0.95.
-    #[serde(default = "default_beta2")]
+    /// Adam β2, in [0, 1). Default 0.95.
     pub beta2: f64,
-    /// Adam ε. Default 1e-8.
-    #[serde(default = "default_eps")]
+    /// Adam ε, > 0. Default 1e-8.
     pub eps: f64,
-    /// Clip gradients to this global L2 norm; 0 turns clipping off. Default 1.0.
-    #[serde(default = "default_clip")]
+    /// Clip gradients to this global L2 norm (>= 0); 0 turns clipping off. Default 1.0.
     pub grad_clip: f64,
     /// `auto`, `on` or `off`: libtorch's fused AdamW kernel. Default `auto`.
-    #[serde(default = "default_fused")]
     pub fused: Fused,
-}
-
-fn default_lr() -> f64 {
-    3e-4
-}
-fn default_decay() -> Decay {
-    Decay::Cosine
-}
-fn default_wd() -> f64 {
-    0.1
-}
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.95
-}
-fn default_eps() -> f64 {
-    1e-8
-}
-fn default_clip() -> f64 {
-    1.0
-}
-fn default_fused() -> Fused {
-    Fused::Auto
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
-            lr: default_lr(),
+            lr: 3e-4,
             min_lr: None,
             warmup_steps: 0,
-            decay: default_decay(),
-            weight_decay: default_wd(),
+            decay: Decay::Cosine,
+            weight_decay: 0.1,
             decay_embeddings: false,
-            beta1: default_beta1(),
-            beta2: default_beta2(),
-            eps: default_eps(),
-            grad_clip: default_clip(),
-            fused: default_fused(),
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            fused: Fused::Auto,
         }
     }
 }
@@ -212,155 +177,84 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// The training loop.
+/// The training loop. Every key has a default (the [`Default`] impl is the one source of
+/// them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoopConfig {
     /// `clm` (causal LM, decoder) or `mlm` (masked LM, encoder). Default `clm`.
-    #[serde(default = "default_objective")]
     pub objective: String,
-    /// Rows per micro-batch. Default 8.
-    #[serde(default = "default_micro_batch")]
+    /// Rows per micro-batch, >= 1. Default 8.
     pub micro_batch: usize,
-    /// Micro-batches per optimizer step. Default 1.
-    #[serde(default = "one")]
+    /// Micro-batches per optimizer step, >= 1. Default 1.
     pub grad_accum: usize,
-    /// Optimizer steps. Default 100.
-    #[serde(default = "default_max_steps")]
+    /// Optimizer steps, >= 1. Default 100.
     pub max_steps: u64,
     /// `fp32`, `bf16` or `fp16`. Default `fp32`.
-    #[serde(default = "default_precision")]
     pub precision: Precision,
     /// `auto`, `cpu` or `cuda`. Default `auto`.
-    #[serde(default = "default_device")]
     pub device: DeviceChoice,
     /// Seed of initialisation, data order, masking and dropout. Default 1234.
-    #[serde(default = "default_seed")]
     pub seed: u64,
     /// Evaluate on `data.val` every this many steps (and at the end); 0 = only at the end. Default 100.
-    #[serde(default = "default_eval_every")]
     pub eval_every: u64,
-    /// Validation micro-batches per evaluation. Default 8.
-    #[serde(default = "default_eval_batches")]
+    /// Validation micro-batches per evaluation, >= 1. Default 8.
     pub eval_batches: usize,
-    /// Write a metrics line every this many steps. Default 1.
-    #[serde(default = "one_u64")]
+    /// Write a metrics line every this many steps, >= 1. Default 1.
     pub log_every: u64,
-    /// Stop after this many non-finite steps in a row. Default 10.
-    #[serde(default = "default_max_skips")]
+    /// Stop after this many non-finite steps in a row, >= 1. Default 10.
     pub max_consecutive_skips: u64,
-    /// Masking probability for `mlm`. Default 0.15.
-    #[serde(default = "default_mask_prob")]
+    /// Masking probability for `mlm`, in (0, 1). Default 0.15.
     pub mask_prob: f64,
     /// Allow TF32 matmuls on CUDA. Default true.
-    #[serde(default = "yes")]
     pub tf32: bool,
-    /// Peak dense TFLOP/s of the device, the denominator of MFU. Default 989 on CUDA
+    /// Peak dense TFLOP/s of the device (> 0), the denominator of MFU. Default 989 on CUDA
     /// (H100/H200 bf16), none on CPU (MFU not shown).
-    #[serde(default)]
     pub peak_tflops: Option<f64>,
-    /// Initial fp16 loss scale. Default 65536.
-    #[serde(default = "default_loss_scale")]
+    /// Initial fp16 loss scale, > 0. Default 65536.
     pub loss_scale: f64,
-    /// Successful fp16 steps before the loss scale doubles. Default 2000.
-    #[serde(default = "default_growth_interval")]
+    /// Successful fp16 steps before the loss scale doubles, >= 1. Default 2000.
     pub loss_scale_growth_interval: u64,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_objective() -> String {
-    "clm".into()
-}
-fn default_micro_batch() -> usize {
-    8
-}
-fn one() -> usize {
-    1
-}
-fn one_u64() -> u64 {
-    1
-}
-fn default_max_steps() -> u64 {
-    100
-}
-fn default_precision() -> Precision {
-    Precision::Fp32
-}
-fn default_device() -> DeviceChoice {
-    DeviceChoice::Auto
-}
-fn default_seed() -> u64 {
-    1234
-}
-fn default_eval_every() -> u64 {
-    100
-}
-fn default_eval_batches() -> usize {
-    8
-}
-fn default_max_skips() -> u64 {
-    10
-}
-fn default_mask_prob() -> f64 {
-    0.15
-}
-fn default_loss_scale() -> f64 {
-    65536.0
-}
-fn default_growth_interval() -> u64 {
-    2000
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
-            objective: default_objective(),
-            micro_batch: default_micro_batch(),
+            objective: "clm".into(),
+            micro_batch: 8,
             grad_accum: 1,
-            max_steps: default_max_steps(),
-            precision: default_precision(),
-            device: default_device(),
-            seed: default_seed(),
-            eval_every: default_eval_every(),
-            eval_batches: default_eval_batches(),
+            max_steps: 100,
+            precision: Precision::Fp32,
+            device: DeviceChoice::Auto,
+            seed: 1234,
+            eval_every: 100,
+            eval_batches: 8,
             log_every: 1,
-            max_consecutive_skips: default_max_skips(),
-            mask_prob: default_mask_prob(),
+            max_consecutive_skips: 10,
+            mask_prob: 0.15,
             tf32: true,
             peak_tflops: None,
-            loss_scale: default_loss_scale(),
-            loss_scale_growth_interval: default_growth_interval(),
+            loss_scale: 65536.0,
+            loss_scale_growth_interval: 2000,
         }
     }
 }
 
-/// Checkpointing.
+/// Checkpointing. Every key has a default (the [`Default`] impl is the one source of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// Write a checkpoint every this many steps (and at the end); 0 = only at the end. Default 100.
-    #[serde(default = "default_ckpt_every")]
     pub every: u64,
-    /// Keep the last this many checkpoints. Default 3.
-    #[serde(default = "default_keep")]
+    /// Keep the last this many checkpoints, >= 1. Default 3.
     pub keep: usize,
-}
-
-fn default_ckpt_every() -> u64 {
-    100
-}
-fn default_keep() -> usize {
-    3
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
-            every: default_ckpt_every(),
-            keep: default_keep(),
+            every: 100,
+            keep: 3,
         }
     }
 }
@@ -464,55 +358,122 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    /// Checks value ranges that serde cannot. Called by the parsers; call it after building a
-    /// configuration in code.
+    /// Checks value ranges that serde cannot: every numeric key, each error naming its key in
+    /// full (`optim.beta2`, `train.log_every`, ...). Called by the parsers; call it after
+    /// building a configuration in code.
     pub fn validate(&self) -> Result<()> {
-        let bad = |k: &str, msg: String| Err(Error::bad_config(k, msg));
+        /// Refuses `key` unless `ok`, saying what the key must be and what it was.
+        fn need(ok: bool, key: &str, rule: &str, got: impl std::fmt::Display) -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::bad_config(key, format!("must be {rule}, got {got}")))
+            }
+        }
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        let non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        let unit = |x: f64| (0.0..1.0).contains(&x);
+        // model.vocab_size is checked here too, since the model's own check reports it as
+        // model.seq_len.
+        if let Some(v) = self.model.vocab_size {
+            need(v >= 1, "model.vocab_size", "at least 1", v)?;
+        }
         self.model.validate()?;
         let o = &self.optim;
-        if o.lr <= 0.0 || !o.lr.is_finite() {
-            return bad(
-                "optim.lr",
-                format!("must be a positive number, got {}", o.lr),
-            );
+        need(positive(o.lr), "optim.lr", "a positive number", o.lr)?;
+        if let Some(m) = o.min_lr {
+            need(
+                non_negative(m) && m <= o.lr,
+                "optim.min_lr",
+                &format!("in [0, optim.lr = {}]", o.lr),
+                m,
+            )?;
         }
-        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return bad("optim.beta1", "betas must be in [0, 1)".into());
-        }
-        if o.weight_decay < 0.0 || o.grad_clip < 0.0 || o.eps <= 0.0 {
-            return bad(
-                "optim.weight_decay",
-                "weight_decay and grad_clip must be >= 0, eps > 0".into(),
-            );
-        }
+        need(
+            non_negative(o.weight_decay),
+            "optim.weight_decay",
+            ">= 0",
+            o.weight_decay,
+        )?;
+        need(unit(o.beta1), "optim.beta1", "in [0, 1)", o.beta1)?;
+        need(unit(o.beta2), "optim.beta2", "in [0, 1)", o.beta2)?;
+        need(positive(o.eps), "optim.eps", "a positive number", o.eps)?;
+        need(
+            non_negative(o.grad_clip),
+            "optim.grad_clip",
+            ">= 0 (0 turns clipping off)",
+            o.grad_clip,
+        )?;
         let t = &self.train;
         if !matches!(t.objective.as_str(), "clm" | "mlm") {
-            return bad(
+            return Err(Error::bad_config(
                 "train.objective",
                 format!("unknown objective `{}`; available: clm, mlm (sft, cls, rm, dpo, rl come later)", t.objective),
-            );
+            ));
         }
-        if t.micro_batch == 0 || t.grad_accum == 0 || t.max_steps == 0 {
-            return bad(
-                "train.micro_batch",
-                "micro_batch, grad_accum and max_steps must be at least 1".into(),
-            );
+        need(
+            t.micro_batch >= 1,
+            "train.micro_batch",
+            "at least 1",
+            t.micro_batch,
+        )?;
+        need(
+            t.grad_accum >= 1,
+            "train.grad_accum",
+            "at least 1",
+            t.grad_accum,
+        )?;
+        need(
+            t.max_steps >= 1,
+            "train.max_steps",
+            "at least 1",
+            t.max_steps,
+        )?;
+        need(
+            t.eval_batches >= 1,
+            "train.eval_batches",
+            "at least 1",
+            t.eval_batches,
+        )?;
+        need(
+            t.log_every >= 1,
+            "train.log_every",
+            "at least 1",
+            t.log_every,
+        )?;
+        need(
+            t.max_consecutive_skips >= 1,
+            "train.max_consecutive_skips",
+            "at least 1",
+            t.max_consecutive_skips,
+        )?;
+        need(
+            unit(t.mask_prob) && t.mask_prob > 0.0,
+            "train.mask_prob",
+            "in (0, 1)",
+            t.mask_prob,
+        )?;
+        if let Some(p) = t.peak_tflops {
+            need(positive(p), "train.peak_tflops", "a positive number", p)?;
         }
-        if !(0.0..1.0).contains(&t.mask_prob) || t.mask_prob == 0.0 {
-            return bad(
-                "train.mask_prob",
-                format!("must be in (0, 1), got {}", t.mask_prob),
-            );
-        }
-        if t.max_consecutive_skips == 0 {
-            return bad("train.max_consecutive_skips", "must be at least 1".into());
-        }
-        if t.loss_scale <= 0.0 {
-            return bad("train.loss_scale", "must be positive".into());
-        }
-        if self.checkpoint.keep == 0 {
-            return bad("checkpoint.keep", "must be at least 1".into());
-        }
+        need(
+            positive(t.loss_scale),
+            "train.loss_scale",
+            "a positive number",
+            t.loss_scale,
+        )?;
+        need(
+            t.loss_scale_growth_interval >= 1,
+            "train.loss_scale_growth_interval",
+            "at least 1",
+            t.loss_scale_growth_interval,
+        )?;
+        need(
+            self.checkpoint.keep >= 1,
+            "checkpoint.keep",
+            "at least 1",
+            self.checkpoint.keep,
+        )?;
         Ok(())
     }
 }
@@ -573,5 +534,125 @@ mod tests {
                 "{text:?} gave {msg}"
             );
         }
+    }
+
+    /// Every numeric key out of range is refused, and the error names that key in full
+    /// (`train.log_every = 0` used to pass and divide by zero; `optim.beta2` was reported
+    /// as `optim.beta1`, `eps`/`grad_clip` as `optim.weight_decay`, `grad_accum`/`max_steps`
+    /// as `train.micro_batch`).
+    #[test]
+    fn every_numeric_key_out_of_range_names_itself() {
+        let cases = [
+            ("optim", "lr", "0.0"),
+            ("optim", "lr", "nan"),
+            ("optim", "min_lr", "-1.0"),
+            ("optim", "min_lr", "1.0"),
+            ("optim", "weight_decay", "-0.1"),
+            ("optim", "beta1", "1.0"),
+            ("optim", "beta2", "1.0"),
+            ("optim", "beta2", "-0.5"),
+            ("optim", "eps", "0.0"),
+            ("optim", "grad_clip", "-1.0"),
+            ("optim", "grad_clip", "inf"),
+            ("train", "micro_batch", "0"),
+            ("train", "grad_accum", "0"),
+            ("train", "max_steps", "0"),
+            ("train", "eval_batches", "0"),
+            ("train", "log_every", "0"),
+            ("train", "max_consecutive_skips", "0"),
+            ("train", "mask_prob", "0.0"),
+            ("train", "mask_prob", "1.0"),
+            ("train", "peak_tflops", "0.0"),
+            ("train", "loss_scale", "0.0"),
+            ("train", "loss_scale", "inf"),
+            ("train", "loss_scale_growth_interval", "0"),
+            ("checkpoint", "keep", "0"),
+            ("model", "vocab_size", "0"),
+        ];
+        let mut wrong = Vec::new();
+        for (section, key, value) in cases {
+            let text = format!("[data]\ntrain = \"t\"\n[{section}]\n{key} = {value}\n");
+            let full = format!("{section}.{key}");
+            match TrainConfig::from_toml(&text) {
+                Ok(_) => wrong.push(format!("{full} = {value} was accepted")),
+                Err(Error::BadConfig { key: k, message }) if k != full => {
+                    wrong.push(format!("{full} = {value} was reported as {k}: {message}"))
+                }
+                Err(Error::BadConfig { .. }) => {}
+                Err(e) => wrong.push(format!("{full} = {value}: {e}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let err = TrainConfig::from_toml("[data]\ntrain = \"t\"\n[optim]\nbeta2 = 1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`optim.beta2`") && err.contains("must be in [0, 1), got 1"),
+            "{err}"
+        );
+    }
+
+    /// Edge values inside the ranges are accepted.
+    #[test]
+    fn boundary_values_in_range_are_accepted() {
+        let text = "[data]\ntrain = \"t\"\n\
+                    [optim]\nbeta1 = 0.0\nbeta2 = 0.0\nweight_decay = 0.0\ngrad_clip = 0.0\nmin_lr = 0.0\n\
+                    [train]\nlog_every = 1\neval_every = 0\n\
+                    [checkpoint]\nevery = 0\nkeep = 1\n";
+        TrainConfig::from_toml(text).unwrap();
+    }
+
+    /// One source of defaults: a section left out of the file, an empty section, and the
+    /// `Default` used by code all agree, and the values are the documented ones.
+    #[test]
+    fn defaults_have_one_source() {
+        let empty = TrainConfig::from_toml("[data]\ntrain = \"t\"\n").unwrap();
+        let sections = TrainConfig::from_toml(
+            "[data]\ntrain = \"t\"\n[optim]\n[train]\n[checkpoint]\n[init]\n[model]\n",
+        )
+        .unwrap();
+        let code = TrainConfig::new("t", "runs/quern");
+        assert_eq!(empty, code);
+        assert_eq!(sections, code);
+        let o = &code.optim;
+        assert_eq!(
+            (o.lr, o.min_lr, o.warmup_steps, o.decay, o.weight_decay),
+            (3e-4, None, 0, Decay::Cosine, 0.1)
+        );
+        assert_eq!(
+            (
+                o.decay_embeddings,
+                o.beta1,
+                o.beta2,
+                o.eps,
+                o.grad_clip,
+                o.fused
+            ),
+            (false, 0.9, 0.95, 1e-8, 1.0, Fused::Auto)
+        );
+        let t = &code.train;
+        assert_eq!(
+            (
+                t.objective.as_str(),
+                t.micro_batch,
+                t.grad_accum,
+                t.max_steps
+            ),
+            ("clm", 8, 1, 100)
+        );
+        assert_eq!(
+            (t.precision, t.device, t.seed, t.eval_every, t.eval_batches),
+            (Precision::Fp32, DeviceChoice::Auto, 1234, 100, 8)
+        );
+        assert_eq!(
+            (t.log_every, t.max_consecutive_skips, t.mask_prob, t.tf32),
+            (1, 10, 0.15, true)
+        );
+        assert_eq!(
+            (t.peak_tflops, t.loss_scale, t.loss_scale_growth_interval),
+            (None, 65536.0, 2000)
+        );
+        assert_eq!((code.checkpoint.every, code.checkpoint.keep), (100, 3));
+        assert_eq!(code.out_dir, PathBuf::from("runs/quern"));
     }
 }
