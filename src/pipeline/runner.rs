@@ -53,7 +53,10 @@ pub struct BuildReport {
 /// `before_commit:N` aborts the process after the N-th unit's shards are written but before
 /// the manifest records them; `after_commit:N` aborts right after the N-th commit.
 /// `QUERN_TEST_UNIT_DELAY_MS` sleeps after each unit, so a test can SIGKILL mid-build.
-/// Neither changes what a build writes.
+/// Neither changes what a build writes. Only debug builds (which the integration tests run)
+/// read these variables: a release build ignores them, so a stray variable cannot abort a
+/// real build.
+#[derive(Debug, Default)]
 struct Faults {
     before_commit: Option<usize>,
     after_commit: Option<usize>,
@@ -63,17 +66,28 @@ struct Faults {
 
 impl Faults {
     fn from_env() -> Self {
-        let spec = std::env::var("QUERN_TEST_FAULT").unwrap_or_default();
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The faults the variables ask for (`var` looks one up), in a debug build.
+    #[cfg(debug_assertions)]
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let spec = var("QUERN_TEST_FAULT").unwrap_or_default();
         let parse = |prefix: &str| spec.strip_prefix(prefix).and_then(|n| n.parse().ok());
         Faults {
             before_commit: parse("before_commit:"),
             after_commit: parse("after_commit:"),
-            delay: std::env::var("QUERN_TEST_UNIT_DELAY_MS")
-                .ok()
+            delay: var("QUERN_TEST_UNIT_DELAY_MS")
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),
             committed: Default::default(),
         }
+    }
+
+    /// No faults: a release build does not read the test variables.
+    #[cfg(not(debug_assertions))]
+    fn from_vars(_var: impl Fn(&str) -> Option<String>) -> Self {
+        Faults::default()
     }
 
     /// Runs `commit` for one unit, with the configured faults around it.
@@ -740,4 +754,35 @@ pub fn funnel_table(a: &Accounting) -> String {
         "total", a.input, a.kept, a.rejected, a.quarantined
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fault variables are read by debug builds only (issue 19: they shipped in release
+    /// binaries, where `QUERN_TEST_FAULT=before_commit:1` aborted a real build).
+    #[test]
+    fn fault_injection_is_compiled_into_debug_builds_only() {
+        let vars = |k: &str| match k {
+            "QUERN_TEST_FAULT" => Some("before_commit:3".to_string()),
+            "QUERN_TEST_UNIT_DELAY_MS" => Some("60".to_string()),
+            _ => None,
+        };
+        let f = Faults::from_vars(vars);
+        if cfg!(debug_assertions) {
+            assert_eq!(f.before_commit, Some(3));
+            assert_eq!(f.delay, Some(std::time::Duration::from_millis(60)));
+        } else {
+            assert_eq!(
+                f.before_commit, None,
+                "a release build read QUERN_TEST_FAULT"
+            );
+            assert_eq!(
+                f.delay, None,
+                "a release build read QUERN_TEST_UNIT_DELAY_MS"
+            );
+        }
+        assert_eq!(f.after_commit, None);
+    }
 }
