@@ -1,7 +1,7 @@
 //! `quern tokenize`: docs shards in, tokenized shards out; and `quern tokenize export`.
 //!
 //! Raw flags live here; the resolved configuration is `quern_tokenize::TokenizeConfig`
-//! (the same table a pipeline's `[tokenize]` section holds). Flags override a `--config`
+//! (a `--config` file holds it, alone or as a `[tokenize]` table). Flags override a `--config`
 //! file, which overrides the defaults.
 
 use std::path::PathBuf;

@@ -15,7 +15,9 @@
 //! min_doc_words = 50               # the stage's own parameters
 //! ```
 //!
-//! Every table uses `deny_unknown_fields`, so a misspelt key is an error naming it.
+//! Every table uses `deny_unknown_fields`, so a misspelt key is an error naming it, and every
+//! stage type's parameters do the same. Nothing in the file is accepted and ignored: a
+//! `[tokenize]` table is refused (tokenize with `quern tokenize` after the build).
 
 use std::path::{Path, PathBuf};
 
@@ -105,9 +107,6 @@ pub struct PipelineConfig {
     /// The stages, in order. Default: none (the build is an ingest with accounting).
     #[serde(default)]
     pub stages: Vec<toml::Table>,
-    /// Optional final step: tokenize the kept documents into `out/tokens/`.
-    #[serde(default)]
-    pub tokenize: Option<toml::Table>,
 }
 
 /// A validated pipeline: paths resolved, stage specs extracted.
@@ -130,6 +129,19 @@ impl Pipeline {
     /// relative paths.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Pipeline> {
         let value: toml::Value = toml::from_str(text).map_err(|e| toml_error(file, e))?;
+        // A build does not tokenize; a `[tokenize]` table was once accepted and ignored, so
+        // it gets its own explanation rather than serde's "unknown field".
+        if value.get("tokenize").is_some() {
+            return Err(Error::bad_config(
+                "tokenize",
+                format!(
+                    "{} has a [tokenize] table, but a build does not tokenize: remove it, and after \
+                     the build run `quern tokenize --corpus <output.dir> --out DIR`, with the \
+                     table's options in a file given as `--config FILE`",
+                    file.display()
+                ),
+            ));
+        }
         let config: PipelineConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             Error::bad_config(
@@ -262,5 +274,64 @@ impl Pipeline {
             );
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n";
+
+    fn parse(text: &str) -> Result<Pipeline> {
+        Pipeline::parse(text, Path::new("conf/p.toml"), Path::new("conf"))
+    }
+
+    /// `[tokenize]` was accepted and silently ignored (issue 19): it is refused, naming the
+    /// key and the file and saying what to run instead.
+    #[test]
+    fn a_tokenize_table_is_refused_not_ignored() {
+        let e = parse(&format!("{OK}[tokenize]\nseq_len = 128\n"))
+            .expect_err("a [tokenize] table must be refused")
+            .to_string();
+        assert!(
+            e.contains("`tokenize`") && e.contains("conf/p.toml") && e.contains("quern tokenize"),
+            "{e}"
+        );
+    }
+
+    /// Every other key outside the known tables, and every unknown parameter of every
+    /// registered stage type, is an error naming it.
+    #[test]
+    fn unknown_keys_are_refused_everywhere() {
+        for (text, key) in [
+            (format!("{OK}[tokenizer]\nx = 1\n"), "tokenizer"),
+            (format!("{OK}extra = 1\n"), "extra"),
+            (
+                OK.replace("dir = \"out\"", "dir = \"out\"\nshards = 3"),
+                "shards",
+            ),
+            (
+                OK.replace("paths = [\"in\"]", "paths = [\"in\"]\nfield = \"t\""),
+                "field",
+            ),
+        ] {
+            let e = parse(&text).expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let reg = crate::stages::registry();
+        let types: Vec<String> = reg.list().iter().map(|(t, _)| t.to_string()).collect();
+        assert!(types.len() > 15, "{types:?}");
+        for t in types {
+            let p = parse(&format!(
+                "{OK}[[stages]]\ntype = \"{t}\"\nnot_a_param = 1\n"
+            ))
+            .unwrap();
+            let e = crate::pipeline::runner::build_stages(&p, &reg)
+                .err()
+                .unwrap_or_else(|| panic!("stage `{t}` accepted an unknown parameter"))
+                .to_string();
+            assert!(e.contains("not_a_param"), "stage `{t}`: {e}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Tokenizing a corpus into tokenized shards: `quern tokenize` and the pipeline's
-//! `[tokenize]` section.
+//! Tokenizing a corpus into tokenized shards: `quern tokenize` (run on a build's output; a
+//! pipeline file has no `[tokenize]` section, `quern build` refuses one).
 //!
 //! Input is the `docs` shards of a build (or any Parquet with the configured columns).
 //! Output, under `out/`:
@@ -56,7 +56,8 @@ pub const TOKENS_TABLE: &str = "tokens";
 /// The stage name in `rejected/` and in the accounting.
 pub const STAGE: &str = "tokenize";
 
-/// How to tokenize. In a pipeline, the `[tokenize]` section; on the command line, flags.
+/// How to tokenize: `quern tokenize`'s flags, or its `--config` file (the options alone or
+/// as a `[tokenize]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenizeConfig {
