@@ -174,7 +174,14 @@ fn train_step(
     cfg.train.max_steps = steps;
     cfg.train.eval_every = steps.div_ceil(2).max(1);
     cfg.validate()?;
-    let report = quern_train::train(&cfg, false)?;
+    // The run directory is the demo's own: a demo run again in the same --dir replaces it.
+    let report = quern_train::train_with(
+        &cfg,
+        &quern_train::TrainOptions {
+            force: true,
+            ..quern_train::TrainOptions::default()
+        },
+    )?;
     if let (Some(first), Some(last)) = (report.losses.first(), report.losses.last()) {
         println!(
             "{} parameters on {}: loss {:.3} (step {}) -> {:.3} (step {}), {:.0} tokens/s",

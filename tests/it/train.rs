@@ -74,3 +74,54 @@ fn a_bad_key_is_refused_before_training() {
         "a refused config must not start a run"
     );
 }
+
+/// A second run into an out_dir that holds a run is refused, naming the directory and the
+/// way out, and leaves that run as it was (it used to delete its metrics and mix
+/// checkpoints); `--force` replaces it.
+#[test]
+fn a_run_into_an_out_dir_holding_another_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), "");
+    let run = dir.path().join("run");
+    run_ok(
+        quern()
+            .args(["train", "--quiet", "--max-steps", "12"])
+            .arg(&cfg),
+    );
+    let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let ckpts = crate::common::tree(&run.join("checkpoints"));
+    let err = run_err(
+        quern()
+            .args(["train", "--quiet", "--max-steps", "3"])
+            .arg(&cfg),
+    );
+    assert!(
+        err.contains(&run.display().to_string())
+            && err.contains("already holds a training run")
+            && err.contains("--resume")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), metrics);
+    assert_eq!(crate::common::tree(&run.join("checkpoints")), ckpts);
+
+    run_ok(
+        quern()
+            .args(["train", "--quiet", "--force", "--max-steps", "3"])
+            .arg(&cfg),
+    );
+    let steps: Vec<u64> = crate::common::read_jsonl(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3], "the forced run starts a fresh log");
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["step-00000003"], "only the new run's checkpoints");
+
+    let help = run_ok(quern().args(["train", "--help"]));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--force"));
+}

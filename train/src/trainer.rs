@@ -38,6 +38,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Continue from the newest checkpoint in `out_dir` (start fresh when there is none).
     pub resume: bool,
+    /// Replace the run already in `out_dir` (its metrics, checkpoints and report) instead of
+    /// refusing to start. Ignored with `resume`.
+    pub force: bool,
     /// Stop after this step without a final checkpoint, as if the process were killed (for
     /// tests of resume).
     pub stop_after: Option<u64>,
@@ -586,6 +589,42 @@ fn open_split(dir: &Path, seed: u64) -> Result<(Box<dyn BatchSource>, SplitMeta)
     Ok((Box::new(rows), meta))
 }
 
+/// What a run writes in its `out_dir`: the marks of a run already there.
+const RUN_FILES: [&str; 3] = ["metrics.jsonl", "checkpoints", "report.json"];
+
+/// Refuses an `out_dir` that holds another run (starting over would delete its metrics and
+/// mix its checkpoints with this run's), unless the run is resumed or `force`d; forced,
+/// removes that run's files and nothing else in the directory.
+fn claim_out_dir(dir: &Path, opts: &TrainOptions) -> Result<()> {
+    if opts.resume {
+        return Ok(());
+    }
+    let found: Vec<&str> = RUN_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !opts.force {
+        return Err(Error::usage(format!(
+            "{} already holds a training run ({}); pass --resume to continue it, or --force \
+             to replace it, or choose another out_dir",
+            dir.display(),
+            found.join(", ")
+        )));
+    }
+    for f in found {
+        let path = dir.join(f);
+        if path.is_dir() {
+            fs::remove_dir_all(&path).at(&path)?;
+        } else {
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Trains as `cfg` says, with the given options.
 pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     cfg.validate()?;
@@ -617,6 +656,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     };
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
+    claim_out_dir(&cfg.out_dir, opts)?;
     fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
     let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
     if let Some(w) = &init {
@@ -762,5 +802,46 @@ pub fn precision_name(p: Precision) -> &'static str {
         Precision::Fp32 => "fp32",
         Precision::Bf16 => "bf16",
         Precision::Fp16 => "fp16",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_dir_holding_a_run_is_refused_unless_resumed_or_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let opts = |resume, force| TrainOptions {
+            resume,
+            force,
+            ..TrainOptions::default()
+        };
+        // A new, an empty, or a foreign directory is taken as it is.
+        claim_out_dir(&run, &opts(false, false)).unwrap();
+        fs::create_dir_all(&run).unwrap();
+        fs::write(run.join("run.toml"), "mine").unwrap();
+        claim_out_dir(&run, &opts(false, false)).unwrap();
+        // Another run's records are refused, and left as they were.
+        fs::write(run.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
+        fs::create_dir_all(run.join("checkpoints/step-00000001")).unwrap();
+        let e = claim_out_dir(&run, &opts(false, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&run.display().to_string())
+                && e.contains("metrics.jsonl")
+                && e.contains("--resume")
+                && e.contains("--force"),
+            "{e}"
+        );
+        assert!(run.join("metrics.jsonl").exists() && run.join("checkpoints").exists());
+        // Resuming keeps them; forcing removes the run's files and nothing else.
+        claim_out_dir(&run, &opts(true, false)).unwrap();
+        assert!(run.join("metrics.jsonl").exists());
+        claim_out_dir(&run, &opts(false, true)).unwrap();
+        assert!(!run.join("metrics.jsonl").exists() && !run.join("checkpoints").exists());
+        assert_eq!(fs::read_to_string(run.join("run.toml")).unwrap(), "mine");
     }
 }
