@@ -176,20 +176,68 @@ fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
 
     for (i, delay_ms) in delays_ms.iter().enumerate() {
         let p = write_pipeline(dir.path(), &format!("k{i}.toml"), stages);
+        let out = dir.path().join(format!("out-k{i}.toml"));
+        let units = kill_mid_build(&p, &out, *delay_ms);
+        eprintln!("{}: killed after {units} committed units", p.display());
+        run_ok(quern().arg("build").arg(&p));
+        assert_same_tree(&ref_out, &out);
+    }
+}
+
+/// SIGKILLs a build of `pipeline` (writing `out`) about `delay_ms` after it starts, and
+/// checks that the kill landed mid-build: the process had not exited and `out` held a claimed
+/// but incomplete build. A build that had already finished (so the resume would test
+/// nothing) is thrown away and killed again earlier; one killed before it claimed `out`,
+/// again later. Returns how many units the killed build had committed.
+fn kill_mid_build(pipeline: &Path, out: &Path, delay_ms: u64) -> usize {
+    let (mut early, mut late) = (0u64, None::<u64>);
+    let mut delay = delay_ms;
+    for _attempt in 0..12 {
         let mut child = quern()
             .arg("build")
-            .arg(&p)
+            .arg(pipeline)
             .env("QUERN_TEST_UNIT_DELAY_MS", "60")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        run_ok(quern().arg("build").arg(&p));
-        assert_same_tree(&ref_out, &dir.path().join(format!("out-k{i}.toml")));
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let exited = child.try_wait().unwrap();
+        if exited.is_none() {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let status = child.wait().unwrap();
+        if let Some(s) = exited {
+            assert!(s.success(), "{} failed by itself: {s}", pipeline.display());
+        }
+        let m = out.join("manifest.json").exists().then(|| manifest(out));
+        let complete = m.as_ref().is_some_and(|m| m["complete"] == true);
+        if exited.is_some() || status.success() || complete {
+            // Finished before the kill: start over, killing earlier.
+            eprintln!("{}: finished within {delay} ms", pipeline.display());
+            std::fs::remove_dir_all(out).unwrap();
+            late = Some(delay);
+            delay = (early + delay) / 2;
+        } else if let Some(m) = m {
+            // Killed mid-build: the directory is claimed and incomplete.
+            assert_eq!(m["complete"], false);
+            return m["units"].as_object().map_or(0, |u| u.len());
+        } else {
+            // Killed before the build claimed its directory: kill later.
+            eprintln!("{}: not started within {delay} ms", pipeline.display());
+            early = delay;
+            delay = late.map_or(delay * 2, |l| (delay + l) / 2);
+        }
+        assert!(
+            late.is_none_or(|l| l > early + 1),
+            "no moment to kill {} mid-build found",
+            pipeline.display()
+        );
     }
+    panic!(
+        "could not kill {} mid-build (last tried {delay} ms)",
+        pipeline.display()
+    );
 }
 
 #[test]
