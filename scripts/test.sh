@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Sets up whatever is missing (torch in .venv, the Python test peers, mold) and runs every
 # check: formatting and all tests of the workspace (unit, integration, doc tests).
-# Clippy (`cargo clippy --workspace --all-targets -- -D warnings`) is run by scripts/lint.sh;
-# it needs a second, check-mode build of every dependency, so it is kept out of this command
-# until it has been made clean.
+# Clippy runs with warnings as errors (scripts/lint.sh runs it alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh --test
@@ -13,4 +11,8 @@ cargo fmt --all --check
 echo "== cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
+# Tests run two at a time on two cores; libtorch's OpenMP threads (one per core in each test
+# process, tests' own and the quern and Python processes they start) then spin against each
+# other and a model test runs several times slower. One libtorch thread per process instead.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 cargo test --workspace 2>&1

@@ -43,4 +43,7 @@ pub enum Command {
     /// Generate text from a model with a KV cache: batched prompts, greedy or sampled, chat
     /// templates, stop strings; --bench times prefill and decoding.
     Generate(crate::cmd::generate::Args),
+    /// Evaluate a model: perplexity on a tokenized split (overall and per source), or a
+    /// multiple-choice task (MMLU, or any JSONL) by log-likelihood, zero- or few-shot.
+    Eval(crate::cmd::eval::Args),
 }

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod demo;
 pub mod doctor;
+pub mod eval;
 pub mod generate;
 pub mod import;
 pub mod ingest;
@@ -31,5 +32,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run(a),
         Command::Import(a) => import::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

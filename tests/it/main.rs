@@ -4,6 +4,8 @@ mod common;
 
 mod build;
 mod dedup;
+#[cfg(feature = "torch")]
+mod eval;
 mod filters;
 mod ingest;
 mod labeling;

@@ -21,7 +21,7 @@ fn models_dir() -> PathBuf {
     cache.join("models")
 }
 
-fn smollm2() -> PathBuf {
+pub(crate) fn smollm2() -> PathBuf {
     let p = models_dir().join("smollm2-135m-instruct.Q4_1.gguf");
     assert!(
         p.exists(),
