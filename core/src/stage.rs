@@ -37,6 +37,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
@@ -334,14 +335,30 @@ pub fn string_column<'a>(
 }
 
 /// How a stage is declared in a pipeline: its instance name, the config key it came from
-/// (e.g. `stages[2]`, used in error messages), and its parameters (the TOML table without
-/// `type` and `name`).
-#[derive(Debug, Clone)]
+/// (e.g. `stages[2]`, used in error messages), its parameters (the TOML table without
+/// `type` and `name`), and the directory its relative paths are relative to.
+#[derive(Debug, Clone, Default)]
 pub struct StageSpec {
     pub type_name: String,
     pub name: String,
     pub key: String,
     pub params: serde_json::Value,
+    /// The directory of the file that declared the stage: every relative path among the
+    /// parameters (lists, models, evaluation sets, spill directories) resolves against it,
+    /// through [`StageSpec::resolve`]. Empty: the working directory.
+    pub base_dir: PathBuf,
+}
+
+impl StageSpec {
+    /// A path from the stage's parameters, resolved against [`StageSpec::base_dir`] when it
+    /// is relative. Every stage resolves its path-valued parameters through this.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
 }
 
 /// Parses a stage's parameters into its config struct (which should use
@@ -496,6 +513,7 @@ mod tests {
             name: "t".into(),
             key: "stages[2]".into(),
             params: serde_json::json!({"min_wrds": 3}),
+            ..Default::default()
         };
         let e = parse_params::<Cfg>(&spec).unwrap_err().to_string();
         assert!(e.contains("stages[2]") && e.contains("min_wrds"), "{e}");
@@ -525,6 +543,7 @@ mod tests {
             name: "x".into(),
             key: "stages[0]".into(),
             params: serde_json::Value::Null,
+            ..Default::default()
         };
         let e = reg.build(&spec).err().unwrap().to_string();
         assert!(e.contains("stages[0].type") && e.contains("pass"), "{e}");

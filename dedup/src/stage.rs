@@ -113,7 +113,8 @@ pub struct ExactDedupConfig {
     /// none (everything in memory).
     #[serde(default)]
     pub memory_limit: Option<String>,
-    /// Directory for spilled runs. Default: the system's temporary directory.
+    /// Directory for spilled runs, relative to the pipeline file. Default: the system's
+    /// temporary directory.
     #[serde(default)]
     pub spill_dir: Option<PathBuf>,
 }
@@ -187,7 +188,8 @@ pub struct MinhashDedupConfig {
     /// Memory budget such as `"1GB"`. Default none (everything in memory).
     #[serde(default)]
     pub memory_limit: Option<String>,
-    /// Directory for spilled runs. Default: the system's temporary directory.
+    /// Directory for spilled runs, relative to the pipeline file. Default: the system's
+    /// temporary directory.
     #[serde(default)]
     pub spill_dir: Option<PathBuf>,
 }
@@ -416,7 +418,9 @@ impl ExactDedup {
     }
 
     pub fn from_spec(spec: &StageSpec) -> Result<Self> {
-        Self::new(&spec.name, &spec.key, parse_params(spec)?)
+        let mut cfg: ExactDedupConfig = parse_params(spec)?;
+        cfg.spill_dir = cfg.spill_dir.map(|d| spec.resolve(&d));
+        Self::new(&spec.name, &spec.key, cfg)
     }
 
     /// Counts of the clustering (after `end_gather`).
@@ -576,7 +580,9 @@ impl MinhashDedup {
     }
 
     pub fn from_spec(spec: &StageSpec) -> Result<Self> {
-        Self::new(&spec.name, &spec.key, parse_params(spec)?)
+        let mut cfg: MinhashDedupConfig = parse_params(spec)?;
+        cfg.spill_dir = cfg.spill_dir.map(|d| spec.resolve(&d));
+        Self::new(&spec.name, &spec.key, cfg)
     }
 
     pub fn hasher(&self) -> &MinHasher {
@@ -713,6 +719,7 @@ mod tests {
             name: "mh".into(),
             key: "stages[2]".into(),
             params,
+            ..Default::default()
         };
         let cases = [
             (serde_json::json!({"bandz": 3}), "bandz"),

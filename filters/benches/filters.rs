@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
             name: t.into(),
             key: "bench".into(),
             params: serde_json::json!({}),
+            ..Default::default()
         };
         let stage = reg.build(&spec).unwrap();
         g.bench_function(t, |bn| {

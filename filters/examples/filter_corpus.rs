@@ -72,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: name.into(),
             key: name.into(),
             params: serde_json::json!({}),
+            ..Default::default()
         })
     };
     let mut w = BufWriter::new(std::fs::File::create(out)?);

@@ -34,6 +34,7 @@
 //!     name: "gopher".into(),
 //!     key: "stages[0]".into(),
 //!     params: serde_json::json!({}),
+//!     ..Default::default()
 //! };
 //! let stage = reg.build(&spec).unwrap();
 //! let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false)]));
@@ -134,7 +135,9 @@ pub fn register_stages(reg: &mut StageRegistry) {
         "url_filter",
         "URL/domain block lists (from files or inline)",
         |spec| {
-            let cfg: simple::UrlFilterConfig = parse_params(spec)?;
+            let mut cfg: simple::UrlFilterConfig = parse_params(spec)?;
+            cfg.domains_file = cfg.domains_file.map(|p| spec.resolve(&p));
+            cfg.url_substrings_file = cfg.url_substrings_file.map(|p| spec.resolve(&p));
             let k = simple::UrlFilter::new(&cfg, &spec.key)?;
             boxed(spec, &cfg.column, cfg.drop, k)
         },
@@ -152,7 +155,8 @@ pub fn register_stages(reg: &mut StageRegistry) {
         "word_blocklist",
         "drop documents containing listed words",
         |spec| {
-            let cfg: simple::WordBlocklistConfig = parse_params(spec)?;
+            let mut cfg: simple::WordBlocklistConfig = parse_params(spec)?;
+            cfg.words_file = cfg.words_file.map(|p| spec.resolve(&p));
             let k = simple::WordBlocklist::new(&cfg, &spec.key)?;
             boxed(spec, &cfg.column, cfg.drop, k)
         },

@@ -110,11 +110,11 @@ pub struct UrlFilterConfig {
     pub drop: bool,
     /// Blocked domains, inline. Default empty.
     pub domains: Vec<String>,
-    /// File of blocked domains. Default none.
+    /// File of blocked domains, relative to the pipeline file. Default none.
     pub domains_file: Option<PathBuf>,
     /// Blocked URL substrings, inline. Default empty.
     pub url_substrings: Vec<String>,
-    /// File of blocked URL substrings. Default none.
+    /// File of blocked URL substrings, relative to the pipeline file. Default none.
     pub url_substrings_file: Option<PathBuf>,
 }
 
@@ -291,7 +291,7 @@ pub struct WordBlocklistConfig {
     pub drop: bool,
     /// Blocked words or phrases, inline. Default empty.
     pub words: Vec<String>,
-    /// File of blocked words (one per line). Default none.
+    /// File of blocked words (one per line), relative to the pipeline file. Default none.
     pub words_file: Option<PathBuf>,
     /// Drop at this many hits or more. Default 1.
     pub min_hits: usize,

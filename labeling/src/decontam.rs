@@ -30,7 +30,7 @@
 //! column = "text"             # default "text"
 //! prefix = "contaminated"     # default "contaminated"
 //! [[stages.eval_sets]]        # required, at least one
-//! path = "evals/mmlu.jsonl"   # .jsonl, .parquet or .txt (one item per line)
+//! path = "evals/mmlu.jsonl"   # .jsonl, .parquet or .txt (one item per line); relative to the pipeline file
 //! name = "mmlu"               # default: the file name without extension
 //! fields = ["question", "answer"]   # default ["text"]; each field's value is one item
 //! ```
@@ -59,7 +59,7 @@ const BASE: u64 = 0x100_0000_01b3; // the FNV prime: odd, so multiplication is i
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSet {
-    /// The file (`.jsonl`, `.parquet`, `.txt`). Required.
+    /// The file (`.jsonl`, `.parquet`, `.txt`). Required. Relative to the pipeline file.
     pub path: PathBuf,
     /// Its name in the output. Default: the file stem.
     #[serde(default)]
@@ -291,7 +291,11 @@ impl DecontStage {
         let mut index = NgramIndex::new(cfg.n)
             .map_err(|e| Error::bad_config(format!("{}.n", spec.key), e.to_string()))?;
         for (i, set) in cfg.eval_sets.iter().enumerate() {
-            index.add_file(set).map_err(|e| {
+            let set = EvalSet {
+                path: spec.resolve(&set.path),
+                ..set.clone()
+            };
+            index.add_file(&set).map_err(|e| {
                 Error::bad_config(format!("{}.eval_sets[{i}].path", spec.key), e.to_string())
             })?;
         }

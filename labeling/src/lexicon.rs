@@ -15,7 +15,7 @@
 //! [[stages]]
 //! type = "lexicon"
 //! name = "profanity"
-//! path = "lists/profanity.txt"   # required
+//! path = "lists/profanity.txt"   # required; relative to the pipeline file
 //! column = "text"                # default "text"
 //! normalize = "per_word"         # "per_word" (default) or "count"
 //! max_score = 0.05               # default none: score only
@@ -55,7 +55,7 @@ pub enum Normalize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LexiconConfig {
-    /// The word list. Required.
+    /// The word list. Required. Relative to the pipeline file.
     pub path: PathBuf,
     #[serde(default = "crate::classifier::default_text")]
     pub column: String,
@@ -189,7 +189,7 @@ impl LexiconStage {
 
     pub fn from_spec(spec: &StageSpec) -> Result<Self> {
         let cfg: LexiconConfig = parse_params(spec)?;
-        let lex = Lexicon::load(&cfg.path)
+        let lex = Lexicon::load(&spec.resolve(&cfg.path))
             .map_err(|e| Error::bad_config(format!("{}.path", spec.key), e.to_string()))?;
         Ok(Self::new(&spec.name, cfg, Arc::new(lex)))
     }

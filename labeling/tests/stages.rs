@@ -25,6 +25,7 @@ fn spec(type_name: &str, params: serde_json::Value) -> StageSpec {
         name: type_name.into(),
         key: "stages[0]".into(),
         params,
+        ..Default::default()
     }
 }
 
@@ -475,6 +476,7 @@ fn classifier_learns_spam_from_real_mail() {
         name: "spam".into(),
         key: "stages[2]".into(),
         params: serde_json::json!({"model": path, "keep": ["ham"], "threshold": 0.5}),
+        ..Default::default()
     })
     .unwrap();
     let out = apply_sequence(&[&stage], &BatchCtx::default(), batch(&ids, &texts, &[])).unwrap();

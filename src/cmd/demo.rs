@@ -46,8 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .tempdir()?
             .keep(),
     };
-    // Stage file paths (the eval set) are relative to the working directory, so the demo
-    // works inside its directory, as a user running `quern build pipeline.toml` there would.
+    // The demo works inside its directory, as a user running `quern build pipeline.toml`
+    // there would (the pipeline's paths are relative to the file, so either way works).
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;

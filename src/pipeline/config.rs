@@ -15,6 +15,10 @@
 //! min_doc_words = 50               # the stage's own parameters
 //! ```
 //!
+//! Every relative path in the file (`input.paths`, `output.dir`, and every path-valued stage
+//! parameter: lists, models, evaluation sets, spill directories) is relative to the
+//! directory of the pipeline file, not to the working directory.
+//!
 //! Every table uses `deny_unknown_fields`, so a misspelt key is an error naming it, and every
 //! stage type's parameters do the same. Nothing in the file is accepted and ignored: a
 //! `[tokenize]` table is refused (tokenize with `quern tokenize` after the build).
@@ -223,6 +227,7 @@ impl Pipeline {
                 name,
                 key,
                 params,
+                base_dir: base.to_path_buf(),
             });
         }
         let out = base.join(&config.output.dir);

@@ -390,3 +390,102 @@ fn sql_queries_docs_rejected_and_quarantine_of_a_build() {
         && r["file"].as_str().unwrap().ends_with(".jsonl")
         && !r["error"].as_str().unwrap().is_empty()));
 }
+
+/// Every path in a pipeline file resolves against the file's directory, whatever the working
+/// directory: the inputs, the output, and every stage file (word and URL lists, a lexicon, a
+/// classifier model, an evaluation set, a spill directory). Stage files used to resolve
+/// against the working directory, so this build failed when run from elsewhere.
+#[test]
+fn every_path_in_a_pipeline_resolves_against_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    make_inputs(&project, 2);
+    let docs = read_jsonl(&fixture("corpus/mixed.jsonl"));
+    // An evaluation set holding one whole document, which decontamination then drops.
+    let planted = docs
+        .iter()
+        .map(|d| d["text"].as_str().unwrap())
+        .find(|t| t.split_whitespace().count() > 100 && !t.contains("PostgreSQL"))
+        .unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = project.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "evals/heldout.jsonl",
+        &format!("{}\n", serde_json::json!({ "text": planted })),
+    );
+    write("lists/words.txt", "# blocked\nPostgreSQL\n");
+    write("lists/domains.txt", "example.invalid\n");
+    write("lists/urls.txt", "/blocked/\n");
+    write("lists/profanity.txt", "damn\nhell\n");
+    run_ok(
+        quern()
+            .args(["label", "train", "--label-field", "label", "--threads", "1"])
+            .args(["--epochs", "2", "--dim", "8", "--data"])
+            .arg(fixture("labeling/spam_ham.jsonl"))
+            .arg("--out")
+            .arg(project.join("models/spam.qcls")),
+    );
+    let stages = r#"
+[[stages]]
+type = "decontaminate"
+action = "drop"
+[[stages.eval_sets]]
+path = "evals/heldout.jsonl"
+
+[[stages]]
+type = "word_blocklist"
+words_file = "lists/words.txt"
+
+[[stages]]
+type = "url_filter"
+domains_file = "lists/domains.txt"
+url_substrings_file = "lists/urls.txt"
+
+[[stages]]
+type = "lexicon"
+path = "lists/profanity.txt"
+
+[[stages]]
+type = "classifier"
+model = "models/spam.qcls"
+
+[[stages]]
+type = "exact_dedup"
+spill_dir = "spill"
+"#;
+    let p = write_pipeline(&project, "p.toml", stages);
+    run_ok(
+        quern()
+            .arg("build")
+            .arg(&p)
+            .arg("--quiet")
+            .current_dir(&elsewhere),
+    );
+    let m = manifest(&project.join("out-p.toml"));
+    let rejected = |stage: &str| {
+        m["accounting"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .unwrap_or_else(|| panic!("no stage {stage}: {m}"))["rejected"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(rejected("decontaminate") >= 1, "{m}");
+    assert!(rejected("word_blocklist") >= 1, "{m}");
+    assert!(
+        project.join("spill").is_dir(),
+        "spill_dir is under the project"
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing was read from or written to the working directory"
+    );
+}

@@ -44,6 +44,7 @@ fn stage(type_name: &str, params: Value) -> Box<dyn Stage> {
         name: type_name.into(),
         key: "stages[0]".into(),
         params,
+        ..Default::default()
     };
     reg.build(&spec)
         .unwrap_or_else(|e| panic!("{type_name}: {e}"))
@@ -164,6 +165,7 @@ fn bad_config_names_the_key() {
         name: "g".into(),
         key: "stages[3]".into(),
         params: json!({"min_doc_wrds": 10}),
+        ..Default::default()
     };
     let e = reg.build(&spec).err().unwrap().to_string();
     assert!(e.contains("stages[3]") && e.contains("min_doc_wrds"), "{e}");

@@ -14,7 +14,7 @@
 //! [[stages]]
 //! type = "classifier"
 //! name = "quality"
-//! model = "models/edu.qcls"   # required: a file written by `quern label train`
+//! model = "models/edu.qcls"   # required: a file written by `quern label train`, relative to the pipeline file
 //! column = "text"             # default "text"
 //! keep = ["high"]             # default []: label only, drop nothing
 //! threshold = 0.5             # default 0.5
@@ -49,7 +49,7 @@ pub const REASON: &str = "classifier_rejected";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
-    /// The model file (`.qcls`). Required.
+    /// The model file (`.qcls`). Required. Relative to the pipeline file.
     pub model: PathBuf,
     /// Column holding the text. Default `text`.
     #[serde(default = "default_text")]
@@ -112,7 +112,7 @@ impl ClassifierStage {
     /// Builds the stage from a pipeline spec, loading the model file.
     pub fn from_spec(spec: &StageSpec) -> Result<Self> {
         let cfg: ClassifierConfig = parse_params(spec)?;
-        let model = Model::load(&cfg.model)
+        let model = Model::load(&spec.resolve(&cfg.model))
             .map_err(|e| Error::bad_config(format!("{}.model", spec.key), e.to_string()))?;
         Self::new(&spec.name, Arc::new(model), &cfg, &spec.key)
     }
