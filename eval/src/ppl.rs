@@ -8,6 +8,9 @@
 //! predicted from everything before it in its row. The figure is token-weighted:
 //! `exp(sum of the targets' negative log-likelihoods / targets)`.
 //!
+//! Rows longer than the model's context are cut into non-overlapping windows of the
+//! context, each read from its own start, so every target is still scored once.
+//!
 //! **Padding.** Padded rows end in a run of the pad id (the end-of-text id when the
 //! tokenizer has none). When pad and end-of-text are the same id, the first id of that run
 //! is the last document's end-of-text and is kept; the rest is padding. The real ids found
@@ -459,10 +462,12 @@ pub fn perplexity(
     read_rows(split, &meta, opts.max_rows, |p| {
         rows += 1;
         ids_seen += real_ids(&p);
-        batch.push(p);
-        if batch.len() == batch_size {
-            run_batch(&mut batch, &mut overall, &mut by_source)?;
-            progress(rows, total);
+        for piece in windows(p, max_len) {
+            batch.push(piece);
+            if batch.len() == batch_size {
+                run_batch(&mut batch, &mut overall, &mut by_source)?;
+                progress(rows, total);
+            }
         }
         Ok(true)
     })?;
@@ -495,6 +500,27 @@ pub fn perplexity(
     })
 }
 
+/// Cuts a row longer than the model's context into non-overlapping windows of at most
+/// `max_len` inputs: window `j` reads `ids[j*max_len ..= (j+1)*max_len]`, so every target
+/// is still scored once (the last target of a window is the first input of the next).
+fn windows(p: Prepared, max_len: usize) -> Vec<Prepared> {
+    let n = p.ids.len().saturating_sub(1);
+    if n <= max_len || max_len == 0 {
+        return vec![p];
+    }
+    (0..n)
+        .step_by(max_len)
+        .map(|start| {
+            let end = (start + max_len).min(n);
+            Prepared {
+                ids: p.ids[start..=end].to_vec(),
+                target_doc: p.target_doc[start..end].to_vec(),
+                doc_ids: p.doc_ids.clone(),
+            }
+        })
+        .collect()
+}
+
 /// Real ids of a packed row: the targets plus the row's first id.
 fn real_ids(p: &Prepared) -> u64 {
     let scored = p.target_doc.iter().filter(|d| d.is_some()).count() as u64;
@@ -507,6 +533,22 @@ mod tests {
 
     fn docs(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("d{i}")).collect()
+    }
+
+    #[test]
+    fn long_rows_are_cut_into_windows_that_score_every_target_once() {
+        let p = packed_targets(&[1, 2, 3, 4, 5, 6, 7, 8], &[0, 5], docs(2), Some(0), false);
+        let want = p.target_doc.clone();
+        let w = windows(p, 3);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].ids, vec![1, 2, 3, 4]);
+        assert_eq!(w[1].ids, vec![4, 5, 6, 7]);
+        assert_eq!(w[2].ids, vec![7, 8]);
+        let got: Vec<Option<usize>> = w.iter().flat_map(|x| x.target_doc.clone()).collect();
+        assert_eq!(got, want);
+        for x in &w {
+            assert_eq!(x.target_doc.len() + 1, x.ids.len());
+        }
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  quern sql --corpus {out}        # a SQL shell over docs, rejected, quarantine");
     if args.train_steps > 0 {
         generate_step(&dir.join("run"))?;
+        eval_step(&dir.join("run"), &tokens_dir.join("val"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -245,8 +246,41 @@ fn generate_step(run_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Evaluates the model just trained on the val split: perplexity per source, through the
+/// same code as `quern eval ppl`.
+#[cfg(feature = "torch")]
+fn eval_step(run_dir: &std::path::Path, val: &std::path::Path) -> anyhow::Result<()> {
+    println!("\n== eval (perplexity on the val split, per source: quern eval ppl)");
+    let loaded = quern_models::store::load(run_dir, tch::Device::Cpu)?;
+    let r = quern_eval::ppl::perplexity(
+        &loaded.model,
+        val,
+        &quern_eval::ppl::PplOptions::default(),
+        &mut |_, _| {},
+    )?;
+    println!("{:<24} {:>9} {:>9}", "source", "targets", "ppl");
+    println!(
+        "{:<24} {:>9} {:>9.1}",
+        "(all)", r.overall.tokens, r.overall.ppl
+    );
+    for (s, p) in &r.sources {
+        println!("{s:<24} {:>9} {:>9.1}", p.tokens, p.ppl);
+    }
+    println!(
+        "  (try `quern eval ppl --model {} --data {}`; `quern eval mc` runs MMLU-style tasks)",
+        run_dir.display(),
+        val.display()
+    );
+    Ok(())
+}
+
 #[cfg(not(feature = "torch"))]
 fn generate_step(_run_dir: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn eval_step(_run_dir: &std::path::Path, _val: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -367,6 +367,43 @@ fn demo_generates(dir: &std::path::Path, stdout: &str) {
             "{r}"
         );
     }
+    // Then it evaluates that model per source; `quern eval ppl` on the same split agrees
+    // with the table it printed, and the sources add up to the whole.
+    let table = stdout
+        .split("== eval")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the demo did not evaluate:\n{stdout}"));
+    let out = run_ok(
+        quern()
+            .args(["eval", "ppl", "--json", "--model"])
+            .arg(dir.join("run"))
+            .arg("--data")
+            .arg(dir.join("tokens/val")),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &r["result"];
+    let all = table
+        .lines()
+        .find(|l| l.starts_with("(all)"))
+        .unwrap_or_else(|| panic!("no (all) line:\n{table}"));
+    let printed: Vec<&str> = all.split_whitespace().collect();
+    assert_eq!(printed[1], r["overall"]["tokens"].to_string(), "{all}");
+    let ppl = r["overall"]["ppl"].as_f64().unwrap();
+    assert_eq!(printed[2], format!("{ppl:.1}"), "{all}");
+    assert!(ppl > 1.0 && ppl < 4096.0, "{r}");
+    let sources = r["sources"].as_object().unwrap();
+    assert!(sources.len() >= 2, "{r}");
+    let n: u64 = sources
+        .values()
+        .map(|p| p["tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(n, r["overall"]["tokens"].as_u64().unwrap());
+    for s in sources.keys() {
+        assert!(
+            table.lines().any(|l| l.starts_with(s.as_str())),
+            "{s} not in\n{table}"
+        );
+    }
 }
 
 #[cfg(not(feature = "torch"))]
