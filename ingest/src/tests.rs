@@ -431,8 +431,9 @@ fn parquet_any_schema_goes_to_meta_and_null_text_is_quarantined() {
     );
 }
 
+/// Apache parquet-testing's files, vendored in `tests/data/parquet-testing/`.
 fn parquet_testing() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/parquet-testing")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/parquet-testing")
 }
 
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {

@@ -17,11 +17,6 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` beside the checkout (Parquet test files, reference scripts).
-pub fn shared() -> PathBuf {
-    repo().join("../shared")
-}
-
 /// A fixture under `tests/data/`.
 pub fn fixture(rel: &str) -> PathBuf {
     let p = repo().join("tests/data").join(rel);

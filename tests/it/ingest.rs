@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, UInt64Type};
 use quern_core::manifest::Manifest;
 use quern_core::shard::read_table;
 
-use crate::common::{fixture, python, quern, run_err, run_ok, shared, tree};
+use crate::common::{fixture, python, quern, run_err, run_ok, tree};
 
 fn ingest() -> Command {
     let mut c = quern();
@@ -413,7 +413,7 @@ fn string_column(p: &Path) -> Option<String> {
 
 #[test]
 fn every_parquet_testing_file_ingests_or_fails_with_a_clear_error() {
-    let files = parquet_files(&shared().join("data/parquet-testing/data"));
+    let files = parquet_files(&fixture("parquet-testing/data"));
     assert!(files.len() > 50);
     let d = tempfile::tempdir().unwrap();
     let (mut ok, mut failed) = (0, 0);
@@ -457,7 +457,7 @@ fn every_parquet_testing_file_ingests_or_fails_with_a_clear_error() {
 
 #[test]
 fn every_bad_data_file_fails_cleanly() {
-    let files = parquet_files(&shared().join("data/parquet-testing/bad_data"));
+    let files = parquet_files(&fixture("parquet-testing/bad_data"));
     assert!(files.len() >= 5);
     let d = tempfile::tempdir().unwrap();
     for (i, p) in files.iter().enumerate() {
