@@ -58,7 +58,8 @@ pub struct RunArgs {
     /// pad or drop the partial last row of each input shard.
     #[arg(long)]
     pub tail: Option<String>,
-    /// A TOML file with the tokenize options (a `[tokenize]` table, or the options alone).
+    /// A TOML file with the tokenize options (a `[tokenize]` table, or the options alone);
+    /// its relative paths are relative to the file.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Replace an output directory that holds a different run.
@@ -98,9 +99,12 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<TokenizeConfig> {
         Some(toml::Value::Table(t)) => t.clone(),
         _ => value,
     };
-    let cfg: TokenizeConfig = toml::Value::Table(table)
+    let mut cfg: TokenizeConfig = toml::Value::Table(table)
         .try_into()
         .with_context(|| format!("bad tokenize options in {}", path.display()))?;
+    // A relative path in the file is relative to the file, not to the working directory.
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    cfg.tokenizer = cfg.tokenizer.map(|t| base.join(t));
     Ok(cfg)
 }
 

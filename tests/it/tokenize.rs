@@ -181,3 +181,39 @@ print(len(flat))
             > 1000
     );
 }
+
+/// A relative `tokenizer` path in a `--config` file is relative to the file, not to the
+/// working directory (issue 19: every path in a config file resolves against that file).
+#[test]
+fn a_config_file_path_resolves_against_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (conf, elsewhere) = (t.join("conf"), t.join("elsewhere"));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    run_ok(
+        quern()
+            .args(["tokenizer", "train", "--vocab-size", "600", "--out"])
+            .arg(conf.join("tok/tokenizer.json"))
+            .arg("--input")
+            .arg(fixture("corpus/mixed.jsonl")),
+    );
+    std::fs::write(
+        conf.join("tokenize.toml"),
+        "[tokenize]\ntokenizer = \"tok/tokenizer.json\"\nseq_len = 64\n",
+    )
+    .unwrap();
+    docs_dir(&t.join("build"));
+    run_ok(
+        quern()
+            .args(["tokenize", "--json", "--corpus"])
+            .arg(t.join("build"))
+            .arg("--config")
+            .arg(conf.join("tokenize.toml"))
+            .arg("--out")
+            .arg(t.join("out"))
+            .current_dir(&elsewhere),
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join("out/train/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["seq_len"], 64);
+}
