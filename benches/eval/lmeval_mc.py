@@ -13,8 +13,18 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import types
+
+# lm_eval 0.4.9.1 names `transformers.AutoModelForVision2Seq`, which transformers 5 removed:
+# its multimodal model module (unused here) at import time, and a sanity check of the model
+# class at call time. An empty stand-in for that one module, and a stand-in class with that
+# name, let the harness run its text path unchanged.
+sys.modules["lm_eval.models.hf_vlms"] = types.ModuleType("lm_eval.models.hf_vlms")
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
+import transformers
+
+transformers.AutoModelForVision2Seq = type("AutoModelForVision2Seq", (), {})
 
 gdir, gfile, path, batch, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 qs = []

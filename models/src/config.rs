@@ -299,11 +299,11 @@ impl ModelConfig {
                 "post-norm (BERT) goes with norm = \"layernorm\"".into(),
             );
         }
-        if self.seq_len == Some(0) || self.vocab_size == Some(0) {
-            return bad(
-                "seq_len",
-                "seq_len and vocab_size must be at least 1".into(),
-            );
+        if self.seq_len == Some(0) {
+            return bad("seq_len", "must be at least 1".into());
+        }
+        if self.vocab_size == Some(0) {
+            return bad("vocab_size", "must be at least 1".into());
         }
         Ok(())
     }

@@ -71,7 +71,8 @@ fn small_docs(dir: &Path) -> Vec<(String, String)> {
         Field::new("source", DataType::Utf8, false),
         Field::new("meta", DataType::Utf8, true),
     ]));
-    let col = |f: &dyn Fn(&(String, String, String)) -> Option<String>| {
+    type Doc = (String, String, String);
+    let col = |f: &dyn Fn(&Doc) -> Option<String>| {
         Arc::new(StringArray::from(picked.iter().map(f).collect::<Vec<_>>()))
     };
     let batch = RecordBatch::try_new(
