@@ -66,6 +66,49 @@ fn train_tokenize_export() {
     );
     let v: serde_json::Value = serde_json::from_slice(&enc.stdout).unwrap();
     assert!(!v["ids"].as_array().unwrap().is_empty());
+    // `tokenizer encode` gives the ids and tokens Python's `tokenizers` gives for the same
+    // tokenizer.json, on plain text, whitespace runs, other scripts, digits and emoji.
+    let texts = [
+        "Hello, world",
+        "  two  spaces\tand a tab\n\nnew lines",
+        "Grüße aus Köln — 東京 и Москва",
+        "x = 3.14159 * (r ** 2)  # 2024-12-06",
+        "emoji 🙂👍 end",
+    ];
+    let mut ours = Vec::new();
+    for t in texts {
+        let out = run_ok(
+            quern()
+                .args(["tokenizer", "encode", "--tokenizer"])
+                .arg(&tok)
+                .arg(t),
+        );
+        ours.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+    }
+    let py = run_ok(
+        std::process::Command::new(python())
+            .arg("-c")
+            .arg(
+                "import json, sys\nfrom tokenizers import Tokenizer\n\
+                 t = Tokenizer.from_file(sys.argv[1])\n\
+                 for s in json.loads(sys.argv[2]):\n\
+                 \x20   e = t.encode(s, add_special_tokens=False)\n\
+                 \x20   print(json.dumps({'ids': e.ids, 'tokens': e.tokens}))",
+            )
+            .arg(&tok)
+            .arg(serde_json::to_string(&texts).unwrap()),
+    );
+    let theirs: Vec<serde_json::Value> = String::from_utf8(py.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(theirs.len(), texts.len());
+    for ((t, a), b) in texts.iter().zip(&ours).zip(&theirs) {
+        assert_eq!(a["ids"], b["ids"], "{t:?}");
+        assert_eq!(a["tokens"], b["tokens"], "{t:?}");
+        assert!(a["ids"].as_array().unwrap().len() > 1, "{t:?}");
+    }
 
     let n = docs_dir(&t.join("build"));
     let out = run_ok(
