@@ -422,7 +422,6 @@ pub fn run(
         };
     let n = opts.limit.unwrap_or(usize::MAX).min(task.questions.len());
     let mut requests = Vec::new();
-    let mut owner = Vec::new();
     for i in 0..n {
         let ctx = task.context(i, opts.shots);
         for (c, choice) in task.questions[i].choices.iter().enumerate() {
@@ -438,7 +437,6 @@ pub fn run(
                 context,
                 continuation,
             });
-            owner.push((i, c));
         }
     }
     let total = requests.len();
@@ -451,7 +449,6 @@ pub fn run(
         let q = &task.questions[i];
         let m = q.choices.len();
         let s = &scores[k..k + m];
-        debug_assert!(owner[k] == (i, 0));
         k += m;
         let loglik: Vec<f64> = s.iter().map(|s| s.logprob).collect();
         let normed: Vec<f64> = loglik

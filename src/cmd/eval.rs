@@ -102,20 +102,7 @@ mod imp {
         if c.batch_size == 0 {
             anyhow::bail!("--batch-size must be at least 1");
         }
-        let device = quern_models::device::parse(&c.device)?;
-        let kind = quern_models::device::parse_dtype(&c.dtype)?;
-        if device == tch::Device::Cpu {
-            quern_models::device::keep_freed_memory();
-        }
-        if let Some(n) = c.threads {
-            if n == 0 {
-                anyhow::bail!("--threads must be at least 1");
-            }
-            tch::set_num_threads(n as i32);
-        }
-        let mut loaded = quern_models::store::load(&c.model, device)
-            .with_context(|| format!("loading the model {}", c.model.display()))?;
-        loaded.model.cast(kind);
+        let loaded = crate::cmd::generate::load_model(&c.model, &c.device, &c.dtype, c.threads)?;
         let weights = match loaded.kind {
             SourceKind::Gguf => loaded.path.clone(),
             _ => loaded.path.join(quern_models::store::WEIGHTS),

@@ -91,7 +91,6 @@ enum Prompt {
 
 #[cfg(feature = "torch")]
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     use quern_models::chat::{Message, DEFAULT_TEMPLATE};
     use quern_models::generate::{GenerateConfig, Generator, Sampling};
 
@@ -108,21 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.batch_size == 0 {
         anyhow::bail!("--batch-size must be at least 1");
     }
-    let device = quern_models::device::parse(&args.device)?;
-    let kind = quern_models::device::parse_dtype(&args.dtype)?;
-    if device == tch::Device::Cpu {
-        quern_models::device::keep_freed_memory();
-    }
-    if let Some(n) = args.threads {
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
-        tch::set_num_threads(n as i32);
-    }
     let t0 = std::time::Instant::now();
-    let mut loaded = quern_models::store::load(&args.model, device)
-        .with_context(|| format!("loading the model {}", args.model.display()))?;
-    loaded.model.cast(kind);
+    let loaded = load_model(&args.model, &args.device, &args.dtype, args.threads)?;
     let load_s = t0.elapsed().as_secs_f64();
     let special = loaded.meta.special.clone();
     let gen = Generator::new(&loaded.model, loaded.tokenizer.as_ref(), &special);
@@ -205,6 +191,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets libtorch up (device, `--threads`, the CPU allocator) and loads `model` cast to
+/// `dtype`: what `quern generate` and `quern eval` do first.
+#[cfg(feature = "torch")]
+pub(crate) fn load_model(
+    model: &std::path::Path,
+    device: &str,
+    dtype: &str,
+    threads: Option<usize>,
+) -> anyhow::Result<quern_models::store::Loaded> {
+    use anyhow::Context;
+    let device = quern_models::device::parse(device)?;
+    let kind = quern_models::device::parse_dtype(dtype)?;
+    if device == tch::Device::Cpu {
+        quern_models::device::keep_freed_memory();
+    }
+    if let Some(n) = threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        tch::set_num_threads(n as i32);
+    }
+    let mut loaded = quern_models::store::load(model, device)
+        .with_context(|| format!("loading the model {}", model.display()))?;
+    loaded.model.cast(kind);
+    Ok(loaded)
 }
 
 #[cfg(feature = "torch")]

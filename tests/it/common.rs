@@ -32,6 +32,22 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
+/// Runs the Python peer `tests/peers/<script>` on `task` (written as `task.json`, passed
+/// with the path of `out_name` in `dir`, offline) and returns the path it wrote.
+pub fn run_peer(dir: &Path, script: &str, task: &serde_json::Value, out_name: &str) -> PathBuf {
+    let task_path = dir.join("task.json");
+    std::fs::write(&task_path, serde_json::to_vec(task).unwrap()).unwrap();
+    let out = dir.join(out_name);
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/peers").join(script))
+            .arg(&task_path)
+            .arg(&out)
+            .env("HF_HUB_OFFLINE", "1"),
+    );
+    out
+}
+
 /// Runs a command, and panics with its output unless it succeeded.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd

@@ -11,23 +11,29 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use quern_core::shard::{ShardOptions, ShardWriter};
 
-use crate::common::{fixture, python, quern, read_jsonl, repo, run_err, run_ok};
+use crate::common::{fixture, quern, read_jsonl, run_err, run_ok, run_peer};
 use crate::models::smollm2;
 
 /// Runs `tests/peers/hf_eval.py` on a task.
 fn reference(task: serde_json::Value) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let task_path = dir.path().join("task.json");
-    std::fs::write(&task_path, serde_json::to_vec(&task).unwrap()).unwrap();
-    let out = dir.path().join("out.json");
-    run_ok(
-        std::process::Command::new(python())
-            .arg(repo().join("tests/peers/hf_eval.py"))
-            .arg(&task_path)
-            .arg(&out)
-            .env("HF_HUB_OFFLINE", "1"),
-    );
+    let out = run_peer(dir.path(), "hf_eval.py", &task, "out.json");
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// A JSON array of arrays of numbers.
+fn matrix(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
 }
 
 fn gguf_task(extra: serde_json::Value) -> serde_json::Value {
@@ -160,18 +166,7 @@ fn perplexity_equals_plain_pytorch_overall_and_per_source() {
     // Plain PyTorch on transformers' logits: the whole split is one work unit, so padding
     // is the tail of the last row: rows * (seq_len + 1) - ids positions.
     let want = reference(gguf_task(serde_json::json!({ "split": split })));
-    let per_row: Vec<Vec<f64>> = want["split"]["nll"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
+    let per_row = matrix(&want["split"]["nll"]);
     assert_eq!(per_row.len() as u64, rows);
     let pad = (rows * 97 - ids) as usize;
     let mut all: Vec<f64> = per_row.concat();
@@ -216,17 +211,11 @@ fn perplexity_equals_plain_pytorch_overall_and_per_source() {
 }
 
 fn logliks(details: &Path) -> Vec<Vec<f64>> {
-    read_jsonl(details)
-        .iter()
-        .map(|d| {
-            d["loglik"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
+    let rows: Vec<serde_json::Value> = read_jsonl(details)
+        .into_iter()
+        .map(|d| d["loglik"].clone())
+        .collect();
+    matrix(&serde_json::Value::from(rows))
 }
 
 #[test]
@@ -251,18 +240,7 @@ fn multiple_choice_logliks_equal_transformers_zero_and_few_shot() {
     for (k, (file, format, shots, n, batches)) in configs.iter().enumerate() {
         let task = fixture(file);
         let want = &want["mc"][k];
-        let want_ll: Vec<Vec<f64>> = want["loglik"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            })
-            .collect();
+        let want_ll = matrix(&want["loglik"]);
         assert_eq!(want_ll.len(), *n);
         let mut got = Vec::new();
         let mut reports = Vec::new();

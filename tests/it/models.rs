@@ -12,7 +12,7 @@ use quern_models::generate::{GenerateConfig, Generator};
 use quern_models::transformer::Extras;
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{python, quern, repo, run_err, run_ok};
+use crate::common::{quern, run_err, run_ok, run_peer};
 
 fn models_dir() -> PathBuf {
     let cache = std::env::var_os("QUERN_CACHE")
@@ -44,16 +44,7 @@ fn minilm() -> PathBuf {
 /// Runs `tests/peers/hf_models.py` on a task and reads back the tensors it wrote.
 fn reference(task: serde_json::Value) -> HashMap<String, Tensor> {
     let dir = tempfile::tempdir().unwrap();
-    let task_path = dir.path().join("task.json");
-    std::fs::write(&task_path, serde_json::to_vec(&task).unwrap()).unwrap();
-    let out = dir.path().join("out.safetensors");
-    run_ok(
-        std::process::Command::new(python())
-            .arg(repo().join("tests/peers/hf_models.py"))
-            .arg(&task_path)
-            .arg(&out)
-            .env("HF_HUB_OFFLINE", "1"),
-    );
+    let out = run_peer(dir.path(), "hf_models.py", &task, "out.safetensors");
     Tensor::read_safetensors(&out)
         .unwrap()
         .into_iter()
