@@ -15,6 +15,7 @@
 //! - [`generate`]: batched KV-cache generation with sampling, the library API that
 //!   `quern generate`, evaluation and reinforcement learning call.
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja).
+//! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod device;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod lora;
 pub mod store;
 pub mod transformer;
 

@@ -15,7 +15,7 @@
 //! | path | read as |
 //! |---|---|
 //! | a directory with `model.json` | a quern model directory |
-//! | a directory with `state.json` and `model.safetensors` | a training checkpoint (`checkpoints/step-N/`) |
+//! | a directory with `state.json` and `model.safetensors` | a training checkpoint (`checkpoints/step-N/`); a LoRA checkpoint's adapters merged into the base model it records ([`crate::lora`]) |
 //! | a directory with `checkpoints/` | a training run: its newest checkpoint |
 //! | a directory with `config.json` and `model.safetensors` | a Hugging Face model ([`crate::hf`]) |
 //! | a file starting with the `GGUF` magic | a GGUF file ([`crate::gguf`], Llama architecture) |
@@ -225,25 +225,27 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
             })
         }
         SourceKind::Checkpoint => checkpoint_weights(path, kind),
-        SourceKind::Run => {
-            let root = path.join("checkpoints");
-            let mut steps: Vec<PathBuf> = fs::read_dir(&root)
-                .at(&root)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.join("state.json").exists()
-                        && p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("step-"))
-                })
-                .collect();
-            steps.sort();
-            let last = steps.pop().ok_or_else(|| {
-                Error::bad_input(Place::file(&root), "the run has no committed checkpoint")
-            })?;
-            checkpoint_weights(&last, kind)
-        }
+        SourceKind::Run => checkpoint_weights(&newest_checkpoint(path)?, kind),
     }
+}
+
+/// The newest committed checkpoint (`checkpoints/step-N/` with a `state.json`) of a run.
+pub fn newest_checkpoint(run: &Path) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    let mut steps: Vec<PathBuf> = fs::read_dir(&root)
+        .at(&root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.join("state.json").exists()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-"))
+        })
+        .collect();
+    steps.sort();
+    steps
+        .pop()
+        .ok_or_else(|| Error::bad_input(Place::file(&root), "the run has no committed checkpoint"))
 }
 
 fn in_file(file: &Path, e: Error) -> Error {
@@ -255,7 +257,9 @@ fn in_file(file: &Path, e: Error) -> Error {
     }
 }
 
-/// A training checkpoint: `state.json` holds the model's resolved config under `model`.
+/// A training checkpoint: `state.json` holds the model's resolved config under `model`. A
+/// LoRA checkpoint (a `lora` record in `state.json`) holds only adapters: they are merged
+/// into the base model it records ([`crate::lora::merged`]).
 fn checkpoint_weights(dir: &Path, kind: SourceKind) -> Result<Weights> {
     let state_path = dir.join("state.json");
     let text = fs::read_to_string(&state_path).at(&state_path)?;
@@ -265,6 +269,11 @@ fn checkpoint_weights(dir: &Path, kind: SourceKind) -> Result<Weights> {
             format!("not a quern checkpoint state: {e}"),
         )
     })?;
+    if let Some(record) = crate::lora::record_of(&value, &state_path)? {
+        let mut w = crate::lora::merged(dir, &record, None)?;
+        w.kind = kind;
+        return Ok(w);
+    }
     let config: ModelConfig = value
         .get("model")
         .ok_or_else(|| {

@@ -40,6 +40,7 @@ use quern_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Mlp, ModelConfig, Norm, Positions};
+use crate::lora::{Adapter, LoraConfig, Target};
 
 /// What a parameter is, for weight-decay grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +166,19 @@ impl Builder<'_> {
 struct Linear {
     w: Tensor,
     b: Option<Tensor>,
+    /// LoRA adapters on some of its output rows, sorted by row ([`crate::lora`]).
+    lora: Vec<Adapter>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, self.b.as_ref())
+    /// `train` turns the adapters' dropout on.
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.linear(&self.w, self.b.as_ref());
+        if self.lora.is_empty() {
+            y
+        } else {
+            crate::lora::add_deltas(y, x, &self.lora, train)
+        }
     }
 }
 
@@ -295,6 +304,9 @@ pub struct Transformer {
     /// `(cos, sin)` of shape `[seq_len, head_dim]`, for rotary positions.
     rope: Option<(Tensor, Tensor)>,
     store: ParamStore,
+    /// LoRA: the config and the adapters' parameters, when [`Transformer::add_lora`] added
+    /// them.
+    lora: Option<(LoraConfig, ParamStore)>,
     device: Device,
     /// Kind of the activations and weights (fp32 unless [`Transformer::cast`] changed it).
     kind: Kind,
@@ -391,6 +403,7 @@ impl Transformer {
                 } else {
                     None
                 },
+                lora: Vec::new(),
             })
         };
         let norm = |b: &mut Builder, name: &str| -> Result<NormLayer> {
@@ -498,6 +511,7 @@ impl Transformer {
             lm_head,
             rope,
             store: bld.store,
+            lora: None,
             device,
             kind: Kind::Float,
         })
@@ -522,6 +536,81 @@ impl Transformer {
     pub fn params_mut(&mut self) -> &mut ParamStore {
         &mut self.store
     }
+
+    /// The parameters training updates: the LoRA adapters when the model has them (the
+    /// base weights are then frozen), else every parameter.
+    pub fn trainable(&self) -> &ParamStore {
+        self.lora.as_ref().map_or(&self.store, |(_, s)| s)
+    }
+    pub fn trainable_mut(&mut self) -> &mut ParamStore {
+        match &mut self.lora {
+            Some((_, s)) => s,
+            None => &mut self.store,
+        }
+    }
+
+    /// The LoRA config, when the model has adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|(c, _)| c)
+    }
+
+    /// Adds fresh LoRA adapters (`A` uniform in `±1/√in` from libtorch's global generator,
+    /// `B` zero, so the outputs do not change) on the layers `lora.targets` names, in every
+    /// block, and freezes every other parameter. Errors name the `lora.*` key at fault (a
+    /// target the model does not have lists those it has).
+    pub fn add_lora(&mut self, lora: &LoraConfig) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(Error::usage("the model already has LoRA adapters"));
+        }
+        let targets = lora.resolve(&self.cfg)?;
+        let _g = tch::no_grad_guard();
+        for p in &self.store.params {
+            let _ = p.tensor.set_requires_grad(false);
+        }
+        let mut store = ParamStore::default();
+        let r = lora.rank as i64;
+        let opts = (self.kind, self.device);
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            for &t in &targets {
+                let (offset, rows) = t.rows(&self.cfg);
+                let inp = t.in_features(&self.cfg);
+                let bound = 1.0 / (inp as f64).sqrt();
+                let a = Tensor::empty([r, inp], opts)
+                    .uniform_(-bound, bound)
+                    .set_requires_grad(true);
+                let b = Tensor::zeros([rows, r], opts).set_requires_grad(true);
+                let prefix = t.prefix(i);
+                for (suffix, tensor) in [("lora_a", &a), ("lora_b", &b)] {
+                    store.params.push(Param {
+                        name: format!("{prefix}.{suffix}"),
+                        tensor: tensor.shallow_clone(),
+                        role: Role::Matrix,
+                    });
+                }
+                let layer = match t {
+                    Target::Q | Target::K | Target::V => &mut blk.qkv,
+                    Target::Proj => &mut blk.proj,
+                    Target::Fc | Target::Gate => &mut blk.fc,
+                    Target::Up => blk.up.as_mut().ok_or_else(|| {
+                        Error::bug("an `up` target resolved for a model without mlp.up")
+                    })?,
+                    Target::Out => &mut blk.out,
+                };
+                layer.lora.push(Adapter {
+                    target: t,
+                    offset,
+                    rows,
+                    a,
+                    b,
+                    scale: lora.scale(),
+                    dropout: lora.dropout,
+                });
+                layer.lora.sort_by_key(|ad| ad.offset);
+            }
+        }
+        self.lora = Some((lora.clone(), store));
+        Ok(())
+    }
     /// The kind the weights and activations are in.
     pub fn kind(&self) -> Kind {
         self.kind
@@ -535,7 +624,13 @@ impl Transformer {
         }
         let _g = tch::no_grad_guard();
         let mut converted: HashMap<String, Tensor> = HashMap::new();
-        for p in &mut self.store.params {
+        let adapters = self.lora.as_mut().map(|(_, s)| &mut s.params);
+        for p in self
+            .store
+            .params
+            .iter_mut()
+            .chain(adapters.into_iter().flatten())
+        {
             p.tensor = p.tensor.to_kind(kind);
             converted.insert(p.name.clone(), p.tensor.shallow_clone());
         }
@@ -569,10 +664,16 @@ impl Transformer {
                 f(format!("{name}.bias"), b);
             }
         }
-        fn lin(f: &mut dyn FnMut(String, &mut Tensor), name: &str, l: &mut Linear) {
+        /// A linear layer of block `block`, with its adapters.
+        fn lin(f: &mut dyn FnMut(String, &mut Tensor), block: usize, name: &str, l: &mut Linear) {
             f(format!("{name}.weight"), &mut l.w);
             if let Some(b) = &mut l.b {
                 f(format!("{name}.bias"), b);
+            }
+            for ad in &mut l.lora {
+                let p = ad.target.prefix(block);
+                f(format!("{p}.lora_a"), &mut ad.a);
+                f(format!("{p}.lora_b"), &mut ad.b);
             }
         }
         if let Some(n) = &mut self.emb_norm {
@@ -584,14 +685,14 @@ impl Transformer {
         for (i, b) in self.blocks.iter_mut().enumerate() {
             norm(f, &format!("blocks.{i}.ln1"), &mut b.ln1);
             norm(f, &format!("blocks.{i}.ln2"), &mut b.ln2);
-            lin(f, &format!("blocks.{i}.attn.qkv"), &mut b.qkv);
-            lin(f, &format!("blocks.{i}.attn.proj"), &mut b.proj);
+            lin(f, i, &format!("blocks.{i}.attn.qkv"), &mut b.qkv);
+            lin(f, i, &format!("blocks.{i}.attn.proj"), &mut b.proj);
             let fc = if b.up.is_some() { "mlp.gate" } else { "mlp.fc" };
-            lin(f, &format!("blocks.{i}.{fc}"), &mut b.fc);
+            lin(f, i, &format!("blocks.{i}.{fc}"), &mut b.fc);
             if let Some(u) = &mut b.up {
-                lin(f, &format!("blocks.{i}.mlp.up"), u);
+                lin(f, i, &format!("blocks.{i}.mlp.up"), u);
             }
-            lin(f, &format!("blocks.{i}.mlp.out"), &mut b.out);
+            lin(f, i, &format!("blocks.{i}.mlp.out"), &mut b.out);
         }
     }
 
@@ -748,7 +849,7 @@ impl Transformer {
             } else {
                 blk.ln1.forward(&x)
             };
-            let qkv = blk.qkv.forward(&hin);
+            let qkv = blk.qkv.forward(&hin, train);
             let mut q = qkv
                 .narrow(2, 0, heads * hd)
                 .view([b, t, heads, hd])
@@ -781,14 +882,16 @@ impl Transformer {
                 None::<f64>,
                 gqa,
             );
-            let y = blk.proj.forward(&y.transpose(1, 2).reshape([b, t, d]));
+            let y = blk
+                .proj
+                .forward(&y.transpose(1, 2).reshape([b, t, d]), train);
             if self.cfg.post_norm {
                 x = blk.ln1.forward(&(x + drop(y, p, train)));
-                let m = mlp(blk, &x);
+                let m = mlp(blk, &x, train);
                 x = blk.ln2.forward(&(x + drop(m, p, train)));
             } else {
                 x = x + drop(y, p, train);
-                let m = mlp(blk, &blk.ln2.forward(&x));
+                let m = mlp(blk, &blk.ln2.forward(&x), train);
                 x = x + drop(m, p, train);
             }
         }
@@ -849,12 +952,12 @@ impl Transformer {
     }
 }
 
-fn mlp(blk: &Block, h: &Tensor) -> Tensor {
+fn mlp(blk: &Block, h: &Tensor, train: bool) -> Tensor {
     let m = match &blk.up {
-        Some(up) => blk.fc.forward(h).silu() * up.forward(h),
-        None => blk.fc.forward(h).gelu(blk.gelu),
+        Some(up) => blk.fc.forward(h, train).silu() * up.forward(h, train),
+        None => blk.fc.forward(h, train).gelu(blk.gelu),
     };
-    blk.out.forward(&m)
+    blk.out.forward(&m, train)
 }
 
 /// `(cos, sin)` tables `[seq_len, head_dim]` for rotary positions.
