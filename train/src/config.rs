@@ -182,7 +182,12 @@ pub enum DeviceChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoopConfig {
-    /// `clm` (causal LM, decoder) or `mlm` (masked LM, encoder). Default `clm`.
+    /// `clm` (causal LM, decoder), `mlm` (masked LM, encoder) or `sft` (supervised
+    /// fine-tuning of a decoder on `sft` splits: the loss counts only on response tokens,
+    /// `loss_mask` 1, normalized by their number over all micro-batches of a step; one
+    /// conversation per row, right-padded per micro-batch, never cut: the model's context
+    /// must hold the split's `seq_len`). The split's `meta.json` objective must match.
+    /// Default `clm`.
     pub objective: String,
     /// Rows per micro-batch, >= 1. Default 8.
     pub micro_batch: usize,
@@ -405,10 +410,10 @@ impl TrainConfig {
             o.grad_clip,
         )?;
         let t = &self.train;
-        if !matches!(t.objective.as_str(), "clm" | "mlm") {
+        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft") {
             return Err(Error::bad_config(
                 "train.objective",
-                format!("unknown objective `{}`; available: clm, mlm (sft, cls, rm, dpo, rl come later)", t.objective),
+                format!("unknown objective `{}`; available: clm, mlm, sft (cls, rm, dpo, rl come later)", t.objective),
             ));
         }
         need(

@@ -1,12 +1,15 @@
 //! Where training rows come from.
 //!
-//! The trainer reads fixed-width rows of token ids through the [`BatchSource`] trait, so the
-//! model, optimizer and loop do not depend on how rows are stored and tests can feed rows
-//! from memory. [`ShardRows`] streams the tokenized shards `quern tokenize` writes (packed
-//! `tokens: List<Int32>` of `seq_len + 1` ids per row, and `meta.json`; see
-//! docs/DEVELOPING.md "Tokenized shards") through `quern_tokenize::TokenReader`, which holds
-//! one shuffle window in memory, never the split; it checks every id against the vocabulary
-//! and names the split of a bad one. [`TokenRows`] holds rows in memory (tests, benches).
+//! The trainer reads rows of token ids through the [`BatchSource`] trait, so the model,
+//! optimizer and loop do not depend on how rows are stored and tests can feed rows from
+//! memory. [`ShardRows`] streams the packed shards `quern tokenize` writes for `clm`/`mlm`
+//! (`tokens: List<Int32>` of `seq_len + 1` ids per row, and `meta.json`; see
+//! docs/DEVELOPING.md "Tokenized shards"); [`SftRows`] streams `sft` shards (`input_ids` and
+//! `loss_mask` of at most `seq_len` ids, one conversation per row) and right-pads each
+//! micro-batch to its longest row, with a loss mask of 0 on the padding ([`Rows`]). Both
+//! read through `quern_tokenize::TokenReader`, which holds one shuffle window in memory, never
+//! the split; they check every id against the vocabulary and name the split of a bad one.
+//! [`TokenRows`] holds packed rows in memory (tests, benches).
 //!
 //! Order is deterministic: each epoch visits the rows in an order drawn from `(seed, epoch)`.
 //! The position in that order is a [`DataCursor`], saved in each checkpoint, so a resumed run
@@ -29,15 +32,66 @@ pub struct DataCursor {
     pub position: u64,
 }
 
-/// A source of fixed-width rows of token ids.
+/// A micro-batch of rows as a [`BatchSource`] gives them, on the CPU.
+#[derive(Debug)]
+pub struct Rows {
+    /// Token ids `[n, width]` (int64). Packed rows are all `width` ids; `sft` rows are
+    /// right-padded to the longest row of the micro-batch.
+    pub ids: Tensor,
+    /// `sft`: `[n, width]` (int64), 1 where the id is a target the loss counts (a response
+    /// token), 0 on prompts and padding. `None` for packed rows.
+    pub loss_mask: Option<Tensor>,
+    /// `sft`: the length of each row before padding. Empty for packed rows.
+    pub lengths: Vec<usize>,
+}
+
+impl Rows {
+    /// Packed rows, all of the same width.
+    pub fn packed(ids: Tensor) -> Self {
+        Rows {
+            ids,
+            loss_mask: None,
+            lengths: Vec::new(),
+        }
+    }
+
+    /// Model input positions in these rows when each is cut to `width` ids: every row's
+    /// length less one (its last id is only a target).
+    pub fn input_tokens(&self, width: usize) -> u64 {
+        if self.lengths.is_empty() {
+            let n = self.ids.size().first().copied().unwrap_or(0).max(0) as u64;
+            n * (width.saturating_sub(1) as u64)
+        } else {
+            self.lengths
+                .iter()
+                .map(|&l| l.min(width).saturating_sub(1) as u64)
+                .sum()
+        }
+    }
+}
+
+/// A source of rows of token ids.
 pub trait BatchSource: Send {
-    /// Ids per row (`seq_len + 1` for packed `clm`/`mlm` rows).
+    /// Ids per row (`seq_len + 1` for packed `clm`/`mlm` rows); for sources of
+    /// variable-length rows (see [`fixed_width`](Self::fixed_width)), the most a row holds.
     fn row_width(&self) -> usize;
+    /// Whether every row holds `row_width` ids and may be cut to a shorter training window
+    /// (packed rows). `false` for variable-length rows, which must never be cut (a cut
+    /// conversation loses its response): the trainer refuses a model whose context cannot
+    /// hold `row_width` ids. Default `true`.
+    fn fixed_width(&self) -> bool {
+        true
+    }
     /// Number of rows in one epoch.
     fn rows(&self) -> usize;
     /// The next `n` rows as an int64 tensor `[n, row_width]` on the CPU, wrapping into the
-    /// next epoch when one ends.
+    /// next epoch when one ends. Variable-length sources right-pad to the longest row.
     fn next_rows(&mut self, n: usize) -> Result<Tensor>;
+    /// The next `n` rows with whatever else the source holds (the loss mask of `sft` rows).
+    /// Default: [`next_rows`](Self::next_rows) as packed rows.
+    fn next_batch(&mut self, n: usize) -> Result<Rows> {
+        Ok(Rows::packed(self.next_rows(n)?))
+    }
     /// Where the source is now.
     fn cursor(&self) -> DataCursor;
     /// Moves to a position saved earlier.
@@ -126,7 +180,9 @@ impl ShardRows {
             return Err(Error::bad_input(
                 Place::file(dir.join("meta.json")),
                 format!(
-                    "holds `{}` rows; clm and mlm train on packed `tokens` rows (tokenize with objective clm or mlm)",
+                    "`objective` is `{}`: these are not packed `tokens` rows, which clm and mlm train on; \
+                     tokenize with objective clm or mlm, or set train.objective = \"{}\"",
+                    reader.meta().objective,
                     reader.meta().objective
                 ),
             ));
@@ -185,6 +241,193 @@ impl BatchSource for ShardRows {
     }
 }
 
+/// The `sft` rows of a tokenized split (one conversation per row, `input_ids` + `loss_mask`,
+/// at most `seq_len` ids), streamed in a seeded order and right-padded per micro-batch.
+pub struct SftRows {
+    reader: TokenReader,
+    max_len: usize,
+    vocab: usize,
+    pad: i64,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for SftRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SftRows")
+            .field("dir", &self.dir)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+impl SftRows {
+    /// Opens an `sft` split directory for rank `rank` of `world_size` (1 process: 0 of 1).
+    /// Refuses a split of another objective, naming its `meta.json`.
+    pub fn open(
+        dir: &Path,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(Self, SplitMeta)> {
+        let meta = SplitMeta::load(dir)?;
+        if meta.objective != Objective::Sft.name() {
+            return Err(Error::bad_input(
+                Place::file(dir.join("meta.json")),
+                format!(
+                    "`objective` is `{}`, but train.objective = \"sft\" trains on `sft` rows \
+                     (input_ids + loss_mask): tokenize with --objective sft, or set train.objective = \"{}\"",
+                    meta.objective,
+                    if meta.objective == "mlm" { "mlm" } else { "clm" }
+                ),
+            ));
+        }
+        let reader = TokenReader::open(
+            dir,
+            ReaderConfig {
+                seed,
+                rank,
+                world_size,
+                ..ReaderConfig::default()
+            },
+        )?;
+        // Padding only ever sits where the loss mask is 0 and after every real id of its row
+        // (a causal model never attends to it), so any id in the vocabulary would do.
+        let pad = meta.pad_id.or(meta.eos_id).unwrap_or(0);
+        let rows = SftRows {
+            reader,
+            max_len: meta.seq_len,
+            vocab: meta.vocab_size,
+            pad,
+            dir: dir.to_path_buf(),
+        };
+        Ok((rows, meta))
+    }
+}
+
+impl BatchSource for SftRows {
+    fn row_width(&self) -> usize {
+        self.max_len
+    }
+    fn fixed_width(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> usize {
+        self.reader.rows_per_epoch() as usize
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        Ok(self.next_batch(n)?.ids)
+    }
+    fn next_batch(&mut self, n: usize) -> Result<Rows> {
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.reader.cursor();
+            let place = || format!("row {} of epoch {}", at.position, at.epoch);
+            match self.reader.next_row()? {
+                Row::Sft {
+                    input_ids,
+                    loss_mask,
+                } => {
+                    if let Some(bad) = input_ids
+                        .iter()
+                        .find(|&&t| t < 0 || t as usize >= self.vocab)
+                    {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "token id {bad} outside the vocabulary (size {}) in {}",
+                                self.vocab,
+                                place()
+                            ),
+                        ));
+                    }
+                    if input_ids.len() > self.max_len {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "{} holds {} ids, more than meta.json's seq_len ({}); the split is damaged, rerun quern tokenize",
+                                place(),
+                                input_ids.len(),
+                                self.max_len
+                            ),
+                        ));
+                    }
+                    rows.push((input_ids, loss_mask));
+                }
+                _ => return Err(Error::bug("an sft split returned a row of another kind")),
+            }
+        }
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(n * width);
+        let mut mask = Vec::with_capacity(n * width);
+        let mut lengths = Vec::with_capacity(n);
+        for (i, m) in &rows {
+            ids.extend(i.iter().map(|&t| i64::from(t)));
+            ids.extend(std::iter::repeat_n(self.pad, width - i.len()));
+            mask.extend(m.iter().map(|&b| i64::from(b != 0)));
+            mask.extend(std::iter::repeat_n(0i64, width - m.len()));
+            lengths.push(i.len());
+        }
+        let shape = [n as i64, width as i64];
+        Ok(Rows {
+            ids: Tensor::from_slice(&ids).view(shape),
+            loss_mask: Some(Tensor::from_slice(&mask).view(shape)),
+            lengths,
+        })
+    }
+    fn cursor(&self) -> DataCursor {
+        let c = self.reader.cursor();
+        DataCursor {
+            epoch: c.epoch,
+            position: c.position,
+        }
+    }
+    fn seek(&mut self, c: DataCursor) -> Result<()> {
+        self.reader.seek(&Cursor {
+            epoch: c.epoch,
+            position: c.position,
+        })
+    }
+}
+
+/// Writes `rows` (input ids and a loss mask of the same length, at most `seq_len` ids each)
+/// as an `sft` split in `dir`, in the layout `quern tokenize` writes: for tests and
+/// benchmarks that bring their own ids. No `tokenizer.json` is written; `tokenizer_hash` is
+/// `tokenizer`.
+pub fn write_sft_split(
+    dir: &Path,
+    rows: &[(Vec<i32>, Vec<i8>)],
+    seq_len: usize,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    if rows.is_empty()
+        || rows
+            .iter()
+            .any(|(i, m)| i.len() != m.len() || i.is_empty() || i.len() > seq_len)
+    {
+        return Err(Error::usage(
+            "sft rows need ids and a mask of the same length, 1 to seq_len ids",
+        ));
+    }
+    let mut b = RowBuilder::new(Objective::Sft);
+    for (i, (ids, mask)) in rows.iter().enumerate() {
+        b.push_sft(ids, mask, &[format!("row-{i}")]);
+    }
+    let tokens = rows.iter().map(|r| r.0.len() as u64).sum();
+    write_split(
+        dir,
+        Objective::Sft,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        tokens,
+        vocab_size,
+        special,
+        tokenizer,
+    )
+}
+
 /// Writes the bytes of a text as a byte-level tokenized split in `dir`: ids 0–255 are the
 /// bytes, then pad 256, bos 257, eos 258 and, with `mask`, mask 259 (vocabulary 259 or 260);
 /// rows of `seq_len + 1` ids, each starting where the one before ended. For tests and
@@ -225,16 +468,41 @@ pub fn write_packed_split(
     for (i, r) in rows.iter().enumerate() {
         b.push_packed(r, &[format!("row-{i}")], &[0]);
     }
-    let batch = b.finish()?;
+    write_split(
+        dir,
+        Objective::Clm,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        (rows.len() * (seq_len + 1)) as u64,
+        vocab_size,
+        special,
+        tokenizer,
+    )
+}
+
+/// Writes one batch of rows and its `meta.json` as a split directory.
+#[allow(clippy::too_many_arguments)]
+fn write_split(
+    dir: &Path,
+    objective: Objective,
+    batch: &arrow::array::RecordBatch,
+    seq_len: usize,
+    rows: usize,
+    tokens: u64,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut w = ShardWriter::new(
         dir,
         ".",
         "part",
-        token_schema(Objective::Clm),
+        token_schema(objective),
         ShardOptions::default(),
     )?;
-    w.write(&batch)?;
+    w.write(batch)?;
     let shards = w
         .finish()?
         .into_iter()
@@ -249,12 +517,12 @@ pub fn write_packed_split(
         .collect();
     let [pad_id, bos_id, eos_id, mask_id] = special;
     let meta = TokenMeta {
-        objective: Objective::Clm,
+        objective,
         vocab_size: vocab_size as u64,
         seq_len: seq_len as u64,
-        rows: rows.len() as u64,
-        tokens: (rows.len() * (seq_len + 1)) as u64,
-        documents: rows.len() as u64,
+        rows: rows as u64,
+        tokens,
+        documents: rows as u64,
         tokenizer_hash: tokenizer.to_string(),
         pad_id,
         bos_id,
@@ -432,6 +700,75 @@ mod tests {
         let (mut src, _) = ShardRows::open(bad.path(), 3, 0, 1).unwrap();
         let err = src.next_rows(20).unwrap_err().to_string();
         assert!(err.contains("outside the vocabulary"), "{err}");
+    }
+
+    /// sft rows come back right-padded to the micro-batch's longest row with mask 0 on the
+    /// padding, a saved cursor replays them, and each kind of split refuses the other.
+    #[test]
+    fn sft_rows_pad_per_batch_resume_and_refuse_packed_splits() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<(Vec<i32>, Vec<i8>)> = (0..9)
+            .map(|r| {
+                let n = 2 + r % 4;
+                let ids = (0..n).map(|i| (r * 7 + i) % 40).collect();
+                let mask = (0..n).map(|i| i8::from(i >= n / 2)).collect();
+                (ids, mask)
+            })
+            .collect();
+        write_sft_split(dir.path(), &rows, 6, 40, [Some(39), None, None, None], "t").unwrap();
+        let (mut src, meta) = SftRows::open(dir.path(), 5, 0, 1).unwrap();
+        assert_eq!(
+            (meta.objective.as_str(), src.row_width(), src.rows()),
+            ("sft", 6, 9)
+        );
+        assert!(!src.fixed_width());
+        let b = src.next_batch(4).unwrap();
+        let (n, w) = b.ids.size2().unwrap();
+        assert_eq!((n, w as usize), (4, *b.lengths.iter().max().unwrap()));
+        let ids: Vec<i64> = Vec::try_from(b.ids.reshape([-1])).unwrap();
+        let mask: Vec<i64> = Vec::try_from(b.loss_mask.as_ref().unwrap().reshape([-1])).unwrap();
+        for (r, &len) in b.lengths.iter().enumerate() {
+            let row = &ids[r * w as usize..(r + 1) * w as usize];
+            let m = &mask[r * w as usize..(r + 1) * w as usize];
+            let src_row = rows.iter().find(|x| {
+                x.0.len() == len && x.0.iter().zip(row).all(|(a, &b)| i64::from(*a) == b)
+            });
+            let (_, want_mask) = src_row.expect("a written row");
+            assert!(m[..len]
+                .iter()
+                .zip(want_mask)
+                .all(|(&a, &b)| a == i64::from(b)));
+            assert!(row[len..].iter().all(|&p| p == 39), "padding is pad_id");
+            assert!(m[len..].iter().all(|&p| p == 0), "padding never counts");
+        }
+        assert_eq!(
+            b.input_tokens(6),
+            b.lengths.iter().map(|&l| l as u64 - 1).sum::<u64>()
+        );
+        let at = src.cursor();
+        let next: Vec<i64> = Vec::try_from(src.next_batch(7).unwrap().ids.reshape([-1])).unwrap();
+        let (mut again, _) = SftRows::open(dir.path(), 5, 0, 1).unwrap();
+        again.seek(at).unwrap();
+        let replay: Vec<i64> =
+            Vec::try_from(again.next_batch(7).unwrap().ids.reshape([-1])).unwrap();
+        assert_eq!(next, replay);
+
+        let e = ShardRows::open(dir.path(), 0, 0, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("meta.json") && e.contains("train.objective = \"sft\""),
+            "{e}"
+        );
+        let packed = tempfile::tempdir().unwrap();
+        write_packed_split(packed.path(), &[vec![1, 2, 3]], 40, [None; 4], "t").unwrap();
+        let e = SftRows::open(packed.path(), 0, 0, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("meta.json") && e.contains("`objective` is `clm`"),
+            "{e}"
+        );
     }
 
     #[test]

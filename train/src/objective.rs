@@ -5,11 +5,17 @@
 //! micro-batch of a step first, adds up their target counts, and divides each micro-batch's
 //! summed loss by that total, so gradient accumulation over k micro-batches gives exactly the
 //! gradient of one batch k times larger, even when micro-batches hold different numbers of
-//! targets (the normalization bug HF Trainer had). Later objectives (sft, cls, rm, dpo, rl)
+//! targets (the normalization bug HF Trainer had). Later objectives (cls, rm, dpo, rl)
 //! implement the same trait.
+//!
+//! [`Sft`] is causal language modelling where only response tokens count: the target at
+//! position t is id t+1, counted when `loss_mask[t+1]` is 1, so its count (the normalizer)
+//! is the number of response tokens of the whole step, however they fall into micro-batches.
 
+use quern_core::{Error, Result};
 use tch::{Kind, Reduction, Tensor};
 
+use crate::data::Rows;
 use crate::model::Transformer;
 
 /// Targets equal to this are ignored by the loss.
@@ -35,6 +41,23 @@ pub trait Objective: Send {
     /// Builds inputs and targets from rows `[B, seq_len + 1]` of token ids. May draw from
     /// libtorch's global generator (the trainer seeds it per step, for exact resume).
     fn prepare(&self, rows: &Tensor) -> Prepared;
+    /// Builds inputs and targets from a micro-batch as a source gives it (see
+    /// [`Rows`]). Default: [`prepare`](Self::prepare) on packed rows; rows with a loss mask
+    /// (`sft` rows) are refused, since an objective that ignored the mask would train on
+    /// prompts and padding.
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        if rows.loss_mask.is_some() {
+            return Err(Error::bad_config(
+                "train.objective",
+                format!(
+                    "`{}` trains on packed rows, but the data holds sft rows (input_ids + loss_mask): \
+                     set train.objective = \"sft\"",
+                    self.name()
+                ),
+            ));
+        }
+        Ok(self.prepare(&rows.ids))
+    }
     /// The loss summed over target positions (a float32 scalar with a graph).
     fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
         let logits = model.forward(&batch.input, self.causal(), train);
@@ -69,6 +92,61 @@ impl Objective for Clm {
             input: rows.narrow(1, 0, w - 1),
             targets: rows.narrow(1, 1, w - 1),
             count: b * (w - 1),
+        }
+    }
+}
+
+/// Supervised fine-tuning: causal language modelling whose loss counts only on response
+/// tokens (`loss_mask` 1), the end-of-turn tokens included; prompts and padding are ignored.
+/// Rows are `sft` rows (one conversation each, right-padded by [`crate::data::SftRows`]).
+#[derive(Debug, Clone, Default)]
+pub struct Sft;
+
+impl Sft {
+    /// Inputs and targets of rows `[B, W]` with their loss mask `[B, W]` (1 = the id is a
+    /// target that counts): input ids `0..W-1`, target at t the id t+1, [`IGNORE`]d unless
+    /// `mask[t+1]` is 1.
+    pub fn shift(ids: &Tensor, mask: &Tensor) -> Prepared {
+        let w = ids.size().last().copied().unwrap_or(0);
+        if w < 2 {
+            let b = ids.size().first().copied().unwrap_or(0);
+            let empty = Tensor::zeros([b, 0], (Kind::Int64, ids.device()));
+            return Prepared {
+                input: empty.shallow_clone(),
+                targets: empty,
+                count: 0,
+            };
+        }
+        let counts = mask.narrow(1, 1, w - 1).ne(0);
+        let next = ids.narrow(1, 1, w - 1);
+        let targets = next.where_self(&counts, &Tensor::full_like(&next, IGNORE));
+        Prepared {
+            input: ids.narrow(1, 0, w - 1),
+            targets,
+            count: counts.sum(Kind::Int64).int64_value(&[]),
+        }
+    }
+}
+
+impl Objective for Sft {
+    fn name(&self) -> &'static str {
+        "sft"
+    }
+    fn causal(&self) -> bool {
+        true
+    }
+    /// Rows without a mask: every target counts (as [`Clm`]).
+    fn prepare(&self, rows: &Tensor) -> Prepared {
+        Sft::shift(rows, &Tensor::ones_like(rows))
+    }
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        match &rows.loss_mask {
+            Some(mask) => Ok(Sft::shift(&rows.ids, mask)),
+            None => Err(Error::bad_config(
+                "train.objective",
+                "`sft` trains on sft rows (input_ids + loss_mask), but the data holds packed rows: \
+                 tokenize with --objective sft, or set train.objective = \"clm\"",
+            )),
         }
     }
 }
@@ -141,6 +219,75 @@ mod tests {
             vec![1, 2, 3, 4, 6, 7, 8, 9]
         );
         assert_eq!(p.count, 8);
+    }
+
+    #[test]
+    fn sft_targets_are_the_next_ids_where_the_next_mask_is_one() {
+        let ids = Tensor::from_slice(&[5i64, 6, 7, 8, 9, 1, 2, 3, 4, 0]).view([2, 5]);
+        let mask = Tensor::from_slice(&[1i64, 0, 1, 1, 0, 0, 0, 1, 0, 0]).view([2, 5]);
+        let rows = Rows {
+            ids,
+            loss_mask: Some(mask),
+            lengths: vec![5, 4],
+        };
+        let p = Sft.prepare_rows(&rows).unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(p.input.reshape([-1])).unwrap(),
+            vec![5, 6, 7, 8, 1, 2, 3, 4]
+        );
+        let i = IGNORE;
+        // Row 1: mask[0] has no prediction; targets 7 and 8 count, 9 (mask 0) does not.
+        // Row 2: only the target 3 counts; the padding after it never does.
+        assert_eq!(
+            Vec::<i64>::try_from(p.targets.reshape([-1])).unwrap(),
+            vec![i, 7, 8, i, i, 3, i, i]
+        );
+        assert_eq!(p.count, 3);
+        // Packed rows are refused by sft, and sft rows by clm.
+        assert!(Sft
+            .prepare_rows(&Rows::packed(rows.ids.shallow_clone()))
+            .is_err());
+        let e = Clm.prepare_rows(&rows).unwrap_err().to_string();
+        assert!(e.contains("train.objective") && e.contains("sft"), "{e}");
+    }
+
+    /// The loss is shifted with the labels: changing the last id of a row changes only the
+    /// target of the position before it, so it changes the loss exactly when that id is a
+    /// response token (mask 1) and leaves it alone when it is a prompt token (mask 0), even
+    /// right after a response token (where a mask read one position off would count it).
+    #[test]
+    fn sft_loss_ignores_prompt_targets_and_counts_response_targets() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(3);
+        let cfg = quern_models::config::ModelConfig {
+            layers: 1,
+            heads: 2,
+            dim: 16,
+            seq_len: Some(8),
+            vocab_size: Some(32),
+            ..Default::default()
+        };
+        let model = Transformer::new(&cfg, tch::Device::Cpu);
+        let loss = |ids: &[i64], mask: &[i64]| -> f64 {
+            let rows = Rows {
+                ids: Tensor::from_slice(ids).view([1, -1]),
+                loss_mask: Some(Tensor::from_slice(mask).view([1, -1])),
+                lengths: vec![ids.len()],
+            };
+            let p = Sft.prepare_rows(&rows).unwrap();
+            let _g = tch::no_grad_guard();
+            Sft.loss_sum(&model, &p, false).double_value(&[]) / p.count as f64
+        };
+        let ids = [3i64, 4, 5, 6, 7, 8, 9, 10];
+        let mut changed = ids;
+        changed[7] = 20;
+        // A prompt token after a response: its target is masked.
+        let prompt_last = [0i64, 0, 0, 1, 1, 1, 1, 0];
+        assert_eq!(loss(&ids, &prompt_last), loss(&changed, &prompt_last));
+        // A response token: its target counts.
+        let response_last = [0i64, 0, 0, 0, 0, 1, 1, 1];
+        let (a, b) = (loss(&ids, &response_last), loss(&changed, &response_last));
+        assert!((a - b).abs() > 1e-4, "{a} vs {b}");
     }
 
     #[test]

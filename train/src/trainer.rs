@@ -26,9 +26,9 @@ use tch::{Device, Tensor};
 use crate::amp::{self, AutocastGuard, LossScaler};
 use crate::checkpoint::{self, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
-use crate::data::{BatchSource, DataCursor, ShardRows, SplitMeta};
+use crate::data::{BatchSource, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
 use crate::model::Transformer;
-use crate::objective::{Clm, Mlm, Objective};
+use crate::objective::{Clm, Mlm, Objective, Sft};
 use crate::optim::{self, AdamW};
 
 /// How [`train_with`] runs, beyond the configuration.
@@ -203,6 +203,7 @@ pub fn resolve_init(
 pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Objective>> {
     match cfg.train.objective.as_str() {
         "clm" => Ok(Box::new(Clm)),
+        "sft" => Ok(Box::new(Sft)),
         "mlm" => {
             let mask_id = meta.mask_id.ok_or_else(|| {
                 Error::bad_config(
@@ -219,7 +220,7 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
         }
         other => Err(Error::bad_config(
             "train.objective",
-            format!("unknown objective `{other}`; available: clm, mlm"),
+            format!("unknown objective `{other}`; available: clm, mlm, sft"),
         )),
     }
 }
@@ -278,12 +279,33 @@ impl Trainer {
         } else {
             ctx
         };
-        if seq == 0 || train_data.row_width() < seq + 1 {
+        if seq == 0 || (train_data.fixed_width() && train_data.row_width() < seq + 1) {
             return Err(Error::bad_config(
                 "model.seq_len",
                 format!("{seq} is longer than the data's rows allow"),
             ));
         }
+        // Variable-length rows (sft conversations) are never cut: the model's context must
+        // hold the longest row the split may have (its meta.json seq_len) less its last id.
+        if !train_data.fixed_width() && train_data.row_width() > ctx + 1 {
+            return Err(Error::bad_config(
+                if cfg.init.from.is_some() { "init.from" } else { "model.seq_len" },
+                format!(
+                    "the model's context is {ctx} positions, but {} holds rows of up to {} ids (meta.json seq_len), \
+                     which need {}: tokenize with --seq-len {} or less{}",
+                    cfg.data.train.display(),
+                    train_data.row_width(),
+                    train_data.row_width() - 1,
+                    ctx + 1,
+                    if cfg.init.from.is_some() { "" } else { ", or raise model.seq_len" }
+                ),
+            ));
+        }
+        let seq = if train_data.fixed_width() {
+            seq
+        } else {
+            train_data.row_width().saturating_sub(1).clamp(1, ctx)
+        };
         if device.is_cuda() {
             amp::set_tf32(cfg.train.tf32)?;
         } else {
@@ -314,27 +336,41 @@ impl Trainer {
         })
     }
 
-    fn rows_to_device(&self, rows: Tensor) -> Tensor {
-        let rows = if rows.size()[1] > self.width {
-            rows.narrow(1, 0, self.width)
+    /// Moves a micro-batch to the device; packed rows are cut to the training window
+    /// (variable-length rows never are: [`Trainer::new`] checked they fit the context).
+    fn rows_to_device(&self, rows: &Rows) -> Rows {
+        let ids = if rows.loss_mask.is_none() && rows.ids.size()[1] > self.width {
+            rows.ids.narrow(1, 0, self.width)
         } else {
-            rows
+            rows.ids.shallow_clone()
         };
-        rows.to_device(self.device)
+        Rows {
+            ids: ids.to_device(self.device),
+            loss_mask: rows.loss_mask.as_ref().map(|m| m.to_device(self.device)),
+            lengths: rows.lengths.clone(),
+        }
     }
 
     /// Zeroes the gradients, then backpropagates the micro-batches `rows` (each `[b,
     /// seq_len + 1]`) normalised by their total target count, times `scale`. Returns the
     /// mean loss per target and the target count.
     pub fn accumulate(&mut self, rows: &[Tensor], scale: f64) -> Result<(f64, i64)> {
+        let rows: Vec<Rows> = rows
+            .iter()
+            .map(|r| Rows::packed(r.shallow_clone()))
+            .collect();
+        self.accumulate_rows(&rows, scale)
+    }
+
+    /// [`accumulate`](Self::accumulate) for micro-batches as a [`BatchSource`] gives them
+    /// (with the loss mask of `sft` rows): every micro-batch's summed loss is divided by the
+    /// target count of all of them.
+    pub fn accumulate_rows(&mut self, rows: &[Rows], scale: f64) -> Result<(f64, i64)> {
         self.model.params_mut().zero_grad();
         let prepared: Vec<_> = rows
             .iter()
-            .map(|r| {
-                self.objective
-                    .prepare(&self.rows_to_device(r.shallow_clone()))
-            })
-            .collect();
+            .map(|r| self.objective.prepare_rows(&self.rows_to_device(r)))
+            .collect::<Result<_>>()?;
         let total: i64 = prepared.iter().map(|p| p.count).sum();
         let denom = total.max(1) as f64;
         let mut loss_sum = Tensor::from(0f32).to_device(self.device);
@@ -356,10 +392,14 @@ impl Trainer {
         tch::manual_seed(step_seed(t.seed, self.step));
         let mut rows = Vec::with_capacity(t.grad_accum);
         for _ in 0..t.grad_accum {
-            rows.push(self.train_data.next_rows(t.micro_batch)?);
+            rows.push(self.train_data.next_batch(t.micro_batch)?);
         }
+        let tokens: u64 = rows
+            .iter()
+            .map(|r| r.input_tokens(self.width as usize))
+            .sum();
         let scale = self.scaler.scale;
-        let (loss, _) = self.accumulate(&rows, scale)?;
+        let (loss, _) = self.accumulate_rows(&rows, scale)?;
         let grad_norm = optim::unscale_and_clip(
             self.model.params_mut(),
             1.0 / scale,
@@ -376,8 +416,6 @@ impl Trainer {
             self.consecutive_skips += 1;
         }
         self.model.params_mut().zero_grad();
-        let tokens = (self.cfg.train.grad_accum * self.cfg.train.micro_batch) as u64
-            * (self.width as u64 - 1);
         self.tokens_seen += tokens;
         self.step += 1;
         if self.consecutive_skips >= self.cfg.train.max_consecutive_skips {
@@ -425,13 +463,13 @@ impl Trainer {
             .max(1);
         let mut all = Vec::with_capacity(batches);
         for _ in 0..batches {
-            all.push(val.next_rows(mb)?);
+            all.push(val.next_batch(mb)?);
         }
         let _g = tch::no_grad_guard();
         tch::manual_seed(step_seed(self.cfg.train.seed ^ 0xE7A1, 0));
         let (mut sum, mut count) = (0.0, 0i64);
         for rows in all {
-            let p = self.objective.prepare(&self.rows_to_device(rows));
+            let p = self.objective.prepare_rows(&self.rows_to_device(&rows))?;
             let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
             sum += self
                 .objective
@@ -584,7 +622,13 @@ impl Metrics {
     }
 }
 
-fn open_split(dir: &Path, seed: u64) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
+/// Opens a split for the objective: `sft` rows for `sft`, packed rows otherwise; each refuses
+/// a split of the other kind, naming its meta.json.
+fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
+    if objective == "sft" {
+        let (rows, meta) = SftRows::open(dir, seed, 0, 1)?;
+        return Ok((Box::new(rows), meta));
+    }
     let (rows, meta) = ShardRows::open(dir, seed, 0, 1)?;
     Ok((Box::new(rows), meta))
 }
@@ -629,10 +673,10 @@ fn claim_out_dir(dir: &Path, opts: &TrainOptions) -> Result<()> {
 pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     cfg.validate()?;
     let device = resolve_device(cfg.train.device)?;
-    let (train_data, meta) = open_split(&cfg.data.train, cfg.train.seed)?;
+    let (train_data, meta) = open_split(&cfg.data.train, cfg.train.seed, &cfg.train.objective)?;
     let val_data = match &cfg.data.val {
         Some(dir) => {
-            let (v, vmeta) = open_split(dir, cfg.train.seed)?;
+            let (v, vmeta) = open_split(dir, cfg.train.seed, &cfg.train.objective)?;
             if vmeta.tokenizer_hash != meta.tokenizer_hash || vmeta.seq_len != meta.seq_len {
                 return Err(Error::bad_config(
                     "data.val",
