@@ -2,10 +2,12 @@
 //!
 //! Usage: `pii_eval CORPUS.jsonl [N]` — takes N (default 2000) English paragraphs of the
 //! corpus in which the detector finds nothing, plants into each (fixed-seed generator) one
-//! PII item of a random type and one look-alike (version numbers, dates, ISBNs, times,
-//! Luhn-failing card numbers, IBANs with a wrong checksum, invalid SSNs, out-of-range
-//! dotted quads), redacts, and prints per type: planted, found (recall), redactions and
-//! how many were right (precision), and how many look-alikes were left alone.
+//! PII item of a random type and format and one look-alike (version numbers, dates, ISBNs,
+//! times, Luhn-failing card numbers, IBANs with a wrong checksum, invalid SSNs, bare
+//! nine- and ten-digit numbers, out-of-range dotted quads), redacts, and prints per type:
+//! planted, found (recall), redactions and how many were right (precision); recall per
+//! format, tuned formats apart from held-out ones; and per look-alike how many were left
+//! alone.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -76,55 +78,215 @@ fn iban(cc: &str, bban: &str) -> String {
     format!("{cc}{:02}{bban}", 98 - rem)
 }
 
-fn plant(kind: PiiKind, rng: &mut Rng) -> String {
+/// One planted item: its type, the format's name, whether the format is held out (written
+/// down before the detector's national-phone, loose-SSN and mapped-IPv6 work and never
+/// tuned on), context text put just before it, and the item itself.
+struct Planted {
+    format: &'static str,
+    held_out: bool,
+    context: String,
+    item: String,
+    /// Text right after the item that is not part of it (a port after an address).
+    suffix: String,
+}
+
+fn p(format: &'static str, held_out: bool, context: &str, item: String) -> Planted {
+    Planted {
+        format,
+        held_out,
+        context: context.to_string(),
+        item,
+        suffix: String::new(),
+    }
+}
+
+/// A NANP number: area and exchange start with 2-9.
+fn nanp(rng: &mut Rng) -> (String, String, String) {
+    (
+        format!("{}{}", 2 + rng.below(8), rng.digits(2)),
+        format!("{}{}", 2 + rng.below(8), rng.digits(2)),
+        rng.digits(4),
+    )
+}
+
+/// A valid SSN's three parts (area not 000, 666 or 9xx; group and serial not zero).
+fn ssn(rng: &mut Rng) -> (String, String, String) {
+    let mut area = 1 + rng.below(899);
+    if area == 666 {
+        area = 667;
+    }
+    (
+        format!("{area:03}"),
+        format!("{:02}", 1 + rng.below(99)),
+        format!("{:04}", 1 + rng.below(9999)),
+    )
+}
+
+fn plant(kind: PiiKind, rng: &mut Rng) -> Planted {
+    use PiiKind::*;
     match kind {
-        PiiKind::Email => format!(
-            "{}.{}{}@{}",
-            rng.pick(&["anna", "jean", "li", "omar", "maria", "k"]),
-            rng.pick(&["smith", "dupont", "wang", "haddad", "rossi"]),
-            rng.below(100),
-            rng.pick(&[
+        Email => {
+            let user = format!(
+                "{}.{}{}",
+                rng.pick(&["anna", "jean", "li", "omar", "maria", "k"]),
+                rng.pick(&["smith", "dupont", "wang", "haddad", "rossi"]),
+                rng.below(100)
+            );
+            let host = rng.pick(&[
                 "example.com",
                 "mail.example.org",
                 "uni-example.de",
-                "example.co.uk"
-            ])
-        ),
-        PiiKind::Phone => match rng.below(7) {
-            0 => format!("+1 ({}) {}-{}", rng.digits(3), rng.digits(3), rng.digits(4)),
-            1 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
-            2 => format!("+49 30 {}", rng.digits(8)),
-            3 => format!(
-                "+33 1 {} {} {} {}",
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2)
-            ),
-            4 => format!("+81-3-{}-{}", rng.digits(4), rng.digits(4)),
-            5 => format!("+91 {} {}", rng.digits(5), rng.digits(5)),
-            _ => format!(
-                "({}) {}-{}",
-                200 + rng.below(700),
-                rng.digits(3),
-                rng.digits(4)
-            ),
-        },
-        PiiKind::Ip => {
-            if rng.below(3) == 0 {
-                format!("2001:db8:{:x}::{:x}", rng.below(65536), rng.below(65536))
+                "example.co.uk",
+            ]);
+            if rng.below(4) == 0 {
+                let item = format!("{user}+news@lists.{host}");
+                p("user+tag@sub.domain", true, "", item)
+            } else if rng.below(3) == 0 {
+                let item = format!("{user}@{}", host.to_uppercase());
+                p("user@UPPER.CASE", true, "", item)
             } else {
-                format!(
+                p("first.last@domain", false, "", format!("{user}@{host}"))
+            }
+        }
+        Phone => match rng.below(19) {
+            0 => {
+                let (a, b, c) = nanp(rng);
+                p("+1 (NXX) NXX-XXXX", false, "", format!("+1 ({a}) {b}-{c}"))
+            }
+            1 => {
+                let item = format!("+44 20 {} {}", rng.digits(4), rng.digits(4));
+                p("+44 20 XXXX XXXX", false, "", item)
+            }
+            2 => p(
+                "+49 30 XXXXXXXX",
+                false,
+                "",
+                format!("+49 30 {}", rng.digits(8)),
+            ),
+            3 => {
+                let d: Vec<String> = (0..4).map(|_| rng.digits(2)).collect();
+                let item = format!("+33 1 {}", d.join(" "));
+                p("+33 1 XX XX XX XX", false, "", item)
+            }
+            4 => {
+                let item = format!("+81-3-{}-{}", rng.digits(4), rng.digits(4));
+                p("+81-3-XXXX-XXXX", false, "", item)
+            }
+            5 => {
+                let item = format!("+91 {} {}", rng.digits(5), rng.digits(5));
+                p("+91 XXXXX XXXXX", false, "", item)
+            }
+            6 => {
+                let (a, b, c) = nanp(rng);
+                p("US (NXX) NXX-XXXX", false, "", format!("({a}) {b}-{c}"))
+            }
+            7 => {
+                let item = format!("020 {} {}", rng.digits(4), rng.digits(4));
+                p("UK 020 XXXX XXXX", false, "", item)
+            }
+            8 => {
+                let item = format!("0161 {} {}", rng.digits(3), rng.digits(4));
+                p("UK 0161 XXX XXXX", false, "", item)
+            }
+            9 => {
+                let item = format!("07{} {}", rng.digits(3), rng.digits(6));
+                p("UK 07XXX XXXXXX", false, "", item)
+            }
+            10 => {
+                let d: Vec<String> = (0..4).map(|_| rng.digits(2)).collect();
+                let item = format!("0{} {}", 1 + rng.below(9), d.join(" "));
+                p("FR 0X XX XX XX XX", false, "", item)
+            }
+            11 => {
+                let item = format!("+44 (0)20 {} {}", rng.digits(4), rng.digits(4));
+                p("+44 (0)20 XXXX XXXX", true, "", item)
+            }
+            12 => {
+                let item = format!("1-800-{}-{}", rng.digits(3), rng.digits(4));
+                p("US 1-800-XXX-XXXX", false, "", item)
+            }
+            13 => {
+                let (a, b, c) = nanp(rng);
+                p("US NXX.NXX.XXXX", true, "", format!("{a}.{b}.{c}"))
+            }
+            14 => {
+                let d: Vec<String> = (0..4).map(|_| rng.digits(2)).collect();
+                let item = format!("0{}.{}", 1 + rng.below(9), d.join("."));
+                p("FR 0X.XX.XX.XX.XX", true, "", item)
+            }
+            15 => {
+                let item = format!("(02) {} {}", rng.digits(4), rng.digits(4));
+                p("AU (0X) XXXX XXXX", false, "", item)
+            }
+            16 => {
+                let (a, b, c) = nanp(rng);
+                p("+1.NXX.NXX.XXXX", true, "", format!("+1.{a}.{b}.{c}"))
+            }
+            17 => {
+                let item = format!("030 {}", rng.digits(8));
+                p("DE 030 XXXXXXXX", true, "", item)
+            }
+            _ => {
+                let (a, b, c) = nanp(rng);
+                p("US (NXX)NXX-XXXX", true, "", format!("({a}){b}-{c}"))
+            }
+        },
+        Ip => match rng.below(8) {
+            0 => {
+                let item = format!("2001:db8:{:x}::{:x}", rng.below(65536), rng.below(65536));
+                p("IPv6 compressed", false, "", item)
+            }
+            1 => {
+                let item = format!(
+                    "::ffff:{}.{}.{}.{}",
+                    1 + rng.below(223),
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                );
+                p("IPv4-mapped ::ffff:a.b.c.d", false, "", item)
+            }
+            2 => {
+                let item = format!(
+                    "::FFFF:{}.{}.{}.{}",
+                    1 + rng.below(223),
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                );
+                p("IPv4-mapped upper case", true, "", item)
+            }
+            4 => {
+                let item = format!("2001:db8::{:x}", 1 + rng.below(65535));
+                let mut pl = p("IPv6 [addr]:port", true, "[", item);
+                pl.suffix = "]:8080".into();
+                pl
+            }
+            5 => {
+                let item = format!("fe80::{:x}", 1 + rng.below(65535));
+                let mut pl = p("IPv6 link-local with %zone", true, "", item);
+                pl.suffix = "%eth0".into();
+                pl
+            }
+            3 => {
+                let g: Vec<String> = (0..8)
+                    .map(|_| format!("{:04x}", rng.below(65536)))
+                    .collect();
+                p("IPv6 full 8 groups", true, "", g.join(":"))
+            }
+            _ => {
+                let item = format!(
                     "{}.{}.{}.{}",
                     1 + rng.below(223),
                     rng.below(256),
                     rng.below(256),
                     1 + rng.below(254)
-                )
+                );
+                p("IPv4", false, "", item)
             }
-        }
-        PiiKind::CreditCard => {
-            let (p, len) = [
+        },
+        CreditCard => {
+            let (pre, len) = [
                 ("4", 16),
                 ("51", 16),
                 ("55", 16),
@@ -132,79 +294,175 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> String {
                 ("37", 15),
                 ("6011", 16),
             ][rng.below(6) as usize];
-            let n = luhn_complete(p, len, rng);
-            match rng.below(3) {
-                0 => n,
-                1 => group(&n, &[4, 4, 4, 4], " "),
-                _ => group(&n, &[4, 4, 4, 4], "-"),
+            let n = luhn_complete(pre, len, rng);
+            match rng.below(5) {
+                0 => p("card plain", false, "", n),
+                4 => p("card 4.4.4.4 dots", true, "", group(&n, &[4, 4, 4, 4], ".")),
+                1 => p(
+                    "card 4-4-4-4 spaces",
+                    false,
+                    "",
+                    group(&n, &[4, 4, 4, 4], " "),
+                ),
+                2 => p(
+                    "card 4-4-4-4 dashes",
+                    false,
+                    "",
+                    group(&n, &[4, 4, 4, 4], "-"),
+                ),
+                _ => {
+                    let sizes: &[usize] = if len == 15 { &[4, 6, 5] } else { &[4, 4, 4, 4] };
+                    p(
+                        "card as printed (Amex 4-6-5)",
+                        true,
+                        "",
+                        group(&n, sizes, " "),
+                    )
+                }
             }
         }
-        PiiKind::Iban => {
-            let s = match rng.below(4) {
-                0 => iban("DE", &rng.digits(18)),
-                1 => iban("GB", &format!("WEST{}", rng.digits(14))),
-                2 => iban("NL", &format!("ABNA{}", rng.digits(10))),
-                _ => iban("FR", &rng.digits(23)),
-            };
-            if rng.below(2) == 0 {
-                group(&s, &[4, 4, 4, 4, 4, 4, 4], " ")
-            } else {
-                s
+        Iban => match rng.below(6) {
+            0 => p("IBAN DE", false, "", iban("DE", &rng.digits(18))),
+            1 => {
+                let s = iban("GB", &format!("WEST{}", rng.digits(14)));
+                p("IBAN GB grouped", false, "", group(&s, &[4; 7], " "))
+            }
+            2 => p(
+                "IBAN NL",
+                false,
+                "",
+                iban("NL", &format!("ABNA{}", rng.digits(10))),
+            ),
+            3 => {
+                let s = iban("FR", &rng.digits(23));
+                p("IBAN FR grouped", false, "", group(&s, &[4; 7], " "))
+            }
+            4 => {
+                let s = iban("ES", &rng.digits(20));
+                p("IBAN ES grouped", true, "", group(&s, &[4; 6], " "))
+            }
+            _ => {
+                let s = iban("IT", &format!("X{}", rng.digits(22)));
+                p("IBAN IT", true, "", s)
+            }
+        },
+        Ssn => {
+            let (a, g, s) = ssn(rng);
+            match rng.below(7) {
+                0 | 1 => p("SSN XXX-XX-XXXX", false, "", format!("{a}-{g}-{s}")),
+                6 => p(
+                    "SS No: XXX XX XXXX",
+                    true,
+                    "SS No: ",
+                    format!("{a} {g} {s}"),
+                ),
+                2 => p("SSN: XXX XX XXXX", false, "SSN: ", format!("{a} {g} {s}")),
+                3 => p(
+                    "social security number XXXXXXXXX",
+                    false,
+                    "social security number ",
+                    format!("{a}{g}{s}"),
+                ),
+                4 => p(
+                    "Social Security No. XXX XX XXXX",
+                    true,
+                    "Social Security No. ",
+                    format!("{a} {g} {s}"),
+                ),
+                _ => p("SSN#XXXXXXXXX", true, "SSN#", format!("{a}{g}{s}")),
             }
         }
-        PiiKind::Ssn => format!(
-            "{:03}-{:02}-{:04}",
-            1 + rng.below(665),
-            1 + rng.below(99),
-            1 + rng.below(9999)
-        ),
     }
 }
 
-fn lookalike(rng: &mut Rng) -> String {
-    match rng.below(9) {
-        0 => format!(
-            "version {}.{}.{}",
-            rng.below(10),
-            rng.below(30),
-            rng.below(100)
+/// A look-alike: its name and text.
+fn lookalike(rng: &mut Rng) -> (&'static str, String) {
+    match rng.below(14) {
+        0 => (
+            "version number",
+            format!(
+                "version {}.{}.{}",
+                rng.below(10),
+                rng.below(30),
+                rng.below(100)
+            ),
         ),
-        1 => format!(
-            "2{:03}-{:02}-{:02}",
-            rng.below(100),
-            1 + rng.below(12),
-            1 + rng.below(28)
+        1 => (
+            "ISO date",
+            format!(
+                "2{:03}-{:02}-{:02}",
+                rng.below(100),
+                1 + rng.below(12),
+                1 + rng.below(28)
+            ),
         ),
-        2 => format!(
-            "{:02}.{:02}.20{:02}",
-            1 + rng.below(28),
-            1 + rng.below(12),
-            rng.below(30)
+        2 => (
+            "dotted date",
+            format!(
+                "{:02}.{:02}.20{:02}",
+                1 + rng.below(28),
+                1 + rng.below(12),
+                rng.below(30)
+            ),
         ),
-        3 => "ISBN 978-3-16-148410-0".to_string(),
-        4 => format!(
-            "{:02}:{:02}:{:02}",
-            rng.below(24),
-            rng.below(60),
-            rng.below(60)
+        3 => ("ISBN-13", "ISBN 978-3-16-148410-0".to_string()),
+        4 => (
+            "clock time",
+            format!(
+                "{:02}:{:02}:{:02}",
+                rng.below(24),
+                rng.below(60),
+                rng.below(60)
+            ),
         ),
         5 => {
             let n = luhn_complete("4", 16, rng);
             let last = n.as_bytes()[15] - b'0';
-            format!("{}{}", &n[..15], (last + 1) % 10)
+            (
+                "card failing Luhn",
+                format!("{}{}", &n[..15], (last + 1) % 10),
+            )
         }
         6 => {
             let good = iban("DE", &rng.digits(18));
             let check: u32 = good[2..4].parse().unwrap_or(0);
-            format!("DE{:02}{}", (check + 1) % 97 + 2, &good[4..])
+            (
+                "IBAN with a wrong check",
+                format!("DE{:02}{}", (check + 1) % 97 + 2, &good[4..]),
+            )
         }
-        7 => format!("000-{:02}-{:04}", 1 + rng.below(99), rng.below(10000)),
-        _ => format!(
-            "{}.{}.{}.{}",
-            256 + rng.below(700),
-            rng.below(256),
-            rng.below(256),
-            rng.below(256)
+        7 => (
+            "SSN with area 000",
+            format!("000-{:02}-{:04}", 1 + rng.below(99), rng.below(10000)),
+        ),
+        8 => (
+            "order number, 9 digits",
+            format!("order {}{}", 1 + rng.below(9), rng.digits(8)),
+        ),
+        9 => (
+            "reference XXX XX XXXX",
+            format!("ref {} {} {}", rng.digits(3), rng.digits(2), rng.digits(4)),
+        ),
+        10 => ("ten digits from 0", format!("code 0{}", rng.digits(9))),
+        11 => ("ISBN-10", "ISBN 0-306-40615-2".to_string()),
+        12 => (
+            "large count with spaces",
+            format!(
+                "{} {} {} units",
+                1 + rng.below(99),
+                rng.digits(3),
+                rng.digits(3)
+            ),
+        ),
+        _ => (
+            "out-of-range dotted quad",
+            format!(
+                "{}.{}.{}.{}",
+                256 + rng.below(700),
+                rng.below(256),
+                rng.below(256),
+                rng.below(256)
+            ),
         ),
     }
 }
@@ -227,6 +485,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args().nth(2).map_or(Ok(2000), |s| s.parse())?;
     let pii = Pii::new(PiiConfig::default());
     let mut paras = Vec::new();
+    let mut natural: Vec<String> = Vec::new();
     'outer: for line in std::io::BufReader::new(std::fs::File::open(&corpus)?).lines() {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
         if v["lang"] != "en" {
@@ -234,10 +493,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         for p in v["text"].as_str().unwrap_or_default().split("\n\n") {
             let p = p.trim();
-            if p.len() > 200 && p.len() < 2000 && pii.find(p).is_empty() {
-                paras.push(p.to_string());
-                if paras.len() >= n {
-                    break 'outer;
+            if p.len() > 200 && p.len() < 2000 {
+                let found = pii.find(p);
+                if found.is_empty() {
+                    paras.push(p.to_string());
+                    if paras.len() >= n {
+                        break 'outer;
+                    }
+                } else {
+                    // What the detector finds in the real text itself: printed for a person
+                    // to judge (true PII, or a false positive the planted look-alikes miss).
+                    for (a, b, k) in found {
+                        natural.push(format!("{}: {}", name(k), &p[a..b]));
+                    }
                 }
             }
         }
@@ -251,34 +519,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PiiKind::Ssn,
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    // per kind: planted, found, redactions, correct redactions
+    // per (type, format, held out): planted, found; per type: redactions, correct
+    let mut formats: BTreeMap<(&str, bool, &str), [usize; 2]> = BTreeMap::new();
     let mut stats: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
-    let (mut looks, mut looks_hit) = (0usize, 0usize);
-    for p in &paras {
+    let mut looks: BTreeMap<&str, [usize; 2]> = BTreeMap::new();
+    for para in &paras {
         let kind = kinds[rng.below(kinds.len() as u64) as usize];
-        let item = plant(kind, &mut rng);
-        let look = lookalike(&mut rng);
-        let cut = p.find(". ").map_or(p.len(), |i| i + 2);
+        let pl = plant(kind, &mut rng);
+        let (look_name, look) = lookalike(&mut rng);
+        let cut = para.find(". ").map_or(para.len(), |i| i + 2);
+        let head = format!("{} Contact: {}", &para[..cut], pl.context);
         let text = format!(
-            "{} Contact: {item} today. Note {look} here. {}",
-            &p[..cut],
-            &p[cut..]
+            "{head}{}{} today. Note {look} here. {}",
+            pl.item,
+            pl.suffix,
+            &para[cut..]
         );
-        let s = text.find(&item).unwrap_or(0);
-        let e = s + item.len();
-        let ls = text.find(&look).unwrap_or(0);
+        let s = head.len();
+        let e = s + pl.item.len();
+        let ls = text[e..].find(&look).map_or(0, |i| e + i);
         let le = ls + look.len();
         let spans = pii.find(&text);
-        stats.entry(name(kind)).or_default()[0] += 1;
-        if spans
+        let st = stats.entry(name(kind)).or_default();
+        st[0] += 1;
+        let found = spans
             .iter()
-            .any(|(a, b, k)| *a <= s && *b >= e && *k == kind)
-        {
-            stats.entry(name(kind)).or_default()[1] += 1;
+            .any(|(a, b, k)| *a <= s && *b >= e && *k == kind);
+        if found {
+            st[1] += 1;
         }
-        looks += 1;
+        let f = formats
+            .entry((name(kind), pl.held_out, pl.format))
+            .or_default();
+        f[0] += 1;
+        f[1] += usize::from(found);
+        let l = looks.entry(look_name).or_default();
+        l[0] += 1;
         if spans.iter().any(|(a, b, _)| *a < le && *b > ls) {
-            looks_hit += 1;
+            l[1] += 1;
         }
         for (a, b, k) in &spans {
             let st = stats.entry(name(*k)).or_default();
@@ -301,10 +579,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * *right as f64 / (*red).max(1) as f64
         );
     }
+    for held_out in [false, true] {
+        let (mut planted, mut found) = (0, 0);
+        println!(
+            "\n{} formats:\n\n| type | format | planted | recall |\n|---|---|---:|---:|",
+            if held_out { "Held-out" } else { "Tuned" }
+        );
+        for ((k, h, f), [n, hit]) in &formats {
+            if *h == held_out {
+                planted += n;
+                found += hit;
+                let r = 100.0 * *hit as f64 / (*n).max(1) as f64;
+                println!("| {k} | {f} | {n} | {r:.1}% |");
+            }
+        }
+        let r = 100.0 * found as f64 / planted.max(1) as f64;
+        println!("| all | | {planted} | {r:.1}% |");
+    }
+    println!("\n| look-alike | planted | left alone |\n|---|---:|---:|");
+    let (mut n_all, mut hit_all) = (0, 0);
+    for (k, [n, hit]) in &looks {
+        n_all += n;
+        hit_all += hit;
+        println!("| {k} | {n} | {} |", n - hit);
+    }
     println!(
-        "\nlook-alikes left alone: {}/{looks} ({:.1}%)",
-        looks - looks_hit,
-        100.0 * (looks - looks_hit) as f64 / looks.max(1) as f64
+        "\n{} redactions in the corpus's own paragraphs (skipped above), every one listed:",
+        natural.len()
+    );
+    for d in &natural {
+        println!("  {d}");
+    }
+    println!(
+        "\nlook-alikes left alone: {}/{n_all} ({:.1}%)",
+        n_all - hit_all,
+        100.0 * (n_all - hit_all) as f64 / n_all.max(1) as f64
     );
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! PII redaction: e-mail addresses, phone numbers (international and North American
-//! formats), IPv4 and IPv6 addresses, payment card numbers (Luhn-checked), IBANs (mod-97
-//! checked) and US social security numbers, each replaced by a configurable token; a
-//! `pii_redactions` count column.
+//! PII redaction: e-mail addresses, phone numbers (international, North American, and UK and
+//! French national formats), IPv4 and IPv6 addresses (IPv4-mapped ones included), payment
+//! card numbers (Luhn-checked), IBANs (mod-97 checked) and US social security numbers
+//! (dashed; with spaces, dots or no separator only next to a context word such as `SSN` or
+//! `social security`), each replaced by a configurable token; a `pii_redactions` count
+//! column.
 //!
 //! Why: training data must not carry personal contact or financial identifiers, and a
 //! count per document lets users audit and filter in SQL. Candidates come from precompiled
@@ -86,9 +88,13 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static IPV4: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(?:\d{1,3}\.){3}\d{1,3}\b").expect("ipv4 regex"));
+// An address ending in a dotted IPv4 part (`::ffff:192.0.2.1`, `64:ff9b::1.2.3.4`) is tried
+// first: the plain form would stop at the first hex-looking group of the dotted part.
 static IPV6: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?:\d{1,3}\.){3}\d{1,3})?")
-        .expect("ipv6 regex")
+    Regex::new(
+        r"(?i)(?:[0-9a-f]{0,4}:){2,6}(?:\d{1,3}\.){3}\d{1,3}|[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}",
+    )
+    .expect("ipv6 regex")
 });
 static CARD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").expect("card regex"));
@@ -96,12 +102,39 @@ static IBAN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("iban regex"));
 static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
+/// SSNs written with spaces, dots or no separator: nine digits are common (order numbers,
+/// ids), so these count only next to a context word (as Presidio's recognizer does).
+static SSN_LOOSE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4}|\d{9})\b").expect("ssn regex")
+});
+static SSN_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bssns?\b|\bss ?#|\bssid\b|\bsocial[ \-]security\b|\bsoc\. ?sec\b")
+        .expect("ssn context regex")
+});
+/// How far before (bytes) and after a loose SSN a context word may be.
+const SSN_CONTEXT_BEFORE: usize = 40;
+const SSN_CONTEXT_AFTER: usize = 24;
 static PHONE_INTL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){1,2}(?:[ .\-]?\d{2,5}){1,4}")
         .expect("phone regex")
 });
 static PHONE_NANP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:\(\d{3}\) ?|\b\d{3}[.\-])\d{3}[.\-]\d{4}\b").expect("nanp regex")
+    // One separator throughout (`555-123-4567`, `555.123.4567`), so citations such as
+    // `252.227-7013` stay.
+    Regex::new(r"(?:\b1[ .\-])?(?:\(\d{3}\) ?\d{3}[.\-]|\b\d{3}-\d{3}-|\b\d{3}\.\d{3}\.)\d{4}\b")
+        .expect("nanp regex")
+});
+/// National numbers written with their trunk zero and the grouping each country uses, so a
+/// bare run of digits never matches: UK (`020 7946 0958`, `0161 496 0000`, `07700 900123`,
+/// `07700 900 123`, `(020) 7946 0958`), Australia (`(02) 9876 5432`) and France
+/// (`01 23 45 67 89`, with spaces, dots or dashes used throughout).
+static PHONE_NATIONAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"\b0[1235789](?:\d \d{4} \d{4}|\d{2} \d{3} \d{4}|\d{3} \d{6}|\d{3} \d{3} \d{3})\b",
+        r"|\(0[1235789]\d{1,3}\) \d{3,4} \d{3,4}\b|\(0[2-9]\) \d{4} \d{4}\b",
+        r"|\b0[1-9](?: \d{2}){4}\b|\b0[1-9](?:\.\d{2}){4}\b|\b0[1-9](?:-\d{2}){4}\b",
+    ))
+    .expect("national phone regex")
 });
 
 /// The Luhn checksum over the digits of `s`.
@@ -256,6 +289,31 @@ fn ssn_valid(s: &str) -> bool {
     area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
 }
 
+/// Whether a context word for SSNs refers to the number at `start..end`: one ends at most
+/// [`SSN_CONTEXT_BEFORE`] bytes before it, or one starts at most [`SSN_CONTEXT_AFTER`]
+/// bytes after it, with no digit in between (so `SSN: 123-45-6789, order 482915736` keeps
+/// the order number: the SSN's own digits sit between the word and it).
+fn ssn_context(text: &str, start: usize, end: usize) -> bool {
+    let mut lo = start.saturating_sub(SSN_CONTEXT_BEFORE);
+    while !text.is_char_boundary(lo) {
+        lo += 1;
+    }
+    let mut hi = (end + SSN_CONTEXT_AFTER).min(text.len());
+    while !text.is_char_boundary(hi) {
+        hi -= 1;
+    }
+    let no_digit = |s: &str| !s.bytes().any(|b| b.is_ascii_digit());
+    let before = &text[lo..start];
+    let after = &text[end..hi];
+    SSN_CONTEXT
+        .find_iter(before)
+        .last()
+        .is_some_and(|m| no_digit(&before[m.end()..]))
+        || SSN_CONTEXT
+            .find(after)
+            .is_some_and(|m| no_digit(&after[..m.start()]))
+}
+
 fn ipv4_valid(s: &str, text: &str, start: usize, end: usize) -> bool {
     // A fifth dotted part or a version prefix makes it something else (1.2.3.4.5, v1.2.3.4).
     let before = text[..start].chars().next_back();
@@ -329,6 +387,13 @@ impl Pii {
                         .filter(|m| ssn_valid(m.as_str()))
                         .map(|m| (m.start(), m.end(), PiiKind::Ssn)),
                 );
+                for m in SSN_LOOSE.find_iter(text) {
+                    let d: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
+                    let ok = ssn_valid(&format!("{}-{}-{}", &d[..3], &d[3..5], &d[5..]));
+                    if ok && ssn_context(text, m.start(), m.end()) {
+                        spans.push((m.start(), m.end(), PiiKind::Ssn));
+                    }
+                }
             }
             if on(PiiKind::Ip) {
                 for m in IPV4.find_iter(text) {
@@ -343,6 +408,14 @@ impl Pii {
                         spans.push((m.start(), m.end(), PiiKind::Phone));
                     }
                 }
+                for m in PHONE_NATIONAL.find_iter(text) {
+                    let before = text[..m.start()].chars().next_back();
+                    if !matches!(before, Some('+' | '-' | '.' | '/'))
+                        && phone_digits_ok(m.as_str(), 10)
+                    {
+                        spans.push((m.start(), m.end(), PiiKind::Phone));
+                    }
+                }
                 for m in PHONE_NANP.find_iter(text) {
                     let before = text[..m.start()].chars().next_back();
                     if !matches!(before, Some('+' | '-' | '.')) || m.as_str().starts_with('(') {
@@ -354,9 +427,15 @@ impl Pii {
         if on(PiiKind::Ip) && (text.contains("::") || text.matches(':').nth(2).is_some()) {
             for m in IPV6.find_iter(text) {
                 let s = m.as_str();
+                // Code is full of `A::B::C` and `Encode::Guess`: an address stands alone (no
+                // letter, digit or `_` touching it) and holds a decimal digit.
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                let alone = !word(text[..m.start()].chars().next_back())
+                    && !word(text[m.end()..].chars().next());
                 if s.len() >= 3
+                    && alone
+                    && s.contains(|c: char| c.is_ascii_digit())
                     && s.parse::<Ipv6Addr>().is_ok()
-                    && s.contains(|c: char| c.is_ascii_hexdigit())
                 {
                     spans.push((m.start(), m.end(), PiiKind::Ip));
                 }
@@ -475,6 +554,48 @@ mod tests {
             ),
             ("IBAN DE89 3704 0044 0532 0130 00.", "IBAN <IBAN>."),
             ("SSN 123-45-6789.", "SSN <SSN>."),
+            // national phone formats without a country code
+            ("London 020 7946 0958.", "London <PHONE>."),
+            ("Manchester 0161 496 0000 ok", "Manchester <PHONE> ok"),
+            (
+                "Mobile 07700 900123 or 07700 900 123",
+                "Mobile <PHONE> or <PHONE>",
+            ),
+            ("Office (020) 7946 0958", "Office <PHONE>"),
+            (
+                "Paris 01 23 45 67 89 ou 06.12.34.56.78",
+                "Paris <PHONE> ou <PHONE>",
+            ),
+            // SSNs without dashes need a context word
+            ("SSN: 123 45 6789", "SSN: <SSN>"),
+            (
+                "social security number 123456789",
+                "social security number <SSN>",
+            ),
+            ("SS# 123.45.6789 on file", "SS# <SSN> on file"),
+            ("Order 123456789 shipped", "Order 123456789 shipped"),
+            ("Ref 123 45 6789 attached", "Ref 123 45 6789 attached"),
+            ("SSN 000 12 3456 is invalid", "SSN 000 12 3456 is invalid"),
+            (
+                "SSN: 123-45-6789, order 482915736",
+                "SSN: <SSN>, order 482915736",
+            ),
+            ("123456789 (SSN) on file", "<SSN> (SSN) on file"),
+            ("Toll-free 1-800-555-0199.", "Toll-free <PHONE>."),
+            ("Sydney (02) 9876 5432", "Sydney <PHONE>"),
+            // IPv4-mapped IPv6 is one address, not cut after its first group
+            ("peer ::ffff:192.0.2.1 left", "peer <IP_ADDRESS> left"),
+            // code and citations that look like addresses and numbers
+            (
+                "use Encode::Guess; A::B::C and ::Ba",
+                "use Encode::Guess; A::B::C and ::Ba",
+            ),
+            ("DFARS 252.227-7013 applies", "DFARS 252.227-7013 applies"),
+            (
+                "loopback ::1 and fe80::1%eth0",
+                "loopback <IP_ADDRESS> and <IP_ADDRESS>%eth0",
+            ),
+            ("nat64 64:ff9b::198.51.100.7.", "nat64 <IP_ADDRESS>."),
             // look-alikes stay
             (
                 "Version 1.2.3 and v2.10.4.1 released",
@@ -497,6 +618,11 @@ mod tests {
                 "Address 300.400.500.600 is not IP",
                 "Address 300.400.500.600 is not IP",
             ),
+            (
+                "Call 0123456789 or 02079460958",
+                "Call 0123456789 or 02079460958",
+            ),
+            ("Total 12 345 678 901 units", "Total 12 345 678 901 units"),
         ];
         for (input, want) in cases {
             assert_eq!(redact(input), want, "{input}");
