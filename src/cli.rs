@@ -40,6 +40,10 @@ pub enum Command {
     /// Turn an outside model (a GGUF file, a Hugging Face directory) or a quern checkpoint
     /// into a quern model directory: model.json, model.safetensors, tokenizer.json.
     Import(crate::cmd::import::Args),
+    /// Fold a LoRA run's adapters into its base model's weights (fp32) and write a quern
+    /// model directory, atomically; the base is the one the run recorded (or --base),
+    /// checked by weights hash.
+    Merge(crate::cmd::merge::Args),
     /// Generate text from a model with a KV cache: batched prompts, greedy or sampled, chat
     /// templates, stop strings; --bench times prefill and decoding.
     Generate(crate::cmd::generate::Args),

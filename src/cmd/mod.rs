@@ -8,6 +8,7 @@ pub mod generate;
 pub mod import;
 pub mod ingest;
 pub mod label;
+pub mod merge;
 pub mod sql;
 pub mod stages;
 pub mod tokenize;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stages(a) => stages::run(a),
         Command::Train(a) => train::run(a),
         Command::Import(a) => import::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
     }

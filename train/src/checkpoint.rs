@@ -5,7 +5,9 @@
 //! (weights under the model's parameter names), `optimizer.safetensors` (`exp_avg.<name>`,
 //! `exp_avg_sq.<name>`) and `state.json` ([`CheckpointState`]: step, data cursor, seed, loss
 //! scaler, the run's configuration), with a copy of the training split's `tokenizer.json` so
-//! that `quern generate` and `quern import` can read a checkpoint alone. It is written into a hidden temporary directory, every
+//! that `quern generate` and `quern import` can read a checkpoint alone. A LoRA run's
+//! checkpoints hold only the adapters (and their optimizer state), with a `lora` record
+//! naming the base model and its weights hash. It is written into a hidden temporary directory, every
 //! file fsynced, then renamed into place, so a crash never leaves a half checkpoint where
 //! `--resume` would look. Older checkpoints beyond `checkpoint.keep` are then removed.
 
@@ -46,6 +48,12 @@ pub struct CheckpointState {
     /// The whole run configuration, as given.
     pub config: TrainConfig,
     pub quern_version: String,
+    /// A LoRA run's adapters: their config, the base model and its weights hash. The
+    /// weights file then holds only the adapters (`blocks.{i}.attn.q.lora_a`, ...), and
+    /// loading the checkpoint as a model merges them into that base
+    /// (`quern_models::lora::merged`). Absent for a run that trains every weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<quern_models::lora::AdapterRecord>,
 }
 
 /// The checkpoints directory of a run.

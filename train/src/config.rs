@@ -25,7 +25,17 @@
 //!
 //! Fine-tuning starts from a model with `[init] from = "smollm2/"` (anything
 //! `quern_models::store::load_weights` reads); the `[model]` section then holds at most
-//! `dropout`.
+//! `dropout`. A `[lora]` section (`rank`, `alpha`, `dropout`, `targets`) trains LoRA adapters
+//! on that model, frozen, instead of every weight:
+//!
+//! ```toml
+//! [init]
+//! from = "smollm2/"
+//! [lora]
+//! rank = 8
+//! alpha = 16.0
+//! targets = ["q", "k", "v", "proj"]
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +43,7 @@ use quern_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 pub use quern_models::config::{Mlp, ModelConfig, Norm, Positions};
+pub use quern_models::lora::LoraConfig;
 
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +71,11 @@ pub struct TrainConfig {
     /// How often checkpoints are written and how many are kept. Default: see [`CheckpointConfig`].
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// LoRA: train low-rank adapters on the frozen `init.from` model instead of every
+    /// weight (`rank`, `alpha`, `dropout`, `targets`; see [`LoraConfig`]); needs `init.from`.
+    /// Checkpoints then hold only the adapters. Default: none (every weight trains).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 fn default_out_dir() -> PathBuf {
@@ -278,6 +294,7 @@ impl TrainConfig {
             optim: OptimConfig::default(),
             train: LoopConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            lora: None,
         }
     }
 
@@ -479,6 +496,15 @@ impl TrainConfig {
             "at least 1",
             self.checkpoint.keep,
         )?;
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if self.init.from.is_none() {
+                return Err(Error::bad_config(
+                    "init.from",
+                    "[lora] trains adapters on a pretrained model: set init.from to the model to adapt",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ use crate::data::{BatchSource, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
 use crate::model::Transformer;
 use crate::objective::{Clm, Mlm, Objective, Sft};
 use crate::optim::{self, AdamW};
+use quern_models::lora::AdapterRecord;
 
 /// How [`train_with`] runs, beyond the configuration.
 #[derive(Debug, Clone, Default)]
@@ -246,6 +247,9 @@ pub struct Trainer {
     pub skipped_steps: u64,
     /// Ids per model row (`seq_len + 1`); source rows are cut to it.
     width: i64,
+    /// A LoRA run's record of its adapters and base model, written with every checkpoint
+    /// (set by [`train_with`] from `init.from`).
+    pub adapter: Option<AdapterRecord>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -312,8 +316,12 @@ impl Trainer {
             quern_models::device::keep_freed_memory();
         }
         tch::manual_seed(cfg.train.seed as i64);
-        let model = Transformer::new(model_cfg, device);
-        let optimizer = AdamW::new(&cfg.optim, model.params(), device);
+        let mut model = Transformer::new(model_cfg, device);
+        if let Some(lora) = &cfg.lora {
+            model.add_lora(lora)?;
+        }
+        // With LoRA the optimizer sees only the adapters; the base weights are frozen.
+        let optimizer = AdamW::new(&cfg.optim, model.trainable(), device);
         let scaler = LossScaler::new(
             cfg.train.precision,
             cfg.train.loss_scale,
@@ -333,6 +341,7 @@ impl Trainer {
             consecutive_skips: 0,
             skipped_steps: 0,
             width: seq as i64 + 1,
+            adapter: None,
         })
     }
 
@@ -366,7 +375,7 @@ impl Trainer {
     /// (with the loss mask of `sft` rows): every micro-batch's summed loss is divided by the
     /// target count of all of them.
     pub fn accumulate_rows(&mut self, rows: &[Rows], scale: f64) -> Result<(f64, i64)> {
-        self.model.params_mut().zero_grad();
+        self.model.trainable_mut().zero_grad();
         let prepared: Vec<_> = rows
             .iter()
             .map(|r| self.objective.prepare_rows(&self.rows_to_device(r)))
@@ -401,7 +410,7 @@ impl Trainer {
         let scale = self.scaler.scale;
         let (loss, _) = self.accumulate_rows(&rows, scale)?;
         let grad_norm = optim::unscale_and_clip(
-            self.model.params_mut(),
+            self.model.trainable_mut(),
             1.0 / scale,
             self.cfg.optim.grad_clip,
         );
@@ -409,13 +418,13 @@ impl Trainer {
         self.scaler.update(finite);
         let lr = optim::lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
         if finite {
-            self.optimizer.step(self.model.params_mut(), lr)?;
+            self.optimizer.step(self.model.trainable_mut(), lr)?;
             self.consecutive_skips = 0;
         } else {
             self.skipped_steps += 1;
             self.consecutive_skips += 1;
         }
-        self.model.params_mut().zero_grad();
+        self.model.trainable_mut().zero_grad();
         self.tokens_seen += tokens;
         self.step += 1;
         if self.consecutive_skips >= self.cfg.train.max_consecutive_skips {
@@ -498,17 +507,18 @@ impl Trainer {
             skipped_steps: self.skipped_steps,
             model: self.model.config().clone(),
             config: self.cfg.clone(),
+            lora: self.adapter.clone(),
             quern_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 
     /// Writes a checkpoint of the current step.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let opt = self.optimizer.state(self.model.params());
+        let opt = self.optimizer.state(self.model.trainable());
         checkpoint::save(
             &self.cfg.out_dir,
             &self.state(),
-            self.model.params(),
+            self.model.trainable(),
             &opt,
             self.cfg.checkpoint.keep,
         )
@@ -535,15 +545,35 @@ impl Trainer {
                 ),
             ));
         }
+        if s.lora != self.adapter {
+            let what = |r: &Option<AdapterRecord>| match r {
+                Some(r) => format!(
+                    "LoRA adapters (rank {}, on {}, weights hash {})",
+                    r.lora.rank,
+                    r.base.display(),
+                    r.base_hash
+                ),
+                None => "every weight".to_string(),
+            };
+            return Err(Error::bad_config(
+                "lora",
+                format!(
+                    "the checkpoint in {} trained {}, but this run trains {}: start a new out_dir or restore [lora] and init.from",
+                    ck.dir.display(),
+                    what(&s.lora),
+                    what(&self.adapter)
+                ),
+            ));
+        }
         checkpoint::restore_weights(
-            self.model.params_mut(),
+            self.model.trainable_mut(),
             &ck.weights,
             &ck.dir.join("model.safetensors"),
         )?;
         let opt_file = ck.dir.join("optimizer.safetensors");
         let get = |name: &str| Loaded::tensor(&ck.optimizer, &opt_file, name);
         self.optimizer
-            .load_state(self.model.params(), s.optimizer_steps, &get)?;
+            .load_state(self.model.trainable(), s.optimizer_steps, &get)?;
         self.train_data.seek(s.cursor)?;
         self.step = s.step;
         self.tokens_seen = s.tokens_seen;
@@ -700,11 +730,22 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     };
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
+    if let Some(lora) = &cfg.lora {
+        // Targets the model does not have are refused before anything is written.
+        lora.resolve(&model_cfg)?;
+    }
     claim_out_dir(&cfg.out_dir, opts)?;
     fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
     let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
     if let Some(w) = &init {
         checkpoint::restore_weights(trainer.model.params_mut(), &w.tensors, &w.path)?;
+        if let Some(lora) = &cfg.lora {
+            trainer.adapter = Some(AdapterRecord {
+                lora: lora.clone(),
+                base: fs::canonicalize(&w.path).at(&w.path)?,
+                base_hash: quern_models::lora::weights_hash(&w.tensors),
+            });
+        }
     }
     let mut resumed = None;
     if opts.resume {
