@@ -188,6 +188,9 @@ pub struct SeqCounts {
     pub input_bytes: u64,
     pub kept_bytes: u64,
     pub reasons: BTreeMap<String, u64>,
+    /// Time the stage spent on this batch, in nanoseconds (not deterministic: kept out of
+    /// the manifest, reported in `report.json`'s `timing`).
+    pub nanos: u64,
 }
 
 /// Result of running a batch through a sequence of stages.
@@ -228,6 +231,7 @@ pub fn apply_sequence(
             input_bytes: text_bytes(&current),
             ..Default::default()
         };
+        let started = std::time::Instant::now();
         let v = stage.apply(ctx, current)?;
         if v.batch.num_rows() != n {
             return Err(Error::bug(format!(
@@ -282,6 +286,7 @@ pub fn apply_sequence(
         };
         c.kept = current.num_rows() as u64;
         c.kept_bytes = text_bytes(&current);
+        c.nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counts.push(c);
     }
     Ok(SequenceOutput {

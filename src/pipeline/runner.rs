@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -417,11 +418,13 @@ fn merge_counts(into: &mut Vec<StageCounts>, add: &[SeqCounts]) {
     }
 }
 
-/// Progress display: one bar for the bytes read, one line per stage.
+/// Progress display: one bar for the bytes read, one line per stage; and the time each
+/// stage has spent, summed over the worker threads.
 struct Progress {
     _multi: MultiProgress,
     input: ProgressBar,
     stages: BTreeMap<String, ProgressBar>,
+    busy_nanos: BTreeMap<String, AtomicU64>,
 }
 
 impl Progress {
@@ -454,6 +457,10 @@ impl Progress {
             _multi: multi,
             input,
             stages,
+            busy_nanos: stage_names
+                .iter()
+                .map(|n| (n.clone(), AtomicU64::new(0)))
+                .collect(),
         }
     }
 
@@ -462,7 +469,28 @@ impl Progress {
             if let Some(pb) = self.stages.get(&c.stage) {
                 pb.inc(c.input);
             }
+            self.add_busy(&c.stage, c.nanos);
         }
+    }
+
+    fn add_busy(&self, stage: &str, nanos: u64) {
+        if let Some(b) = self.busy_nanos.get(stage) {
+            b.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds per stage, in pipeline order.
+    fn busy_seconds(&self, names: &[String]) -> serde_json::Map<String, serde_json::Value> {
+        names
+            .iter()
+            .map(|n| {
+                let ns = self
+                    .busy_nanos
+                    .get(n)
+                    .map_or(0, |b| b.load(Ordering::Relaxed));
+                (n.clone(), serde_json::json!(ns as f64 / 1e9))
+            })
+            .collect()
     }
 
     fn finish(&self) {
@@ -471,6 +499,10 @@ impl Progress {
             pb.finish_and_clear();
         }
     }
+}
+
+fn nanos_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Runs a build. See the [module docs](self).
@@ -496,6 +528,7 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
             seconds: 0.0,
         });
     }
+    let resumed = !manifest.units.is_empty();
     // Claim the directory before the first shard lands, so a crash before the first commit
     // leaves a directory this build recognises and resumes.
     manifest.save(&p.out)?;
@@ -640,14 +673,19 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
             .enumerate()
             .try_for_each(|(idx, shards)| -> Result<()> {
                 for_each_unit_batch(shards, batch_rows, idx, |ctx, b| {
-                    global
+                    let t = Instant::now();
+                    let r = global
                         .gather(ctx, &b)
-                        .with_context(|| format!("stage `{}` gathering", global.name()))
+                        .with_context(|| format!("stage `{}` gathering", global.name()));
+                    progress.add_busy(global.name(), nanos_since(t));
+                    r
                 })
             })?;
+        let t = Instant::now();
         global
             .end_gather()
             .with_context(|| format!("stage `{}`", global.name()))?;
+        progress.add_busy(global.name(), nanos_since(t));
         let table = docs_table(phase);
         let manifest_lock = Mutex::new(&mut manifest);
         pending.par_iter().try_for_each(|&idx| -> Result<()> {
@@ -695,7 +733,16 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
     manifest.accounting = Some(accounting.clone());
     manifest.complete = true;
     manifest.save(out)?;
-    let report = serde_json::json!({ "accounting": accounting });
+    // Time is the one thing that differs between two runs of the same build, so it lives
+    // here and not in the manifest. A resumed build only timed what this process ran.
+    let report = serde_json::json!({
+        "accounting": accounting,
+        "timing": {
+            "wall_seconds": started.elapsed().as_secs_f64(),
+            "resumed": resumed,
+            "stage_seconds": progress.busy_seconds(&names),
+        },
+    });
     quern_core::shard::write_atomic(
         &out.join("report.json"),
         &serde_json::to_vec_pretty(&report)?,

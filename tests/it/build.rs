@@ -79,6 +79,27 @@ fn build_accounts_for_every_record_and_is_deterministic() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(oa.join("report.json")).unwrap()).unwrap();
     assert_eq!(&report["accounting"], acc);
+    // ... and the time of every stage (the build ran from scratch: nothing resumed).
+    let timing = &report["timing"];
+    assert_eq!(timing["resumed"], false);
+    let wall = timing["wall_seconds"].as_f64().unwrap();
+    assert!(wall > 0.0, "{timing}");
+    let stage_names: Vec<&str> = acc["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    let secs = timing["stage_seconds"].as_object().unwrap();
+    assert_eq!(
+        secs.keys().map(String::as_str).collect::<Vec<_>>(),
+        stage_names,
+        "one time per stage, in pipeline order"
+    );
+    assert!(
+        secs.values().all(|v| v.as_f64().is_some_and(|x| x > 0.0)),
+        "{timing}"
+    );
     // No work tables or temporary files are left behind.
     assert!(!oa.join("_work").exists());
     assert!(tree(&oa).keys().all(|k| !k.contains(".tmp-")));
@@ -172,6 +193,11 @@ fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
         );
         run_ok(quern().arg("build").arg(&p));
         assert_same_tree(&ref_out, &crashed);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(crashed.join("report.json")).unwrap()).unwrap();
+        let resumed = report["timing"]["resumed"].as_bool().unwrap();
+        // A crash before the first commit leaves nothing to resume from.
+        assert_eq!(resumed, fault != &"before_commit:1", "{fault}: {report}");
     }
 
     for (i, delay_ms) in delays_ms.iter().enumerate() {
