@@ -118,6 +118,122 @@ fn label_train_reports_held_out_scores_and_eval_agrees() {
     );
 }
 
+/// `quern label eval` on the file `label train --test` scored gives the same numbers as the
+/// training report, and those numbers are what its own confusion matrix implies (accuracy,
+/// per-class precision/recall/F1, macro-F1, recomputed here).
+#[test]
+fn label_eval_numbers_equal_the_training_report_and_its_confusion_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(fixture("labeling/spam_ham.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (train, held) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("held.jsonl"),
+    );
+    let pick = |keep: bool| {
+        let mut v: Vec<&str> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if (i % 4 == 3) == keep {
+                v.push(l);
+            }
+        }
+        v.join("\n") + "\n"
+    };
+    std::fs::write(&train, pick(false)).unwrap();
+    std::fs::write(&held, pick(true)).unwrap();
+    let model = dir.path().join("m.qcls");
+    let out = run_ok(
+        quern()
+            .args(["label", "train", "--label-field", "label", "--threads", "1"])
+            .args(["--epochs", "15", "--dim", "32", "--json", "--data"])
+            .arg(&train)
+            .arg("--test")
+            .arg(&held)
+            .arg("--out")
+            .arg(&model),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_ok(
+        quern()
+            .args([
+                "label",
+                "eval",
+                "--label-field",
+                "label",
+                "--json",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--data")
+            .arg(&held),
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        eval, report["held_out"],
+        "eval = the training report's test scores"
+    );
+    assert_eq!(eval["examples"].as_u64().unwrap() as usize, lines.len() / 4);
+
+    let c: Vec<Vec<f64>> = eval["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let k = c.len();
+    assert_eq!(k, 2);
+    let total: f64 = c.iter().flatten().sum();
+    assert_eq!(
+        total as usize,
+        lines.len() / 4,
+        "every example in the matrix once"
+    );
+    let close = |a: f64, b: &serde_json::Value, what: &str| {
+        let b = b.as_f64().unwrap();
+        assert!(
+            (a - b).abs() < 1e-12,
+            "{what}: recomputed {a}, reported {b}"
+        );
+    };
+    close(
+        (0..k).map(|i| c[i][i]).sum::<f64>() / total,
+        &eval["accuracy"],
+        "accuracy",
+    );
+    let mut f1s = Vec::new();
+    for j in 0..k {
+        // Rows are the gold label, columns the prediction.
+        let tp = c[j][j];
+        let predicted: f64 = (0..k).map(|i| c[i][j]).sum();
+        let gold: f64 = c[j].iter().sum();
+        let p = if predicted > 0.0 { tp / predicted } else { 0.0 };
+        let r = if gold > 0.0 { tp / gold } else { 0.0 };
+        let f = if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        };
+        close(p, &eval["precision"][j], "precision");
+        close(r, &eval["recall"][j], "recall");
+        close(f, &eval["f1"][j], "f1");
+        f1s.push(f);
+    }
+    close(
+        f1s.iter().sum::<f64>() / k as f64,
+        &eval["macro_f1"],
+        "macro-F1",
+    );
+}
+
 #[test]
 fn build_labels_decontaminates_and_splits() {
     let dir = tempfile::tempdir().unwrap();
