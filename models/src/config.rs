@@ -40,7 +40,9 @@ pub enum Mlp {
     Gelu,
     /// `out(gelu(fc(x)))` with the exact erf GELU (BERT).
     GeluErf,
-    /// `out(silu(gate(x)) * up(x))` (Llama).
+    /// `out(silu(gate(x)) * up(x))` (Llama). Written `swi_glu`; `swiglu`, as the docs
+    /// spell it, is accepted too.
+    #[serde(alias = "swiglu")]
     SwiGlu,
 }
 

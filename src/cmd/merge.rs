@@ -25,7 +25,7 @@ pub struct Args {
     /// The quern model directory to write.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Replace DIR if it exists.
+    /// Replace the --out directory if it exists.
     #[arg(long)]
     pub force: bool,
     /// Print the summary as JSON.

@@ -52,8 +52,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let lora = if report.trainable_parameters != report.parameters {
+        format!(
+            " through {} LoRA adapter parameters",
+            report.trainable_parameters
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "trained {} parameters ({}) on {} for steps {}..{}: {} tokens, {:.0} tokens/s{}",
+        "trained {} parameters{lora} ({}) on {} for steps {}..{}: {} tokens, {:.0} tokens/s{}",
         report.parameters,
         report.objective,
         report.device,

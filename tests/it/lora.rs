@@ -34,7 +34,7 @@ fn setup(root: &Path) -> PathBuf {
     }
     let toml = "out_dir = \"base\"\n[data]\ntrain = \"tokens/train\"\n\
                 [model]\nlayers = 2\nheads = 4\nkv_heads = 2\ndim = 32\npositions = \"rotary\"\n\
-                norm = \"rmsnorm\"\nmlp = \"swi_glu\"\ntie_embeddings = false\n\
+                norm = \"rmsnorm\"\nmlp = \"swiglu\"\ntie_embeddings = false\n\
                 [optim]\nlr = 3e-3\n[train]\nmicro_batch = 4\nmax_steps = 4\neval_every = 0\n\
                 [checkpoint]\nevery = 0\nkeep = 1\n";
     let path = root.join("base.toml");
@@ -93,6 +93,10 @@ fn a_lora_run_checkpoints_adapters_and_merges_to_the_same_logits() {
     let out = run_ok(quern().args(["train", "--quiet", "--json"]).arg(&cfg));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["steps"], 6);
+    // 2 blocks x 7 adapters, each a 4 x in A (in 32, or the MLP's 128 for out) and a
+    // rows x 4 B (q 32, k 16, v 16, proj 32, gate 128, up 128, out 32): all the optimizer sees.
+    let per_block = 4 * (32 * 6 + 128) + 4 * (32 + 16 + 16 + 32 + 128 + 128 + 32);
+    assert_eq!(report["trainable_parameters"], 2 * per_block);
     let run = root.join("lora");
     let ck = run.join("checkpoints/step-00000006");
 

@@ -75,6 +75,9 @@ pub struct TrainReport {
     pub device: String,
     pub objective: String,
     pub parameters: i64,
+    /// Parameters the optimizer updated: the LoRA adapters' in a `[lora]` run, else all.
+    #[serde(default)]
+    pub trainable_parameters: i64,
     pub model: ModelConfig,
     /// Step the run started at (non-zero after `--resume`).
     pub start_step: u64,
@@ -867,6 +870,7 @@ fn report(
         device: format!("{:?}", t.device),
         objective: objective.to_string(),
         parameters: t.model.params().numel(),
+        trainable_parameters: t.model.trainable().numel(),
         model: t.model.config().clone(),
         start_step,
         steps: t.step,
