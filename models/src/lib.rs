@@ -14,7 +14,7 @@
 //! - [`hf`]: Hugging Face directories (BERT layout: `config.json`, `model.safetensors`).
 //! - [`generate`]: batched KV-cache generation with sampling, the library API that
 //!   `quern generate`, evaluation and reinforcement learning call.
-//! - [`chat`]: chat templates (Jinja, rendered with minijinja).
+//! - [`chat`]: chat templates (Jinja, rendered with minijinja), from `quern-tokenize`.
 //! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;

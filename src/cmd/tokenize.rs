@@ -34,7 +34,8 @@ pub enum Sub {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// A build or ingest output directory (its docs table), Parquet files' directory, or a file.
+    /// A build or ingest output directory (its docs table), Parquet files' directory, or a
+    /// file (.parquet, or .jsonl records such as {"messages": [...]} for sft).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// The tokenizer.json to use.
@@ -52,9 +53,15 @@ pub struct RunArgs {
     /// clm, mlm, sft, cls, rm or dpo.
     #[arg(long)]
     pub objective: Option<String>,
-    /// Put the beginning-of-text id before every document.
+    /// Put the beginning-of-text id before every document (sft: unless the chat template
+    /// already starts with it).
     #[arg(long)]
     pub add_bos: bool,
+    /// sft: render conversations with this Jinja chat template: a model directory (quern
+    /// `model.json`, or Hugging Face `chat_template.jinja`/`tokenizer_config.json`), one of
+    /// those files, or a template file. Default: the plain `chat_template`.
+    #[arg(long)]
+    pub jinja_template: Option<PathBuf>,
     /// pad or drop the partial last row of each input shard.
     #[arg(long)]
     pub tail: Option<String>,
@@ -105,6 +112,7 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<TokenizeConfig> {
     // A relative path in the file is relative to the file, not to the working directory.
     let base = path.parent().unwrap_or(std::path::Path::new(""));
     cfg.tokenizer = cfg.tokenizer.map(|t| base.join(t));
+    cfg.jinja_template = cfg.jinja_template.map(|t| base.join(t));
     Ok(cfg)
 }
 
@@ -133,6 +141,9 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if a.add_bos {
         cfg.add_bos = true;
+    }
+    if let Some(t) = a.jinja_template {
+        cfg.jinja_template = Some(t);
     }
     if let Some(t) = &a.tail {
         cfg.tail = match t.as_str() {
@@ -170,7 +181,11 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
             report.tokenizer_hash,
             report.text_bytes as f64 / 1e6,
             report.seconds,
-            if report.resumed_units > 0 { format!(" ({} units resumed)", report.resumed_units) } else { String::new() }
+            if report.resumed_units > 0 {
+                format!(" ({} units resumed)", report.resumed_units)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -7,8 +7,8 @@
 //! - one directory per split (the `split` column's values; everything goes to `train/`
 //!   when there is no such column), each with shards `part-<unit>-<k>.parquet`,
 //!   `meta.json` and a copy of `tokenizer.json`;
-//! - `rejected/`: documents that could not become rows (for example an `sft` row without
-//!   a response), with `rejected_by = "tokenize"` and a reason;
+//! - `rejected/`: documents that could not become rows (for example an `sft` conversation
+//!   without an assistant turn), with `rejected_by = "tokenize"` and a reason;
 //! - `tokenizer.json` (the one used, trained here or copied), and `manifest.json`, whose
 //!   `tokens` table lists every split's shards (so `quern sql --corpus out/` sees them).
 //!
@@ -23,6 +23,15 @@
 //! **Accounting.** Every input document is kept (it contributed ids to a row) or rejected
 //! (with a reason); the totals are checked and stored in the manifest before the run
 //! reports success. An empty document still contributes its end-of-text id.
+//!
+//! **sft rows.** One conversation per row (no packing): `{"messages": [{"role", "content"}...]}`
+//! records (a `messages` column holding a JSON array or a list of `role`/`content` structs;
+//! JSONL input gives the former) or prompt/response records (a two-turn conversation),
+//! rendered with the plain `chat_template` or the model's Jinja template (`jinja_template`),
+//! see [`crate::chat`]. `loss_mask` is 1 on every assistant turn's tokens, its end-of-turn
+//! text included (and, with the plain template, the end-of-text id after the last turn), 0
+//! elsewhere. The beginning-of-text id is added with `add_bos` unless the rendered text
+//! already starts with it, so a template that writes `{{ bos_token }}` never doubles it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,7 +50,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::input::{parquet_columns, read_columns, utf8_column, TextSource, TextStream};
+use crate::chat::{self, ChatTemplate, Message, Reject, Segment};
+use crate::input::{is_jsonl, parquet_columns, read_columns, utf8_column, TextSource, TextStream};
 use crate::meta::{MetaShard, Objective, TokenMeta, TOKENIZER_JSON};
 use crate::pack::{Packer, Tail};
 use crate::schema::{token_schema, RowBuilder};
@@ -89,6 +99,23 @@ pub struct TokenizeConfig {
     pub prompt_column: String,
     /// `sft`: the response column. Default `response`.
     pub response_column: String,
+    /// `sft`: the conversation column: a JSON array of `{"role", "content"}` objects (as text;
+    /// a JSONL input's `messages` field) or a list of `role`/`content` structs (Hugging Face
+    /// Parquet). A row whose value is null falls back to the prompt/response columns.
+    /// Default `messages`.
+    pub messages_column: String,
+    /// `sft`: render conversations with this Jinja chat template (Hugging Face conventions)
+    /// instead of `chat_template`: a quern model directory (`model.json`), a Hugging Face
+    /// model directory (`chat_template.jinja` or `tokenizer_config.json`), one of those files,
+    /// or a file holding the template. For a GGUF model, `quern import` it and give the
+    /// directory. Every assistant turn is trained (see `quern_tokenize::chat`); no
+    /// end-of-text id is added (the template's end-of-turn text ends each turn). Default
+    /// none (the plain `chat_template`).
+    pub jinja_template: Option<PathBuf>,
+    /// `sft`: pack several conversations into one row. Only `false` (one conversation per
+    /// row, padded by the trainer) is supported: packing needs attention kept inside each
+    /// conversation, which the trainer does not do yet, so `true` is refused. Default false.
+    pub pack: bool,
     /// `rm`/`dpo`: the preferred completion. Default `chosen`.
     pub chosen_column: String,
     /// `rm`/`dpo`: the dispreferred completion. Default `rejected`.
@@ -99,7 +126,9 @@ pub struct TokenizeConfig {
     /// found in the corpus, sorted. A label outside a given list rejects the document.
     pub labels: Vec<String>,
     /// `sft`/`rm`/`dpo`: how a prompt and a response become text; must contain `{prompt}`
-    /// and then `{response}`. The loss counts on `{response}` and what follows it.
+    /// and then `{response}`. The loss counts on `{response}` and what follows it. A
+    /// conversation (`messages`) is its assistant turns each rendered so, with the turns
+    /// before each (system and user, joined by a blank line) as `{prompt}`.
     /// Default `<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>`.
     pub chat_template: String,
     /// Documents per encode batch. Default 2048.
@@ -123,6 +152,9 @@ impl Default for TokenizeConfig {
             split_column: "split".into(),
             prompt_column: "prompt".into(),
             response_column: "response".into(),
+            messages_column: "messages".into(),
+            jinja_template: None,
+            pack: false,
             chosen_column: "chosen".into(),
             rejected_column: "rejected".into(),
             label_column: "label".into(),
@@ -159,13 +191,13 @@ impl TokenizeConfig {
                 return Err(Error::bad_config(
                     "tokenizer",
                     "give a tokenizer.json path, or a train_tokenizer table",
-                ))
+                ));
             }
             (Some(_), Some(_)) => {
                 return Err(Error::bad_config(
                     "train_tokenizer",
                     "give either tokenizer or train_tokenizer, not both",
-                ))
+                ));
             }
             _ => {}
         }
@@ -181,6 +213,33 @@ impl TokenizeConfig {
         if self.batch_docs == 0 {
             return Err(Error::bad_config("batch_docs", "must be at least 1"));
         }
+        if self.pack {
+            return Err(Error::bad_config(
+                "pack",
+                if self.objective == Objective::Sft {
+                    "`true` is not supported: packed sft rows need attention kept inside each \
+                     conversation, which the trainer does not do yet; use pack = false (one \
+                     conversation per row)"
+                        .to_string()
+                } else {
+                    format!(
+                        "applies to sft only (`{}` rows are {})",
+                        self.objective,
+                        if self.objective.is_packed() {
+                            "always packed"
+                        } else {
+                            "never packed"
+                        }
+                    )
+                },
+            ));
+        }
+        if self.jinja_template.is_some() && self.objective != Objective::Sft {
+            return Err(Error::bad_config(
+                "jinja_template",
+                format!("applies to sft only, not `{}`", self.objective),
+            ));
+        }
         let t = &self.chat_template;
         match (t.find("{prompt}"), t.find("{response}")) {
             (Some(p), Some(r)) if p < r => {}
@@ -188,7 +247,7 @@ impl TokenizeConfig {
                 return Err(Error::bad_config(
                     "chat_template",
                     format!("`{t}` must contain `{{prompt}}` and, after it, `{{response}}`"),
-                ))
+                ));
             }
         }
         Ok(())
@@ -288,10 +347,15 @@ pub fn tokenize_corpus_with(
         Some(p) => Some(crate::tokenizer::file_hash(p).context("reading the tokenizer")?),
         None => None,
     };
+    let jinja = match &cfg.jinja_template {
+        Some(p) => Some(chat::load_template(p)?),
+        None => None,
+    };
     let identity = serde_json::json!({
         "config": cfg,
         "inputs": docs_shards.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         "tokenizer_hash": given_hash,
+        "jinja_template": jinja,
     });
     let mut manifest = Manifest::open_output(out, KIND, identity, opts.force)?;
     manifest.complete = false;
@@ -309,11 +373,16 @@ pub fn tokenize_corpus_with(
         None => {
             let tcfg = cfg.train_tokenizer.clone().expect("checked");
             let has_split = parquet_columns(&docs_shards[0])?.contains(&cfg.split_column);
-            let src = TextSource::Parquet {
-                shards: docs_shards.to_vec(),
-                split: has_split.then(|| "train".to_string()),
-            };
-            let stream = TextStream::new(vec![src], &cfg.text_column);
+            let (jsonl, parquet): (Vec<PathBuf>, Vec<PathBuf>) =
+                docs_shards.iter().cloned().partition(|p| is_jsonl(p));
+            let mut sources: Vec<TextSource> = jsonl.into_iter().map(TextSource::Jsonl).collect();
+            if !parquet.is_empty() {
+                sources.push(TextSource::Parquet {
+                    shards: parquet,
+                    split: has_split.then(|| "train".to_string()),
+                });
+            }
+            let stream = TextStream::new(sources, &cfg.text_column);
             let err = stream.error_slot();
             let tok = train_tokenizer(&tcfg, stream)?;
             if let Some(e) = err.lock().expect("not poisoned").take() {
@@ -343,12 +412,24 @@ pub fn tokenize_corpus_with(
     } else {
         Vec::new()
     };
+    let template = match &jinja {
+        Some(src) => {
+            let text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+            Some(ChatTemplate::new(
+                src,
+                &text(specials.bos),
+                &text(specials.eos),
+            )?)
+        }
+        None => None,
+    };
     let ctx = UnitCtx {
         cfg,
         tok: &tok,
         specials,
         labels: &labels,
         out,
+        template: template.as_ref(),
     };
 
     let units_dir = out.join(UNITS_DIR);
@@ -498,6 +579,8 @@ struct UnitCtx<'a> {
     specials: SpecialIds,
     labels: &'a [String],
     out: &'a Path,
+    /// `sft` with `jinja_template`: the parsed template.
+    template: Option<&'a ChatTemplate>,
 }
 
 /// A split's writer state within a unit.
@@ -543,7 +626,11 @@ impl UnitCtx<'_> {
         match c.objective {
             Objective::Clm | Objective::Mlm => v.push(c.text_column.as_str()),
             Objective::Cls => v.extend([c.text_column.as_str(), c.label_column.as_str()]),
-            Objective::Sft => v.extend([c.prompt_column.as_str(), c.response_column.as_str()]),
+            Objective::Sft => v.extend([
+                c.prompt_column.as_str(),
+                c.response_column.as_str(),
+                c.messages_column.as_str(),
+            ]),
             Objective::Rm | Objective::Dpo => v.extend([
                 c.prompt_column.as_str(),
                 c.chosen_column.as_str(),
@@ -556,9 +643,11 @@ impl UnitCtx<'_> {
     fn run_unit(&self, unit: usize, shard: &Path) -> Result<(UnitRecord, UnitStats)> {
         let cfg = self.cfg;
         let names = parquet_columns(shard)?;
+        let has_messages = names.iter().any(|c| c == &cfg.messages_column);
         let need: &[&str] = match cfg.objective {
             Objective::Clm | Objective::Mlm => &[&cfg.text_column],
             Objective::Cls => &[&cfg.text_column, &cfg.label_column],
+            Objective::Sft if has_messages => &[],
             Objective::Sft => &[&cfg.prompt_column, &cfg.response_column],
             Objective::Rm | Objective::Dpo => {
                 &[&cfg.prompt_column, &cfg.chosen_column, &cfg.rejected_column]
@@ -568,7 +657,15 @@ impl UnitCtx<'_> {
             if !names.iter().any(|c| c == n) {
                 return Err(Error::bad_input(
                     Place::file(shard),
-                    format!("no `{n}` column, which the `{}` objective reads (set the *_column options to use another)", cfg.objective),
+                    format!(
+                        "no `{n}` column, which the `{}` objective reads{} (set the *_column options to use another)",
+                        cfg.objective,
+                        if cfg.objective == Objective::Sft {
+                            format!(", nor a `{}` column of conversations", cfg.messages_column)
+                        } else {
+                            String::new()
+                        }
+                    ),
                 ));
             }
         }
@@ -631,7 +728,9 @@ impl UnitCtx<'_> {
                 if !valid_split_name(s) {
                     return Err(Error::bad_input(
                         Place::file(shard),
-                        format!("document `{id}` has split `{s}`, which cannot name a directory (use letters, digits, _ and -)"),
+                        format!(
+                            "document `{id}` has split `{s}`, which cannot name a directory (use letters, digits, _ and -)"
+                        ),
                     ));
                 }
                 if !splits.contains_key(s) {
@@ -720,40 +819,71 @@ impl UnitCtx<'_> {
                     }
                 }
                 Objective::Sft => {
-                    let p = text_col(&cfg.prompt_column)?;
-                    let r = text_col(&cfg.response_column)?;
-                    let mut texts = Vec::with_capacity(2 * n);
-                    let mut keep = Vec::with_capacity(n);
-                    for i in 0..n {
-                        if !p.is_valid(i) {
-                            rejects.push((i, "missing_prompt"));
-                        } else if !r.is_valid(i) {
-                            rejects.push((i, "missing_response"));
-                        } else {
-                            keep.push(i);
-                            texts.push(prefix.replace("{prompt}", p.value(i)));
-                            texts.push(format!("{}{suffix}", r.value(i)));
+                    let convs = self.conversations(&batch, shard)?;
+                    let mut texts: Vec<String> = Vec::new();
+                    // Per kept row: its index and the range of its segments in `texts`.
+                    let mut keep: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(n);
+                    let mut trained: Vec<bool> = Vec::new();
+                    for (i, conv) in convs.into_iter().enumerate() {
+                        let segs = conv.and_then(|c| match self.template {
+                            Some(t) => t.segments(&c).map_err(Reject::reason),
+                            None => {
+                                chat::plain_segments(&prefix, &suffix, &c).map_err(Reject::reason)
+                            }
+                        });
+                        match segs {
+                            Err(reason) => rejects.push((i, reason)),
+                            Ok(segs) => {
+                                let from = texts.len();
+                                for Segment { text, trained: t } in segs {
+                                    texts.push(text);
+                                    trained.push(t);
+                                }
+                                keep.push((i, from..texts.len()));
+                            }
                         }
                     }
                     text_bytes += texts.iter().map(|t| t.len() as u64).sum::<u64>();
                     let enc = self.encode(texts.iter().map(String::as_str).collect())?;
-                    for (k, &i) in keep.iter().enumerate() {
-                        let so = splits.get_mut(split_of(i)).expect("created");
+                    let bos = self.specials.bos.map(|b| b as i32);
+                    let eos = self.specials.eos.expect("checked") as i32;
+                    for (i, range) in keep {
                         let mut input = Vec::new();
-                        if cfg.add_bos {
-                            input.push(self.specials.bos.expect("checked") as i32);
+                        let mut mask: Vec<i8> = Vec::new();
+                        for k in range {
+                            input.extend_from_slice(&enc[k]);
+                            mask.extend(std::iter::repeat_n(i8::from(trained[k]), enc[k].len()));
                         }
-                        input.extend_from_slice(&enc[2 * k]);
-                        let prompt_len = input.len();
-                        input.extend_from_slice(&enc[2 * k + 1]);
-                        input.push(self.specials.eos.expect("checked") as i32);
-                        let mut mask: Vec<i8> =
-                            (0..input.len()).map(|j| (j >= prompt_len) as i8).collect();
+                        if self.template.is_none() {
+                            input.push(eos);
+                            mask.push(1);
+                        }
+                        if cfg.add_bos && input.first().copied() != bos {
+                            input.insert(0, bos.expect("checked"));
+                            mask.insert(0, 0);
+                        }
+                        let so = splits.get_mut(split_of(i)).expect("created");
+                        let mut dropped = 0;
                         if input.len() > cfg.seq_len {
-                            so.stats.truncated += 1;
-                            so.stats.dropped += (input.len() - cfg.seq_len) as u64;
+                            dropped = input.len() - cfg.seq_len;
                             input.truncate(cfg.seq_len);
                             mask.truncate(cfg.seq_len);
+                        }
+                        // The first id is never a target; a row must keep one to train on.
+                        if !mask.iter().skip(1).any(|&m| m == 1) {
+                            rejects.push((
+                                i,
+                                if dropped > 0 {
+                                    "response_truncated"
+                                } else {
+                                    "empty_response"
+                                },
+                            ));
+                            continue;
+                        }
+                        if dropped > 0 {
+                            so.stats.truncated += 1;
+                            so.stats.dropped += dropped as u64;
                         }
                         so.rows.push_sft(&input, &mask, &[&ids[i]]);
                         so.stats.tokens += input.len() as u64;
@@ -879,6 +1009,38 @@ impl UnitCtx<'_> {
         ))
     }
 
+    /// `sft`: each row's conversation (the messages column, else the prompt and response as
+    /// two turns), or the reason it has none.
+    fn conversations(
+        &self,
+        batch: &RecordBatch,
+        shard: &Path,
+    ) -> Result<Vec<std::result::Result<Vec<Message>, &'static str>>> {
+        let cfg = self.cfg;
+        let n = batch.num_rows();
+        let messages = messages_column(batch, &cfg.messages_column, shard)?;
+        let text = |name: &str| -> Result<Option<StringArray>> {
+            Ok(utf8_column(batch, name, shard)?.map(|a| a.as_string::<i32>().clone()))
+        };
+        let (p, r) = (text(&cfg.prompt_column)?, text(&cfg.response_column)?);
+        Ok((0..n)
+            .map(|i| {
+                if let Some(m) = messages.as_ref().and_then(|m| m[i].clone()) {
+                    return m.map_err(Reject::reason);
+                }
+                match (&p, &r) {
+                    (Some(p), _) if !p.is_valid(i) => Err("missing_prompt"),
+                    (Some(p), Some(r)) if r.is_valid(i) => Ok(vec![
+                        Message::new("user", p.value(i)),
+                        Message::new("assistant", r.value(i)),
+                    ]),
+                    (Some(_), _) => Err("missing_response"),
+                    (None, _) => Err("missing_messages"),
+                }
+            })
+            .collect())
+    }
+
     /// `cls` rows: optional bos, the ids, eos; cut to `seq_len` keeping the final eos.
     fn frame(&self, ids: Vec<i32>, stats: &mut SplitStats) -> Vec<i32> {
         let mut row = Vec::with_capacity(ids.len() + 2);
@@ -958,10 +1120,66 @@ impl UnitCtx<'_> {
                         "label column `{}` is {other}; use integers, booleans or strings",
                         self.cfg.label_column
                     ),
-                ))
+                ));
             }
         })
     }
+}
+
+/// A row's conversation, or why its value is not one.
+type Conversation = std::result::Result<Vec<Message>, Reject>;
+
+/// A conversation per row of column `name` (JSON text, or a list of `role`/`content`
+/// structs): `None` where the value is null, `Some(Err)` where it is not a conversation.
+/// `Ok(None)` when there is no such column.
+fn messages_column(
+    batch: &RecordBatch,
+    name: &str,
+    shard: &Path,
+) -> Result<Option<Vec<Option<Conversation>>>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let n = batch.num_rows();
+    let structs = |v: ArrayRef| -> Conversation {
+        let s = v.as_struct_opt().ok_or(Reject::BadMessages)?;
+        let field = |f: &str| -> std::result::Result<StringArray, Reject> {
+            let c = s.column_by_name(f).ok_or(Reject::BadMessages)?;
+            let c = cast(c, &DataType::Utf8).map_err(|_| Reject::BadMessages)?;
+            Ok(c.as_string::<i32>().clone())
+        };
+        let (role, content) = (field("role")?, field("content")?);
+        (0..s.len())
+            .map(|j| {
+                if role.is_valid(j) && content.is_valid(j) {
+                    Ok(Message::new(role.value(j), content.value(j)))
+                } else {
+                    Err(Reject::BadMessages)
+                }
+            })
+            .collect()
+    };
+    Ok(Some(match col.data_type() {
+        DataType::List(_) => {
+            let l = col.as_list::<i32>();
+            (0..n)
+                .map(|i| l.is_valid(i).then(|| structs(l.value(i))))
+                .collect()
+        }
+        DataType::LargeList(_) => {
+            let l = col.as_list::<i64>();
+            (0..n)
+                .map(|i| l.is_valid(i).then(|| structs(l.value(i))))
+                .collect()
+        }
+        _ => {
+            let a = utf8_column(batch, name, shard)?.expect("present");
+            let a = a.as_string::<i32>();
+            (0..n)
+                .map(|i| a.is_valid(i).then(|| chat::parse_messages(a.value(i))))
+                .collect()
+        }
+    }))
 }
 
 fn labels_null(batch: &RecordBatch, col: &str, i: usize) -> bool {

@@ -2,8 +2,11 @@
 //!
 //! Users point quern at whatever they have: a build or ingest output directory (its
 //! `manifest.json` lists the committed `docs` shards), a directory of Parquet files, a
-//! single Parquet file, or (for tokenizer training) a JSONL file of `{"text": ...}` records.
-//! This module turns those into a list of Parquet shards, or a stream of texts.
+//! single Parquet file, or a JSONL file (`.jsonl`/`.ndjson`: records such as
+//! `{"messages": [...]}` that `quern ingest` cannot take, since they have no text field, and
+//! for tokenizer training `{"text": ...}` records). This module turns those into a list of
+//! input files read as Arrow batches ([`read_columns`]: a JSONL record's string fields are
+//! text columns, its other fields their JSON text), or a stream of texts.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -24,12 +27,12 @@ use quern_core::{Error, Result};
 /// manifest), a directory of Parquet files (or its `docs/` subdirectory), or one file.
 pub fn resolve_docs(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
-        if path.extension().is_some_and(|e| e == "parquet") {
+        if path.extension().is_some_and(|e| e == "parquet") || is_jsonl(path) {
             return Ok(vec![path.to_path_buf()]);
         }
         return Err(Error::bad_input(
             Place::file(path),
-            "expected a .parquet file or a directory of them",
+            "expected a .parquet or .jsonl file, or a directory of Parquet files",
         ));
     }
     if !path.is_dir() {
@@ -82,12 +85,23 @@ pub fn utf8_column(
     }
 }
 
-/// Reads a Parquet file's batches, keeping only the named columns it has.
+/// Whether `path` names a JSONL file (`.jsonl` or `.ndjson`).
+pub fn is_jsonl(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "jsonl" || e == "ndjson")
+}
+
+/// Reads a Parquet file's batches, keeping only the named columns it has; or a JSONL file's
+/// records as batches of text columns, one per named field its records have (a string field
+/// is its text, any other value its JSON text, a missing field null).
 pub fn read_columns(
     path: &Path,
     columns: &[&str],
     batch_rows: usize,
-) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
+    if is_jsonl(path) {
+        return jsonl_batches(path, columns, batch_rows);
+    }
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
@@ -106,11 +120,117 @@ pub fn read_columns(
         .build()
         .with_context(|| format!("opening {}", path.display()))?;
     let path = path.to_path_buf();
-    Ok(reader.map(move |b| b.with_context(|| format!("reading {}", path.display()))))
+    Ok(Box::new(reader.map(move |b| {
+        b.with_context(|| format!("reading {}", path.display()))
+    })))
 }
 
-/// The column names of a Parquet file.
+/// The JSON objects of a JSONL file with their line numbers (blank lines skipped, a
+/// byte-order mark at the start ignored); a line that is not a JSON object is an error naming
+/// the file and line.
+fn jsonl_records(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(u64, serde_json::Map<String, serde_json::Value>)>>> {
+    let f = File::open(path).at(path)?;
+    let path = path.to_path_buf();
+    let lines = BufReader::with_capacity(1 << 20, f).lines().enumerate();
+    Ok(lines.filter_map(move |(i, line)| {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(Error::io(&path, e))),
+        };
+        let text = if i == 0 {
+            quern_core::text::strip_bom(&line)
+        } else {
+            &line
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let place = || Place::file(&path).with_line(i as u64 + 1);
+        Some(match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(m)) => Ok((i as u64 + 1, m)),
+            Ok(_) => Err(Error::bad_input(place(), "not a JSON object")),
+            Err(e) => Err(Error::bad_input(place(), format!("not JSON: {e}"))),
+        })
+    }))
+}
+
+/// The fields that occur in a JSONL file's records, in first-seen order.
+fn jsonl_fields(path: &Path) -> Result<Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for rec in jsonl_records(path)? {
+        for k in rec?.1.keys() {
+            if seen.insert(k.clone()) {
+                out.push(k.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn jsonl_batches(
+    path: &Path,
+    columns: &[&str],
+    batch_rows: usize,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
+    let present = jsonl_fields(path)?;
+    let names: Vec<String> = present
+        .into_iter()
+        .filter(|f| columns.contains(&f.as_str()))
+        .collect();
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        names
+            .iter()
+            .map(|n| arrow::datatypes::Field::new(n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut records = jsonl_records(path)?;
+    let rows = batch_rows.max(1);
+    Ok(Box::new(std::iter::from_fn(move || {
+        let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows); names.len()];
+        let mut n = 0;
+        for rec in records.by_ref() {
+            let (_, rec) = match rec {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            for (c, name) in cols.iter_mut().zip(&names) {
+                c.push(match rec.get(name) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(v) => Some(v.to_string()),
+                });
+            }
+            n += 1;
+            if n >= rows {
+                break;
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        let arrays: Vec<arrow::array::ArrayRef> = cols
+            .into_iter()
+            .map(|c| Arc::new(arrow::array::StringArray::from(c)) as arrow::array::ArrayRef)
+            .collect();
+        Some(
+            RecordBatch::try_new_with_options(
+                schema.clone(),
+                arrays,
+                &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .map_err(Error::from),
+        )
+    })))
+}
+
+/// The column names of a Parquet file, or the fields of a JSONL file's records.
 pub fn parquet_columns(path: &Path) -> Result<Vec<String>> {
+    if is_jsonl(path) {
+        return jsonl_fields(path);
+    }
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
@@ -212,7 +332,7 @@ impl TextStream {
                                 return Some(Err(Error::bad_input(
                                     place(),
                                     format!("not JSON: {e}"),
-                                )))
+                                )));
                             }
                         };
                         match v.get(&column).and_then(|t| t.as_str()) {
@@ -221,7 +341,7 @@ impl TextStream {
                                 return Some(Err(Error::bad_input(
                                     place(),
                                     format!("no string field `{column}`"),
-                                )))
+                                )));
                             }
                         }
                         if out.len() >= 1024 {

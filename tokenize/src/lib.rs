@@ -6,6 +6,7 @@
 //!
 //! - [`tokenizer`]: training (byte-level BPE, WordPiece, Unigram) and loading `tokenizer.json`.
 //! - [`input`]: finding documents (build outputs, Parquet, JSONL).
+//! - [`chat`]: chat templates (plain and Jinja) and conversations for `sft` rows.
 //! - [`corpus`]: [`tokenize_corpus`], encoding in parallel, packing and writing shards.
 //! - [`pack`]: packing documents into `seq_len + 1` rows.
 //! - [`meta`]: `meta.json` of a split directory, and the [`Objective`]s.
@@ -13,6 +14,7 @@
 //! - [`reader`]: the seeded, rank-sharded, resumable row stream the trainer reads.
 //! - [`export`]: nanoGPT `train.bin` and Megatron `.bin`/`.idx`.
 
+pub mod chat;
 pub mod corpus;
 pub mod export;
 pub mod input;

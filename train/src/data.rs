@@ -277,7 +277,11 @@ impl SftRows {
                     "`objective` is `{}`, but train.objective = \"sft\" trains on `sft` rows \
                      (input_ids + loss_mask): tokenize with --objective sft, or set train.objective = \"{}\"",
                     meta.objective,
-                    if meta.objective == "mlm" { "mlm" } else { "clm" }
+                    if meta.objective == "mlm" {
+                        "mlm"
+                    } else {
+                        "clm"
+                    }
                 ),
             ));
         }
@@ -482,7 +486,6 @@ pub fn write_packed_split(
 }
 
 /// Writes one batch of rows and its `meta.json` as a split directory.
-#[allow(clippy::too_many_arguments)]
 fn write_split(
     dir: &Path,
     objective: Objective,
