@@ -20,8 +20,10 @@
 //! | a directory with `config.json` and `model.safetensors` | a Hugging Face model ([`crate::hf`]) |
 //! | a file starting with the `GGUF` magic | a GGUF file ([`crate::gguf`], Llama architecture) |
 //!
-//! [`save`] writes a model directory atomically: into a hidden temporary directory, every
-//! file fsynced, then renamed into place, so an interrupted import leaves nothing behind.
+//! [`save`] writes a model directory atomically: into a hidden temporary directory
+//! (`.NAME.tmp-PID`), every file fsynced, then renamed into place, so an interrupted import
+//! or merge leaves nothing at the destination; the next save of that name removes the
+//! temporary directory a killed writer left.
 
 use std::collections::HashMap;
 use std::fs;
@@ -407,6 +409,7 @@ pub fn save(
     if tmp.exists() {
         fs::remove_dir_all(&tmp).at(&tmp)?;
     }
+    remove_stale_temporaries(parent, &name)?;
     fs::create_dir_all(&tmp).at(&tmp)?;
     let result = (|| {
         let cpu: Vec<(String, Tensor)> = weights
@@ -426,6 +429,11 @@ pub fn save(
             sync_file(&tpath)?;
         }
         quern_core::shard::sync_dir(&tmp)?;
+        // Test hook (debug builds only): die with every file written but not yet in place.
+        #[cfg(debug_assertions)]
+        if std::env::var("QUERN_TEST_FAULT").as_deref() == Ok("model_before_rename") {
+            std::process::abort();
+        }
         if dir.exists() {
             fs::remove_dir_all(dir).at(dir)?;
         }
@@ -436,6 +444,31 @@ pub fn save(
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Removes the temporary directories (`.NAME.tmp-PID`) that writers of `NAME` killed before
+/// their rename left in `parent`: those whose process is gone. A live writer's is kept.
+fn remove_stale_temporaries(parent: &Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.tmp-");
+    for e in fs::read_dir(parent).at(parent)? {
+        let e = e.at(parent)?;
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 sends nothing; it only asks whether `pid` exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && e.path().is_dir() {
+            fs::remove_dir_all(e.path()).at(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a written file (errors name it). Checkpoints use it too.

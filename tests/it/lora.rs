@@ -182,6 +182,49 @@ fn a_lora_run_checkpoints_adapters_and_merges_to_the_same_logits() {
         0.0
     );
 
+    // A merge killed with every file written but before the rename leaves nothing at
+    // --out; the next merge there succeeds and removes the killed one's temporary directory.
+    let killed = root.join("killed");
+    let out = quern()
+        .args(["merge", "--adapter"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&killed)
+        .env("QUERN_TEST_FAULT", "model_before_rename")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !killed.exists(),
+        "an interrupted merge left {}",
+        killed.display()
+    );
+    let temporaries = || -> Vec<String> {
+        std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".killed.tmp-"))
+            .collect()
+    };
+    assert_eq!(
+        temporaries().len(),
+        1,
+        "the fault hit after the files were written"
+    );
+    run_ok(
+        quern()
+            .args(["merge", "--adapter"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&killed),
+    );
+    assert!(temporaries().is_empty(), "{:?}", temporaries());
+    assert_eq!(
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        std::fs::read(merged.join("model.safetensors")).unwrap()
+    );
+    std::fs::remove_dir_all(&killed).unwrap();
+
     // An existing --out is refused.
     let e = run_err(
         quern()
