@@ -1,4 +1,4 @@
-//! Link libtorch so CUDA works at run time.
+//! Link libtorch into `quern-torch` so CUDA works at run time.
 //!
 //! libtorch registers its CUDA backend from `libtorch_cuda.so` in a static initialiser. The
 //! binary calls nothing in that library directly, so a default `--as-needed` link drops it
@@ -17,11 +17,13 @@ fn main() {
     };
     let dir = std::path::Path::new(&lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    // Only `quern-torch` runs libtorch; `quern` references none of it, so the default
+    // `--as-needed` keeps libtorch out of `quern` and data commands start without it.
     if dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", dir.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        println!("cargo:rustc-link-arg-bin=quern-torch=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg-bin=quern-torch=-ltorch_cuda");
+        println!("cargo:rustc-link-arg-bin=quern-torch=-Wl,--as-needed");
     }
 }
 

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 source scripts/env.sh
-cargo build --quiet --bin quern
+cargo build --quiet --bins
 exec target/debug/quern demo "$@"

@@ -1,6 +1,8 @@
 //! The `quern` package: the command line, the pipeline runner and the SQL session.
 //!
-//! `main` only parses arguments and calls [`run`]; each subcommand lives in [`cmd`].
+//! This library holds no libtorch code: the `quern` binary runs the data commands
+//! ([`cmd::dispatch_data`]) and hands the model commands to the `quern-torch` binary
+//! (`src/bin/quern-torch/`), which links libtorch. Each subcommand's arguments live in [`cmd`].
 
 pub mod cli;
 pub mod cmd;
@@ -10,7 +12,23 @@ pub mod stages;
 
 use std::process::ExitCode;
 
-/// Runs a parsed command line.
-pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    cmd::dispatch(cli)
+/// The exit code for a command's result; an error is printed with its whole cause chain.
+pub fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`quern sql ... | head`) is not a failure.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
 }

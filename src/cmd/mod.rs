@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand. The commands that need libtorch keep only their arguments
+//! here; their code is in the `quern-torch` binary (`src/bin/quern-torch/`).
 
 pub mod build;
 pub mod demo;
@@ -19,21 +20,37 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+impl Command {
+    /// Whether the command runs libtorch. The `quern` binary does not link libtorch (loading
+    /// it costs ~0.4 s and links the CUDA libraries); it hands these commands to
+    /// `quern-torch`, installed next to it, which runs every command.
+    pub fn needs_torch(&self) -> bool {
+        matches!(
+            self,
+            Command::Doctor(_)
+                | Command::Demo(_)
+                | Command::Train(_)
+                | Command::Import(_)
+                | Command::Merge(_)
+                | Command::Generate(_)
+                | Command::Eval(_)
+        )
+    }
+}
+
+/// Runs a command that does not need libtorch; the others (see [`Command::needs_torch`])
+/// are `quern-torch`'s, and an error here.
+pub fn dispatch_data(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Doctor(a) => doctor::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Build(a) => build::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Label(a) => label::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
-        Command::Demo(a) => demo::run(a),
         Command::Stages(a) => stages::run(a),
-        Command::Train(a) => train::run(a),
-        Command::Import(a) => import::run(a),
-        Command::Merge(a) => merge::run(a),
-        Command::Generate(a) => generate::run(a),
-        Command::Eval(a) => eval::run(a),
+        c => Err(anyhow::anyhow!(
+            "internal error: `{c:?}` needs libtorch and runs in quern-torch"
+        )),
     }
 }

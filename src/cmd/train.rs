@@ -7,7 +7,6 @@
 //! run is refused unless `--resume` continues it or `--force` replaces it.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Arguments of `quern train`.
 #[derive(Debug, clap::Args)]
@@ -30,73 +29,4 @@ pub struct Args {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-#[cfg(feature = "torch")]
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
-    let mut cfg = quern_train::TrainConfig::load(&args.config)?;
-    if let Some(n) = args.max_steps {
-        cfg.train.max_steps = n;
-        cfg.validate()?;
-    }
-    let opts = quern_train::TrainOptions {
-        progress: !args.quiet,
-        resume: args.resume,
-        force: args.force,
-        stop_after: None,
-    };
-    let report = quern_train::train_with(&cfg, &opts)
-        .with_context(|| format!("training {}", args.config.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let lora = if report.trainable_parameters != report.parameters {
-        format!(
-            " through {} LoRA adapter parameters",
-            report.trainable_parameters
-        )
-    } else {
-        String::new()
-    };
-    println!(
-        "trained {} parameters{lora} ({}) on {} for steps {}..{}: {} tokens, {:.0} tokens/s{}",
-        report.parameters,
-        report.objective,
-        report.device,
-        report.start_step,
-        report.steps,
-        report.tokens_seen,
-        report.tokens_per_s,
-        report
-            .mfu
-            .map(|m| format!(", MFU {:.1}%", 100.0 * m))
-            .unwrap_or_default()
-    );
-    if let (Some(first), Some(last)) = (report.losses.first(), report.losses.last()) {
-        println!(
-            "loss {:.4} (step {}) -> {:.4} (step {})",
-            first.loss, first.step, last.loss, last.step
-        );
-    }
-    if let Some(e) = report.evals.last() {
-        println!("val loss {:.4}, perplexity {:.2}", e.val_loss, e.val_ppl);
-    }
-    if report.skipped_steps > 0 {
-        println!(
-            "{} steps skipped (non-finite loss or gradient)",
-            report.skipped_steps
-        );
-    }
-    if let Some(c) = &report.checkpoint {
-        println!("checkpoint {}", c.display());
-    }
-    println!("metrics {}", cfg.out_dir.join("metrics.jsonl").display());
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(not(feature = "torch"))]
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this quern was built without the `torch` feature, so it cannot train; rebuild with default features")
 }

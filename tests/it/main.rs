@@ -10,6 +10,8 @@ mod filters;
 mod ingest;
 mod labeling;
 #[cfg(feature = "torch")]
+mod light;
+#[cfg(feature = "torch")]
 mod lora;
 #[cfg(feature = "torch")]
 mod models;

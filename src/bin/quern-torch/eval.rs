@@ -1,0 +1,196 @@
+//! `quern eval`: the libtorch side (the arguments are `quern::cmd::eval::Args`).
+
+use std::process::ExitCode;
+
+pub use quern::cmd::eval::{Args, Common, McArgs, PplArgs, What};
+
+mod imp {
+    use super::*;
+    use anyhow::Context;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use quern_models::store::{Loaded, SourceKind};
+
+    fn load(c: &Common) -> anyhow::Result<(Loaded, serde_json::Value)> {
+        if c.batch_size == 0 {
+            anyhow::bail!("--batch-size must be at least 1");
+        }
+        let loaded = crate::generate::load_model(&c.model, &c.device, &c.dtype, c.threads)?;
+        let weights = match loaded.kind {
+            SourceKind::Gguf => loaded.path.clone(),
+            _ => loaded.path.join(quern_models::store::WEIGHTS),
+        };
+        let hash = match std::fs::read(&weights) {
+            Ok(b) => format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&b)),
+            Err(_) => String::new(),
+        };
+        let info = serde_json::json!({
+            "path": c.model.display().to_string(),
+            "kind": loaded.kind.name(),
+            "weights": weights.display().to_string(),
+            "weights_xxh3": hash,
+            "parameters": loaded.model.params().numel(),
+            "device": format!("{:?}", loaded.model.device()),
+            "dtype": c.dtype,
+        });
+        Ok((loaded, info))
+    }
+
+    fn bar(total: u64, what: &str) -> ProgressBar {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(&format!(
+                "{what} {{bar:30}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+            ))
+            .expect("a valid template"),
+        );
+        pb
+    }
+
+    fn finish(c: &Common, result: serde_json::Value, table: String) -> anyhow::Result<ExitCode> {
+        if let Some(out) = &c.out {
+            let mut bytes = serde_json::to_vec_pretty(&result)?;
+            bytes.push(b'\n');
+            quern_core::shard::write_atomic(out, &bytes)?;
+        }
+        if c.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            print!("{table}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub fn ppl(a: PplArgs) -> anyhow::Result<ExitCode> {
+        let (loaded, model) = load(&a.common)?;
+        let meta = std::fs::read(a.data.join(quern_tokenize::meta::META_JSON)).unwrap_or_default();
+        let opts = quern_eval::ppl::PplOptions {
+            batch_size: a.common.batch_size,
+            max_rows: a.max_rows,
+            docs: a.docs.clone(),
+        };
+        let pb = bar(0, "ppl");
+        let r = quern_eval::ppl::perplexity(&loaded.model, &a.data, &opts, &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })?;
+        pb.finish_and_clear();
+        let mut table = format!(
+            "perplexity of {} on {}\n{:<32} {:>12} {:>10} {:>12}\n",
+            a.common.model.display(),
+            a.data.display(),
+            "source",
+            "targets",
+            "nll",
+            "ppl"
+        );
+        let mut line = |name: &str, p: &quern_eval::ppl::Ppl| {
+            table.push_str(&format!(
+                "{name:<32} {:>12} {:>10.4} {:>12.3}\n",
+                p.tokens, p.nll, p.ppl
+            ))
+        };
+        line("(all)", &r.overall);
+        for (s, p) in &r.sources {
+            line(s, p);
+        }
+        table.push_str(&format!(
+            "{} rows, {} ids; sources: {}; {:.1} s\n",
+            r.rows, r.ids, r.sources_from, r.seconds
+        ));
+        let result = serde_json::json!({
+            "eval": "ppl",
+            "model": model,
+            "data": { "split": a.data.display().to_string(),
+                      "meta_xxh3": format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&meta)) },
+            "result": r,
+        });
+        finish(&a.common, result, table)
+    }
+
+    pub fn mc(a: McArgs) -> anyhow::Result<ExitCode> {
+        use quern_eval::mc::{Format, McOptions, Task};
+        let format = Format::parse(&a.format)?;
+        let task = Task::load(&a.task, format)?;
+        let (loaded, model) = load(&a.common)?;
+        let tok = loaded.tokenizer.as_ref().with_context(|| {
+            format!(
+                "the model {} has no tokenizer.json, which a text task needs",
+                a.common.model.display()
+            )
+        })?;
+        let opts = McOptions {
+            shots: a.shots,
+            add_bos: a.add_bos,
+            batch_size: a.common.batch_size,
+            limit: a.limit,
+        };
+        let pb = bar(0, "mc");
+        let r = quern_eval::mc::run(
+            &loaded.model,
+            tok,
+            &loaded.meta.special,
+            &task,
+            &opts,
+            &mut |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            },
+        )?;
+        pb.finish_and_clear();
+        if let Some(path) = &a.details {
+            let mut text = String::new();
+            for d in &r.details {
+                text.push_str(&serde_json::to_string(d)?);
+                text.push('\n');
+            }
+            quern_core::shard::write_atomic(path, text.as_bytes())?;
+        }
+        let mut table = format!(
+            "{} ({:?}, {}-shot) on {}\n{:<40} {:>9} {:>8} {:>9}\n",
+            a.task.display(),
+            r.format,
+            r.shots,
+            a.common.model.display(),
+            "subject",
+            "questions",
+            "acc",
+            "acc_norm"
+        );
+        for (s, acc) in &r.subjects {
+            table.push_str(&format!(
+                "{s:<40} {:>9} {:>8.4} {:>9.4}\n",
+                acc.questions, acc.acc, acc.acc_norm
+            ));
+        }
+        table.push_str(&format!(
+            "{:<40} {:>9} {:>8.4} {:>9.4}   (acc ± {:.4})\n",
+            "(all)", r.overall.questions, r.overall.acc, r.overall.acc_norm, r.acc_stderr
+        ));
+        if let Some(m) = r.macro_acc {
+            table.push_str(&format!(
+                "{:<40} {:>9} {:>8.4}\n",
+                "(mean of subjects)",
+                r.subjects.len(),
+                m
+            ));
+        }
+        table.push_str(&format!(
+            "{} requests in {:.1} s; {} header rows skipped\n",
+            r.requests, r.seconds, r.skipped_header_rows
+        ));
+        let result = serde_json::json!({
+            "eval": "mc",
+            "model": model,
+            "data": { "task": a.task.display().to_string(), "task_xxh3": r.task_xxh3 },
+            "result": r,
+        });
+        finish(&a.common, result, table)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
+        What::Ppl(a) => imp::ppl(a),
+        What::Mc(a) => imp::mc(a),
+    }
+}
