@@ -15,6 +15,8 @@ mod light;
 mod lora;
 #[cfg(feature = "torch")]
 mod models;
+#[cfg(feature = "torch")]
+mod sft;
 mod sql;
 mod tokenize;
 #[cfg(feature = "torch")]
