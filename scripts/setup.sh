@@ -31,7 +31,7 @@ fi
 if [[ $want_test == 1 ]]; then
   need=()
   for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers==5.25.0 safetensors:safetensors numpy:numpy \
-              gguf:gguf==0.19.0 accelerate:accelerate==1.16.0; do
+              gguf:gguf==0.19.0 accelerate:accelerate==1.16.0 peft:peft==0.21.2; do
     mod=${spec%%:*}; pkg=${spec##*:}
     .venv/bin/python -c "import $mod" 2>/dev/null || need+=("$pkg")
   done

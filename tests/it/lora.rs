@@ -1,7 +1,8 @@
 //! LoRA: `[lora]` runs train adapters only, checkpoint them with their base's hash, resume
 //! exactly, and `quern merge` folds them into a model directory whose logits are the
-//! unmerged adapters' (fp32); the adapters' forward is checked against plain PyTorch on a
-//! Hugging Face Llama, and on SmolLM2-135M; bad configs are refused naming the key.
+//! unmerged adapters' (fp32); the adapters' forward and merge are checked against plain
+//! PyTorch and Hugging Face `peft` on a Hugging Face Llama, and on SmolLM2-135M; bad configs
+//! are refused naming the key.
 //!
 //! The runs start from a tiny Llama-like model trained for a few steps on byte tokens of
 //! the GPL-3.0 text, so each test takes seconds on one CPU thread.
@@ -452,9 +453,10 @@ fn bad_lora_configs_are_refused_naming_the_key() {
 
 /// The adapters' forward equals plain PyTorch's `x·Wᵀ + s·(x·Aᵀ)·Bᵀ` on every projection of
 /// a Hugging Face Llama (tests/peers/hf_lora.py patches transformers' modules), with the
-/// same tensors: quern's `q`/`k`/`v` rows of `attn.qkv` are `q_proj`/`k_proj`/`v_proj`.
+/// same tensors: quern's `q`/`k`/`v` rows of `attn.qkv` are `q_proj`/`k_proj`/`v_proj`; and
+/// `peft` given the same adapters gives the same logits and merges the same weights.
 #[test]
-fn lora_forward_equals_plain_pytorch_on_a_hugging_face_llama() {
+fn lora_equals_plain_pytorch_and_peft_on_a_hugging_face_llama() {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("hf");
     let ids = vec![
@@ -491,7 +493,8 @@ fn lora_forward_equals_plain_pytorch_on_a_hugging_face_llama() {
     let out = run_peer(
         dir.path(),
         "hf_lora.py",
-        &serde_json::json!({"dir": hf, "adapters": adapters, "scale": l.scale(), "ids": ids}),
+        &serde_json::json!({"dir": hf, "adapters": adapters, "scale": l.scale(), "ids": ids,
+                            "rank": l.rank, "alpha": l.alpha}),
         "lora.safetensors",
     );
     let want: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
@@ -510,6 +513,50 @@ fn lora_forward_equals_plain_pytorch_on_a_hugging_face_llama() {
         moved > 1e-2,
         "the adapters moved the logits by only {moved}"
     );
+
+    // Hugging Face peft with the same adapters: the same logits, and merge_and_unload folds
+    // the same weights as quern's merge (quern's attn.qkv rows are q_proj, k_proj, v_proj).
+    let d = max_diff(&got, &want["peft"]);
+    assert!(d <= 1e-5, "LoRA logits differ from peft's by {d}");
+    let mut merged = store::load_weights(&hf).unwrap().tensors;
+    let cfg = m.config().clone();
+    let trained: HashMap<String, Tensor> = m.trainable().named().into_iter().collect();
+    lora::merge_into(&mut merged, &cfg, &l, &trained, Path::new("adapters")).unwrap();
+    let mut compared = 0;
+    for i in 0..cfg.layers {
+        let qkv = &merged[&format!("blocks.{i}.attn.qkv.weight")];
+        let hf_name = |m: &str| format!("merged.model.layers.{i}.{m}.weight");
+        let pairs = [
+            ("self_attn.q_proj", qkv.narrow(0, 0, 32)),
+            ("self_attn.k_proj", qkv.narrow(0, 32, 16)),
+            ("self_attn.v_proj", qkv.narrow(0, 48, 16)),
+            (
+                "self_attn.o_proj",
+                merged[&format!("blocks.{i}.attn.proj.weight")].shallow_clone(),
+            ),
+            (
+                "mlp.gate_proj",
+                merged[&format!("blocks.{i}.mlp.gate.weight")].shallow_clone(),
+            ),
+            (
+                "mlp.up_proj",
+                merged[&format!("blocks.{i}.mlp.up.weight")].shallow_clone(),
+            ),
+            (
+                "mlp.down_proj",
+                merged[&format!("blocks.{i}.mlp.out.weight")].shallow_clone(),
+            ),
+        ];
+        for (module, ours) in pairs {
+            let d = max_diff(&ours, &want[&hf_name(module)]);
+            assert!(
+                d <= 1e-6,
+                "layer {i} {module}: merged weights differ from peft's by {d}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 2 * 7);
 }
 
 /// On SmolLM2-135M: fresh adapters (B = 0) on every projection give exactly the base's
