@@ -528,6 +528,28 @@ pub fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
 /// the base's metadata (special ids, chat template) and tokenizer (the checkpoint's when
 /// the base has none).
 pub fn merged(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Result<Weights> {
+    // A base may itself be a LoRA run (adapters trained on a merged model); a chain deeper
+    // than this is a cycle in hand-edited records, refused instead of recursing forever.
+    const MAX_CHAIN: usize = 8;
+    thread_local! {
+        static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    let depth = DEPTH.with(|d| d.get());
+    if depth >= MAX_CHAIN {
+        return Err(Error::bad_input(
+            Place::file(dir.join("state.json")),
+            format!(
+                "LoRA adapters on adapters more than {MAX_CHAIN} deep: do the recorded base models form a cycle?"
+            ),
+        ));
+    }
+    DEPTH.with(|d| d.set(depth + 1));
+    let result = merged_once(dir, record, base);
+    DEPTH.with(|d| d.set(depth));
+    result
+}
+
+fn merged_once(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Result<Weights> {
     let state_path = dir.join("state.json");
     let base_path = base.unwrap_or(&record.base);
     if !base_path.exists() {
@@ -904,6 +926,29 @@ mod tests {
         let t = renamed.remove("ln_f.weight").unwrap();
         renamed.insert("ln_g.weight".into(), t);
         assert_ne!(h, weights_hash(&renamed));
+    }
+
+    /// A LoRA checkpoint whose recorded base is itself is refused, not recursed into.
+    #[test]
+    fn a_cycle_of_base_records_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("step-00000001");
+        fs::create_dir_all(&ck).unwrap();
+        let t = vec![(
+            "blocks.0.attn.q.lora_a".to_string(),
+            Tensor::zeros([2, 32], (Kind::Float, Device::Cpu)),
+        )];
+        Tensor::write_safetensors(&t, ck.join("model.safetensors")).unwrap();
+        let record = AdapterRecord {
+            lora: lora(2, &["q"]),
+            base: ck.clone(),
+            base_hash: "0".into(),
+        };
+        let state = serde_json::json!({ "model": llama(), "lora": record });
+        fs::write(ck.join("state.json"), state.to_string()).unwrap();
+        assert_eq!(read_record(&ck).unwrap(), Some(record));
+        let e = store::load_weights(&ck).unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("state.json"), "{e}");
     }
 
     /// A model cast to bf16 casts its adapters with it.
