@@ -570,3 +570,121 @@ json.dump({"tokenizers": a, "transformers": b, "decoded": dec}, sys.stdout)
         );
     }
 }
+
+/// sft from a Hugging Face-style `messages: list<struct<role, content>>` Parquet column, with a
+/// Jinja template that writes `{{ bos_token }}` and `add_bos` on: one BOS per row; every
+/// assistant turn (with the template's `{{ eos_token }}` and the newline after it: the turn's
+/// end as the template writes it) trained and nothing else; a null
+/// conversation falls back to the prompt/response columns; a conversation without an
+/// assistant turn is rejected with its reason.
+#[test]
+fn sft_messages_from_a_list_of_structs_with_a_bos_writing_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = fixture();
+    let tok = train_tokenizer(
+        &TrainTokenizerConfig::default().with_vocab_size(800),
+        docs.iter().map(|d| d.text.clone()),
+    )
+    .unwrap();
+    let tp = dir.path().join("tokenizer.json");
+    save_tokenizer(&tok, &tp).unwrap();
+    let turn = Field::new(
+        "item",
+        DataType::Struct(
+            vec![
+                Field::new("content", DataType::Utf8, true),
+                Field::new("role", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        true,
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("messages", DataType::List(Arc::new(turn)), true),
+        Field::new("prompt", DataType::Utf8, true),
+        Field::new("response", DataType::Utf8, true),
+    ]));
+    let lines = [
+        r#"{"id": "a", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]}"#,
+        r#"{"id": "b", "messages": null, "prompt": "Ping?", "response": "Pong."}"#,
+        r#"{"id": "c", "messages": [{"role": "user", "content": "only a question"}]}"#,
+        r#"{"id": "d", "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "One?"}, {"role": "assistant", "content": "Yes."}, {"role": "user", "content": "Two?"}, {"role": "assistant", "content": "No."}, {"role": "user", "content": "Bye"}]}"#,
+    ];
+    let batch = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(std::io::Cursor::new(lines.join("\n")))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let mut w =
+        ShardWriter::new(dir.path(), "docs", "part", schema, ShardOptions::default()).unwrap();
+    w.write(&batch).unwrap();
+    let shards: Vec<PathBuf> = w
+        .finish()
+        .unwrap()
+        .iter()
+        .map(|s| dir.path().join(&s.file))
+        .collect();
+    let template = dir.path().join("t.jinja");
+    std::fs::write(
+        &template,
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\
+         {% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}\
+         {% if add_generation_prompt %}[assistant] {% endif %}",
+    )
+    .unwrap();
+    let out = dir.path().join("sft");
+    let cfg = TokenizeConfig {
+        add_bos: true,
+        jinja_template: Some(template),
+        ..TokenizeConfig::default()
+            .with_tokenizer(&tp)
+            .with_objective(Objective::Sft)
+            .with_seq_len(256)
+    };
+    let rep = tokenize_corpus(&shards, &out, &cfg).unwrap();
+    assert_eq!((rep.accounting.kept, rep.accounting.rejected), (3, 1));
+    assert_eq!(rep.accounting.stages[0].reasons["no_assistant_turn"], 1);
+    let meta = TokenMeta::load(&out.join("train")).unwrap();
+    let bos = meta.bos_id.unwrap() as i32;
+    let mut r = TokenReader::open(&out.join("train"), ReaderConfig::default()).unwrap();
+    let mut trained = Vec::new();
+    for _ in 0..r.rows_per_epoch() {
+        let Row::Sft {
+            input_ids,
+            loss_mask,
+        } = r.next_row().unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(input_ids[0], bos);
+        assert_eq!(
+            input_ids.iter().filter(|&&i| i == bos).count(),
+            1,
+            "one BOS"
+        );
+        let mut runs: Vec<String> = Vec::new();
+        let mut cur: Vec<u32> = Vec::new();
+        for (&i, &m) in input_ids.iter().zip(&loss_mask).chain([(&-1, &0)]) {
+            if m == 1 {
+                cur.push(i as u32);
+            } else if !cur.is_empty() {
+                runs.push(tok.decode(&std::mem::take(&mut cur), false).unwrap());
+            }
+        }
+        trained.push(runs);
+    }
+    trained.sort();
+    assert_eq!(
+        trained,
+        vec![
+            vec!["Hello there<|endoftext|>\n".to_string()],
+            vec!["Pong.<|endoftext|>\n".to_string()],
+            vec![
+                "Yes.<|endoftext|>\n".to_string(),
+                "No.<|endoftext|>\n".to_string()
+            ],
+        ]
+    );
+}
