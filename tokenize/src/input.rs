@@ -433,6 +433,65 @@ impl Iterator for TextStream {
 mod tests {
     use super::*;
 
+    /// JSONL records as batches: string fields as text, other values as their JSON text,
+    /// missing or null fields null, only the named fields the file has; a bad line is an
+    /// error naming its file and line.
+    #[test]
+    fn jsonl_records_read_as_text_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        std::fs::write(
+            &p,
+            "\u{feff}{\"id\": 7, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n\n\
+             {\"id\": \"x\", \"split\": \"val\", \"messages\": null}\n{\"id\": \"y\"}\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_docs(&p).unwrap(), vec![p.clone()]);
+        assert_eq!(parquet_columns(&p).unwrap(), ["id", "messages", "split"]);
+        let batches: Vec<RecordBatch> = read_columns(&p, &["id", "messages", "prompt"], 2)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        let col = |name: &str| -> Vec<Option<String>> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column_by_name(name).unwrap().as_string::<i32>().clone();
+                    (0..a.len())
+                        .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(
+            col("id"),
+            [Some("7".into()), Some("x".into()), Some("y".into())]
+        );
+        assert_eq!(
+            col("messages"),
+            [
+                Some(r#"[{"role":"user","content":"hi"}]"#.into()),
+                None,
+                None
+            ]
+        );
+        assert!(batches[0].column_by_name("prompt").is_none());
+        std::fs::write(&p, "{\"id\": 1}\n[1, 2]\n").unwrap();
+        let e = read_columns(&p, &["id"], 8)
+            .map(|b| b.collect::<Result<Vec<_>>>())
+            .and_then(|r| r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.jsonl") && e.contains('2') && e.contains("not a JSON object"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn jsonl_texts_and_errors_with_line() {
         let dir = tempfile::tempdir().unwrap();
