@@ -25,8 +25,15 @@ pub fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err}");
+            // A cause its parent's message already spells out (an I/O error after its
+            // path) is not printed twice.
+            let mut shown = err.to_string();
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let c = cause.to_string();
+                if !shown.contains(&c) {
+                    eprintln!("  caused by: {c}");
+                }
+                shown = c;
             }
             ExitCode::from(2)
         }

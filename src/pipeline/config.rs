@@ -117,10 +117,22 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub config: PipelineConfig,
+    /// The pipeline file (as given), named in configuration errors.
+    pub file: PathBuf,
     /// Directory of the pipeline file; relative paths resolve against it.
     pub base: PathBuf,
     pub out: PathBuf,
     pub specs: Vec<StageSpec>,
+}
+
+/// A configuration error with the file it is in appended, as `run.toml`'s errors are.
+pub fn in_file(e: Error, file: &Path) -> Error {
+    match e {
+        Error::BadConfig { key, message } if !message.contains(&file.display().to_string()) => {
+            Error::bad_config(key, format!("{message} (in {})", file.display()))
+        }
+        e => e,
+    }
 }
 
 /// A TOML syntax error, with the line and column toml reports.
@@ -233,6 +245,7 @@ impl Pipeline {
         let out = base.join(&config.output.dir);
         Ok(Pipeline {
             config,
+            file: file.to_path_buf(),
             base: base.to_path_buf(),
             out,
             specs,
@@ -246,7 +259,7 @@ impl Pipeline {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Pipeline::parse(&text, path, base)
+        Pipeline::parse(&text, path, base).map_err(|e| in_file(e, path))
     }
 
     /// Input paths resolved against the pipeline's directory (globs kept as globs).

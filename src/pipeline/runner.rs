@@ -121,15 +121,18 @@ pub fn build_stages(p: &Pipeline, reg: &StageRegistry) -> Result<Vec<Box<dyn Sta
     let mut stages = Vec::with_capacity(p.specs.len());
     let mut available: Vec<String> = DOC_COLUMNS.iter().map(|s| s.to_string()).collect();
     for spec in &p.specs {
-        let stage = reg.build(spec)?;
+        let stage = reg
+            .build(spec)
+            .map_err(|e| super::config::in_file(e, &p.file))?;
         for col in stage.reads() {
             if !available.contains(&col) {
                 return Err(Error::bad_config(
                     spec.key.clone(),
                     format!(
-                        "stage `{}` reads column `{col}`, which neither the input nor an earlier stage provides (available: {})",
+                        "stage `{}` reads column `{col}`, which neither the input nor an earlier stage provides (available: {}) (in {})",
                         spec.name,
-                        available.join(", ")
+                        available.join(", "),
+                        p.file.display()
                     ),
                 ));
             }

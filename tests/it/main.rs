@@ -17,6 +17,7 @@ mod lora;
 mod models;
 #[cfg(feature = "torch")]
 mod sft;
+mod snapshots;
 mod sql;
 mod tokenize;
 #[cfg(feature = "torch")]
