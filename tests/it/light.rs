@@ -27,7 +27,9 @@ fn quern_does_not_link_libtorch_and_quern_torch_does() {
     let libs = needed(quern);
     assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{libs:?}");
     assert!(
-        !libs.iter().any(|l| l.contains("torch") || l.contains("c10")),
+        !libs
+            .iter()
+            .any(|l| l.contains("torch") || l.contains("c10")),
         "quern loads libtorch: {libs:?}"
     );
     let torch = needed(Path::new(env!("CARGO_BIN_EXE_quern-torch")));
@@ -104,4 +106,34 @@ fn without_quern_torch_data_commands_run_and_model_commands_say_what_is_missing(
         err.contains("quern-torch") && err.contains(&dir.path().display().to_string()),
         "{err}"
     );
+}
+
+/// A libtorch failure inside a model command is an error with libtorch's own words (not a
+/// Rust panic and its backtrace hint); running out of memory says what to lower.
+#[test]
+fn libtorch_failures_are_errors_and_out_of_memory_names_the_fix() {
+    for (fault, want) in [
+        ("shape", "libtorch failed: "),
+        ("oom", "libtorch ran out of memory: "),
+    ] {
+        let out = quern()
+            .args(["doctor", "--json"])
+            .env("QUERN_TEST_TORCH_FAULT", fault)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{fault}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("error: {want}")), "{fault}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+        assert!(!err.contains("frame #"), "no C++ trace: {err}");
+    }
+    let out = quern()
+        .args(["doctor", "--json"])
+        .env("QUERN_TEST_TORCH_FAULT", "oom")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("train.micro_batch"));
 }

@@ -23,6 +23,7 @@ pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod memory;
 /// The transformer, which lives in `quern-models`; re-exported under its old path.
 pub mod model {
     pub use quern_models::transformer::*;

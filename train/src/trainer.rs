@@ -27,6 +27,7 @@ use crate::amp::{self, AutocastGuard, LossScaler};
 use crate::checkpoint::{self, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
 use crate::data::{BatchSource, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
+use crate::memory;
 use crate::model::Transformer;
 use crate::objective::{Clm, Mlm, Objective, Sft};
 use crate::optim::{self, AdamW};
@@ -317,6 +318,40 @@ impl Trainer {
             amp::set_tf32(cfg.train.tf32)?;
         } else {
             quern_models::device::keep_freed_memory();
+        }
+        let t = &cfg.train;
+        let batch = t.micro_batch * t.grad_accum;
+        if batch > train_data.rows() {
+            return Err(Error::bad_config(
+                if t.grad_accum > 1 { "train.grad_accum" } else { "train.micro_batch" },
+                format!(
+                    "a step takes train.micro_batch x train.grad_accum = {} x {} = {batch} rows, but {} holds only {}: \
+                     every step would repeat rows; lower them",
+                    t.micro_batch,
+                    t.grad_accum,
+                    cfg.data.train.display(),
+                    train_data.rows()
+                ),
+            ));
+        }
+        // Refuse a step that cannot fit in memory before allocating the model, its optimizer
+        // state or the first batch (libtorch would abort or the kernel kill the process, silently).
+        if !device.is_cuda() {
+            if let Some(available) = memory::available_bytes() {
+                // From the shape, before the weights exist. LoRA's adapters are small next to
+                // the frozen weights; count no gradient or optimizer state for the base.
+                let params = memory::param_count(model_cfg);
+                let trainable = if cfg.lora.is_some() { 0 } else { params };
+                let est = memory::estimate(
+                    model_cfg,
+                    params,
+                    trainable,
+                    t.micro_batch,
+                    seq,
+                    t.precision,
+                );
+                memory::check(est, available, t.micro_batch, seq)?;
+            }
         }
         tch::manual_seed(cfg.train.seed as i64);
         let mut model = Transformer::new(model_cfg, device);

@@ -435,3 +435,42 @@ fn loss_and_gradients_match_plain_pytorch() {
         false,
     );
 }
+
+/// A step larger than the split, and a micro-batch far beyond memory (issue 19's 200,000 rows
+/// of 33 ids, with a 50k vocabulary), are refused before anything is allocated, naming the
+/// key; the second gives its estimate and a micro-batch that fits.
+#[test]
+fn impossible_batches_are_refused_before_the_first_step() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (train_dir, val) = splits(dir.path());
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    let rows = ShardRows::open(&train_dir, 0, 0, 1).unwrap().1.rows as usize;
+    cfg.train.micro_batch = rows / 2 + 1;
+    cfg.train.grad_accum = 2;
+    let err = train(&cfg, false).unwrap_err().to_string();
+    assert!(
+        err.contains("train.grad_accum") && err.contains(&format!("holds only {rows}")),
+        "{err}"
+    );
+    assert!(
+        !cfg.out_dir.join("metrics.jsonl").exists(),
+        "nothing written"
+    );
+
+    // A shape whose one micro-batch needs terabytes (64 layers of width 8192: 51B
+    // parameters, 800 GB of weights and AdamW state alone) is refused from its shape,
+    // before any weight is allocated.
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    cfg.model.layers = 64;
+    cfg.model.dim = 8192;
+    cfg.model.heads = 64;
+    cfg.model.vocab_size = Some(50_304);
+    cfg.train.micro_batch = rows;
+    let err = train(&cfg, false).unwrap_err().to_string();
+    assert!(
+        err.contains("train.micro_batch") && err.contains("needs about") && err.contains("TB"),
+        "{err}"
+    );
+    assert!(err.contains("even one row does not fit"), "{err}");
+}
