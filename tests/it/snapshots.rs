@@ -46,7 +46,9 @@ fn help_of_every_command() {
     assert!(commands.len() >= 14, "{commands:?}");
     for c in &commands {
         all.push_str(&format!("\n$ quern {c} --help\n"));
-        all.push_str(&stdout(quern().env("COLUMNS", "100").args([c.as_str(), "--help"])));
+        all.push_str(&stdout(
+            quern().env("COLUMNS", "100").args([c.as_str(), "--help"]),
+        ));
     }
     insta::assert_snapshot!("help", all);
 }
