@@ -181,9 +181,13 @@ impl ShardRows {
                 Place::file(dir.join("meta.json")),
                 format!(
                     "`objective` is `{}`: these are not packed `tokens` rows, which clm and mlm train on; \
-                     tokenize with objective clm or mlm, or set train.objective = \"{}\"",
+                     tokenize with objective clm or mlm{}",
                     reader.meta().objective,
-                    reader.meta().objective
+                    if reader.meta().objective == Objective::Sft {
+                        ", or set train.objective = \"sft\""
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -275,12 +279,12 @@ impl SftRows {
                 Place::file(dir.join("meta.json")),
                 format!(
                     "`objective` is `{}`, but train.objective = \"sft\" trains on `sft` rows \
-                     (input_ids + loss_mask): tokenize with --objective sft, or set train.objective = \"{}\"",
+                     (input_ids + loss_mask): tokenize with --objective sft{}",
                     meta.objective,
-                    if meta.objective == "mlm" {
-                        "mlm"
-                    } else {
-                        "clm"
+                    match meta.objective.as_str() {
+                        "clm" => ", or set train.objective = \"clm\"",
+                        "mlm" => ", or set train.objective = \"mlm\"",
+                        _ => "",
                     }
                 ),
             ));
