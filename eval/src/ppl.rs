@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int8Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use quern_core::error::{Context, IoContext, Place};
 use quern_core::{Error, Result};
 use quern_models::transformer::{Extras, Transformer};
@@ -274,37 +273,29 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads `id` and `source` of the wanted documents from `docs` shards.
+/// Reads `id` and `source` of the wanted documents from `docs` shards, or from the JSONL
+/// files `quern tokenize` read directly (whose records may have neither: their targets then
+/// count under [`UNKNOWN_SOURCE`]).
 fn sources_of(files: &[PathBuf], wanted: &HashSet<String>) -> Result<HashMap<String, String>> {
     use quern_core::schema::{ID, SOURCE};
+    use quern_tokenize::input::{is_jsonl, parquet_columns, read_columns};
     let mut map = HashMap::new();
     for path in files {
-        let file = File::open(path).at(path)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let schema = builder.parquet_schema();
-        let cols: Vec<usize> = [ID, SOURCE]
-            .iter()
-            .map(|name| {
-                schema
-                    .columns()
-                    .iter()
-                    .position(|c| c.path().string() == *name)
-                    .ok_or_else(|| {
-                        Error::bad_input(
-                            Place::file(path),
-                            format!("no `{name}` column: not a docs shard"),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let mask = ProjectionMask::leaves(schema, cols);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .with_context(|| format!("reading {}", path.display()))?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+        let names = parquet_columns(path)?;
+        if let Some(name) = [ID, SOURCE]
+            .into_iter()
+            .find(|c| !names.iter().any(|n| n == c))
+        {
+            if is_jsonl(path) {
+                continue;
+            }
+            return Err(Error::bad_input(
+                Place::file(path),
+                format!("no `{name}` column: not a docs shard"),
+            ));
+        }
+        for batch in read_columns(path, &[ID, SOURCE], 8192)? {
+            let batch = batch?;
             let ids = arrow::compute::cast(
                 batch.column_by_name(ID).expect("projected"),
                 &arrow::datatypes::DataType::Utf8,

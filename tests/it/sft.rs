@@ -212,6 +212,20 @@ fn an_sft_run_on_conversations_lowers_the_loss_and_resumes_exactly() {
     assert_eq!(v["objective"], "sft");
     let val = v["evals"][0]["val_loss"].as_f64().unwrap();
     assert!(val.is_finite() && val < first, "val loss {val}");
+    // quern eval finds each row's source in the JSONL records the split was tokenized from.
+    let out = run_ok(
+        quern()
+            .args(["eval", "ppl", "--json", "--model"])
+            .arg(dir.path().join("long"))
+            .arg("--data")
+            .arg(dir.path().join("tokens/val")),
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&String> = e["result"]["sources"].as_object().unwrap().keys().collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| s.starts_with("chatterbot/")),
+        "{e}"
+    );
 
     let whole = run_toml(dir.path(), "whole", "micro_batch = 4\nmax_steps = 6");
     let want = losses(&run_ok(quern().args(["train", "--quiet", "--json"]).arg(&whole)).stdout);
