@@ -176,7 +176,7 @@ fn run_toml(root: &Path, name: &str, train: &str) -> PathBuf {
         "out_dir = \"{name}\"\n[data]\ntrain = \"tokens/train\"\nval = \"tokens/val\"\n\
          [model]\nlayers = 2\nheads = 2\ndim = 32\n\
          [optim]\nlr = 3e-3\ndecay = \"constant\"\n\
-         [train]\nobjective = \"sft\"\neval_every = 0\neval_batches = 2\n{train}\n\
+         [train]\nobjective = \"sft\"\neval_every = 0\neval_batches = 3\n{train}\n\
          [checkpoint]\nevery = 2\nkeep = 5\n"
     );
     let path = root.join(format!("{name}.toml"));
@@ -221,6 +221,16 @@ fn an_sft_run_on_conversations_lowers_the_loss_and_resumes_exactly() {
             .arg(dir.path().join("tokens/val")),
     );
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The run's last validation (3 batches of 8 cover the 17 val rows, each once) is quern
+    // eval's perplexity of the same checkpoint on the same split.
+    let nll = e["result"]["overall"]["nll"].as_f64().unwrap();
+    let last_val = v["evals"].as_array().unwrap().last().unwrap()["val_loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (nll - last_val).abs() < 1e-4,
+        "quern eval {nll} vs the run's val loss {last_val}"
+    );
     let sources: Vec<&String> = e["result"]["sources"].as_object().unwrap().keys().collect();
     assert!(
         !sources.is_empty() && sources.iter().all(|s| s.starts_with("chatterbot/")),

@@ -495,7 +495,8 @@ impl Trainer {
     }
 
     /// Mean loss per target token and perplexity over the first `train.eval_batches`
-    /// micro-batches of the validation split (always the same rows and, for mlm, masks).
+    /// micro-batches of the validation split (always the same rows and, for mlm, masks; each
+    /// row at most once).
     pub fn evaluate(&mut self) -> Result<Option<EvalLog>> {
         let Some(val) = self.val_data.as_mut() else {
             return Ok(None);
@@ -508,9 +509,16 @@ impl Trainer {
             .eval_batches
             .min(val.rows().div_ceil(mb))
             .max(1);
+        // The last batch stops at the split's end, so no validation row counts twice.
         let mut all = Vec::with_capacity(batches);
+        let mut left = val.rows().max(1);
         for _ in 0..batches {
-            all.push(val.next_batch(mb)?);
+            let n = mb.min(left);
+            all.push(val.next_batch(n)?);
+            left -= n;
+            if left == 0 {
+                break;
+            }
         }
         let _g = tch::no_grad_guard();
         tch::manual_seed(step_seed(self.cfg.train.seed ^ 0xE7A1, 0));
