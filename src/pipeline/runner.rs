@@ -750,6 +750,9 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
         &out.join("report.json"),
         &serde_json::to_vec_pretty(&report)?,
     )?;
+    // The page people look at, made from report.json and the manifest alone (issue 19).
+    let html = crate::report::build_html(out).context("writing the build's report.html")?;
+    quern_core::shard::write_atomic(&out.join(crate::report::REPORT_HTML), html.as_bytes())?;
     Ok(BuildReport {
         out: p.out.clone(),
         accounting,

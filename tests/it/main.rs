@@ -15,6 +15,7 @@ mod light;
 mod lora;
 #[cfg(feature = "torch")]
 mod models;
+mod report;
 #[cfg(feature = "torch")]
 mod sft;
 mod snapshots;

@@ -52,6 +52,8 @@ fn trains_checkpoints_and_resumes() {
         .collect();
     assert_eq!(ckpts.len(), 2, "keep = 2: {ckpts:?}");
     assert!(ckpts.contains(&"step-00000030".to_string()));
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(page.contains("<title>Train and validation loss</title>") && page.contains("<svg"));
 
     let out = run_ok(
         quern()

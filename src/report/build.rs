@@ -1,0 +1,262 @@
+//! The page of a build output directory: `report.json` (accounting and timing) and
+//! `manifest.json` (the docs shards, for the signal histograms).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow::array::{Array, Float64Array};
+use arrow::datatypes::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use quern_core::error::{Context, Error, IoContext, Place, Result};
+use quern_core::manifest::{Accounting, Manifest};
+
+use super::svg::{bar_chart, fmt_num, hbar_chart, histogram};
+use super::{cards, escape, page, read_json, table};
+
+/// Bins of a signal histogram.
+const BINS: usize = 40;
+
+/// Renders the report of the build in `dir`.
+pub fn build_html(dir: &Path) -> Result<String> {
+    let path = dir.join("report.json");
+    let report = read_json(&path)?;
+    let bad = |m: String| Error::bad_input(Place::file(&path), m);
+    let accounting: Accounting = report
+        .get("accounting")
+        .cloned()
+        .ok_or_else(|| bad("no `accounting`: not a build's report.json".into()))
+        .and_then(|a| {
+            serde_json::from_value(a).map_err(|e| bad(format!("bad `accounting`: {e}")))
+        })?;
+    let timing = report.get("timing");
+    let seconds: BTreeMap<String, f64> = timing
+        .and_then(|t| t.get("stage_seconds"))
+        .and_then(|s| s.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let wall = timing
+        .and_then(|t| t.get("wall_seconds"))
+        .and_then(|v| v.as_f64());
+    let resumed = timing
+        .and_then(|t| t.get("resumed"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let manifest = Manifest::load(dir)?;
+
+    let a = &accounting;
+    let mut b = String::new();
+    b.push_str(&cards(&[
+        (a.input.to_string(), "input documents"),
+        (a.kept.to_string(), "kept"),
+        (a.rejected.to_string(), "rejected"),
+        (a.quarantined.to_string(), "quarantined"),
+        (a.files.len().to_string(), "input files"),
+        (
+            wall.map_or("?".into(), |w| format!("{w:.1} s")),
+            if resumed {
+                "wall time (this resumed run)"
+            } else {
+                "wall time"
+            },
+        ),
+    ]));
+
+    // The funnel.
+    b.push_str("<h2>Funnel</h2>\n");
+    let mut cats = vec!["input".to_string()];
+    let mut din = vec![a.input as f64];
+    let mut kept = vec![(a.input - a.quarantined.min(a.input)) as f64];
+    let mut rej = vec![a.quarantined as f64];
+    for s in &a.stages {
+        cats.push(s.stage.clone());
+        din.push(s.input as f64);
+        kept.push(s.kept as f64);
+        rej.push(s.rejected as f64);
+    }
+    b.push_str(&bar_chart(
+        "Documents per stage",
+        "documents",
+        &cats,
+        &["in", "kept", "rejected"],
+        &[din, kept, rej],
+    ));
+    b.push('\n');
+    let pct = |n: u64, d: u64| {
+        if d == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * n as f64 / d as f64)
+        }
+    };
+    let rows: Vec<Vec<String>> = a
+        .stages
+        .iter()
+        .map(|s| {
+            let secs = seconds.get(&s.stage).copied();
+            vec![
+                s.stage.clone(),
+                s.input.to_string(),
+                s.kept.to_string(),
+                s.rejected.to_string(),
+                pct(s.kept, s.input),
+                s.input_bytes.to_string(),
+                s.kept_bytes.to_string(),
+                secs.map_or("-".into(), |t| format!("{t:.3}")),
+                secs.filter(|t| *t > 0.0)
+                    .map_or("-".into(), |t| fmt_num((s.input as f64 / t).round())),
+            ]
+        })
+        .collect();
+    b.push_str(&table(
+        &[
+            "stage",
+            "in",
+            "kept",
+            "rejected",
+            "kept %",
+            "bytes in",
+            "bytes kept",
+            "seconds",
+            "docs/s",
+        ],
+        &rows,
+    ));
+    b.push_str("<p class=\"sub\">Seconds are the time the build spent inside each stage, summed over its worker threads; a resumed build times only what it ran.</p>\n");
+
+    // Time and bytes.
+    b.push_str("<h2>Time and bytes per stage</h2>\n");
+    let time: Vec<(String, f64)> = a
+        .stages
+        .iter()
+        .map(|s| {
+            (
+                s.stage.clone(),
+                seconds.get(&s.stage).copied().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    b.push_str(&hbar_chart("Seconds per stage", "seconds", &time));
+    b.push('\n');
+    let stages: Vec<String> = a.stages.iter().map(|s| s.stage.clone()).collect();
+    b.push_str(&bar_chart(
+        "Bytes per stage",
+        "bytes",
+        &stages,
+        &["bytes in", "bytes kept"],
+        &[
+            a.stages.iter().map(|s| s.input_bytes as f64).collect(),
+            a.stages.iter().map(|s| s.kept_bytes as f64).collect(),
+        ],
+    ));
+    b.push('\n');
+
+    // Rejection reasons.
+    b.push_str("<h2>Rejection reasons</h2>\n");
+    let mut any = false;
+    for s in a.stages.iter().filter(|s| !s.reasons.is_empty()) {
+        any = true;
+        let mut reasons: Vec<(&String, &u64)> = s.reasons.iter().collect();
+        reasons.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+        b.push_str(&format!("<h3>{}</h3>\n", escape(&s.stage)));
+        let items: Vec<(String, f64)> = reasons
+            .iter()
+            .map(|(r, n)| ((*r).clone(), **n as f64))
+            .collect();
+        b.push_str(&hbar_chart(
+            &format!("{}: rejected documents by reason", s.stage),
+            "documents",
+            &items,
+        ));
+        b.push('\n');
+        let rows: Vec<Vec<String>> = reasons
+            .iter()
+            .map(|(r, n)| vec![(*r).clone(), n.to_string(), pct(**n, s.input)])
+            .collect();
+        b.push_str(&table(&["reason", "documents", "% of stage input"], &rows));
+    }
+    if !any {
+        b.push_str("<p>No stage rejected a document.</p>\n");
+    }
+
+    // Inputs and quarantine.
+    b.push_str("<h2>Input files and quarantine</h2>\n");
+    b.push_str(&format!(
+        "<p>{} of {} records quarantined (unreadable records, kept in the <code>quarantine</code> table).</p>\n",
+        a.quarantined, a.input
+    ));
+    let rows: Vec<Vec<String>> = a
+        .files
+        .iter()
+        .map(|f| {
+            vec![
+                f.file.clone(),
+                f.records.to_string(),
+                f.ingested.to_string(),
+                f.quarantined.to_string(),
+                f.bytes.to_string(),
+            ]
+        })
+        .collect();
+    b.push_str(&table(
+        &["file", "records", "ingested", "quarantined", "bytes"],
+        &rows,
+    ));
+
+    // Signal histograms.
+    if let Some(m) = &manifest {
+        let signals = signal_columns(dir, m)?;
+        if !signals.is_empty() {
+            b.push_str("<h2>Signals of the kept documents</h2>\n");
+            for (name, values) in &signals {
+                b.push_str(&histogram(name, name, values, BINS));
+                b.push('\n');
+            }
+        }
+    }
+    Ok(page("quern build report", &b))
+}
+
+/// The values of every `Float64` column of the `docs` table, by column name.
+fn signal_columns(dir: &Path, m: &Manifest) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut shards: Vec<String> = m
+        .tables()
+        .get("docs")
+        .map(|v| v.iter().map(|s| s.file.clone()).collect())
+        .unwrap_or_default();
+    shards.sort();
+    for shard in shards {
+        let path = dir.join(&shard);
+        let file = std::fs::File::open(&path).at(&path)?;
+        let ctx = || format!("reading the signals of {}", path.display());
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(ctx)?;
+        let floats: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.data_type() == &DataType::Float64)
+            .map(|(i, _)| i)
+            .collect();
+        if floats.is_empty() {
+            continue;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), floats);
+        let reader = builder.with_projection(mask).build().with_context(ctx)?;
+        for batch in reader {
+            let batch = batch.with_context(ctx)?;
+            for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+                if let Some(f) = col.as_any().downcast_ref::<Float64Array>() {
+                    let v = out.entry(field.name().clone()).or_default();
+                    v.extend(f.iter().flatten());
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,265 @@
+//! The page of a training run directory: `metrics.jsonl` (one JSON line per logged step
+//! and per evaluation, over every resume of the run) and `report.json` (this process's
+//! summary and every step it ran). Fields are read by name, leniently, so the page does
+//! not depend on the trainer's crate.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use quern_core::error::{Error, IoContext, Place, Result};
+use serde_json::Value;
+
+use super::svg::{fmt_num, line_chart, Series};
+use super::{cards, escape, page, read_json, table};
+
+/// One step's numbers (`None` where the line does not have them or they are not finite).
+#[derive(Debug, Default, Clone)]
+struct Step {
+    loss: Option<f64>,
+    lr: Option<f64>,
+    grad_norm: Option<f64>,
+    tokens_per_s: Option<f64>,
+    mfu: Option<f64>,
+    skipped: bool,
+}
+
+impl Step {
+    fn from_json(v: &Value) -> Self {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64).filter(|x| x.is_finite());
+        Step {
+            loss: f("loss"),
+            lr: f("lr"),
+            grad_norm: f("grad_norm"),
+            tokens_per_s: f("tokens_per_s"),
+            mfu: f("mfu"),
+            skipped: v.get("skipped").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+}
+
+/// Steps and evaluations by step number.
+#[derive(Debug, Default)]
+struct Curves {
+    steps: BTreeMap<u64, Step>,
+    evals: BTreeMap<u64, (Option<f64>, Option<f64>)>,
+}
+
+impl Curves {
+    /// Adds one record: an evaluation when it has `val_loss`, else a step when it has
+    /// `loss`; other lines are ignored. A record already present is kept.
+    fn add(&mut self, v: &Value) {
+        let Some(step) = v.get("step").and_then(Value::as_u64) else {
+            return;
+        };
+        if v.get("val_loss").is_some() {
+            let f = |k: &str| v.get(k).and_then(Value::as_f64);
+            self.evals
+                .entry(step)
+                .or_insert((f("val_loss"), f("val_ppl")));
+        } else if v.get("loss").is_some() {
+            self.steps.entry(step).or_insert_with(|| Step::from_json(v));
+        }
+    }
+}
+
+/// Renders the report of the training run in `dir`.
+pub fn run_html(dir: &Path) -> Result<String> {
+    let mut curves = Curves::default();
+    let metrics = dir.join("metrics.jsonl");
+    if metrics.is_file() {
+        let text = std::fs::read_to_string(&metrics).at(&metrics)?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(line).map_err(|e| {
+                Error::bad_input(
+                    Place::file(&metrics).with_line(i as u64 + 1),
+                    format!("not a JSON line ({e})"),
+                )
+            })?;
+            curves.add(&v);
+        }
+    }
+    let report_path = dir.join("report.json");
+    let report = if report_path.is_file() {
+        Some(read_json(&report_path)?)
+    } else {
+        None
+    };
+    // report.json holds every step of the last process, metrics.jsonl every logged step.
+    if let Some(r) = &report {
+        for key in ["losses", "evals"] {
+            for v in r.get(key).and_then(Value::as_array).into_iter().flatten() {
+                curves.add(v);
+            }
+        }
+    }
+    if report.is_none() && curves.steps.is_empty() && curves.evals.is_empty() {
+        return Err(Error::bad_input(
+            Place::file(&metrics),
+            "no training steps or evaluations in it, and no report.json beside it",
+        ));
+    }
+
+    let mut b = String::new();
+    let r = report.as_ref();
+    let s = |k: &str| r.and_then(|r| r.get(k));
+    let text = |k: &str| match s(k) {
+        Some(Value::String(t)) => t.clone(),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => "?".into(),
+    };
+    if r.is_some() {
+        let params = text("parameters");
+        let trainable = text("trainable_parameters");
+        let mut items = vec![
+            (text("objective"), "objective"),
+            (text("device"), "device"),
+            (params.clone(), "parameters"),
+        ];
+        if trainable != params && trainable != "0" && trainable != "?" {
+            items.push((trainable, "trainable parameters"));
+        }
+        items.extend([
+            (
+                format!("{}..{}", text("start_step"), text("steps")),
+                "steps",
+            ),
+            (text("tokens_seen"), "tokens seen"),
+            (
+                s("elapsed_s")
+                    .and_then(Value::as_f64)
+                    .map_or("?".into(), |t| format!("{t:.1} s")),
+                "elapsed (last process)",
+            ),
+            (
+                s("tokens_per_s")
+                    .and_then(Value::as_f64)
+                    .map_or("?".into(), |t| fmt_num(t.round())),
+                "tokens/s (median)",
+            ),
+        ]);
+        if let Some(m) = s("mfu").and_then(Value::as_f64) {
+            items.push((format!("{:.1}%", 100.0 * m), "MFU"));
+        }
+        items.push((text("skipped_steps"), "skipped steps"));
+        b.push_str(&cards(&items));
+    } else {
+        b.push_str("<p class=\"sub\">No report.json: the run has not finished; the curves are from metrics.jsonl.</p>\n");
+    }
+
+    let series = |name: &str, get: fn(&Step) -> Option<f64>| {
+        Series::new(
+            name,
+            curves
+                .steps
+                .iter()
+                .filter(|(_, st)| !st.skipped)
+                .filter_map(|(k, st)| Some((*k as f64, get(st)?)))
+                .collect(),
+        )
+    };
+    b.push_str("<h2>Loss</h2>\n");
+    let val = Series::new(
+        "validation loss",
+        curves
+            .evals
+            .iter()
+            .filter_map(|(k, (l, _))| Some((*k as f64, (*l)?)))
+            .collect(),
+    )
+    .with_markers();
+    b.push_str(&line_chart(
+        "Train and validation loss",
+        "step",
+        "loss",
+        &[series("train loss", |s| s.loss), val],
+    ));
+    b.push('\n');
+    b.push_str("<h2>Optimisation</h2>\n");
+    for (title, y, get) in [
+        (
+            "Learning rate",
+            "learning rate",
+            (|s: &Step| s.lr) as fn(&Step) -> _,
+        ),
+        ("Gradient norm (before clipping)", "gradient norm", |s| {
+            s.grad_norm
+        }),
+        ("Throughput", "tokens/s", |s| s.tokens_per_s),
+    ] {
+        b.push_str(&line_chart(title, "step", y, &[series(y, get)]));
+        b.push('\n');
+    }
+    if curves.steps.values().any(|s| s.mfu.is_some()) {
+        b.push_str(&line_chart(
+            "Model FLOPs utilisation",
+            "step",
+            "MFU",
+            &[series("MFU", |s| s.mfu)],
+        ));
+        b.push('\n');
+    }
+
+    let skipped: Vec<String> = curves
+        .steps
+        .iter()
+        .filter(|(_, s)| s.skipped)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    b.push_str("<h2>Skipped steps</h2>\n");
+    if skipped.is_empty() {
+        b.push_str("<p>No step was skipped.</p>\n");
+    } else {
+        b.push_str(&format!(
+            "<p>{} steps had a non-finite loss or gradient and made no update: {}.</p>\n",
+            skipped.len(),
+            escape(&skipped.join(", "))
+        ));
+    }
+
+    b.push_str("<h2>Evaluations</h2>\n");
+    if curves.evals.is_empty() {
+        b.push_str("<p>No evaluation was run.</p>\n");
+    } else {
+        let num = |v: &Option<f64>| v.map_or("-".into(), |x| format!("{x:.4}"));
+        let rows: Vec<Vec<String>> = curves
+            .evals
+            .iter()
+            .map(|(k, (l, p))| vec![k.to_string(), num(l), num(p)])
+            .collect();
+        b.push_str(&table(&["step", "validation loss", "perplexity"], &rows));
+    }
+    Ok(page("quern training run report", &b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_and_evals_from_metrics_lines_and_report() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("metrics.jsonl"),
+            concat!(
+                r#"{"step":1,"loss":3.5,"lr":0.001,"grad_norm":1.2,"tokens":64,"tokens_per_s":900.0,"mfu":null,"skipped":false,"loss_scale":1.0,"kind":"step"}"#,
+                "\n",
+                r#"{"step":2,"loss":null,"lr":0.001,"grad_norm":null,"tokens":64,"tokens_per_s":910.0,"mfu":null,"skipped":true,"loss_scale":1.0,"kind":"step"}"#,
+                "\n",
+                r#"{"step":2,"val_loss":3.1,"val_ppl":22.2,"kind":"eval"}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let html = run_html(d.path()).unwrap();
+        assert!(html.contains("Train and validation loss"));
+        assert!(html.contains("1 steps had a non-finite loss or gradient"));
+        assert!(html.contains("<td>3.1000</td><td>22.2000</td>"));
+        assert!(html.contains("No report.json"));
+        std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1,\n").unwrap();
+        let e = run_html(d.path()).unwrap_err().to_string();
+        assert!(e.contains("metrics.jsonl:1"), "{e}");
+    }
+}

@@ -1,0 +1,319 @@
+//! The HTML reports (issue 19): `quern build` writes `report.html` next to `report.json`,
+//! `quern report DIR` regenerates it, byte for byte, and renders a training run's page; the
+//! page is self-contained (nothing fetched, no script), well-formed, holds a chart per
+//! section and the numbers of report.json, and headless Chromium renders its charts.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+/// The demo's cleaning and dedup stages over the mixed-source fixture; returns the output
+/// directory.
+fn build(root: &Path) -> PathBuf {
+    std::fs::create_dir(root.join("in")).unwrap();
+    std::fs::copy(fixture("corpus/mixed.jsonl"), root.join("in/mixed.jsonl")).unwrap();
+    let pipeline = root.join("p.toml");
+    std::fs::write(
+        &pipeline,
+        "[input]\npaths = [\"in\"]\n\n[output]\ndir = \"out\"\n\n\
+         [[stages]]\ntype = \"normalize\"\n\n\
+         [[stages]]\ntype = \"gopher_quality\"\nmin_doc_words = 20\n\n\
+         [[stages]]\ntype = \"c4\"\nrewrite = false\nmin_num_sentences = 1\n\n\
+         [[stages]]\ntype = \"exact_dedup\"\n\n\
+         [[stages]]\ntype = \"minhash_dedup\"\n",
+    )
+    .unwrap();
+    run_ok(quern().args(["build", "--quiet"]).arg(&pipeline));
+    root.join("out")
+}
+
+/// Checks that every tag opened is closed in order (void elements and `<x/>` aside), the
+/// way an XML parser would read the page: text and attributes are escaped, so every `<`
+/// starts a tag.
+fn assert_well_formed(html: &str) {
+    const VOID: [&str; 6] = ["meta", "br", "hr", "img", "input", "link"];
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find('<') {
+        let end = rest[i..]
+            .find('>')
+            .unwrap_or_else(|| panic!("unclosed tag at {}", &rest[i..]));
+        let tag = &rest[i + 1..i + end];
+        rest = &rest[i + end + 1..];
+        if tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = open.pop();
+            assert_eq!(top, Some(name.trim()), "</{name}> closes {top:?}");
+            continue;
+        }
+        let name = tag.split([' ', '/']).next().unwrap();
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
+            "odd tag <{tag}>"
+        );
+        if !tag.ends_with('/') && !VOID.contains(&name) {
+            open.push(name);
+        }
+    }
+    assert!(open.is_empty(), "never closed: {open:?}");
+}
+
+/// Nothing the page would fetch or run.
+fn assert_self_contained(html: &str) {
+    for bad in [
+        "http://", "https://", "<script", "<link", "<img", "@import", "url(",
+    ] {
+        assert!(!html.contains(bad), "the page holds {bad:?}");
+    }
+}
+
+#[test]
+fn build_report_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = build(dir.path());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_well_formed(&html);
+    assert_self_contained(&html);
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let a = &report["accounting"];
+    assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    let stages = a["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 5);
+    let with_reasons = stages
+        .iter()
+        .filter(|s| !s["reasons"].as_object().unwrap().is_empty())
+        .count();
+    assert!(with_reasons >= 2, "{stages:?}");
+    // Documents, seconds and bytes per stage, a reason chart per rejecting stage, and a
+    // histogram per signal column (gopher's and c4's).
+    let charts = html.matches("<svg").count();
+    assert!(charts > 3 + with_reasons, "{charts} charts");
+    assert!(html.contains("Signals of the kept documents"));
+    assert!(
+        html.contains("<title>gopher_"),
+        "a histogram of a gopher signal"
+    );
+    for key in ["input", "kept", "rejected", "quarantined"] {
+        assert!(
+            html.contains(&format!("<b>{}</b>", a[key])),
+            "the {key} count {}",
+            a[key]
+        );
+    }
+    for s in stages {
+        let name = s["stage"].as_str().unwrap();
+        let row = format!(
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td>",
+            s["input"], s["kept"], s["rejected"]
+        );
+        assert!(html.contains(&row), "{row}");
+        for (reason, n) in s["reasons"].as_object().unwrap() {
+            assert!(
+                html.contains(&format!("<tr><td>{reason}</td><td>{n}</td>")),
+                "{name}: {reason} {n}"
+            );
+        }
+        let secs = report["timing"]["stage_seconds"][name].as_f64().unwrap();
+        assert!(
+            html.contains(&format!("<td>{secs:.3}</td>")),
+            "{name} {secs}"
+        );
+    }
+    for f in a["files"].as_array().unwrap() {
+        assert!(html.contains(&format!(
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            f["records"], f["ingested"], f["quarantined"]
+        )));
+    }
+
+    // `quern report` makes the same page from the files alone.
+    let again = dir.path().join("again.html");
+    let printed = run_ok(quern().arg("report").arg(&out).arg("--out").arg(&again));
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("again.html"));
+    assert!(std::fs::read_to_string(&again).unwrap() == html);
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    run_ok(quern().arg("report").arg(&out));
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap() == html);
+}
+
+#[test]
+fn report_of_neither_kind_or_corrupt_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = run_err(quern().arg("report").arg(d));
+    assert!(e.contains("neither a build output directory"), "{e}");
+    std::fs::write(d.join("report.json"), "{\"accounting\": ").unwrap();
+    let e = run_err(quern().arg("report").arg(d));
+    assert!(
+        e.contains("report.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
+    std::fs::write(d.join("report.json"), "{}").unwrap();
+    std::fs::write(
+        d.join("metrics.jsonl"),
+        "{\"step\": 1, \"loss\": 2.0}\nnot json\n",
+    )
+    .unwrap();
+    let e = run_err(quern().arg("report").arg(d));
+    assert!(e.contains("metrics.jsonl:2"), "{e}");
+    std::fs::write(d.join("manifest.json"), "{}").unwrap();
+    std::fs::write(
+        d.join("report.json"),
+        "{\"accounting\": {\"input\": \"x\"}}",
+    )
+    .unwrap();
+    let e = run_err(quern().arg("report").arg(d));
+    assert!(e.contains("report.json") && e.contains("accounting"), "{e}");
+    assert!(!d.join("report.html").exists());
+}
+
+/// A run directory as `quern train` leaves it: metrics.jsonl (logged steps and
+/// evaluations) and report.json (the summary with every step).
+fn synthetic_run(dir: &Path) {
+    let mut metrics = String::new();
+    let mut losses = Vec::new();
+    for step in 1..=40u64 {
+        let skipped = step == 17;
+        let row = serde_json::json!({
+            "step": step,
+            "loss": if skipped { serde_json::Value::Null } else { (4.0 - 0.05 * step as f64).into() },
+            "lr": 1e-3 * (step.min(5) as f64) / 5.0,
+            "grad_norm": if skipped { serde_json::Value::Null } else { (1.0 / step as f64).into() },
+            "tokens": 256,
+            "tokens_per_s": 1000.0 + step as f64,
+            "mfu": 0.01,
+            "skipped": skipped,
+            "loss_scale": 1.0,
+        });
+        let mut line = row.clone();
+        line["kind"] = "step".into();
+        metrics.push_str(&format!("{line}\n"));
+        losses.push(row);
+        if step % 20 == 0 {
+            metrics.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"step": step, "val_loss": 3.25 - step as f64 / 100.0,
+                                   "val_ppl": 25.0, "kind": "eval"})
+            ));
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+    let report = serde_json::json!({
+        "device": "Cpu", "objective": "clm", "parameters": 12345, "trainable_parameters": 12345,
+        "model": {}, "start_step": 0, "steps": 40, "tokens_seen": 10240,
+        "losses": losses,
+        "evals": [{"step": 20, "val_loss": 3.05, "val_ppl": 25.0},
+                  {"step": 40, "val_loss": 2.85, "val_ppl": 25.0}],
+        "skipped_steps": 1, "elapsed_s": 2.5, "tokens_per_s": 1020.0, "mfu": 0.01,
+        "checkpoint": null,
+    });
+    std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+}
+
+#[test]
+fn run_report_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    synthetic_run(&run);
+    run_ok(quern().arg("report").arg(&run));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert_well_formed(&html);
+    assert_self_contained(&html);
+    for title in [
+        "Train and validation loss",
+        "Learning rate",
+        "Gradient norm",
+        "Throughput",
+        "Model FLOPs utilisation",
+    ] {
+        assert!(html.contains(&format!("<title>{title}")), "{title}");
+    }
+    // Loss, learning rate, gradient norm, tokens/s, MFU.
+    assert_eq!(html.matches("<svg").count(), 5);
+    assert!(html.contains("<polyline class=\"line\""));
+    assert!(html.contains("1 steps had a non-finite loss or gradient and made no update: 17."));
+    assert!(html.contains("<tr><td>20</td><td>3.0500</td><td>25.0000</td></tr>"));
+    assert!(html.contains("<b>12345</b>") && html.contains("<b>clm</b>"));
+}
+
+/// The chromium binary: `QUERN_CHROMIUM`, else `chromium` on PATH. Missing, the test is
+/// skipped with a note, except under CI, where it fails.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("QUERN_CHROMIUM") {
+        return Some(p.into());
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is missing: `scripts/setup.sh --test` installs it (Debian's chromium)"
+        );
+        eprintln!("skipped: no chromium (scripts/setup.sh --test installs it)");
+    }
+    found
+}
+
+fn headless(chromium: &Path, profile: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1200,2000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// The build's page as a person would see it: Chromium renders it to a non-blank
+/// screenshot, and its DOM holds every chart with its bars and lines.
+#[test]
+fn build_report_renders_in_chromium() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = build(dir.path());
+    let page = out.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let url = format!("file://{}", page.display());
+
+    let dom = run_ok(
+        headless(&chromium, &dir.path().join("profile1"))
+            .arg("--dump-dom")
+            .arg(&url),
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("quern build report"), "{dom}");
+    assert_eq!(dom.matches("<svg").count(), html.matches("<svg").count());
+    assert_eq!(dom.matches("<rect").count(), html.matches("<rect").count());
+
+    let png = dir.path().join("shot.png");
+    let shot = run_ok(
+        headless(&chromium, &dir.path().join("profile2"))
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(&url),
+    );
+    let log = String::from_utf8_lossy(&shot.stderr);
+    assert!(!log.contains("Uncaught"), "{log}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    // A blank 1200x2000 page compresses to a few KB; text and charts take far more.
+    assert!(bytes.len() > 40_000, "screenshot of {} bytes", bytes.len());
+}
