@@ -214,9 +214,18 @@ pub fn plain_segments(
     Ok(out)
 }
 
-/// Parses a `messages` value: a JSON array of `{"role": ..., "content": ...}` objects.
+/// Parses a `messages` value: a JSON array of objects with string `role` and `content`
+/// (other keys, such as `name`, are ignored).
 pub fn parse_messages(json: &str) -> std::result::Result<Vec<Message>, Reject> {
-    serde_json::from_str(json).map_err(|_| Reject::BadMessages)
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| Reject::BadMessages)?;
+    v.as_array()
+        .ok_or(Reject::BadMessages)?
+        .iter()
+        .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
+            (Some(r), Some(c)) => Ok(Message::new(r, c)),
+            _ => Err(Reject::BadMessages),
+        })
+        .collect()
 }
 
 /// Reads a Jinja chat template from `path`: a quern model directory (`model.json`), a
@@ -388,7 +397,11 @@ mod tests {
         );
         assert_eq!(parse_messages("{\"role\": 1}"), Err(Reject::BadMessages));
         assert_eq!(
-            parse_messages(r#"[{"role": "user", "content": "x"}]"#).unwrap(),
+            parse_messages(r#"[{"role": "user", "content": null}]"#),
+            Err(Reject::BadMessages)
+        );
+        assert_eq!(
+            parse_messages(r#"[{"role": "user", "content": "x", "name": "ann"}]"#).unwrap(),
             conv(&[("user", "x")])
         );
     }
