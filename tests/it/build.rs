@@ -611,3 +611,112 @@ fn one_off_stage_builds_equal_pipeline_builds() {
         "nothing written by a refused build"
     );
 }
+
+/// The backticked names in serde's list of valid fields in `err` ("unknown field `zz`,
+/// expected one of `a`, `b`", "expected `a` or `b`", "expected `a`"); empty for "there are
+/// no fields". Panics when the error is not serde's unknown-field error.
+fn fields_named_by(err: &str) -> Vec<String> {
+    let rest = err
+        .split_once("unknown field `zz_unknown`, ")
+        .unwrap_or_else(|| panic!("not an unknown-field error: {err}"))
+        .1;
+    if rest.starts_with("there are no fields") {
+        return Vec::new();
+    }
+    let list = rest
+        .strip_prefix("expected ")
+        .unwrap_or_else(|| panic!("{err}"));
+    let list = list.split(" (").next().unwrap().lines().next().unwrap();
+    let fields: Vec<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(!fields.is_empty(), "no fields in: {err}");
+    fields
+}
+
+/// docs/pipeline.md cannot drift from the code (issue 19): for `[input]`, `[output]` and
+/// every stage type `quern stages` lists, `quern build --check` on a pipeline with an unknown
+/// key gets serde's list of every valid key, and the guide must have a `## <table or type>`
+/// section with a parameter-table row for each (`| \`name\` | default | meaning |`). The
+/// other way round, every parameter-table row in a section (nested keys written as
+/// `name.key` or `name[].key`) must name a key the code accepts, so a removed or renamed
+/// parameter cannot stay documented. A stage type with no parameters must say so.
+#[test]
+fn pipeline_guide_documents_every_key_of_every_stage() {
+    let guide = std::fs::read_to_string(repo().join("docs/pipeline.md")).unwrap();
+    let section = |title: &str| -> String {
+        let head = format!("## {title}");
+        let mut lines = guide.lines().skip_while(|l| l.trim_end() != head);
+        assert!(
+            lines.next().is_some(),
+            "docs/pipeline.md has no `{head}` section"
+        );
+        lines
+            .take_while(|l| !l.starts_with("## "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stages = String::from_utf8(run_ok(quern().arg("stages")).stdout).unwrap();
+    let types: Vec<&str> = stages
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(types.len() > 15, "{stages}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let base_input = "[input]\npaths = [\"in\"]\n";
+    let base_output = "[output]\ndir = \"out\"\n";
+    let mut cases: Vec<(String, String)> = vec![
+        (
+            "[input]".into(),
+            format!("{base_input}zz_unknown = 1\n{base_output}"),
+        ),
+        (
+            "[output]".into(),
+            format!("{base_input}{base_output}zz_unknown = 1\n"),
+        ),
+    ];
+    for t in &types {
+        cases.push((
+            t.to_string(),
+            format!("{base_input}{base_output}[[stages]]\ntype = \"{t}\"\nzz_unknown = 1\n"),
+        ));
+    }
+    let mut problems = Vec::new();
+    for (title, text) in &cases {
+        std::fs::write(&file, text).unwrap();
+        let err = run_err(quern().arg("build").arg(&file).arg("--check"));
+        let fields = fields_named_by(&err);
+        let body = section(title);
+        if fields.is_empty() && !body.contains("no parameters") {
+            problems.push(format!(
+                "`{title}` takes no parameters and its section does not say so"
+            ));
+        }
+        for f in &fields {
+            let row = format!("| `{f}` |");
+            if !body.lines().any(|l| l.starts_with(&row)) {
+                problems.push(format!(
+                    "`{title}`: key `{f}` has no row in its parameter table"
+                ));
+            }
+        }
+        for row in body.lines().filter(|l| l.starts_with("| `")) {
+            let name = row[3..].split('`').next().unwrap();
+            let key = name.split(['.', '[']).next().unwrap();
+            if !fields.iter().any(|f| f == key) {
+                problems.push(format!(
+                    "`{title}`: documents `{name}`, which the code does not accept"
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/pipeline.md disagrees with the code:\n{}",
+        problems.join("\n")
+    );
+}
