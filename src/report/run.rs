@@ -9,7 +9,7 @@ use std::path::Path;
 use quern_core::error::{Error, IoContext, Place, Result};
 use serde_json::Value;
 
-use super::svg::{fmt_num, line_chart, Series};
+use super::svg::{fmt_num, line_chart, line_chart_marked, Series};
 use super::{cards, escape, page, read_json, table};
 
 /// One step's numbers (`None` where the line does not have them or they are not finite).
@@ -170,11 +170,27 @@ pub fn run_html(dir: &Path) -> Result<String> {
             .collect(),
     )
     .with_markers();
-    b.push_str(&line_chart(
+    let skipped: Vec<u64> = curves
+        .steps
+        .iter()
+        .filter(|(_, s)| s.skipped)
+        .map(|(k, _)| *k)
+        .collect();
+    let marks: Vec<(f64, String)> = skipped
+        .iter()
+        .map(|k| {
+            (
+                *k as f64,
+                format!("step {k} skipped (non-finite loss or gradient)"),
+            )
+        })
+        .collect();
+    b.push_str(&line_chart_marked(
         "Train and validation loss",
         "step",
         "loss",
         &[series("train loss", |s| s.loss), val],
+        &marks,
     ));
     b.push('\n');
     b.push_str("<h2>Optimisation</h2>\n");
@@ -202,19 +218,17 @@ pub fn run_html(dir: &Path) -> Result<String> {
         b.push('\n');
     }
 
-    let skipped: Vec<String> = curves
-        .steps
-        .iter()
-        .filter(|(_, s)| s.skipped)
-        .map(|(k, _)| k.to_string())
-        .collect();
+    let skipped: Vec<String> = skipped.iter().map(u64::to_string).collect();
     b.push_str("<h2>Skipped steps</h2>\n");
     if skipped.is_empty() {
         b.push_str("<p>No step was skipped.</p>\n");
     } else {
+        let n = match skipped.len() {
+            1 => "1 step".to_string(),
+            n => format!("{n} steps"),
+        };
         b.push_str(&format!(
-            "<p>{} steps had a non-finite loss or gradient and made no update: {}.</p>\n",
-            skipped.len(),
+            "<p>{n} had a non-finite loss or gradient and made no update (dashed red lines on the loss chart): {}.</p>\n",
             escape(&skipped.join(", "))
         ));
     }
@@ -255,7 +269,7 @@ mod tests {
         .unwrap();
         let html = run_html(d.path()).unwrap();
         assert!(html.contains("Train and validation loss"));
-        assert!(html.contains("1 steps had a non-finite loss or gradient"));
+        assert!(html.contains("1 step had a non-finite loss or gradient"));
         assert!(html.contains("<td>3.1000</td><td>22.2000</td>"));
         assert!(html.contains("No report.json"));
         std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1,\n").unwrap();

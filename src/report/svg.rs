@@ -97,7 +97,12 @@ pub fn fmt_num(v: f64) -> String {
     } else if a >= 1e-3 {
         trim(format!("{v:.4}"))
     } else {
-        format!("{v:.2e}")
+        // 0.0008 as `8e-4`, 0.000125 as `1.25e-4`.
+        let s = format!("{v:.2e}");
+        match s.split_once('e') {
+            Some((m, e)) => format!("{}e{e}", trim(m.to_string())),
+            None => s,
+        }
     }
 }
 
@@ -217,6 +222,18 @@ impl Frame {
 
 /// A line chart of `series` against a shared x axis.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    line_chart_marked(title, x_label, y_label, series, &[])
+}
+
+/// A line chart with dashed vertical marks at the x values of `marks` (value, note), such as
+/// the steps a training run skipped.
+pub fn line_chart_marked(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    marks: &[(f64, String)],
+) -> String {
     let mut f = Frame::new(title, H);
     let all = || series.iter().flat_map(|s| s.points.iter());
     if all().next().is_none() {
@@ -226,11 +243,24 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     for &(x, y) in all() {
         (xl, xh, yl, yh) = (xl.min(x), xh.max(x), yl.min(y), yh.max(y));
     }
+    let marks: Vec<&(f64, String)> = marks.iter().filter(|(x, _)| x.is_finite()).collect();
+    for (x, _) in &marks {
+        (xl, xh) = (xl.min(*x), xh.max(*x));
+    }
     let xt = nice_ticks(xl, xh, 8);
     let yt = nice_ticks(yl, yh, 5);
     (f.x0, f.x1) = (xt[0], xt[xt.len() - 1]);
     (f.y0, f.y1) = (yt[0], yt[yt.len() - 1]);
     f.axes(&xt, &yt, x_label, y_label, true);
+    for (x, note) in marks {
+        let p = f.px(*x);
+        let _ = write!(
+            f.out,
+            r##"<line class="mark" x1="{p:.1}" y1="{TOP}" x2="{p:.1}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="4 3"><title>{}</title></line>"##,
+            H - BOTTOM,
+            escape(note),
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let pts: Vec<String> = s
@@ -463,6 +493,8 @@ mod tests {
             (2.5, "2.5"),
             (0.00125, "0.0013"),
             (123.456, "123.5"),
+            (0.0008, "8e-4"),
+            (0.000125, "1.25e-4"),
         ] {
             assert_eq!(fmt_num(v), want);
         }
@@ -477,6 +509,7 @@ mod tests {
         let charts = [
             line_chart("t&<", "x", "y", &s),
             line_chart("empty", "x", "y", &[]),
+            line_chart_marked("m", "x", "y", &s, &[(2.0, "<skipped>".into())]),
             bar_chart("b", "n", &["<c>".into()], &["in"], &[vec![3.0]]),
             hbar_chart("h", "n", &[("r\"1".into(), 2.0)]),
             hbar_chart("h", "n", &[]),
@@ -489,8 +522,10 @@ mod tests {
                 !c.contains("a<b") && !c.contains("<c>") && !c.contains("r\"1"),
                 "{c}"
             );
+            assert!(!c.contains("<skipped>"));
         }
         assert!(charts[0].contains("t&amp;&lt;"));
         assert!(!charts[0].contains("NaN"));
+        assert!(charts[2].contains("<title>&lt;skipped&gt;</title>"));
     }
 }

@@ -237,7 +237,8 @@ fn run_report_html() {
     // Loss, learning rate, gradient norm, tokens/s, MFU.
     assert_eq!(html.matches("<svg").count(), 5);
     assert!(html.contains("<polyline class=\"line\""));
-    assert!(html.contains("1 steps had a non-finite loss or gradient and made no update: 17."));
+    assert!(html.contains("<title>step 17 skipped"));
+    assert!(html.contains("1 step had a non-finite loss or gradient and made no update (dashed red lines on the loss chart): 17."));
     assert!(html.contains("<tr><td>20</td><td>3.0500</td><td>25.0000</td></tr>"));
     assert!(html.contains("<b>12345</b>") && html.contains("<b>clm</b>"));
 }
