@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow::array::{Array, Float64Array};
+use arrow::array::{Array, Float64Array, StringArray};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
@@ -16,6 +16,13 @@ use super::{cards, escape, page, read_json, table};
 
 /// Bins of a signal histogram.
 const BINS: usize = 40;
+/// Bars of a count chart (the rest are summed as `(other)`).
+const TOP_VALUES: usize = 20;
+
+/// Whether a Utf8 column of `docs` is counted by value: sources, languages, splits, labels.
+fn is_counted(name: &str) -> bool {
+    matches!(name, "source" | "lang" | "split") || name.ends_with("label")
+}
 
 /// Renders the report of the build in `dir`.
 pub fn build_html(dir: &Path) -> Result<String> {
@@ -207,12 +214,36 @@ pub fn build_html(dir: &Path) -> Result<String> {
         &rows,
     ));
 
-    // Signal histograms.
     if let Some(m) = &manifest {
-        let signals = signal_columns(dir, m)?;
-        if !signals.is_empty() {
+        let cols = docs_columns(dir, m)?;
+        // Sources, languages, splits and labels.
+        if !cols.counts.is_empty() {
+            let names: Vec<&str> = cols.counts.keys().map(String::as_str).collect();
+            b.push_str(&format!(
+                "<h2>Kept documents by {}</h2>\n",
+                escape(&names.join(", "))
+            ));
+            for (name, counts) in &cols.counts {
+                let mut items: Vec<(String, f64)> =
+                    counts.iter().map(|(k, n)| (k.clone(), *n as f64)).collect();
+                items.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+                if items.len() > TOP_VALUES {
+                    let rest: f64 = items[TOP_VALUES..].iter().map(|(_, n)| n).sum();
+                    items.truncate(TOP_VALUES);
+                    items.push(("(other)".into(), rest));
+                }
+                b.push_str(&hbar_chart(
+                    &format!("Kept documents by {name}"),
+                    "documents",
+                    &items,
+                ));
+                b.push('\n');
+            }
+        }
+        // Signal histograms.
+        if !cols.floats.is_empty() {
             b.push_str("<h2>Signals of the kept documents</h2>\n");
-            for (name, values) in &signals {
+            for (name, values) in &cols.floats {
                 b.push_str(&histogram(name, name, values, BINS));
                 b.push('\n');
             }
@@ -221,9 +252,18 @@ pub fn build_html(dir: &Path) -> Result<String> {
     Ok(page("quern build report", &b))
 }
 
-/// The values of every `Float64` column of the `docs` table, by column name.
-fn signal_columns(dir: &Path, m: &Manifest) -> Result<BTreeMap<String, Vec<f64>>> {
-    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+/// What the report shows of the `docs` table's columns.
+#[derive(Debug, Default)]
+struct DocsColumns {
+    /// The values of every `Float64` column (the quality signals), by column name.
+    floats: BTreeMap<String, Vec<f64>>,
+    /// Documents per value of the counted Utf8 columns ([`is_counted`]); null as `(none)`.
+    counts: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Reads the `Float64` and counted columns of the `docs` shards the manifest lists.
+fn docs_columns(dir: &Path, m: &Manifest) -> Result<DocsColumns> {
+    let mut out = DocsColumns::default();
     let mut shards: Vec<String> = m
         .tables()
         .get("docs")
@@ -235,25 +275,33 @@ fn signal_columns(dir: &Path, m: &Manifest) -> Result<BTreeMap<String, Vec<f64>>
         let file = std::fs::File::open(&path).at(&path)?;
         let ctx = || format!("reading the signals of {}", path.display());
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(ctx)?;
-        let floats: Vec<usize> = builder
+        let wanted: Vec<usize> = builder
             .schema()
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.data_type() == &DataType::Float64)
+            .filter(|(_, f)| {
+                f.data_type() == &DataType::Float64
+                    || (f.data_type() == &DataType::Utf8 && is_counted(f.name()))
+            })
             .map(|(i, _)| i)
             .collect();
-        if floats.is_empty() {
+        if wanted.is_empty() {
             continue;
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), floats);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
         let reader = builder.with_projection(mask).build().with_context(ctx)?;
         for batch in reader {
             let batch = batch.with_context(ctx)?;
             for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
                 if let Some(f) = col.as_any().downcast_ref::<Float64Array>() {
-                    let v = out.entry(field.name().clone()).or_default();
+                    let v = out.floats.entry(field.name().clone()).or_default();
                     v.extend(f.iter().flatten());
+                } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                    let c = out.counts.entry(field.name().clone()).or_default();
+                    for v in s.iter() {
+                        *c.entry(v.unwrap_or("(none)").to_string()).or_default() += 1;
+                    }
                 }
             }
         }

@@ -94,6 +94,16 @@ fn build_report_html() {
     let charts = html.matches("<svg").count();
     assert!(charts > 3 + with_reasons, "{charts} charts");
     assert!(html.contains("Signals of the kept documents"));
+    // Kept documents by source: the bars' values add up to the kept count.
+    let (_, by_source) = html
+        .split_once("<title>Kept documents by source</title>")
+        .expect("a chart of kept documents by source");
+    let by_source = &by_source[..by_source.find("</svg>").unwrap()];
+    let total: u64 = by_source
+        .split("</title></rect>")
+        .filter_map(|s| s.rsplit_once(": ")?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, a["kept"].as_u64().unwrap(), "{by_source}");
     assert!(
         html.contains("<title>gopher_"),
         "a histogram of a gopher signal"
