@@ -54,6 +54,66 @@ pub struct CheckpointState {
     /// (`quern_models::lora::merged`). Absent for a run that trains every weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<quern_models::lora::AdapterRecord>,
+    /// The evaluation with the lowest validation loss so far, and how many evaluations
+    /// since then did not improve on it (model selection and early stopping resume with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+    #[serde(default)]
+    pub evals_since_best: u64,
+}
+
+/// The best evaluation of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub step: u64,
+    pub val_loss: f64,
+}
+
+/// Where a run keeps its best weights.
+pub fn best_dir(out_dir: &Path) -> PathBuf {
+    out_dir.join("best")
+}
+
+/// Writes the model's weights and state (no optimizer state) to `out_dir/best`, atomically:
+/// the previous best stays whole until the new one is complete.
+pub fn save_best(out_dir: &Path, state: &CheckpointState, params: &ParamStore) -> Result<PathBuf> {
+    let dest = best_dir(out_dir);
+    let tmp = out_dir.join(format!(".best.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).at(&tmp)?;
+    let weights: Vec<(String, Tensor)> = params
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
+        .collect();
+    write_tensors(&tmp.join("model.safetensors"), &weights)?;
+    let tok = state.config.data.train.join("tokenizer.json");
+    if tok.exists() {
+        let dest_tok = tmp.join("tokenizer.json");
+        fs::copy(&tok, &dest_tok).at(&tok)?;
+        sync_file(&dest_tok)?;
+    }
+    let state_path = tmp.join("state.json");
+    fs::write(&state_path, serde_json::to_vec_pretty(state)?).at(&state_path)?;
+    sync_file(&state_path)?;
+    quern_core::shard::sync_dir(&tmp)?;
+    // Old best out of the way first (a rename cannot replace a non-empty directory); a crash
+    // in between leaves no best/ and the previous one in .best.old, never a half-written one.
+    let old = out_dir.join(".best.old");
+    if old.exists() {
+        fs::remove_dir_all(&old).at(&old)?;
+    }
+    if dest.exists() {
+        fs::rename(&dest, &old).at(&dest)?;
+    }
+    fs::rename(&tmp, &dest).at(&dest)?;
+    quern_core::shard::sync_dir(out_dir)?;
+    if old.exists() {
+        fs::remove_dir_all(&old).at(&old)?;
+    }
+    Ok(dest)
 }
 
 /// The checkpoints directory of a run.

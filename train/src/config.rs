@@ -232,6 +232,11 @@ pub struct LoopConfig {
     /// Peak dense TFLOP/s of the device (> 0), the denominator of MFU. Default 989 on CUDA
     /// (H100/H200 bf16), none on CPU (MFU not shown).
     pub peak_tflops: Option<f64>,
+    /// Stop when this many evaluations in a row did not lower the best validation loss by
+    /// more than `early_stop_min_delta`; 0 = never. Needs `data.val`. Default 0.
+    pub early_stop_patience: u64,
+    /// The least drop of the validation loss that counts as an improvement, >= 0. Default 0.
+    pub early_stop_min_delta: f64,
     /// Initial fp16 loss scale, > 0. Default 65536.
     pub loss_scale: f64,
     /// Successful fp16 steps before the loss scale doubles, >= 1. Default 2000.
@@ -255,6 +260,8 @@ impl Default for LoopConfig {
             mask_prob: 0.15,
             tf32: true,
             peak_tflops: None,
+            early_stop_patience: 0,
+            early_stop_min_delta: 0.0,
             loss_scale: 65536.0,
             loss_scale_growth_interval: 2000,
         }
@@ -269,6 +276,10 @@ pub struct CheckpointConfig {
     pub every: u64,
     /// Keep the last this many checkpoints, >= 1. Default 3.
     pub keep: usize,
+    /// Keep the weights of the evaluation with the lowest validation loss in `best/` next to
+    /// `checkpoints/` (weights and state.json, no optimizer state; never pruned, never
+    /// resumed from). Needs `data.val`. Default true.
+    pub keep_best: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -276,6 +287,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             every: 100,
             keep: 3,
+            keep_best: true,
         }
     }
 }
@@ -322,7 +334,11 @@ impl TrainConfig {
             eval_batches: 4,
             ..LoopConfig::default()
         };
-        cfg.checkpoint = CheckpointConfig { every: 0, keep: 1 };
+        cfg.checkpoint = CheckpointConfig {
+            every: 0,
+            keep: 1,
+            keep_best: false,
+        };
         Ok(cfg)
     }
 
@@ -490,6 +506,18 @@ impl TrainConfig {
             "at least 1",
             t.loss_scale_growth_interval,
         )?;
+        need(
+            t.early_stop_min_delta.is_finite() && t.early_stop_min_delta >= 0.0,
+            "train.early_stop_min_delta",
+            "a number >= 0",
+            t.early_stop_min_delta,
+        )?;
+        if t.early_stop_patience > 0 && self.data.val.is_none() {
+            return Err(Error::bad_config(
+                "train.early_stop_patience",
+                "early stopping watches the validation loss: set data.val to a tokenized split",
+            ));
+        }
         need(
             self.checkpoint.keep >= 1,
             "checkpoint.keep",

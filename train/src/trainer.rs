@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::amp::{self, AutocastGuard, LossScaler};
-use crate::checkpoint::{self, CheckpointState, Loaded};
+use crate::checkpoint::{self, Best, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
 use crate::data::{BatchSource, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
 use crate::memory;
@@ -93,6 +93,15 @@ pub struct TrainReport {
     pub tokens_per_s: f64,
     pub mfu: Option<f64>,
     pub checkpoint: Option<PathBuf>,
+    /// The evaluation with the lowest validation loss, and where its weights are (`best/`,
+    /// when `checkpoint.keep_best`).
+    #[serde(default)]
+    pub best: Option<Best>,
+    #[serde(default)]
+    pub best_dir: Option<PathBuf>,
+    /// Whether early stopping ended the run before `train.max_steps`.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 impl TrainReport {
@@ -254,6 +263,10 @@ pub struct Trainer {
     /// A LoRA run's record of its adapters and base model, written with every checkpoint
     /// (set by [`train_with`] from `init.from`).
     pub adapter: Option<AdapterRecord>,
+    /// The evaluation with the lowest validation loss so far.
+    pub best: Option<Best>,
+    /// Evaluations since `best` that did not improve on it by `train.early_stop_min_delta`.
+    pub evals_since_best: u64,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -380,6 +393,8 @@ impl Trainer {
             skipped_steps: 0,
             width: seq as i64 + 1,
             adapter: None,
+            best: None,
+            evals_since_best: 0,
         })
     }
 
@@ -555,6 +570,8 @@ impl Trainer {
             config: self.cfg.clone(),
             lora: self.adapter.clone(),
             quern_version: env!("CARGO_PKG_VERSION").to_string(),
+            best: self.best,
+            evals_since_best: self.evals_since_best,
         }
     }
 
@@ -626,26 +643,56 @@ impl Trainer {
         self.scaler = s.scaler.clone();
         self.consecutive_skips = s.consecutive_skips;
         self.skipped_steps = s.skipped_steps;
+        self.best = s.best;
+        self.evals_since_best = s.evals_since_best;
         Ok(())
+    }
+
+    /// Records an evaluation for model selection: a validation loss below the best by more
+    /// than `train.early_stop_min_delta` becomes the best (its weights go to `best/` when
+    /// `checkpoint.keep_best`); otherwise one more evaluation without improvement. Returns
+    /// whether early stopping's patience has run out.
+    pub fn observe_eval(&mut self, e: &EvalLog) -> Result<bool> {
+        let delta = self.cfg.train.early_stop_min_delta;
+        let improved = self
+            .best
+            .is_none_or(|b| e.val_loss.is_finite() && e.val_loss < b.val_loss - delta);
+        if improved {
+            self.best = Some(Best {
+                step: e.step,
+                val_loss: e.val_loss,
+            });
+            self.evals_since_best = 0;
+            if self.cfg.checkpoint.keep_best {
+                checkpoint::save_best(&self.cfg.out_dir, &self.state(), self.model.trainable())?;
+            }
+        } else {
+            self.evals_since_best += 1;
+        }
+        let patience = self.cfg.train.early_stop_patience;
+        Ok(patience > 0 && self.evals_since_best >= patience)
     }
 }
 
 /// Evaluates on the validation split (when there is one), prints and logs the result.
+/// Returns whether early stopping says to stop.
 fn evaluate_and_log(
     trainer: &mut Trainer,
     bar: &ProgressBar,
     metrics: &mut Metrics,
     evals: &mut Vec<EvalLog>,
-) -> Result<()> {
-    if let Some(e) = trainer.evaluate()? {
-        bar.println(format!(
-            "step {}: val loss {:.4} ppl {:.2}",
-            e.step, e.val_loss, e.val_ppl
-        ));
-        metrics.write("eval", &e)?;
-        evals.push(e);
-    }
-    Ok(())
+) -> Result<bool> {
+    let Some(e) = trainer.evaluate()? else {
+        return Ok(false);
+    };
+    bar.println(format!(
+        "step {}: val loss {:.4} ppl {:.2}",
+        e.step, e.val_loss, e.val_ppl
+    ));
+    metrics.write("eval", &e)?;
+    let stop = trainer.observe_eval(&e)?;
+    evals.push(e);
+    Ok(stop)
 }
 
 /// Appends JSON lines to `metrics.jsonl`.
@@ -710,7 +757,13 @@ fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSo
 }
 
 /// What a run writes in its `out_dir`: the marks of a run already there.
-const RUN_FILES: [&str; 3] = ["metrics.jsonl", "checkpoints", "report.json"];
+const RUN_FILES: [&str; 5] = [
+    "metrics.jsonl",
+    "checkpoints",
+    "best",
+    "report.json",
+    "report.html",
+];
 
 /// Refuses an `out_dir` that holds another run (starting over would delete its metrics and
 /// mix its checkpoints with this run's), unless the run is resumed or `force`d; forced,
@@ -820,6 +873,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     let mut losses = Vec::new();
     let mut evals = Vec::new();
     let mut last_ckpt = None;
+    let mut stopped_early = false;
     while trainer.step < cfg.train.max_steps {
         let log = trainer.train_step()?;
         bar.set_position(log.step);
@@ -848,11 +902,21 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         }
         losses.push(log);
         let step = trainer.step;
+        let mut stop = false;
         if cfg.train.eval_every > 0
             && step % cfg.train.eval_every == 0
             && step < cfg.train.max_steps
         {
-            evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
+            stop = evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
+        }
+        if stop {
+            bar.println(format!(
+                "step {step}: stopping early, {} evaluations without a better validation loss \
+                 (train.early_stop_patience)",
+                trainer.evals_since_best
+            ));
+            stopped_early = true;
+            break;
         }
         if cfg.checkpoint.every > 0
             && step % cfg.checkpoint.every == 0
@@ -873,12 +937,14 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             ));
         }
     }
-    evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
+    if !stopped_early {
+        evaluate_and_log(&mut trainer, &bar, &mut metrics, &mut evals)?;
+    }
     if trainer.step > start_step || last_ckpt.is_none() {
         last_ckpt = Some(trainer.save_checkpoint()?);
     }
     bar.finish();
-    let r = report(
+    let mut r = report(
         &trainer,
         &objective_name,
         start_step,
@@ -887,6 +953,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         t0,
         last_ckpt,
     );
+    r.stopped_early = stopped_early;
     let path = cfg.out_dir.join("report.json");
     quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
     Ok(r)
@@ -925,6 +992,12 @@ fn report(
         tokens_per_s,
         mfu: peak.map(|p| tokens_per_s * t.model.flops_per_token(t.width - 1) / (p * 1e12)),
         checkpoint,
+        best: t.best,
+        best_dir: {
+            let d = checkpoint::best_dir(&t.cfg.out_dir);
+            (t.best.is_some() && t.cfg.checkpoint.keep_best && d.exists()).then_some(d)
+        },
+        stopped_early: false,
     }
 }
 

@@ -474,3 +474,109 @@ fn impossible_batches_are_refused_before_the_first_step() {
     );
     assert!(err.contains("even one row does not fit"), "{err}");
 }
+
+/// Model selection: `best/` holds the weights of the evaluation with the lowest validation
+/// loss (equal to that step's checkpoint), and early stopping ends the run after
+/// `train.early_stop_patience` evaluations without an improvement, also across a resume.
+#[test]
+fn the_best_checkpoint_is_kept_and_early_stopping_stops() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (train_dir, val) = splits(dir.path());
+
+    // Every 10 steps an evaluation and a checkpoint, all kept: best/ must equal the
+    // checkpoint of the step with the lowest validation loss.
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    cfg.out_dir = dir.path().join("sel");
+    cfg.train.max_steps = 40;
+    cfg.train.eval_every = 10;
+    cfg.checkpoint.every = 10;
+    cfg.checkpoint.keep = 10;
+    let r = train(&cfg, false).unwrap();
+    assert_eq!(r.evals.len(), 4);
+    let lowest = r
+        .evals
+        .iter()
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+        .unwrap();
+    let best = r.best.unwrap();
+    assert_eq!((best.step, best.val_loss), (lowest.step, lowest.val_loss));
+    let best_dir = r.best_dir.clone().unwrap();
+    assert_eq!(best_dir, cfg.out_dir.join("best"));
+    let load = |p: &Path| {
+        let mut t = Tensor::read_safetensors(p).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    let a = load(&best_dir.join("model.safetensors"));
+    let b = load(&cfg.out_dir.join(format!(
+        "checkpoints/step-{:08}/model.safetensors",
+        best.step
+    )));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            ta.equal(tb),
+            "{na} differs from the step-{} checkpoint",
+            best.step
+        );
+    }
+    assert!(!best_dir.join("optimizer.safetensors").exists());
+    // It loads as a model wherever one is taken (generate, eval, init.from).
+    let loaded = quern_models::store::load(&best_dir, Device::Cpu).unwrap();
+    assert_eq!(loaded.model.params().numel(), r.parameters);
+    assert!(!r.stopped_early);
+
+    // A min_delta no evaluation can beat: the first evaluation is the best, the next two
+    // do not improve, and patience 2 stops the run at step 15 instead of 60.
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    cfg.out_dir = dir.path().join("early");
+    cfg.train.eval_every = 5;
+    cfg.train.early_stop_patience = 2;
+    cfg.train.early_stop_min_delta = 100.0;
+    let r = train(&cfg, false).unwrap();
+    assert!(r.stopped_early);
+    assert_eq!(r.steps, 15);
+    assert_eq!(
+        r.evals.iter().map(|e| e.step).collect::<Vec<_>>(),
+        [5, 10, 15]
+    );
+    assert_eq!(r.best.unwrap().step, 5);
+
+    // Interrupted at step 10 and resumed, the run stops at the same step: the count of
+    // evaluations without improvement is in the checkpoint.
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    cfg.out_dir = dir.path().join("early-resumed");
+    cfg.train.eval_every = 5;
+    cfg.train.early_stop_patience = 2;
+    cfg.train.early_stop_min_delta = 100.0;
+    cfg.checkpoint.every = 10;
+    let stopped = train_with(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(10),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.steps, 10);
+    let r = train_with(
+        &cfg,
+        &TrainOptions {
+            resume: true,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(r.stopped_early);
+    assert_eq!(r.steps, 15);
+    assert_eq!(r.best.unwrap().step, 5);
+
+    // Early stopping without a validation split is refused, naming the key.
+    let mut cfg = tiny_config(dir.path(), &train_dir, &val);
+    cfg.data.val = None;
+    cfg.train.early_stop_patience = 3;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("train.early_stop_patience"), "{err}");
+}

@@ -57,6 +57,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = report.evals.last() {
         println!("val loss {:.4}, perplexity {:.2}", e.val_loss, e.val_ppl);
     }
+    if let Some(b) = &report.best {
+        println!(
+            "best val loss {:.4} at step {}{}",
+            b.val_loss,
+            b.step,
+            report
+                .best_dir
+                .as_ref()
+                .map(|d| format!(": {}", d.display()))
+                .unwrap_or_default()
+        );
+    }
+    if report.stopped_early {
+        println!(
+            "stopped early at step {} (train.early_stop_patience evaluations without a better val loss)",
+            report.steps
+        );
+    }
     if report.skipped_steps > 0 {
         println!(
             "{} steps skipped (non-finite loss or gradient)",
