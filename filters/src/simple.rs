@@ -10,9 +10,9 @@
 //!   `length_words`, `length_lines`.
 //! - `url_filter`: the document URL (a JSON field of `meta`, or a column) checked against
 //!   a domain list (a domain blocks itself and its subdomains) and URL substrings, from
-//!   files (one entry per line, `#` comments) or inline (`url_blocklist`).
-//! - `regex_filter`: drop documents matching any `drop` pattern (`regex_drop`), and, when
-//!   `keep` patterns are given, those matching none (`regex_no_keep`).
+//!   files (one entry per line, `#` comments) or inline (`domains`, `url_substrings`).
+//! - `regex_filter`: drop documents matching any of `drop_patterns` (`regex_drop`), and,
+//!   when `keep_patterns` are given, those matching none (`regex_no_keep`).
 //! - `word_blocklist`: whole-word, case-insensitive matches of listed words; drop at
 //!   `min_hits` or more (`blocked_words`); signal `blocklist_hits`.
 
