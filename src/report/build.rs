@@ -18,6 +18,9 @@ use super::{cards, escape, page, read_json, table};
 const BINS: usize = 40;
 /// Bars of a count chart (the rest are summed as `(other)`).
 const TOP_VALUES: usize = 20;
+/// At most this many documents' values per signal histogram: a larger build is sampled,
+/// every k-th kept document, so the page's memory and size do not grow with the corpus.
+const MAX_SAMPLED: u64 = 250_000;
 
 /// Whether a Utf8 column of `docs` is counted by value: sources, languages, splits, labels.
 fn is_counted(name: &str) -> bool {
@@ -243,6 +246,12 @@ pub fn build_html(dir: &Path) -> Result<String> {
         // Signal histograms.
         if !cols.floats.is_empty() {
             b.push_str("<h2>Signals of the kept documents</h2>\n");
+            if cols.stride > 1 {
+                b.push_str(&format!(
+                    "<p class=\"sub\">Histograms of one kept document in every {}.</p>\n",
+                    cols.stride
+                ));
+            }
             for (name, values) in &cols.floats {
                 b.push_str(&histogram(name, name, values, BINS));
                 b.push('\n');
@@ -259,19 +268,25 @@ struct DocsColumns {
     floats: BTreeMap<String, Vec<f64>>,
     /// Documents per value of the counted Utf8 columns ([`is_counted`]); null as `(none)`.
     counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `floats` holds the values of every `stride`-th document (1: all of them).
+    stride: u64,
 }
 
 /// Reads the `Float64` and counted columns of the `docs` shards the manifest lists.
 fn docs_columns(dir: &Path, m: &Manifest) -> Result<DocsColumns> {
-    let mut out = DocsColumns::default();
-    let mut shards: Vec<String> = m
-        .tables()
-        .get("docs")
-        .map(|v| v.iter().map(|s| s.file.clone()).collect())
-        .unwrap_or_default();
+    let tables = m.tables();
+    let docs = tables.get("docs").map(Vec::as_slice).unwrap_or_default();
+    let rows: u64 = docs.iter().map(|s| s.rows).sum();
+    let mut out = DocsColumns {
+        stride: rows.div_ceil(MAX_SAMPLED).max(1),
+        ..DocsColumns::default()
+    };
+    let mut shards: Vec<(&str, u64)> = docs.iter().map(|s| (s.file.as_str(), s.rows)).collect();
     shards.sort();
-    for shard in shards {
-        let path = dir.join(&shard);
+    // Index of the next batch's first row over all shards, for the sampling stride.
+    let mut row0 = 0u64;
+    for (shard, shard_rows) in shards {
+        let path = dir.join(shard);
         let file = std::fs::File::open(&path).at(&path)?;
         let ctx = || format!("reading the signals of {}", path.display());
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(ctx)?;
@@ -287,6 +302,7 @@ fn docs_columns(dir: &Path, m: &Manifest) -> Result<DocsColumns> {
             .map(|(i, _)| i)
             .collect();
         if wanted.is_empty() {
+            row0 += shard_rows;
             continue;
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
@@ -296,7 +312,13 @@ fn docs_columns(dir: &Path, m: &Manifest) -> Result<DocsColumns> {
             for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
                 if let Some(f) = col.as_any().downcast_ref::<Float64Array>() {
                     let v = out.floats.entry(field.name().clone()).or_default();
-                    v.extend(f.iter().flatten());
+                    let skip = first_sampled(row0, out.stride);
+                    v.extend(
+                        f.iter()
+                            .skip(skip as usize)
+                            .step_by(out.stride as usize)
+                            .flatten(),
+                    );
                 } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
                     let c = out.counts.entry(field.name().clone()).or_default();
                     for v in s.iter() {
@@ -304,7 +326,40 @@ fn docs_columns(dir: &Path, m: &Manifest) -> Result<DocsColumns> {
                     }
                 }
             }
+            row0 += batch.num_rows() as u64;
         }
     }
     Ok(out)
+}
+
+/// The offset in a batch starting at global row `row0` of its first row whose index is a
+/// multiple of `stride`.
+fn first_sampled(row0: u64, stride: u64) -> u64 {
+    (stride - row0 % stride) % stride
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_takes_every_stride_th_row_across_batches() {
+        for (row0, stride, want) in [
+            (0, 1, 0),
+            (5, 1, 0),
+            (0, 3, 0),
+            (1, 3, 2),
+            (3, 3, 0),
+            (7, 4, 1),
+        ] {
+            assert_eq!(first_sampled(row0, stride), want, "{row0} {stride}");
+        }
+        // Batches of 5 rows, stride 3: rows 0, 3, 6, 9, 12 of 0..15.
+        let mut got = Vec::new();
+        for row0 in (0..15u64).step_by(5) {
+            let first = first_sampled(row0, 3);
+            got.extend((row0..row0 + 5).skip(first as usize).step_by(3));
+        }
+        assert_eq!(got, [0, 3, 6, 9, 12]);
+    }
 }
