@@ -19,9 +19,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = quern_train::train_with(&cfg, &opts)
         .with_context(|| format!("training {}", args.config.display()))?;
-    // The page of the run, from the files the trainer wrote (issue 19).
-    let html = quern::report::write(&cfg.out_dir, None)
-        .with_context(|| format!("writing the report of {}", cfg.out_dir.display()))?;
+    // The page of the run, from the files the trainer wrote (issue 19). The run itself has
+    // succeeded and is checkpointed, so a page that cannot be written is a warning.
+    let html = quern::report::write(&cfg.out_dir, None);
+    if let Err(e) = &html {
+        eprintln!("warning: the run's report.html was not written: {e}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -85,6 +88,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("checkpoint {}", c.display());
     }
     println!("metrics {}", cfg.out_dir.join("metrics.jsonl").display());
-    println!("report {}", html.display());
+    if let Ok(html) = html {
+        println!("report {}", html.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
