@@ -160,6 +160,7 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
         &RunOptions {
             force: a.force,
             verbose: !a.json,
+            progress: !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         },
     )?;
     if a.json {

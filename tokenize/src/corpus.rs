@@ -35,12 +35,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use indicatif::{ProgressBar, ProgressStyle};
 use quern_core::error::{Context, IoContext, Place};
 use quern_core::manifest::{Accounting, FileCounts, Manifest, StageCounts, UnitRecord};
 use quern_core::schema::{rejected_schema, ID, META, SOURCE, TEXT};
@@ -271,6 +273,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Print one line per finished unit to stderr.
     pub verbose: bool,
+    /// Draw a progress bar on stderr (units done, documents and documents/s, time left).
+    pub progress: bool,
 }
 
 /// What one split received.
@@ -423,7 +427,22 @@ pub fn tokenize_corpus_with(
         }
         None => None,
     };
+    let bar = if opts.progress {
+        ProgressBar::new(docs_shards.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} tokenize [{bar:30}] {pos}/{len} units {msg} ({elapsed}<{eta})",
+        )
+        .map_err(|e| Error::bug(format!("progress template: {e}")))?
+        .progress_chars("=> "),
+    );
     let ctx = UnitCtx {
+        progress: &bar,
+        docs_read: AtomicU64::new(0),
+        started: Instant::now(),
         cfg,
         tok: &tok,
         specials,
@@ -442,12 +461,14 @@ pub fn tokenize_corpus_with(
         let key = format!("{i:06}");
         if manifest.units.contains_key(&key) && units_dir.join(format!("{key}.json")).exists() {
             report.resumed_units += 1;
+            bar.inc(1);
             continue;
         }
         let t0 = Instant::now();
         let (record, stats) = ctx
             .run_unit(i, shard)
             .with_context(|| format!("tokenizing {}", shard.display()))?;
+        bar.inc(1);
         write_atomic(
             &units_dir.join(format!("{key}.json")),
             &serde_json::to_vec(&stats)?,
@@ -457,13 +478,14 @@ pub fn tokenize_corpus_with(
         manifest.save(out)?;
         if opts.verbose {
             let mb = stats.text_bytes as f64 / 1e6;
-            eprintln!(
+            bar.println(format!(
                 "tokenize: {} ({mb:.1} MB of text, {:.1} MB/s)",
                 shard.display(),
                 mb / t0.elapsed().as_secs_f64().max(1e-9)
-            );
+            ));
         }
     }
+    bar.finish_and_clear();
 
     // Per split: meta.json and the tokenizer copy.
     let mut splits: BTreeMap<String, SplitStats> = BTreeMap::new();
@@ -574,6 +596,11 @@ fn collect_labels(shards: &[PathBuf], cfg: &TokenizeConfig) -> Result<Vec<String
 }
 
 struct UnitCtx<'a> {
+    /// The run's progress bar (hidden unless `RunOptions::progress`) and documents read so
+    /// far, for its message.
+    progress: &'a ProgressBar,
+    docs_read: AtomicU64,
+    started: Instant,
     cfg: &'a TokenizeConfig,
     tok: &'a Tokenizer,
     specials: SpecialIds,
@@ -603,6 +630,17 @@ fn valid_split_name(s: &str) -> bool {
 }
 
 impl UnitCtx<'_> {
+    /// Counts a batch of documents into the progress bar's message.
+    fn show_progress(&self, docs: u64) {
+        if self.progress.is_hidden() {
+            return;
+        }
+        let d = self.docs_read.fetch_add(docs, Ordering::Relaxed) + docs;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        self.progress
+            .set_message(format!("{d} docs, {:.0} docs/s", d as f64 / secs));
+    }
+
     fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i32>>> {
         let encs = self
             .tok
@@ -691,6 +729,7 @@ impl UnitCtx<'_> {
             let batch = batch?;
             let n = batch.num_rows();
             counts.input += n as u64;
+            self.show_progress(n as u64);
             let ids: Vec<String> = match utf8_column(&batch, &cfg.id_column, shard)? {
                 Some(a) => {
                     let a = a.as_string::<i32>().clone();

@@ -226,7 +226,7 @@ fn packing_accounts_for_every_token_and_resumes() {
         &other,
         &RunOptions {
             force: true,
-            verbose: false,
+            ..RunOptions::default()
         },
     )
     .unwrap();
