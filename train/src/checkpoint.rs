@@ -79,26 +79,7 @@ pub fn best_dir(out_dir: &Path) -> PathBuf {
 pub fn save_best(out_dir: &Path, state: &CheckpointState, params: &ParamStore) -> Result<PathBuf> {
     let dest = best_dir(out_dir);
     let tmp = out_dir.join(format!(".best.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-    fs::create_dir_all(&tmp).at(&tmp)?;
-    let weights: Vec<(String, Tensor)> = params
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
-        .collect();
-    write_tensors(&tmp.join("model.safetensors"), &weights)?;
-    let tok = state.config.data.train.join("tokenizer.json");
-    if tok.exists() {
-        let dest_tok = tmp.join("tokenizer.json");
-        fs::copy(&tok, &dest_tok).at(&tok)?;
-        sync_file(&dest_tok)?;
-    }
-    let state_path = tmp.join("state.json");
-    fs::write(&state_path, serde_json::to_vec_pretty(state)?).at(&state_path)?;
-    sync_file(&state_path)?;
-    quern_core::shard::sync_dir(&tmp)?;
+    write_dir(&tmp, state, params, None)?;
     // Old best out of the way first (a rename cannot replace a non-empty directory); a crash
     // in between leaves no best/ and the previous one in .best.old, never a half-written one.
     let old = out_dir.join(".best.old");
@@ -163,6 +144,41 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     sync_file(path)
 }
 
+/// Fills a fresh directory `tmp` with a checkpoint's files, each synced: the weights, the
+/// optimizer state when given, the data's tokenizer, and `state.json`. The caller renames
+/// it into place.
+fn write_dir(
+    tmp: &Path,
+    state: &CheckpointState,
+    params: &ParamStore,
+    optimizer: Option<&[(String, Tensor)]>,
+) -> Result<()> {
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).at(tmp)?;
+    }
+    fs::create_dir_all(tmp).at(tmp)?;
+    let weights: Vec<(String, Tensor)> = params
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
+        .collect();
+    write_tensors(&tmp.join("model.safetensors"), &weights)?;
+    if let Some(optimizer) = optimizer {
+        write_tensors(&tmp.join("optimizer.safetensors"), optimizer)?;
+    }
+    // The tokenizer travels with the weights, so a checkpoint generates and imports alone.
+    let tok = state.config.data.train.join("tokenizer.json");
+    if tok.exists() {
+        let dest_tok = tmp.join("tokenizer.json");
+        fs::copy(&tok, &dest_tok).at(&tok)?;
+        sync_file(&dest_tok)?;
+    }
+    let state_path = tmp.join("state.json");
+    fs::write(&state_path, serde_json::to_vec_pretty(state)?).at(&state_path)?;
+    sync_file(&state_path)?;
+    quern_core::shard::sync_dir(tmp)
+}
+
 /// Writes a checkpoint atomically and keeps the newest `keep`. Returns its directory.
 pub fn save(
     out_dir: &Path,
@@ -179,29 +195,7 @@ pub fn save(
         state.step,
         std::process::id()
     ));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-    fs::create_dir_all(&tmp).at(&tmp)?;
-    let weights: Vec<(String, Tensor)> = params
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
-        .collect();
-    write_tensors(&tmp.join("model.safetensors"), &weights)?;
-    write_tensors(&tmp.join("optimizer.safetensors"), optimizer)?;
-    // The tokenizer travels with the weights, so a checkpoint generates and imports alone.
-    let tok = state.config.data.train.join("tokenizer.json");
-    if tok.exists() {
-        let dest_tok = tmp.join("tokenizer.json");
-        fs::copy(&tok, &dest_tok).at(&tok)?;
-        sync_file(&dest_tok)?;
-    }
-    let json = serde_json::to_vec_pretty(state)?;
-    let state_path = tmp.join("state.json");
-    fs::write(&state_path, json).at(&state_path)?;
-    sync_file(&state_path)?;
-    quern_core::shard::sync_dir(&tmp)?;
+    write_dir(&tmp, state, params, Some(optimizer))?;
     if dest.exists() {
         fs::remove_dir_all(&dest).at(&dest)?;
     }
