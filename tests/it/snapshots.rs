@@ -14,20 +14,8 @@ fn stdout(cmd: &mut std::process::Command) -> String {
 /// Settings that turn a temporary directory into `[TMP]` in snapshots.
 fn with_tmp<R>(tmp: &Path, f: impl FnOnce() -> R) -> R {
     let mut s = insta::Settings::clone_current();
-    s.add_filter(&regex_escape(&tmp.display().to_string()), "[TMP]");
+    s.add_filter(&regex::escape(&tmp.display().to_string()), "[TMP]");
     s.bind(f)
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
 }
 
 #[test]
