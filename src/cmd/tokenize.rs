@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use quern_tokenize::corpus::{tokenize_corpus_with, RunOptions, TokenizeConfig};
-use quern_tokenize::export::{export_split, ExportFormat};
+use quern_tokenize::export::{export_split_with, ExportFormat};
 use quern_tokenize::input::resolve_docs;
 use quern_tokenize::meta::META_JSON;
 use quern_tokenize::pack::Tail;
@@ -215,7 +215,8 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for d in dirs {
-        let r = export_split(&d, format, &a.out)?;
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let r = export_split_with(&d, format, &a.out, progress)?;
         for f in &r.files {
             println!(
                 "{} ({} tokens, {} documents, {})",

@@ -91,7 +91,8 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         min_frequency: a.min_frequency,
         special_tokens: a.special,
         max_documents: a.max_documents,
-        show_progress: false,
+        // The tokenizers trainer's own bars (reading, counting, merging) on a terminal.
+        show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let mut sources = Vec::new();
     for p in &a.input {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int32Type;
+use indicatif::{ProgressBar, ProgressStyle};
 use quern_core::error::IoContext;
 use quern_core::shard::read_shard;
 use quern_core::{Error, Result};
@@ -64,6 +65,7 @@ pub struct ExportReport {
 fn for_each_row(
     split_dir: &Path,
     meta: &TokenMeta,
+    progress: &ProgressBar,
     mut f: impl FnMut(&[i32], &[i32]) -> Result<()>,
 ) -> Result<()> {
     if !meta.objective.is_packed() {
@@ -100,8 +102,10 @@ fn for_each_row(
                 let dv = d.value(i);
                 f(tokens, dv.as_primitive::<Int32Type>().values().as_ref())?;
             }
+            progress.inc(b.num_rows() as u64);
         }
     }
+    progress.finish_and_clear();
     Ok(())
 }
 
@@ -159,13 +163,36 @@ pub fn export_split(
     format: ExportFormat,
     out_dir: &Path,
 ) -> Result<ExportReport> {
+    export_split_with(split_dir, format, out_dir, false)
+}
+
+/// [`export_split`], with a progress bar on stderr (rows of the split) when `progress`.
+pub fn export_split_with(
+    split_dir: &Path,
+    format: ExportFormat,
+    out_dir: &Path,
+    progress: bool,
+) -> Result<ExportReport> {
     let meta = TokenMeta::load(split_dir)?;
+    let bar = if progress {
+        ProgressBar::new(meta.rows)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} export {prefix} [{bar:30}] {pos}/{len} rows ({per_sec}, {elapsed}<{eta})",
+        )
+        .map_err(|e| Error::bug(format!("progress template: {e}")))?
+        .progress_chars("=> "),
+    );
     let split = split_dir
         .canonicalize()
         .at(split_dir)?
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "train".into());
+    bar.set_prefix(split.clone());
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let mut buf = Vec::new();
     match format {
@@ -173,7 +200,7 @@ pub fn export_split(
             let wide = meta.vocab_size > 65_536;
             let mut out = Out::create(out_dir.join(format!("{split}.bin")))?;
             let (mut tokens, mut documents) = (0u64, 0u64);
-            for_each_row(split_dir, &meta, |t, starts| {
+            for_each_row(split_dir, &meta, &bar, |t, starts| {
                 tokens += t.len() as u64;
                 documents += starts.len() as u64;
                 put_ids(&mut out, t, wide, &mut buf)
@@ -194,7 +221,7 @@ pub fn export_split(
             let mut lengths: Vec<i32> = Vec::new();
             let mut current: u64 = 0; // ids of the document being written
             let mut tokens = 0u64;
-            for_each_row(split_dir, &meta, |t, starts| {
+            for_each_row(split_dir, &meta, &bar, |t, starts| {
                 let mut cut: Vec<usize> = starts
                     .iter()
                     .map(|&s| s as usize)

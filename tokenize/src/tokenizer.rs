@@ -87,7 +87,9 @@ pub struct TrainTokenizerConfig {
     pub special_tokens: Vec<String>,
     /// Train on at most this many documents (the first ones, in input order). Default: all.
     pub max_documents: Option<u64>,
-    /// Show the trainer's progress bars. Default false (quern shows its own).
+    /// Show the `tokenizers` trainer's progress bars on stderr (reading the texts, counting,
+    /// merging). Default false; `quern tokenizer train` turns them on when stderr is a
+    /// terminal.
     pub show_progress: bool,
 }
 
