@@ -184,9 +184,15 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
         .unwrap_or_default();
     ctx.register_table(TOKEN_SPLITS, token_splits(corpus, token_shards)?)?;
 
-    udfs::register(&ctx);
-    crate::stages::register_udfs(&ctx);
+    register_functions(&ctx);
     Ok(ctx)
+}
+
+/// Registers quern's SQL functions on `ctx`: the built-in text functions ([`udfs`]) and every
+/// crate's stage functions. docs/sql.md lists them (a test checks it).
+pub fn register_functions(ctx: &SessionContext) {
+    udfs::register(ctx);
+    crate::stages::register_udfs(ctx);
 }
 
 /// A listing table over exactly `shards` (paths relative to `root`), with the union of
@@ -408,4 +414,39 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
         }
         false
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use datafusion::prelude::SessionContext;
+
+    /// docs/sql.md cannot drift (issue 19): its function table names every function a
+    /// session registers beyond DataFusion's own, and no other.
+    #[test]
+    fn the_sql_guide_lists_every_quern_function() {
+        let names = |ctx: &SessionContext| -> BTreeSet<String> {
+            ctx.state().scalar_functions().keys().cloned().collect()
+        };
+        let plain = names(&SessionContext::new());
+        let ctx = SessionContext::new();
+        super::register_functions(&ctx);
+        let ours: BTreeSet<String> = names(&ctx).difference(&plain).cloned().collect();
+        assert!(ours.len() > 20, "{ours:?}");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sql.md");
+        let guide = std::fs::read_to_string(path).unwrap();
+        let documented: BTreeSet<String> = guide
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|rest| rest.split('`').next()?.split_once('('))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let missing: Vec<_> = ours.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&ours).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/sql.md: undocumented functions {missing:?}; documented but not registered {stale:?}"
+        );
+    }
 }

@@ -615,7 +615,7 @@ fn one_off_stage_builds_equal_pipeline_builds() {
 /// The backticked names in serde's list of valid fields in `err` ("unknown field `zz`,
 /// expected one of `a`, `b`", "expected `a` or `b`", "expected `a`"); empty for "there are
 /// no fields". Panics when the error is not serde's unknown-field error.
-fn fields_named_by(err: &str) -> Vec<String> {
+pub(crate) fn fields_named_by(err: &str) -> Vec<String> {
     let rest = err
         .split_once("unknown field `zz_unknown`, ")
         .unwrap_or_else(|| panic!("not an unknown-field error: {err}"))

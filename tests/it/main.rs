@@ -5,6 +5,8 @@ mod common;
 mod build;
 mod dedup;
 #[cfg(feature = "torch")]
+mod docs;
+#[cfg(feature = "torch")]
 mod eval;
 mod filters;
 mod ingest;
