@@ -40,6 +40,9 @@ pub enum Command {
     /// Train a model (causal LM or masked LM) on tokenized shards from a run.toml, from scratch
     /// or from `[init] from` a model: mixed precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
     Train(crate::cmd::train::Args),
+    /// Run a grid or seeded random search over run.toml keys (learning rate, batch, steps,
+    /// LoRA rank...), one training run per trial, resumable, ranked by best validation loss.
+    Sweep(crate::cmd::sweep::Args),
     /// Turn an outside model (a GGUF file, a Hugging Face directory) or a quern checkpoint
     /// into a quern model directory: model.json, model.safetensors, tokenizer.json.
     Import(crate::cmd::import::Args),

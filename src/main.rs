@@ -1,7 +1,7 @@
 //! The `quern` binary: parse arguments, run, print the whole cause chain on error.
 //!
 //! It links the data side only, so `quern build`, `sql`, `stages`... start without loading
-//! libtorch. The commands that run libtorch (train, generate, eval, import, merge, demo,
+//! libtorch. The commands that run libtorch (train, sweep, generate, eval, import, merge, demo,
 //! doctor) are handed, arguments unchanged, to the `quern-torch` binary installed next to
 //! it: on Unix the process is replaced, so its exit code, output and signals are the
 //! command's own.

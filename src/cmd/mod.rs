@@ -13,6 +13,7 @@ pub mod merge;
 pub mod report;
 pub mod sql;
 pub mod stages;
+pub mod sweep;
 pub mod tokenize;
 pub mod tokenizer;
 pub mod train;
@@ -31,6 +32,7 @@ impl Command {
             Command::Doctor(_)
                 | Command::Demo(_)
                 | Command::Train(_)
+                | Command::Sweep(_)
                 | Command::Import(_)
                 | Command::Merge(_)
                 | Command::Generate(_)

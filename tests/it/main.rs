@@ -25,3 +25,5 @@ mod sql;
 mod tokenize;
 #[cfg(feature = "torch")]
 mod train;
+#[cfg(feature = "torch")]
+mod sweep;

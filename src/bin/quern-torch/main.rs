@@ -13,6 +13,7 @@ mod eval;
 mod generate;
 mod import;
 mod merge;
+mod sweep;
 mod train;
 
 /// The message and place of the last panic, kept by the panic hook.
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => doctor::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Import(a) => import::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Generate(a) => generate::run(a),
