@@ -11,9 +11,13 @@
 //!   `acc_norm`, zero- or few-shot.
 //! - [`score`]: the log-likelihood engine under `mc`: batched, deduplicated, independent of
 //!   the batch size.
+//! - [`generation`]: exact-match generation tasks (GSM8K-style): greedy answers from the
+//!   generator, the final number extracted as lm-evaluation-harness's `strict-match` and
+//!   `flexible-extract` filters do, normalised, compared.
 //! - [`cls`]: classification metrics (accuracy, macro-F1, per-class P/R/F1, confusion).
 
 pub mod cls;
+pub mod generation;
 pub mod mc;
 pub mod ppl;
 pub mod score;

@@ -19,6 +19,10 @@ pub enum What {
     /// A multiple-choice task from JSONL (plain or MMLU layout) scored by log-likelihood as
     /// lm-evaluation-harness does: acc and acc_norm, zero- or few-shot.
     Mc(McArgs),
+    /// An exact-match generation task (GSM8K-style JSONL: question, answer ending `#### N`):
+    /// greedy answers, the final number extracted as lm-evaluation-harness's gsm8k does
+    /// (strict-match and flexible-extract), normalised, compared.
+    Gen(GenArgs),
 }
 
 /// Flags every evaluation takes.
@@ -86,6 +90,39 @@ pub struct McArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Write every question's log-likelihoods and predictions to this JSONL file.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The task file (JSONL, one problem per line: `question`, and `answer` with the worked
+    /// steps then `#### <final answer>`; optional `id`).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Solved examples before each question: the first k problems of --shots-file, else the
+    /// first k other problems of the task.
+    #[arg(long, default_value_t = 0)]
+    pub shots: usize,
+    /// A file of examples in the task's layout (e.g. GSM8K's train split).
+    #[arg(long)]
+    pub shots_file: Option<PathBuf>,
+    /// Render each prompt with the model's chat template (the examples as user/assistant
+    /// turns), for instruct models.
+    #[arg(long)]
+    pub chat: bool,
+    /// New tokens at most per answer.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// A stop string beside "Question:", "</s>" and "<|im_end|>" (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Only the first N problems.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write every problem's prompt, output, extracted answers and verdicts to this JSONL file.
     #[arg(long)]
     pub details: Option<PathBuf>,
 }

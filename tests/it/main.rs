@@ -8,6 +8,8 @@ mod dedup;
 mod docs;
 #[cfg(feature = "torch")]
 mod eval;
+#[cfg(feature = "torch")]
+mod eval_gen;
 mod filters;
 mod ingest;
 mod labeling;

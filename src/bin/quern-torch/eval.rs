@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-pub use quern::cmd::eval::{Args, Common, McArgs, PplArgs, What};
+pub use quern::cmd::eval::{Args, Common, GenArgs, McArgs, PplArgs, What};
 
 mod imp {
     use super::*;
@@ -107,6 +107,91 @@ mod imp {
         finish(&a.common, result, table)
     }
 
+    pub fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
+        use quern_eval::generation::{GenOptions, GenTask};
+        let task = GenTask::load(&a.task)?;
+        let shots = a.shots_file.as_deref().map(GenTask::load).transpose()?;
+        let (loaded, model) = load(&a.common)?;
+        let tok = loaded.tokenizer.as_ref().with_context(|| {
+            format!(
+                "the model {} has no tokenizer.json, which a text task needs",
+                a.common.model.display()
+            )
+        })?;
+        if a.chat && loaded.meta.chat_template.is_none() && !a.common.json {
+            eprintln!("note: the model has no chat template; using a plain ChatML layout");
+        }
+        let opts = GenOptions {
+            shots: a.shots,
+            chat: a.chat,
+            max_new_tokens: a.max_tokens,
+            batch_size: a.common.batch_size,
+            limit: a.limit,
+            stop: a.stop.clone(),
+        };
+        let pb = bar(0, "gen");
+        let r = quern_eval::generation::run(
+            &loaded.model,
+            tok,
+            &loaded.meta.special,
+            loaded.meta.chat_template.as_deref(),
+            &task,
+            shots.as_ref(),
+            &opts,
+            &mut |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            },
+        )?;
+        pb.finish_and_clear();
+        if let Some(path) = &a.details {
+            let mut text = String::new();
+            for d in &r.details {
+                text.push_str(&serde_json::to_string(d)?);
+                text.push('\n');
+            }
+            quern_core::shard::write_atomic(path, text.as_bytes())?;
+        }
+        let mut table = format!(
+            "{} ({}-shot{}, greedy, at most {} tokens) on {}\n{:<18} {:>9} {:>8} {:>12} {:>8}\n",
+            a.task.display(),
+            r.shots,
+            if r.chat { ", chat template" } else { "" },
+            r.max_new_tokens,
+            a.common.model.display(),
+            "filter",
+            "questions",
+            "correct",
+            "exact_match",
+            "stderr"
+        );
+        for (name, m) in [
+            ("strict-match", &r.strict_match),
+            ("flexible-extract", &r.flexible_extract),
+        ] {
+            table.push_str(&format!(
+                "{name:<18} {:>9} {:>8} {:>12.4} {:>8.4}\n",
+                r.questions, m.correct, m.exact_match, m.stderr
+            ));
+        }
+        let ends: Vec<String> = r.finish.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        table.push_str(&format!(
+            "{} tokens generated in {:.1} s ({:.1} tokens/s); answers ended: {}\n",
+            r.generated_tokens,
+            r.seconds,
+            r.generated_tokens as f64 / r.seconds.max(1e-9),
+            ends.join(", ")
+        ));
+        let result = serde_json::json!({
+            "eval": "gen",
+            "model": model,
+            "data": { "task": a.task.display().to_string(), "task_xxh3": r.task_xxh3,
+                      "shots_file": r.shots_from, "shots_xxh3": r.shots_xxh3 },
+            "result": r,
+        });
+        finish(&a.common, result, table)
+    }
+
     pub fn mc(a: McArgs) -> anyhow::Result<ExitCode> {
         use quern_eval::mc::{Format, McOptions, Task};
         let format = Format::parse(&a.format)?;
@@ -192,5 +277,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Ppl(a) => imp::ppl(a),
         What::Mc(a) => imp::mc(a),
+        What::Gen(a) => imp::gen(a),
     }
 }
