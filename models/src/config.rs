@@ -14,6 +14,8 @@
 use quern_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::head::HeadConfig;
+
 /// Where positions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +108,10 @@ pub struct ModelConfig {
     /// Token type (segment) embeddings, as BERT has 2; 0 = none. Default 0.
     #[serde(default)]
     pub type_vocab_size: usize,
+    /// A classification head ([`crate::head`]): set by `train.objective = "cls"` from the
+    /// `[cls]` section and the data's labels, never written in `[model]`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadConfig>,
 }
 
 fn default_layers() -> usize {
@@ -157,6 +163,7 @@ impl Default for ModelConfig {
             init_std: default_init_std(),
             post_norm: false,
             type_vocab_size: 0,
+            head: None,
         }
     }
 }
@@ -306,6 +313,9 @@ impl ModelConfig {
         }
         if self.vocab_size == Some(0) {
             return bad("vocab_size", "must be at least 1".into());
+        }
+        if let Some(h) = &self.head {
+            h.validate()?;
         }
         Ok(())
     }

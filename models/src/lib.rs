@@ -15,6 +15,7 @@
 //! - [`generate`]: batched KV-cache generation with sampling, the library API that
 //!   `quern generate`, evaluation and reinforcement learning call.
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja), from `quern-tokenize`.
+//! - [`head`]: the classification head (pooling, linear layer to the classes).
 //! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod gguf;
+pub mod head;
 pub mod hf;
 pub mod lora;
 pub mod store;

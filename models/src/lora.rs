@@ -349,6 +349,10 @@ pub struct AdapterRecord {
     pub base: PathBuf,
     /// [`weights_hash`] of the base model's weights: another base is refused.
     pub base_hash: String,
+    /// The classification head trained with the adapters (`train.objective = "cls"`): its
+    /// weights (`head.*`) are saved in full beside the adapters and replace the base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<crate::head::HeadConfig>,
 }
 
 /// xxh3-64 (hex) of named weights as a model holds them: names in sorted order, each with
@@ -584,7 +588,28 @@ fn merged_once(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Resul
         ));
     }
     let adapters_file = dir.join(store::WEIGHTS);
-    let adapters = store::read_safetensors(&adapters_file)?;
+    let mut adapters = store::read_safetensors(&adapters_file)?;
+    // A classifier's head trained in full beside the adapters: it joins the weights as is.
+    let head: Vec<String> = adapters
+        .keys()
+        .filter(|k| k.starts_with(crate::head::PREFIX))
+        .cloned()
+        .collect();
+    if let Some(h) = &record.head {
+        if head.is_empty() {
+            return Err(Error::bad_input(
+                Place::file(&adapters_file),
+                "state.json records a classification head, but no `head.*` tensor is here",
+            ));
+        }
+        w.tensors.retain(|k, _| !k.starts_with(crate::head::PREFIX));
+        for k in head {
+            if let Some(t) = adapters.remove(&k) {
+                w.tensors.insert(k, t.to_kind(Kind::Float));
+            }
+        }
+        w.meta.config.head = Some(h.clone());
+    }
     merge_into(
         &mut w.tensors,
         &w.meta.config,
@@ -943,6 +968,7 @@ mod tests {
             lora: lora(2, &["q"]),
             base: ck.clone(),
             base_hash: "0".into(),
+            head: None,
         };
         let state = serde_json::json!({ "model": llama(), "lora": record });
         fs::write(ck.join("state.json"), state.to_string()).unwrap();

@@ -25,7 +25,8 @@
 //! | `ln_f.{weight,bias}` | `[dim]` | pre-norm (GPT-2, Llama) |
 //! | `lm_head.weight` | `[vocab, dim]` | untied embeddings only |
 //!
-//! `.bias` tensors exist when `bias = true` (RMSNorm has none).
+//! `.bias` tensors exist when `bias = true` (RMSNorm has none). A model with a
+//! classification head (`config.head`) also has `head.*` weights ([`crate::head`]).
 //!
 //! Attention goes through `scaled_dot_product_attention` (flash/memory-efficient kernels on
 //! GPU), with `is_causal` when nothing is masked and an explicit mask for padding and cached
@@ -40,6 +41,7 @@ use quern_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Mlp, ModelConfig, Norm, Positions};
+use crate::head::ClsHead;
 use crate::lora::{Adapter, LoraConfig, Target};
 
 /// What a parameter is, for weight-decay grouping.
@@ -301,6 +303,8 @@ pub struct Transformer {
     blocks: Vec<Block>,
     ln_f: Option<NormLayer>,
     lm_head: Option<Tensor>,
+    /// The classification head, when `cfg.head` is set.
+    head: Option<ClsHead>,
     /// `(cos, sin)` of shape `[seq_len, head_dim]`, for rotary positions.
     rope: Option<(Tensor, Tensor)>,
     store: ParamStore,
@@ -497,6 +501,47 @@ impl Transformer {
                 Role::Matrix,
             )?)
         };
+        let head = match &cfg.head {
+            Some(hc) => {
+                let pooler = if hc.pooler {
+                    Some((
+                        bld.add(
+                            "head.pooler.weight".into(),
+                            &[d, d],
+                            Init::Normal(std),
+                            Role::Matrix,
+                        )?,
+                        bld.add(
+                            "head.pooler.bias".into(),
+                            &[d],
+                            Init::Zeros,
+                            Role::NormOrBias,
+                        )?,
+                    ))
+                } else {
+                    None
+                };
+                let n = hc.num_labels as i64;
+                let w = bld.add(
+                    "head.out.weight".into(),
+                    &[n, d],
+                    Init::Normal(std),
+                    Role::Matrix,
+                )?;
+                let b = if cfg.bias {
+                    Some(bld.add("head.out.bias".into(), &[n], Init::Zeros, Role::NormOrBias)?)
+                } else {
+                    None
+                };
+                Some(ClsHead {
+                    cfg: hc.clone(),
+                    pooler,
+                    w,
+                    b,
+                })
+            }
+            None => None,
+        };
         let rope = (cfg.positions == Positions::Rotary).then(|| rope_tables(cfg, seq_len, device));
         Ok(Transformer {
             cfg: cfg.clone(),
@@ -509,6 +554,7 @@ impl Transformer {
             blocks,
             ln_f,
             lm_head,
+            head,
             rope,
             store: bld.store,
             lora: None,
@@ -564,10 +610,19 @@ impl Transformer {
         }
         let targets = lora.resolve(&self.cfg)?;
         let _g = tch::no_grad_guard();
-        for p in &self.store.params {
-            let _ = p.tensor.set_requires_grad(false);
-        }
         let mut store = ParamStore::default();
+        for p in &self.store.params {
+            // The classification head is new to the task: it trains with the adapters.
+            if p.name.starts_with(crate::head::PREFIX) {
+                store.params.push(Param {
+                    name: p.name.clone(),
+                    tensor: p.tensor.shallow_clone(),
+                    role: p.role,
+                });
+            } else {
+                let _ = p.tensor.set_requires_grad(false);
+            }
+        }
         let r = lora.rank as i64;
         let opts = (self.kind, self.device);
         for (i, blk) in self.blocks.iter_mut().enumerate() {
@@ -631,7 +686,11 @@ impl Transformer {
             .iter_mut()
             .chain(adapters.into_iter().flatten())
         {
-            p.tensor = p.tensor.to_kind(kind);
+            // A head parameter is in both stores: convert it once, so both hold one tensor.
+            p.tensor = match converted.get(&p.name) {
+                Some(c) => c.shallow_clone(),
+                None => p.tensor.to_kind(kind),
+            };
             converted.insert(p.name.clone(), p.tensor.shallow_clone());
         }
         self.visit_mut(&mut |name, t| {
@@ -657,6 +716,16 @@ impl Transformer {
         }
         if let Some(t) = &mut self.lm_head {
             f("lm_head.weight".into(), t);
+        }
+        if let Some(h) = &mut self.head {
+            if let Some((w, b)) = &mut h.pooler {
+                f("head.pooler.weight".into(), w);
+                f("head.pooler.bias".into(), b);
+            }
+            f("head.out.weight".into(), &mut h.w);
+            if let Some(b) = &mut h.b {
+                f("head.out.bias".into(), b);
+            }
         }
         fn norm(f: &mut dyn FnMut(String, &mut Tensor), name: &str, n: &mut NormLayer) {
             f(format!("{name}.weight"), &mut n.w);
@@ -759,6 +828,46 @@ impl Transformer {
     ) -> Result<Tensor> {
         let h = self.hidden(idx, extras, causal, false, cache)?;
         Ok(self.logits(&h))
+    }
+
+    /// Class logits `[B, num_labels]` (fp32) of rows `idx` `[B, T]` from the classification
+    /// head ([`crate::head`]). `mask` `[B, T]` (nonzero = a real token) marks the padding,
+    /// on either side: positions are counted over real tokens and padding is never
+    /// attended to, so a row's logits do not depend on its padding. Decoders run causally,
+    /// encoders (post-norm) bidirectionally. `train` turns dropout on. An error when the
+    /// model has no head or the rows do not fit.
+    pub fn classify(&self, idx: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            Error::usage(
+                "the model has no classification head: train one with train.objective = \"cls\"",
+            )
+        })?;
+        if mask.size() != idx.size() {
+            return Err(Error::usage(format!(
+                "mask has shape {:?}, the ids {:?}",
+                mask.size(),
+                idx.size()
+            )));
+        }
+        let mask = mask.to_device(self.device);
+        let full = mask.ne(0).all().int64_value(&[]) != 0;
+        let positions = crate::head::positions_from_mask(&mask);
+        let extras = if full {
+            Extras::default()
+        } else {
+            Extras {
+                positions: Some(&positions),
+                token_types: None,
+                key_mask: Some(&mask),
+            }
+        };
+        let h = self.hidden(idx, &extras, crate::head::causal(&self.cfg), train, None)?;
+        Ok(head.forward(&h, &mask).to_kind(Kind::Float))
+    }
+
+    /// The classification head's config, when the model has one.
+    pub fn head(&self) -> Option<&crate::head::HeadConfig> {
+        self.head.as_ref().map(|h| &h.cfg)
     }
 
     /// Output projection of hidden states `[.., dim]` to logits `[.., vocab]`.

@@ -36,6 +36,19 @@
 //! alpha = 16.0
 //! targets = ["q", "k", "v", "proj"]
 //! ```
+//!
+//! Sequence classification (`train.objective = "cls"`, on a `cls` split) adds a
+//! classification head to the model, fresh unless `init.from` already has one for the same
+//! labels; the `[cls]` section shapes it and weighs the classes:
+//!
+//! ```toml
+//! [train]
+//! objective = "cls"
+//! [cls]
+//! pooling = "auto"            # last (decoders), first ([CLS], encoders) or mean
+//! pooler = false              # BERT's tanh(dense(x)) before the output layer
+//! class_weights = [1.0, 3.0]  # one per label of meta.json, each > 0
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -76,6 +89,37 @@ pub struct TrainConfig {
     /// Checkpoints then hold only the adapters. Default: none (every weight trains).
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// The classification head and loss for `train.objective = "cls"`. Default: see
+    /// [`ClsConfig`].
+    #[serde(default)]
+    pub cls: ClsConfig,
+}
+
+/// `[cls]`: the classification head and its loss (`train.objective = "cls"` only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClsConfig {
+    /// `auto` (`last` for decoders, `first` for BERT-like encoders), `last` (the last real
+    /// token), `first` (the first token, `[CLS]`; encoders only) or `mean` (over real tokens).
+    /// Default `auto`.
+    pub pooling: ClsPooling,
+    /// BERT's pooler, `tanh(dense(x))`, between the pooled vector and the output layer,
+    /// initialised fresh. Default false.
+    pub pooler: bool,
+    /// A weight per class (in the order of `meta.json`'s `labels`, each > 0) on the
+    /// cross-entropy: the loss is `Σ w[label] · CE / rows`. Default: none (all 1).
+    pub class_weights: Option<Vec<f64>>,
+}
+
+/// `cls.pooling`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClsPooling {
+    #[default]
+    Auto,
+    Last,
+    First,
+    Mean,
 }
 
 fn default_out_dir() -> PathBuf {
@@ -307,6 +351,7 @@ impl TrainConfig {
             train: LoopConfig::default(),
             checkpoint: CheckpointConfig::default(),
             lora: None,
+            cls: ClsConfig::default(),
         }
     }
 
@@ -443,10 +488,39 @@ impl TrainConfig {
             o.grad_clip,
         )?;
         let t = &self.train;
-        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft") {
+        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft" | "cls") {
             return Err(Error::bad_config(
                 "train.objective",
-                format!("unknown objective `{}`; available: clm, mlm, sft (cls, rm, dpo, rl come later)", t.objective),
+                format!("unknown objective `{}`; available: clm, mlm, sft, cls (rm, dpo, rl come later)", t.objective),
+            ));
+        }
+        if self.model.head.is_some() {
+            return Err(Error::bad_config(
+                "model.head",
+                "the classification head is set by train.objective = \"cls\" and [cls], not in [model]",
+            ));
+        }
+        if let Some(w) = &self.cls.class_weights {
+            if let Some((i, x)) = w.iter().enumerate().find(|(_, x)| !positive(**x)) {
+                return Err(Error::bad_config(
+                    "cls.class_weights",
+                    format!("must each be a positive number, got {x} at index {i}"),
+                ));
+            }
+            if w.is_empty() {
+                return Err(Error::bad_config(
+                    "cls.class_weights",
+                    "is empty: give one weight per label, or leave the key out",
+                ));
+            }
+        }
+        if self.cls != ClsConfig::default() && t.objective != "cls" {
+            return Err(Error::bad_config(
+                "cls",
+                format!(
+                    "[cls] shapes a classification head, but train.objective is `{}`: set it to \"cls\" or remove [cls]",
+                    t.objective
+                ),
             ));
         }
         need(
@@ -583,6 +657,26 @@ mod tests {
                 "[data]\ntrain = \"t\"\n[init]\nform = \"m\"\n",
                 "init",
                 "form",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"cls\"\n[cls]\nclass_weights = [1.0, 0.0]\n",
+                "cls.class_weights",
+                "index 1",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"cls\"\n[cls]\npooling = \"max\"\n",
+                "cls.pooling",
+                "max",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[cls]\npooler = true\n",
+                "cls",
+                "train.objective",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[model.head]\nnum_labels = 2\npooling = \"last\"\n",
+                "model.head",
+                "[cls]",
             ),
         ];
         for (text, key, needle) in cases {

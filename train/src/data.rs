@@ -41,8 +41,10 @@ pub struct Rows {
     /// `sft`: `[n, width]` (int64), 1 where the id is a target the loss counts (a response
     /// token), 0 on prompts and padding. `None` for packed rows.
     pub loss_mask: Option<Tensor>,
-    /// `sft`: the length of each row before padding. Empty for packed rows.
+    /// `sft`, `cls`: the length of each row before padding. Empty for packed rows.
     pub lengths: Vec<usize>,
+    /// `cls`: each row's class id `[n]` (int64). `None` otherwise.
+    pub labels: Option<Tensor>,
 }
 
 impl Rows {
@@ -52,13 +54,17 @@ impl Rows {
             ids,
             loss_mask: None,
             lengths: Vec::new(),
+            labels: None,
         }
     }
 
     /// Model input positions in these rows when each is cut to `width` ids: every row's
     /// length less one (its last id is only a target).
     pub fn input_tokens(&self, width: usize) -> u64 {
-        if self.lengths.is_empty() {
+        if self.labels.is_some() {
+            // cls rows are read whole: every real id is an input.
+            self.lengths.iter().map(|&l| l as u64).sum()
+        } else if self.lengths.is_empty() {
             let n = self.ids.size().first().copied().unwrap_or(0).max(0) as u64;
             n * (width.saturating_sub(1) as u64)
         } else {
@@ -110,6 +116,9 @@ pub struct SplitMeta {
     pub eos_id: Option<i64>,
     pub mask_id: Option<i64>,
     pub tokenizer_hash: String,
+    /// `cls`: the class names in id order; empty otherwise.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl From<&TokenMeta> for SplitMeta {
@@ -124,6 +133,7 @@ impl From<&TokenMeta> for SplitMeta {
             eos_id: m.eos_id.map(i64::from),
             mask_id: m.mask_id.map(i64::from),
             tokenizer_hash: m.tokenizer_hash.clone(),
+            labels: m.labels.clone(),
         }
     }
 }
@@ -380,6 +390,7 @@ impl BatchSource for SftRows {
             ids: Tensor::from_slice(&ids).view(shape),
             loss_mask: Some(Tensor::from_slice(&mask).view(shape)),
             lengths,
+            labels: None,
         })
     }
     fn cursor(&self) -> DataCursor {
@@ -395,6 +406,266 @@ impl BatchSource for SftRows {
             position: c.position,
         })
     }
+}
+
+/// The `cls` rows of a tokenized split (`input_ids` of at most `seq_len` ids and a `label`
+/// per row), streamed in a seeded order and right-padded per micro-batch; [`Rows::lengths`]
+/// tells the padding apart. Every label is checked against `meta.json`'s `labels` when the
+/// split is opened, so a bad one is refused before training, naming its shard.
+pub struct ClsRows {
+    reader: TokenReader,
+    max_len: usize,
+    vocab: usize,
+    labels: usize,
+    pad: i64,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for ClsRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClsRows")
+            .field("dir", &self.dir)
+            .field("max_len", &self.max_len)
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+impl ClsRows {
+    /// Opens a `cls` split directory for rank `rank` of `world_size`. Refuses a split of
+    /// another objective or without label names (naming its `meta.json`), and a row whose
+    /// label is not a class id (naming its shard).
+    pub fn open(
+        dir: &Path,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(Self, SplitMeta)> {
+        let meta = SplitMeta::load(dir)?;
+        let meta_path = dir.join("meta.json");
+        if meta.objective != Objective::Cls.name() {
+            return Err(Error::bad_input(
+                Place::file(&meta_path),
+                format!(
+                    "`objective` is `{}`, but train.objective = \"cls\" trains on `cls` rows \
+                     (input_ids + label): tokenize with --objective cls",
+                    meta.objective
+                ),
+            ));
+        }
+        if meta.labels.len() < 2 {
+            return Err(Error::bad_input(
+                Place::file(&meta_path),
+                format!(
+                    "`labels` names {} class(es); a classifier needs at least 2 (rerun quern tokenize --objective cls)",
+                    meta.labels.len()
+                ),
+            ));
+        }
+        check_labels(dir, meta.labels.len())?;
+        let reader = TokenReader::open(
+            dir,
+            ReaderConfig {
+                seed,
+                rank,
+                world_size,
+                ..ReaderConfig::default()
+            },
+        )?;
+        // Padding is masked out of attention and pooling, so any id in the vocabulary does.
+        let pad = meta.pad_id.or(meta.eos_id).unwrap_or(0);
+        let rows = ClsRows {
+            reader,
+            max_len: meta.seq_len,
+            vocab: meta.vocab_size,
+            labels: meta.labels.len(),
+            pad,
+            dir: dir.to_path_buf(),
+        };
+        Ok((rows, meta))
+    }
+}
+
+/// Checks every `label` of a cls split's shards is in `0..labels`; an error names the shard
+/// file, the row and the label.
+pub fn check_labels(dir: &Path, labels: usize) -> Result<()> {
+    use arrow::array::{Array, Int64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let meta = TokenMeta::load(dir)?;
+    for shard in &meta.shards {
+        let path = dir.join(&shard.file);
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let unreadable =
+            |e: &dyn std::fmt::Display| Error::bad_input(Place::file(&path), e.to_string());
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+        let idx = builder
+            .schema()
+            .index_of("label")
+            .map_err(|_| unreadable(&"no `label` column, which `cls` shards must have"))?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| unreadable(&e))?;
+        let mut row = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| unreadable(&e))?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| unreadable(&"`label` is not an Int64 column"))?;
+            for i in 0..col.len() {
+                let bad = if col.is_null(i) {
+                    Some("null".to_string())
+                } else {
+                    let l = col.value(i);
+                    (l < 0 || l as u64 >= labels as u64).then(|| l.to_string())
+                };
+                if let Some(l) = bad {
+                    return Err(Error::bad_input(
+                        Place::file(&path),
+                        format!(
+                            "row {} has label {l}, not a class id: meta.json names {labels} labels, ids 0..{}",
+                            row + i as u64,
+                            labels - 1
+                        ),
+                    ));
+                }
+            }
+            row += col.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+impl BatchSource for ClsRows {
+    fn row_width(&self) -> usize {
+        self.max_len
+    }
+    fn fixed_width(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> usize {
+        self.reader.rows_per_epoch() as usize
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        Ok(self.next_batch(n)?.ids)
+    }
+    fn next_batch(&mut self, n: usize) -> Result<Rows> {
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.reader.cursor();
+            let place = || format!("row {} of epoch {}", at.position, at.epoch);
+            match self.reader.next_row()? {
+                Row::Cls { input_ids, label } => {
+                    if let Some(bad) = input_ids
+                        .iter()
+                        .find(|&&t| t < 0 || t as usize >= self.vocab)
+                    {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "token id {bad} outside the vocabulary (size {}) in {}",
+                                self.vocab,
+                                place()
+                            ),
+                        ));
+                    }
+                    if input_ids.is_empty() || input_ids.len() > self.max_len {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "{} holds {} ids, not 1 to meta.json's seq_len ({}); the split is damaged, rerun quern tokenize",
+                                place(),
+                                input_ids.len(),
+                                self.max_len
+                            ),
+                        ));
+                    }
+                    if label < 0 || label as usize >= self.labels {
+                        return Err(Error::bad_input(
+                            Place::file(&self.dir),
+                            format!(
+                                "{} has label {label}, not a class id (0..{})",
+                                place(),
+                                self.labels - 1
+                            ),
+                        ));
+                    }
+                    rows.push((input_ids, label));
+                }
+                _ => return Err(Error::bug("a cls split returned a row of another kind")),
+            }
+        }
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(n * width);
+        let mut lengths = Vec::with_capacity(n);
+        let mut labels = Vec::with_capacity(n);
+        for (i, l) in &rows {
+            ids.extend(i.iter().map(|&t| i64::from(t)));
+            ids.extend(std::iter::repeat_n(self.pad, width - i.len()));
+            lengths.push(i.len());
+            labels.push(*l);
+        }
+        Ok(Rows {
+            ids: Tensor::from_slice(&ids).view([n as i64, width as i64]),
+            loss_mask: None,
+            lengths,
+            labels: Some(Tensor::from_slice(&labels)),
+        })
+    }
+    fn cursor(&self) -> DataCursor {
+        let c = self.reader.cursor();
+        DataCursor {
+            epoch: c.epoch,
+            position: c.position,
+        }
+    }
+    fn seek(&mut self, c: DataCursor) -> Result<()> {
+        self.reader.seek(&Cursor {
+            epoch: c.epoch,
+            position: c.position,
+        })
+    }
+}
+
+/// Writes `rows` (input ids, 1 to `seq_len` of them, and a class id) as a `cls` split in
+/// `dir` with the class names `labels`, in the layout `quern tokenize` writes: for tests and
+/// benchmarks. Labels are written as given (a test may write a bad one); no
+/// `tokenizer.json` is written.
+pub fn write_cls_split(
+    dir: &Path,
+    rows: &[(Vec<i32>, i64)],
+    labels: &[String],
+    seq_len: usize,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    if rows.is_empty() || rows.iter().any(|(i, _)| i.is_empty() || i.len() > seq_len) {
+        return Err(Error::usage("cls rows need 1 to seq_len ids"));
+    }
+    let mut b = RowBuilder::new(Objective::Cls);
+    for (i, (ids, label)) in rows.iter().enumerate() {
+        b.push_cls(ids, *label, &[format!("row-{i}")]);
+    }
+    let tokens = rows.iter().map(|r| r.0.len() as u64).sum();
+    write_split(
+        dir,
+        Objective::Cls,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        tokens,
+        vocab_size,
+        special,
+        tokenizer,
+    )?;
+    let mut meta = TokenMeta::load(dir)?;
+    meta.labels = labels.to_vec();
+    meta.save(dir)
 }
 
 /// Writes `rows` (input ids and a loss mask of the same length, at most `seq_len` ids each)

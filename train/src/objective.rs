@@ -28,8 +28,10 @@ pub struct Prepared {
     pub input: Tensor,
     /// Target ids `[B, T]` (int64), [`IGNORE`] where the loss does not count.
     pub targets: Tensor,
-    /// Number of positions where the loss counts.
+    /// Number of positions where the loss counts (`cls`: examples).
     pub count: i64,
+    /// `cls`: which input ids are real tokens `[B, T]` (int64 0/1); `None` otherwise.
+    pub mask: Option<Tensor>,
 }
 
 /// A training objective.
@@ -46,6 +48,16 @@ pub trait Objective: Send {
     /// (`sft` rows) are refused, since an objective that ignored the mask would train on
     /// prompts and padding.
     fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        if rows.labels.is_some() {
+            return Err(Error::bad_config(
+                "train.objective",
+                format!(
+                    "`{}` trains on packed rows, but the data holds cls rows (input_ids + label): \
+                     set train.objective = \"cls\"",
+                    self.name()
+                ),
+            ));
+        }
         if rows.loss_mask.is_some() {
             return Err(Error::bad_config(
                 "train.objective",
@@ -57,6 +69,21 @@ pub trait Objective: Send {
             ));
         }
         Ok(self.prepare(&rows.ids))
+    }
+    /// Whether the model's input drops the row's last id (which is only a target), as in
+    /// language modelling; `false` when the whole row is input (`cls`).
+    fn shifts(&self) -> bool {
+        true
+    }
+    /// The summed loss ([`loss_sum`](Self::loss_sum)) and, for a classifier, each row's
+    /// predicted class `[B]` (int64), for validation metrics. Default: no predictions.
+    fn loss_and_predictions(
+        &self,
+        model: &Transformer,
+        batch: &Prepared,
+        train: bool,
+    ) -> (Tensor, Option<Tensor>) {
+        (self.loss_sum(model, batch, train), None)
     }
     /// The loss summed over target positions (a float32 scalar with a graph).
     fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
@@ -92,6 +119,7 @@ impl Objective for Clm {
             input: rows.narrow(1, 0, w - 1),
             targets: rows.narrow(1, 1, w - 1),
             count: b * (w - 1),
+            mask: None,
         }
     }
 }
@@ -115,6 +143,7 @@ impl Sft {
                 input: empty.shallow_clone(),
                 targets: empty,
                 count: 0,
+                mask: None,
             };
         }
         let counts = mask.narrow(1, 1, w - 1).ne(0);
@@ -124,6 +153,7 @@ impl Sft {
             input: ids.narrow(1, 0, w - 1),
             targets,
             count: counts.sum(Kind::Int64).int64_value(&[]),
+            mask: None,
         }
     }
 }
@@ -148,6 +178,110 @@ impl Objective for Sft {
                  tokenize with --objective sft, or set train.objective = \"clm\"",
             )),
         }
+    }
+}
+
+/// Sequence classification: the model's classification head ([`quern_models::head`]) reads
+/// each `cls` row whole, and the loss is the cross-entropy of its logits against the row's
+/// label, weighted by `class_weights[label]` when given. The count is the number of rows,
+/// so the step's loss is `Σ w_label · CE / N` over its N rows however they fall into
+/// micro-batches (note: PyTorch's weighted `mean` divides by `Σ w_label` instead).
+#[derive(Debug, Clone, Default)]
+pub struct Cls {
+    /// One weight per class, or none (every class 1).
+    pub class_weights: Option<Vec<f64>>,
+}
+
+impl Cls {
+    fn logits(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        let mask = batch
+            .mask
+            .as_ref()
+            .map(|m| m.shallow_clone())
+            .unwrap_or_else(|| Tensor::ones_like(&batch.input));
+        // Rows were checked against the model's context and vocabulary before training, and
+        // the trainer builds the head before it builds the objective.
+        model
+            .classify(&batch.input, &mask, train)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn loss_of(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
+        let weights = self.class_weights.as_ref().map(|w| {
+            Tensor::from_slice(w)
+                .to_kind(Kind::Float)
+                .to_device(logits.device())
+        });
+        let per_row =
+            logits.cross_entropy_loss(targets, None::<Tensor>, Reduction::None, IGNORE, 0.0);
+        match weights {
+            Some(w) => (per_row * w.index_select(0, targets)).sum(Kind::Float),
+            None => per_row.sum(Kind::Float),
+        }
+    }
+}
+
+impl Objective for Cls {
+    fn name(&self) -> &'static str {
+        "cls"
+    }
+    /// Not used: [`Transformer::classify`] runs decoders causally and encoders fully.
+    fn causal(&self) -> bool {
+        true
+    }
+    fn shifts(&self) -> bool {
+        false
+    }
+    /// Packed rows have no labels: see [`prepare_rows`](Self::prepare_rows).
+    fn prepare(&self, rows: &Tensor) -> Prepared {
+        let b = rows.size().first().copied().unwrap_or(0);
+        Prepared {
+            input: rows.shallow_clone(),
+            targets: Tensor::full([b], IGNORE, (Kind::Int64, rows.device())),
+            count: 0,
+            mask: None,
+        }
+    }
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        let Some(labels) = &rows.labels else {
+            return Err(Error::bad_config(
+                "train.objective",
+                "`cls` trains on cls rows (input_ids + label), but the data holds other rows: \
+                 tokenize with --objective cls",
+            ));
+        };
+        let (b, w) = rows
+            .ids
+            .size2()
+            .map_err(|_| Error::bug("cls rows are [batch, width]"))?;
+        if rows.lengths.len() as i64 != b || labels.size() != [b] {
+            return Err(Error::bug("cls rows, lengths and labels disagree"));
+        }
+        let lengths: Vec<i64> = rows.lengths.iter().map(|&l| l as i64).collect();
+        let dev = rows.ids.device();
+        let mask = Tensor::arange(w, (Kind::Int64, dev))
+            .view([1, w])
+            .lt_tensor(&Tensor::from_slice(&lengths).to_device(dev).view([b, 1]))
+            .to_kind(Kind::Int64);
+        Ok(Prepared {
+            input: rows.ids.shallow_clone(),
+            targets: labels.to_device(dev),
+            count: b,
+            mask: Some(mask),
+        })
+    }
+    fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        self.loss_of(&self.logits(model, batch, train), &batch.targets)
+    }
+    fn loss_and_predictions(
+        &self,
+        model: &Transformer,
+        batch: &Prepared,
+        train: bool,
+    ) -> (Tensor, Option<Tensor>) {
+        let logits = self.logits(model, batch, train);
+        let pred = logits.argmax(1, false);
+        (self.loss_of(&logits, &batch.targets), Some(pred))
     }
 }
 
@@ -197,6 +331,7 @@ impl Objective for Mlm {
             input,
             targets,
             count,
+            mask: None,
         }
     }
 }
@@ -229,6 +364,7 @@ mod tests {
             ids,
             loss_mask: Some(mask),
             lengths: vec![5, 4],
+            labels: None,
         };
         let p = Sft.prepare_rows(&rows).unwrap();
         assert_eq!(
@@ -273,6 +409,7 @@ mod tests {
                 ids: Tensor::from_slice(ids).view([1, -1]),
                 loss_mask: Some(Tensor::from_slice(mask).view([1, -1])),
                 lengths: vec![ids.len()],
+                labels: None,
             };
             let p = Sft.prepare_rows(&rows).unwrap();
             let _g = tch::no_grad_guard();
@@ -288,6 +425,70 @@ mod tests {
         let response_last = [0i64, 0, 0, 0, 0, 1, 1, 1];
         let (a, b) = (loss(&ids, &response_last), loss(&changed, &response_last));
         assert!((a - b).abs() > 1e-4, "{a} vs {b}");
+    }
+
+    /// cls rows: the mask marks each row's real ids, the count is the rows, and the loss
+    /// is `Σ w[label] · CE` over them, with CE computed here from the logits by hand.
+    #[test]
+    fn cls_masks_padding_and_weighs_each_row_by_its_class() {
+        use quern_models::head::{HeadConfig, Pooling};
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(3);
+        let cfg = quern_models::config::ModelConfig {
+            layers: 1,
+            heads: 2,
+            dim: 16,
+            seq_len: Some(8),
+            vocab_size: Some(32),
+            head: Some(HeadConfig {
+                num_labels: 3,
+                labels: vec![],
+                pooling: Pooling::Last,
+                pooler: false,
+            }),
+            ..Default::default()
+        };
+        let model = Transformer::new(&cfg, tch::Device::Cpu);
+        let rows = Rows {
+            ids: Tensor::from_slice(&[3i64, 4, 5, 0, 6, 7, 0, 0]).view([2, 4]),
+            loss_mask: None,
+            lengths: vec![3, 2],
+            labels: Some(Tensor::from_slice(&[2i64, 0])),
+        };
+        let weighted = Cls {
+            class_weights: Some(vec![1.0, 1.0, 3.0]),
+        };
+        let p = weighted.prepare_rows(&rows).unwrap();
+        assert_eq!(p.count, 2);
+        let mask = p.mask.as_ref().unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(mask.reshape([-1])).unwrap(),
+            vec![1, 1, 1, 0, 1, 1, 0, 0]
+        );
+        let _g = tch::no_grad_guard();
+        let logits = model.classify(&p.input, mask, false).unwrap();
+        let logp = logits.log_softmax(-1, Kind::Double);
+        let ce0 = -logp.double_value(&[0, 2]);
+        let ce1 = -logp.double_value(&[1, 0]);
+        let w = weighted.loss_sum(&model, &p, false).double_value(&[]);
+        assert!(
+            (w - (3.0 * ce0 + ce1)).abs() < 1e-5,
+            "{w} vs {}",
+            3.0 * ce0 + ce1
+        );
+        let plain = Cls::default().loss_sum(&model, &p, false).double_value(&[]);
+        assert!((plain - (ce0 + ce1)).abs() < 1e-5);
+        let (_, pred) = weighted.loss_and_predictions(&model, &p, false);
+        assert_eq!(
+            Vec::<i64>::try_from(pred.unwrap()).unwrap(),
+            Vec::<i64>::try_from(logits.argmax(1, false)).unwrap()
+        );
+        // Other objectives refuse cls rows, and cls refuses packed rows.
+        let e = Clm.prepare_rows(&rows).unwrap_err().to_string();
+        assert!(e.contains("train.objective") && e.contains("cls"), "{e}");
+        assert!(Cls::default()
+            .prepare_rows(&Rows::packed(rows.ids.shallow_clone()))
+            .is_err());
     }
 
     #[test]

@@ -26,10 +26,10 @@ use tch::{Device, Tensor};
 use crate::amp::{self, AutocastGuard, LossScaler};
 use crate::checkpoint::{self, Best, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
-use crate::data::{BatchSource, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
+use crate::data::{BatchSource, ClsRows, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
 use crate::memory;
 use crate::model::Transformer;
-use crate::objective::{Clm, Mlm, Objective, Sft};
+use crate::objective::{Clm, Cls, Mlm, Objective, Sft};
 use crate::optim::{self, AdamW};
 use quern_models::lora::AdapterRecord;
 
@@ -68,6 +68,13 @@ pub struct EvalLog {
     pub step: u64,
     pub val_loss: f64,
     pub val_ppl: f64,
+    /// `cls`: the share of validation rows whose highest logit is their label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// `cls`: the mean over classes of each class's F1 (every class weighs the same,
+    /// scikit-learn's `macro` average; a class never predicted nor present counts 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
 }
 
 /// What a run did.
@@ -213,11 +220,70 @@ pub fn resolve_init(
     Ok(m)
 }
 
+/// The classification head of a `cls` run: the split's labels, `[cls]`'s pooling (`auto`
+/// picks the family's) and pooler. `first` on a decoder is refused: under causal attention
+/// the first token has seen nothing else.
+pub fn resolve_head(
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+    meta: &SplitMeta,
+) -> Result<quern_models::head::HeadConfig> {
+    use crate::config::ClsPooling;
+    use quern_models::head::{self, Pooling};
+    let pooling = match cfg.cls.pooling {
+        ClsPooling::Auto => head::default_pooling(model),
+        ClsPooling::Last => Pooling::Last,
+        ClsPooling::First => Pooling::First,
+        ClsPooling::Mean => Pooling::Mean,
+    };
+    if pooling == Pooling::First && head::causal(model) {
+        return Err(Error::bad_config(
+            "cls.pooling",
+            format!(
+                "`first` reads the first token, which in a decoder ({}) has attended to nothing else: use `last` or `mean`",
+                model.family()
+            ),
+        ));
+    }
+    let h = head::HeadConfig {
+        num_labels: meta.labels.len(),
+        labels: meta.labels.clone(),
+        pooling,
+        pooler: cfg.cls.pooler,
+    };
+    h.validate().map_err(|e| {
+        Error::bad_config(
+            "data.train",
+            format!("{}: {e}", cfg.data.train.join("meta.json").display()),
+        )
+    })?;
+    Ok(h)
+}
+
 /// Builds the objective named in the configuration.
 pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Objective>> {
     match cfg.train.objective.as_str() {
         "clm" => Ok(Box::new(Clm)),
         "sft" => Ok(Box::new(Sft)),
+        "cls" => {
+            if let Some(w) = &cfg.cls.class_weights {
+                if w.len() != meta.labels.len() {
+                    return Err(Error::bad_config(
+                        "cls.class_weights",
+                        format!(
+                            "{} weight(s), but {} names {} labels ({}): give one weight per label, in that order",
+                            w.len(),
+                            cfg.data.train.join("meta.json").display(),
+                            meta.labels.len(),
+                            meta.labels.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Ok(Box::new(Cls {
+                class_weights: cfg.cls.class_weights.clone(),
+            }))
+        }
         "mlm" => {
             let mask_id = meta.mask_id.ok_or_else(|| {
                 Error::bad_config(
@@ -234,7 +300,7 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
         }
         other => Err(Error::bad_config(
             "train.objective",
-            format!("unknown objective `{other}`; available: clm, mlm, sft"),
+            format!("unknown objective `{other}`; available: clm, mlm, sft, cls"),
         )),
     }
 }
@@ -306,9 +372,11 @@ impl Trainer {
                 format!("{seq} is longer than the data's rows allow"),
             ));
         }
-        // Variable-length rows (sft conversations) are never cut: the model's context must
-        // hold the longest row the split may have (its meta.json seq_len) less its last id.
-        if !train_data.fixed_width() && train_data.row_width() > ctx + 1 {
+        // Variable-length rows (sft conversations, cls examples) are never cut: the model's
+        // context must hold the longest row the split may have (its meta.json seq_len), less
+        // its last id when that is only a target.
+        let shift = usize::from(objective.shifts());
+        if !train_data.fixed_width() && train_data.row_width() > ctx + shift {
             return Err(Error::bad_config(
                 if cfg.init.from.is_some() { "init.from" } else { "model.seq_len" },
                 format!(
@@ -316,8 +384,8 @@ impl Trainer {
                      which need {}: tokenize with --seq-len {} or less{}",
                     cfg.data.train.display(),
                     train_data.row_width(),
-                    train_data.row_width() - 1,
-                    ctx + 1,
+                    train_data.row_width() - shift,
+                    ctx + shift,
                     if cfg.init.from.is_some() { "" } else { ", or raise model.seq_len" }
                 ),
             ));
@@ -401,7 +469,8 @@ impl Trainer {
     /// Moves a micro-batch to the device; packed rows are cut to the training window
     /// (variable-length rows never are: [`Trainer::new`] checked they fit the context).
     fn rows_to_device(&self, rows: &Rows) -> Rows {
-        let ids = if rows.loss_mask.is_none() && rows.ids.size()[1] > self.width {
+        let packed = rows.loss_mask.is_none() && rows.lengths.is_empty();
+        let ids = if packed && rows.ids.size()[1] > self.width {
             rows.ids.narrow(1, 0, self.width)
         } else {
             rows.ids.shallow_clone()
@@ -410,6 +479,7 @@ impl Trainer {
             ids: ids.to_device(self.device),
             loss_mask: rows.loss_mask.as_ref().map(|m| m.to_device(self.device)),
             lengths: rows.lengths.clone(),
+            labels: rows.labels.as_ref().map(|l| l.to_device(self.device)),
         }
     }
 
@@ -538,20 +608,38 @@ impl Trainer {
         let _g = tch::no_grad_guard();
         tch::manual_seed(step_seed(self.cfg.train.seed ^ 0xE7A1, 0));
         let (mut sum, mut count) = (0.0, 0i64);
+        let (mut gold, mut pred) = (Vec::new(), Vec::new());
         for rows in all {
             let p = self.objective.prepare_rows(&self.rows_to_device(&rows))?;
             let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
-            sum += self
-                .objective
-                .loss_sum(&self.model, &p, false)
-                .double_value(&[]);
+            let (loss, predicted) = self.objective.loss_and_predictions(&self.model, &p, false);
+            sum += loss.double_value(&[]);
             count += p.count;
+            if let Some(pr) = predicted {
+                pred.extend(
+                    Vec::<i64>::try_from(pr.to_device(Device::Cpu))
+                        .map_err(|e| Error::bug(format!("reading predictions: {e}")))?,
+                );
+                gold.extend(
+                    Vec::<i64>::try_from(p.targets.to_device(Device::Cpu))
+                        .map_err(|e| Error::bug(format!("reading labels: {e}")))?,
+                );
+            }
         }
         let val_loss = sum / count.max(1) as f64;
+        let (accuracy, macro_f1) = match self.model.head() {
+            Some(h) if !gold.is_empty() => {
+                let (a, f) = accuracy_macro_f1(&gold, &pred, h.num_labels);
+                (Some(a), Some(f))
+            }
+            _ => (None, None),
+        };
         Ok(Some(EvalLog {
             step: self.step,
             val_loss,
             val_ppl: val_loss.exp(),
+            accuracy,
+            macro_f1,
         }))
     }
 
@@ -674,6 +762,49 @@ impl Trainer {
     }
 }
 
+/// Accuracy and macro-F1 (scikit-learn's conventions: a ratio with a zero denominator is 0,
+/// every class weighs the same) of predicted against gold class ids in `0..classes`.
+pub fn accuracy_macro_f1(gold: &[i64], pred: &[i64], classes: usize) -> (f64, f64) {
+    let (mut tp, mut gold_n, mut pred_n) = (
+        vec![0u64; classes],
+        vec![0u64; classes],
+        vec![0u64; classes],
+    );
+    let mut correct = 0u64;
+    for (&g, &p) in gold.iter().zip(pred) {
+        let (g, p) = (g as usize, p as usize);
+        if g < classes {
+            gold_n[g] += 1;
+        }
+        if p < classes {
+            pred_n[p] += 1;
+        }
+        if g == p && g < classes {
+            tp[g] += 1;
+            correct += 1;
+        }
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let f1: f64 = (0..classes)
+        .map(|c| {
+            let (p, r) = (ratio(tp[c], pred_n[c]), ratio(tp[c], gold_n[c]));
+            if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    (
+        ratio(correct, gold.len() as u64),
+        if classes == 0 {
+            0.0
+        } else {
+            f1 / classes as f64
+        },
+    )
+}
+
 /// Evaluates on the validation split (when there is one), prints and logs the result.
 /// Returns whether early stopping says to stop.
 fn evaluate_and_log(
@@ -685,10 +816,16 @@ fn evaluate_and_log(
     let Some(e) = trainer.evaluate()? else {
         return Ok(false);
     };
-    bar.println(format!(
-        "step {}: val loss {:.4} ppl {:.2}",
-        e.step, e.val_loss, e.val_ppl
-    ));
+    bar.println(match (e.accuracy, e.macro_f1) {
+        (Some(a), Some(f)) => format!(
+            "step {}: val loss {:.4} accuracy {:.4} macro-F1 {:.4}",
+            e.step, e.val_loss, a, f
+        ),
+        _ => format!(
+            "step {}: val loss {:.4} ppl {:.2}",
+            e.step, e.val_loss, e.val_ppl
+        ),
+    });
     metrics.write("eval", &e)?;
     let stop = trainer.observe_eval(&e)?;
     evals.push(e);
@@ -748,6 +885,10 @@ impl Metrics {
 /// Opens a split for the objective: `sft` rows for `sft`, packed rows otherwise; each refuses
 /// a split of the other kind, naming its meta.json.
 fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
+    if objective == "cls" {
+        let (rows, meta) = ClsRows::open(dir, seed, 0, 1)?;
+        return Ok((Box::new(rows), meta));
+    }
     if objective == "sft" {
         let (rows, meta) = SftRows::open(dir, seed, 0, 1)?;
         return Ok((Box::new(rows), meta));
@@ -812,6 +953,17 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
                     format!("{} was tokenized differently from data.train (tokenizer hash or seq_len differ)", dir.display()),
                 ));
             }
+            if vmeta.labels != meta.labels {
+                return Err(Error::bad_config(
+                    "data.val",
+                    format!(
+                        "{} has the labels [{}], data.train [{}]: both splits need the same label names in the same order",
+                        dir.join("meta.json").display(),
+                        vmeta.labels.join(", "),
+                        meta.labels.join(", ")
+                    ),
+                ));
+            }
             Some(v)
         }
         None => None,
@@ -823,9 +975,22 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         ),
         None => None,
     };
-    let model_cfg = match &init {
+    let mut model_cfg = match &init {
         Some(w) => resolve_init(&cfg.model, w, &meta, &cfg.data.train)?,
         None => resolve_model(&cfg.model, &meta)?,
+    };
+    model_cfg.head = if cfg.train.objective == "cls" {
+        Some(resolve_head(cfg, &model_cfg, &meta)?)
+    } else {
+        None
+    };
+    // The source's trained head is kept when it has the run's shape and labels; any other
+    // is replaced by a fresh one.
+    let keep_source_head = match (&init, &model_cfg.head) {
+        (Some(w), Some(h)) => w.meta.config.head.as_ref().is_some_and(|src| {
+            src.num_labels == h.num_labels && src.labels == h.labels && src.pooler == h.pooler
+        }),
+        _ => false,
     };
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
@@ -837,12 +1002,23 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
     let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
     if let Some(w) = &init {
-        checkpoint::restore_weights(trainer.model.params_mut(), &w.tensors, &w.path)?;
+        let mut params = quern_models::transformer::ParamStore::default();
+        for p in &trainer.model.params().params {
+            if keep_source_head || !p.name.starts_with(quern_models::head::PREFIX) {
+                params.params.push(quern_models::transformer::Param {
+                    name: p.name.clone(),
+                    tensor: p.tensor.shallow_clone(),
+                    role: p.role,
+                });
+            }
+        }
+        checkpoint::restore_weights(&mut params, &w.tensors, &w.path)?;
         if let Some(lora) = &cfg.lora {
             trainer.adapter = Some(AdapterRecord {
                 lora: lora.clone(),
                 base: fs::canonicalize(&w.path).at(&w.path)?,
                 base_hash: quern_models::lora::weights_hash(&w.tensors),
+                head: model_cfg.head.clone(),
             });
         }
     }

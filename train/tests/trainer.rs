@@ -128,6 +128,7 @@ impl Objective for NoSpaces {
             input: p.input,
             targets,
             count,
+            mask: None,
         }
     }
 }
