@@ -14,7 +14,8 @@
 //! - [`generation`]: exact-match generation tasks (GSM8K-style): greedy answers from the
 //!   generator, the final number extracted as lm-evaluation-harness's `strict-match` and
 //!   `flexible-extract` filters do, normalised, compared.
-//! - [`cls`]: classification metrics (accuracy, macro-F1, per-class P/R/F1, confusion).
+//! - [`cls`]: a model's classification head on a `cls` split, and classification metrics
+//!   (accuracy, macro-F1, per-class P/R/F1, confusion).
 
 pub mod cls;
 pub mod generation;

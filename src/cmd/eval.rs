@@ -1,6 +1,8 @@
-//! `quern eval`: measure a model. `ppl` (perplexity on a tokenized split, per source) and
-//! `mc` (multiple-choice tasks by log-likelihood, MMLU among them). The model is anything
-//! `quern_models::store::load` reads; the work is done by the `quern-eval` crate.
+//! `quern eval`: measure a model. `ppl` (perplexity on a tokenized split, per source),
+//! `mc` (multiple-choice tasks by log-likelihood, MMLU among them) and `cls` (a
+//! classifier's accuracy, macro-F1, per-class figures and confusion on a cls split). The
+//! model is anything `quern_models::store::load` reads; the work is done by the
+//! `quern-eval` crate.
 
 use std::path::PathBuf;
 
@@ -19,6 +21,9 @@ pub enum What {
     /// A multiple-choice task from JSONL (plain or MMLU layout) scored by log-likelihood as
     /// lm-evaluation-harness does: acc and acc_norm, zero- or few-shot.
     Mc(McArgs),
+    /// A classifier (a model trained with train.objective = "cls") on a tokenized cls split:
+    /// accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+    Cls(ClsArgs),
     /// An exact-match generation task (GSM8K-style JSONL: question, answer ending `#### N`):
     /// greedy answers, the final number extracted as lm-evaluation-harness's gsm8k does
     /// (strict-match and flexible-extract), normalised, compared.
@@ -92,6 +97,18 @@ pub struct McArgs {
     /// Write every question's log-likelihoods and predictions to this JSONL file.
     #[arg(long)]
     pub details: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The tokenized cls split directory (e.g. `tok/test`, holding meta.json and shards).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only the first N rows of the split.
+    #[arg(long)]
+    pub max_rows: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-pub use quern::cmd::eval::{Args, Common, GenArgs, McArgs, PplArgs, What};
+pub use quern::cmd::eval::{Args, ClsArgs, Common, GenArgs, McArgs, PplArgs, What};
 
 mod imp {
     use super::*;
@@ -99,6 +99,36 @@ mod imp {
         ));
         let result = serde_json::json!({
             "eval": "ppl",
+            "model": model,
+            "data": { "split": a.data.display().to_string(),
+                      "meta_xxh3": format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&meta)) },
+            "result": r,
+        });
+        finish(&a.common, result, table)
+    }
+
+    pub fn cls(a: ClsArgs) -> anyhow::Result<ExitCode> {
+        let (loaded, model) = load(&a.common)?;
+        let meta = std::fs::read(a.data.join(quern_tokenize::meta::META_JSON)).unwrap_or_default();
+        let opts = quern_eval::cls::ClsOptions {
+            batch_size: a.common.batch_size,
+            max_rows: a.max_rows,
+        };
+        let pb = bar(0, "cls");
+        let r = quern_eval::cls::evaluate(&loaded.model, &a.data, &opts, &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })?;
+        pb.finish_and_clear();
+        let table = format!(
+            "classification by {} on {}\n{}{:.1} s\n",
+            a.common.model.display(),
+            a.data.display(),
+            quern_eval::cls::table(&r),
+            r.seconds
+        );
+        let result = serde_json::json!({
+            "eval": "cls",
             "model": model,
             "data": { "split": a.data.display().to_string(),
                       "meta_xxh3": format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&meta)) },
@@ -277,6 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Ppl(a) => imp::ppl(a),
         What::Mc(a) => imp::mc(a),
+        What::Cls(a) => imp::cls(a),
         What::Gen(a) => imp::gen(a),
     }
 }
