@@ -21,4 +21,4 @@ pub mod stage;
 pub mod text;
 
 pub use error::{Context, Error, Result};
-pub use stage::{BatchCtx, Stage, StageKind, StageRegistry, Verdict};
+pub use stage::{BatchCtx, Keeps, Stage, StageKind, StageRegistry, Threshold, Verdict};

@@ -17,6 +17,11 @@
 //! deterministically), then [`Stage::end_gather`] once, then [`Stage::apply`] on every
 //! batch again.
 //!
+//! A stage that drops documents by a numeric cut on one of its own signal columns describes
+//! that cut through [`Stage::thresholds`] ([`Threshold`]: column, value, which side
+//! [`Keeps`], parameter and reason), so that a report can mark it on the column's histogram
+//! without knowing the stage type.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
@@ -108,6 +113,84 @@ impl Verdict {
     }
 }
 
+/// Which documents a [`Threshold`] keeps, by the value of its column. A document whose value
+/// is null (the signal is undefined for it) is never rejected by a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Keeps {
+    /// Keeps `value >= threshold` (a minimum: `value < threshold` is rejected).
+    AtLeast,
+    /// Keeps `value > threshold` (`value <= threshold` is rejected).
+    Above,
+    /// Keeps `value <= threshold` (a maximum: `value > threshold` is rejected).
+    AtMost,
+    /// Keeps `value < threshold` (`value >= threshold` is rejected).
+    Below,
+}
+
+impl Keeps {
+    /// Whether a document with `value` passes the cut at `threshold`.
+    pub fn keeps(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Keeps::AtLeast => value >= threshold,
+            Keeps::Above => value > threshold,
+            Keeps::AtMost => value <= threshold,
+            Keeps::Below => value < threshold,
+        }
+    }
+
+    /// Whether the rejected values lie below the threshold (a minimum) rather than above it.
+    pub fn rejects_below(self) -> bool {
+        matches!(self, Keeps::AtLeast | Keeps::Above)
+    }
+
+    /// The comparison a kept value satisfies, as text: `>=`, `>`, `<=`, `<`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Keeps::AtLeast => ">=",
+            Keeps::Above => ">",
+            Keeps::AtMost => "<=",
+            Keeps::Below => "<",
+        }
+    }
+}
+
+/// A numeric cut a stage makes on one of the `Float64` columns it adds: documents whose
+/// `column` value fails [`Keeps`] against `value` are rejected with `reason`. Stages declare
+/// them through [`Stage::thresholds`] so that a report can mark them on the column's
+/// histogram; the stage's own code still decides, this is a description of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The signal column (one of the stage's [`Stage::adds`]).
+    pub column: String,
+    /// The cut.
+    pub value: f64,
+    /// Which side is kept.
+    pub keeps: Keeps,
+    /// The parameter that sets it, as written in the pipeline file (e.g. `min_doc_words`,
+    /// `top_n_grams[0]`).
+    pub param: String,
+    /// The reason rejected documents get.
+    pub reason: String,
+}
+
+impl Threshold {
+    pub fn new(
+        column: impl Into<String>,
+        keeps: Keeps,
+        value: f64,
+        param: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Threshold {
+            column: column.into(),
+            value,
+            keeps,
+            param: param.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A step of a pipeline. See the [module docs](self).
 pub trait Stage: Send + Sync {
     /// The instance name, recorded as `rejected_by` and in the accounting.
@@ -121,6 +204,11 @@ pub trait Stage: Send + Sync {
     }
     fn kind(&self) -> StageKind {
         StageKind::Map
+    }
+    /// The numeric cuts the stage makes on its own signal columns, as configured (none when
+    /// it does not drop documents). For reports; the default is none.
+    fn thresholds(&self) -> Vec<Threshold> {
+        Vec::new()
     }
     /// Global stages: see one batch of the whole corpus. Called from several threads.
     fn gather(&self, _ctx: &BatchCtx, _batch: &RecordBatch) -> Result<()> {
@@ -552,5 +640,26 @@ mod tests {
         };
         let e = reg.build(&spec).err().unwrap().to_string();
         assert!(e.contains("stages[0].type") && e.contains("pass"), "{e}");
+    }
+
+    #[test]
+    fn keeps_says_which_side_passes() {
+        for (k, below, at, above, rejects_below) in [
+            (Keeps::AtLeast, false, true, true, true),
+            (Keeps::Above, false, false, true, true),
+            (Keeps::AtMost, true, true, false, false),
+            (Keeps::Below, true, false, false, false),
+        ] {
+            assert_eq!(
+                (k.keeps(1.0, 2.0), k.keeps(2.0, 2.0), k.keeps(3.0, 2.0)),
+                (below, at, above),
+                "{k:?}"
+            );
+            assert_eq!(k.rejects_below(), rejects_below, "{k:?}");
+            // The symbol reads the same comparison.
+            let kept_at = k.symbol().contains('=');
+            assert_eq!(kept_at, at, "{k:?}");
+        }
+        assert!(!Keeps::AtLeast.keeps(f64::NAN, 1.0));
     }
 }
