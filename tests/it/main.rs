@@ -3,6 +3,8 @@
 mod common;
 
 mod build;
+#[cfg(feature = "torch")]
+mod cls;
 mod dedup;
 #[cfg(feature = "torch")]
 mod docs;

@@ -31,7 +31,7 @@ pub(crate) fn smollm2() -> PathBuf {
     p
 }
 
-fn minilm() -> PathBuf {
+pub(crate) fn minilm() -> PathBuf {
     let p = models_dir().join("all-minilm-l6-v2");
     assert!(
         p.join("config.json").exists(),
