@@ -23,6 +23,7 @@
 
 use std::sync::LazyLock;
 
+use quern_core::stage::{Keeps, Threshold};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -121,6 +122,24 @@ impl DocKernel for C4 {
     type Scratch = Scratch;
     fn signals(&self) -> &[&'static str] {
         SIGNALS
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        // The only numeric cut on a signal: the sentences of the kept lines. The line rules
+        // (`min_words_per_line`, `max_word_length`) cut lines, not documents. A count is
+        // never negative, so a minimum of 0 or below (-1: disabled) rejects nothing.
+        let min = self.cfg.min_num_sentences;
+        (min > 0)
+            .then(|| {
+                Threshold::new(
+                    SIGNALS[2],
+                    Keeps::AtLeast,
+                    min as f64,
+                    "min_num_sentences",
+                    "too_few_sentences",
+                )
+            })
+            .into_iter()
+            .collect()
     }
     fn rewrites_text(&self) -> bool {
         self.cfg.rewrite

@@ -21,6 +21,7 @@
 //! line_punct_thr = 0.12
 //! ```
 
+use quern_core::stage::{Keeps, Threshold};
 use serde::Deserialize;
 
 use crate::grams::{count_duplicates, GramTable};
@@ -101,6 +102,41 @@ impl DocKernel for FineWeb {
     type Scratch = Scratch;
     fn signals(&self) -> &[&'static str] {
         SIGNALS
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        let c = &self.cfg;
+        // `eval`'s four rules, always on. With `line_punct_exclude_zero` a ratio of exactly 0
+        // is kept too, which a single cut cannot say: the marker is still the threshold.
+        vec![
+            Threshold::new(
+                SIGNALS[0],
+                Keeps::AtLeast,
+                c.line_punct_thr,
+                "line_punct_thr",
+                "line_punct_ratio",
+            ),
+            Threshold::new(
+                SIGNALS[1],
+                Keeps::AtMost,
+                c.short_line_thr,
+                "short_line_thr",
+                "short_line_ratio",
+            ),
+            Threshold::new(
+                SIGNALS[2],
+                Keeps::AtMost,
+                c.char_duplicates_ratio,
+                "char_duplicates_ratio",
+                "char_dup_ratio",
+            ),
+            Threshold::new(
+                SIGNALS[3],
+                Keeps::AtMost,
+                c.new_line_ratio,
+                "new_line_ratio",
+                "list_ratio",
+            ),
+        ]
     }
     fn eval(&self, text: &str, sc: &mut Scratch, s: &mut [f64]) -> Outcome {
         let c = &self.cfg;

@@ -27,6 +27,7 @@
 
 use std::sync::LazyLock;
 
+use quern_core::stage::{Keeps, Threshold};
 use serde::Deserialize;
 
 use crate::kernel::{DocKernel, Outcome};
@@ -167,6 +168,30 @@ impl DocKernel for GopherQuality {
     type Scratch = Scratch;
     fn signals(&self) -> &[&'static str] {
         SIGNALS
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        use Keeps::{AtLeast, AtMost};
+        let c = &self.cfg;
+        // The rules of `eval`, in its order (signal slot, kept side, value, parameter,
+        // reason); a threshold of 0 disables its rule.
+        #[rustfmt::skip]
+        let rules = [
+            (0, AtLeast, c.min_doc_words, "min_doc_words", "gopher_short_doc"),
+            (0, AtMost, c.max_doc_words, "max_doc_words", "gopher_long_doc"),
+            (1, AtLeast, c.min_avg_word_length, "min_avg_word_length", "gopher_below_avg_threshold"),
+            (1, AtMost, c.max_avg_word_length, "max_avg_word_length", "gopher_above_avg_threshold"),
+            (2, AtMost, c.max_symbol_word_ratio, "max_symbol_word_ratio", "gopher_too_many_hashes"),
+            (3, AtMost, c.max_symbol_word_ratio, "max_symbol_word_ratio", "gopher_too_many_ellipsis"),
+            (4, AtMost, c.max_bullet_lines_ratio, "max_bullet_lines_ratio", "gopher_too_many_bullets"),
+            (5, AtMost, c.max_ellipsis_lines_ratio, "max_ellipsis_lines_ratio", "gopher_too_many_end_ellipsis"),
+            (6, AtLeast, c.max_non_alpha_words_ratio, "max_non_alpha_words_ratio", "gopher_below_alpha_threshold"),
+            (7, AtLeast, c.min_stop_words, "min_stop_words", "gopher_enough_stop_words"),
+        ];
+        rules
+            .into_iter()
+            .filter(|t| t.2 != 0.0)
+            .map(|(i, keeps, v, param, reason)| Threshold::new(SIGNALS[i], keeps, v, param, reason))
+            .collect()
     }
     fn eval(&self, text: &str, scratch: &mut Scratch, s: &mut [f64]) -> Outcome {
         let c = &self.cfg;

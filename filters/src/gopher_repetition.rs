@@ -22,6 +22,7 @@
 //! top_n_grams = [[2, 0.2], [3, 0.18], [4, 0.16]]
 //! ```
 
+use quern_core::stage::{Keeps, Threshold};
 use serde::Deserialize;
 
 use crate::grams::{count_duplicates, GramTable, PREFETCH};
@@ -199,6 +200,42 @@ impl DocKernel for GopherRepetition {
     type Scratch = Scratch;
     fn signals(&self) -> &[&'static str] {
         &self.signals
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        let c = &self.cfg;
+        // The paragraph and line rules (0 disables them), then every n-gram rule (always
+        // on, as in `eval`), in `eval`'s order and slots.
+        let mut t: Vec<Threshold> = [
+            (c.dup_para_frac, "dup_para_frac"),
+            (c.dup_para_char_frac, "dup_para_char_frac"),
+            (c.dup_line_frac, "dup_line_frac"),
+            (c.dup_line_char_frac, "dup_line_char_frac"),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (v, _))| *v != 0.0)
+        .map(|(i, (v, name))| Threshold::new(self.signals[i], Keeps::AtMost, v, name, name))
+        .collect();
+        let base = 4 + c.top_n_grams.len();
+        for (k, (_, frac)) in c.top_n_grams.iter().enumerate() {
+            t.push(Threshold::new(
+                self.signals[4 + k],
+                Keeps::AtMost,
+                *frac,
+                format!("top_n_grams[{k}]"),
+                self.top_reasons[k].clone(),
+            ));
+        }
+        for (k, (_, frac)) in c.dup_n_grams.iter().enumerate() {
+            t.push(Threshold::new(
+                self.signals[base + k],
+                Keeps::AtMost,
+                *frac,
+                format!("dup_n_grams[{k}]"),
+                self.dup_reasons[k].clone(),
+            ));
+        }
+        t
     }
     fn eval(&self, text: &str, sc: &mut Scratch, s: &mut [f64]) -> Outcome {
         let c = &self.cfg;

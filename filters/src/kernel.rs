@@ -5,14 +5,16 @@
 //! turns that into a [`Stage`]: it reads the `text` column straight from the Arrow buffer,
 //! runs documents in parallel with rayon (one scratch state per worker, so the hot loop does
 //! not allocate per document), writes one nullable `Float64` column per signal and returns a
-//! keep-mask with datatrove's reason names. The same kernels back the SQL functions.
+//! keep-mask with datatrove's reason names. A kernel lists its numeric cuts on its own
+//! signals ([`DocKernel::thresholds`]), which the stage reports when it drops (for the
+//! report's histograms). The same kernels back the SQL functions.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field};
-use quern_core::stage::{string_column, with_column, BatchCtx, Stage, Verdict};
+use quern_core::stage::{string_column, with_column, BatchCtx, Stage, Threshold, Verdict};
 use quern_core::Result;
 use rayon::prelude::*;
 
@@ -55,6 +57,11 @@ pub trait DocKernel: Send + Sync {
     /// Name of a `UInt32` column filled from [`Outcome::count`], if any.
     fn count_column(&self) -> Option<&'static str> {
         None
+    }
+    /// The numeric cuts [`Self::eval`] makes on the signal columns, as configured (disabled
+    /// rules left out); see [`Stage::thresholds`]. Default none.
+    fn thresholds(&self) -> Vec<Threshold> {
+        Vec::new()
     }
 }
 
@@ -116,6 +123,14 @@ impl<K: DocKernel + 'static> Stage for KernelStage<K> {
             f.push(Field::new(&self.column, DataType::Utf8, false));
         }
         f
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        // A stage that only writes signals rejects nothing.
+        if self.drop {
+            self.kernel.thresholds()
+        } else {
+            Vec::new()
+        }
     }
     fn apply(&self, _ctx: &BatchCtx, batch: RecordBatch) -> Result<Verdict> {
         let texts = string_column(&batch, &self.column, &self.name)?;

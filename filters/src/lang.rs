@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field};
-use quern_core::stage::{string_column, with_column, BatchCtx, Stage, Verdict};
+use quern_core::stage::{string_column, with_column, BatchCtx, Keeps, Stage, Threshold, Verdict};
 use quern_core::Result;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -186,6 +186,20 @@ impl Stage for LangStage {
             Field::new("lang", DataType::Utf8, true),
             Field::new("lang_score", DataType::Float64, true),
         ]
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        (self.cfg.min_score > 0.0)
+            .then(|| {
+                Threshold::new(
+                    "lang_score",
+                    Keeps::AtLeast,
+                    self.cfg.min_score,
+                    "min_score",
+                    "lang_low_score",
+                )
+            })
+            .into_iter()
+            .collect()
     }
     fn apply(&self, _ctx: &BatchCtx, batch: RecordBatch) -> Result<Verdict> {
         let texts = string_column(&batch, &self.cfg.column, &self.name)?;

@@ -179,3 +179,222 @@ pub fn register_stages(reg: &mut StageRegistry) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::DataType;
+    use quern_core::stage::Keeps;
+
+    fn build(type_name: &str, params: serde_json::Value) -> Box<dyn Stage> {
+        let mut reg = StageRegistry::new();
+        register_stages(&mut reg);
+        let spec = StageSpec {
+            type_name: type_name.into(),
+            name: type_name.into(),
+            key: "stages[0]".into(),
+            params,
+            ..Default::default()
+        };
+        reg.build(&spec)
+            .unwrap_or_else(|e| panic!("{type_name}: {e}"))
+    }
+
+    /// Every threshold a stage declares is on a `Float64` column the stage adds, so a report
+    /// can find its histogram (the names cannot drift apart); every rule with a numeric cut
+    /// on a signal is declared once configured, and none when the stage does not drop.
+    #[test]
+    fn thresholds_name_columns_the_stage_adds() {
+        use serde_json::json;
+        let dup: Vec<String> = (0..6).map(|k| format!("dup_n_grams[{k}]")).collect();
+        let table: Vec<(&str, serde_json::Value, Vec<&str>)> = vec![
+            (
+                "gopher_quality",
+                json!({}),
+                vec![
+                    "min_doc_words",
+                    "max_doc_words",
+                    "min_avg_word_length",
+                    "max_avg_word_length",
+                    "max_symbol_word_ratio",
+                    "max_symbol_word_ratio",
+                    "max_bullet_lines_ratio",
+                    "max_ellipsis_lines_ratio",
+                    "max_non_alpha_words_ratio",
+                    "min_stop_words",
+                ],
+            ),
+            (
+                "gopher_quality",
+                json!({"min_doc_words": 0, "max_doc_words": 0}),
+                vec![
+                    "min_avg_word_length",
+                    "max_avg_word_length",
+                    "max_symbol_word_ratio",
+                    "max_symbol_word_ratio",
+                    "max_bullet_lines_ratio",
+                    "max_ellipsis_lines_ratio",
+                    "max_non_alpha_words_ratio",
+                    "min_stop_words",
+                ],
+            ),
+            (
+                "gopher_repetition",
+                json!({}),
+                [
+                    "dup_para_frac",
+                    "dup_para_char_frac",
+                    "dup_line_frac",
+                    "dup_line_char_frac",
+                    "top_n_grams[0]",
+                    "top_n_grams[1]",
+                    "top_n_grams[2]",
+                ]
+                .into_iter()
+                .chain(dup.iter().map(String::as_str))
+                .collect(),
+            ),
+            (
+                "gopher_repetition",
+                json!({"dup_line_frac": 0, "top_n_grams": [[7, 0.5]], "dup_n_grams": []}),
+                vec![
+                    "dup_para_frac",
+                    "dup_para_char_frac",
+                    "dup_line_char_frac",
+                    "top_n_grams[0]",
+                ],
+            ),
+            ("c4", json!({}), vec!["min_num_sentences"]),
+            ("c4", json!({"min_num_sentences": -1}), vec![]),
+            (
+                "fineweb_quality",
+                json!({}),
+                vec![
+                    "line_punct_thr",
+                    "short_line_thr",
+                    "char_duplicates_ratio",
+                    "new_line_ratio",
+                ],
+            ),
+            ("length", json!({}), vec![]),
+            (
+                "length",
+                json!({"min_chars": 1, "max_chars": 9, "min_words": 1, "max_words": 9,
+                       "min_lines": 1, "max_lines": 9}),
+                vec![
+                    "min_chars",
+                    "max_chars",
+                    "min_words",
+                    "max_words",
+                    "min_lines",
+                    "max_lines",
+                ],
+            ),
+            ("word_blocklist", json!({}), vec![]),
+            (
+                "word_blocklist",
+                json!({"words": ["spam"], "min_hits": 2}),
+                vec!["min_hits"],
+            ),
+            ("language", json!({}), vec![]),
+            ("language", json!({"min_score": 0.5}), vec!["min_score"]),
+            ("pii", json!({}), vec![]),
+        ];
+        for (type_name, params, want) in table {
+            let stage = build(type_name, params.clone());
+            let adds = stage.adds();
+            let t = stage.thresholds();
+            let got: Vec<&str> = t.iter().map(|t| t.param.as_str()).collect();
+            assert_eq!(got, want, "{type_name} {params}");
+            for t in &t {
+                let f = adds.iter().find(|f| f.name() == &t.column);
+                assert!(
+                    f.is_some_and(|f| f.data_type() == &DataType::Float64),
+                    "{type_name}: threshold {} on `{}`, not a Float64 column of {:?}",
+                    t.param,
+                    t.column,
+                    adds.iter().map(|f| f.name()).collect::<Vec<_>>()
+                );
+                assert!(t.value.is_finite() && !t.reason.is_empty(), "{t:?}");
+            }
+            // The same stage that only writes its signals rejects nothing.
+            if !want.is_empty() && type_name != "language" {
+                let mut quiet = params.clone();
+                quiet["drop"] = json!(false);
+                assert!(
+                    build(type_name, quiet).thresholds().is_empty(),
+                    "{type_name}"
+                );
+            }
+        }
+        // The values and sides of a few, as the rules read.
+        let g = build("gopher_quality", json!({"min_doc_words": 20}));
+        let t = &g.thresholds()[0];
+        assert_eq!(
+            (t.column.as_str(), t.keeps, t.value, t.reason.as_str()),
+            (
+                "gopher_word_count",
+                Keeps::AtLeast,
+                20.0,
+                "gopher_short_doc"
+            )
+        );
+        let r = build("gopher_repetition", json!({"top_n_grams": [[3, 0.25]]}));
+        let top = r
+            .thresholds()
+            .into_iter()
+            .find(|t| t.param == "top_n_grams[0]")
+            .unwrap();
+        assert_eq!(
+            (
+                top.column.as_str(),
+                top.keeps,
+                top.value,
+                top.reason.as_str()
+            ),
+            ("gopher_rep_top_3_gram", Keeps::AtMost, 0.25, "top_3_gram")
+        );
+    }
+
+    /// A threshold says which documents its stage keeps: the kernel's verdict on a document
+    /// agrees with [`Keeps::keeps`] on the signal value it wrote, for a minimum and a maximum.
+    #[test]
+    fn thresholds_agree_with_the_kernels_verdicts() {
+        use arrow::array::{Array, Float64Array, RecordBatch, StringArray};
+        use quern_core::stage::{apply_sequence, BatchCtx};
+        use std::sync::Arc;
+        let texts: Vec<String> = (1..12).map(|n| "word ".repeat(n)).collect();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("text", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from_iter_values(&texts))],
+        )
+        .unwrap();
+        for params in [
+            serde_json::json!({"min_words": 4}),
+            serde_json::json!({"max_words": 6}),
+        ] {
+            let stage = build("length", params.clone());
+            let t = stage.thresholds();
+            assert_eq!(t.len(), 1);
+            let out =
+                apply_sequence(&[stage.as_ref()], &BatchCtx::default(), batch.clone()).unwrap();
+            let kept = out.kept.column_by_name(&t[0].column).unwrap();
+            let kept = kept.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert!(!kept.is_empty() && !out.rejected.is_empty(), "{params}");
+            assert!(kept
+                .values()
+                .iter()
+                .all(|v| t[0].keeps.keeps(*v, t[0].value)));
+            let gone = out.rejected[0].batch.column_by_name(&t[0].column).unwrap();
+            let gone = gone.as_any().downcast_ref::<Float64Array>().unwrap();
+            assert!(gone
+                .values()
+                .iter()
+                .all(|v| !t[0].keeps.keeps(*v, t[0].value)));
+            assert!(out.rejected[0].reasons.iter().all(|r| *r == t[0].reason));
+        }
+    }
+}

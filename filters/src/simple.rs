@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
+use quern_core::stage::{Keeps, Threshold};
 use quern_core::{Error, Result};
 
 use crate::kernel::{DocKernel, Outcome};
@@ -48,6 +49,9 @@ pub struct LengthConfig {
     pub max_lines: Option<usize>,
 }
 
+/// The `length` stage's signal columns.
+const LENGTH_SIGNALS: [&str; 3] = ["length_chars", "length_words", "length_lines"];
+
 /// The length kernel.
 pub struct Length {
     pub cfg: LengthConfig,
@@ -56,7 +60,29 @@ pub struct Length {
 impl DocKernel for Length {
     type Scratch = ();
     fn signals(&self) -> &[&'static str] {
-        &["length_chars", "length_words", "length_lines"]
+        &LENGTH_SIGNALS
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        let c = &self.cfg;
+        [
+            (0, Keeps::AtLeast, c.min_chars, "min_chars", "too_few_chars"),
+            (0, Keeps::AtMost, c.max_chars, "max_chars", "too_many_chars"),
+            (1, Keeps::AtLeast, c.min_words, "min_words", "too_few_words"),
+            (1, Keeps::AtMost, c.max_words, "max_words", "too_many_words"),
+            (2, Keeps::AtLeast, c.min_lines, "min_lines", "too_few_lines"),
+            (2, Keeps::AtMost, c.max_lines, "max_lines", "too_many_lines"),
+        ]
+        .into_iter()
+        .filter_map(|(i, keeps, v, param, reason)| {
+            Some(Threshold::new(
+                LENGTH_SIGNALS[i],
+                keeps,
+                v? as f64,
+                param,
+                reason,
+            ))
+        })
+        .collect()
     }
     fn eval(&self, text: &str, _: &mut (), s: &mut [f64]) -> Outcome {
         let c = &self.cfg;
@@ -345,6 +371,22 @@ impl DocKernel for WordBlocklist {
     type Scratch = ();
     fn signals(&self) -> &[&'static str] {
         &["blocklist_hits"]
+    }
+    fn thresholds(&self) -> Vec<Threshold> {
+        // No words: nothing is ever blocked.
+        self.re
+            .as_ref()
+            .map(|_| {
+                Threshold::new(
+                    "blocklist_hits",
+                    Keeps::Below,
+                    self.min_hits as f64,
+                    "min_hits",
+                    "blocked_words",
+                )
+            })
+            .into_iter()
+            .collect()
     }
     fn eval(&self, text: &str, _: &mut (), s: &mut [f64]) -> Outcome {
         let Some(re) = &self.re else {

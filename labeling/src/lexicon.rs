@@ -29,7 +29,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field};
 use quern_core::error::{IoContext, Place};
 use quern_core::stage::{
-    parse_params, string_column, with_column, BatchCtx, Stage, StageSpec, Verdict,
+    parse_params, string_column, with_column, BatchCtx, Keeps, Stage, StageSpec, Threshold, Verdict,
 };
 use quern_core::{Error, Result};
 use rayon::prelude::*;
@@ -209,6 +209,13 @@ impl Stage for LexiconStage {
     fn adds(&self) -> Vec<Field> {
         vec![Field::new(self.out_col(), DataType::Float64, true)]
     }
+    fn thresholds(&self) -> Vec<Threshold> {
+        self.cfg
+            .max_score
+            .map(|max| Threshold::new(self.out_col(), Keeps::AtMost, max, "max_score", REASON))
+            .into_iter()
+            .collect()
+    }
     fn apply(&self, _ctx: &BatchCtx, batch: RecordBatch) -> Result<Verdict> {
         let text = string_column(&batch, &self.cfg.column, &self.name)?;
         let norm = self.cfg.normalize;
@@ -269,5 +276,40 @@ mod tests {
         std::fs::write(&p, "damn\tlots\n").unwrap();
         let e = Lexicon::load(&p).unwrap_err().to_string();
         assert!(e.contains("l.txt:1") && e.contains("lots"), "{e}");
+    }
+
+    /// `max_score` is declared as a maximum on the column the stage adds (so the names cannot
+    /// drift apart), and only when set.
+    #[test]
+    fn max_score_is_a_threshold_on_the_score_column() {
+        use arrow::datatypes::DataType;
+        let lex = Arc::new(Lexicon::from_entries([("damn", 1.0)]));
+        let cfg = |max_score| LexiconConfig {
+            path: "l.txt".into(),
+            column: "text".into(),
+            normalize: Normalize::PerWord,
+            max_score,
+        };
+        let none = LexiconStage::new("profanity", cfg(None), lex.clone());
+        assert!(none.thresholds().is_empty());
+        let stage = LexiconStage::new("profanity", cfg(Some(0.05)), lex);
+        let t = stage.thresholds();
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (
+                t[0].param.as_str(),
+                t[0].value,
+                t[0].keeps,
+                t[0].reason.as_str()
+            ),
+            ("max_score", 0.05, Keeps::AtMost, REASON)
+        );
+        let f = stage.adds();
+        assert!(
+            f.iter()
+                .any(|f| f.name() == &t[0].column && f.data_type() == &DataType::Float64),
+            "{} not in {f:?}",
+            t[0].column
+        );
     }
 }
