@@ -34,8 +34,8 @@ pub enum Command {
     Demo(crate::cmd::demo::Args),
     /// List the stage types a pipeline can use.
     Stages(crate::cmd::stages::Args),
-    /// Write the HTML report (inline SVG charts, opens offline) of a build output directory or
-    /// of a training run directory to DIR/report.html.
+    /// Write the HTML report (inline SVG charts, opens offline) of a build output directory, a
+    /// training run directory or a tokenized output to DIR/report.html.
     Report(crate::cmd::report::Args),
     /// Train a model (causal LM or masked LM) on tokenized shards from a run.toml, from scratch
     /// or from `[init] from` a model: mixed precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.

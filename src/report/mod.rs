@@ -10,7 +10,12 @@
 //!
 //! - [`build_html`]: a build output directory (`manifest.json` + `report.json`): the funnel,
 //!   rejection reasons, rows, bytes and seconds per stage, quarantine and per-file counts,
-//!   histograms of the documents' `Float64` signal columns.
+//!   documents, bytes and words per split and per label, duplicate clusters by size per
+//!   dedup stage, and histograms of the documents' `Float64` signal columns with the
+//!   stages' thresholds marked (the stages rebuilt from the recorded config, see
+//!   [`quern_core::stage::Stage::thresholds`]).
+//! - [`tokens_html`]: a `quern tokenize` output directory (split directories with
+//!   `meta.json`): rows, tokens, documents, sequence length and padding share per split.
 //! - [`run_html`]: a training run directory (`metrics.jsonl` and/or `report.json`): train
 //!   and validation loss, learning rate, gradient norm, tokens/s and MFU against steps,
 //!   skipped steps and the evaluation table.
@@ -18,6 +23,7 @@
 mod build;
 mod run;
 pub mod svg;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +31,7 @@ use quern_core::error::{Error, IoContext, Place, Result};
 
 pub use build::build_html;
 pub use run::run_html;
+pub use tokens::tokens_html;
 
 /// File name of the page, next to `report.json`.
 pub const REPORT_HTML: &str = "report.html";
@@ -36,10 +43,14 @@ pub enum Kind {
     Build,
     /// A `quern train` run directory.
     Run,
+    /// A `quern tokenize` output directory (or one of its split directories).
+    Tokens,
 }
 
 /// Tells a build output directory (`manifest.json` and a `report.json` with `accounting`)
-/// from a training run directory (`metrics.jsonl`, or a `report.json` with `losses`).
+/// from a training run directory (`metrics.jsonl`, or a `report.json` with `losses`) and
+/// from a tokenized output (a `manifest.json` of kind `tokenize`, or split directories with
+/// `meta.json`).
 pub fn detect(dir: &Path) -> Result<Kind> {
     if !dir.is_dir() {
         return Err(Error::usage(format!(
@@ -60,10 +71,18 @@ pub fn detect(dir: &Path) -> Result<Kind> {
     if dir.join("metrics.jsonl").is_file() {
         return Ok(Kind::Run);
     }
+    let manifest = dir.join(quern_core::manifest::MANIFEST);
+    if manifest.is_file() && read_json(&manifest)?.get("kind") == Some(&"tokenize".into()) {
+        return Ok(Kind::Tokens);
+    }
+    if !tokens::split_dirs(dir)?.is_empty() {
+        return Ok(Kind::Tokens);
+    }
     Err(Error::usage(format!(
         "{}: neither a build output directory (manifest.json and report.json, written by \
-         `quern build`) nor a training run directory (metrics.jsonl and report.json, written \
-         by `quern train`)",
+         `quern build`), a training run directory (metrics.jsonl and report.json, written \
+         by `quern train`) nor a tokenized output (split directories with meta.json, written \
+         by `quern tokenize`)",
         dir.display()
     )))
 }
@@ -73,6 +92,7 @@ pub fn render(dir: &Path) -> Result<String> {
     match detect(dir)? {
         Kind::Build => build_html(dir),
         Kind::Run => run_html(dir),
+        Kind::Tokens => tokens_html(dir),
     }
 }
 
@@ -187,6 +207,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = detect(d.path()).unwrap_err().to_string();
         assert!(e.contains("neither a build") && e.contains(&d.path().display().to_string()));
+        // A directory with a split directory holding meta.json is a tokenized output.
+        std::fs::create_dir(d.path().join("train")).unwrap();
+        std::fs::write(d.path().join("train/meta.json"), "{}").unwrap();
+        assert_eq!(detect(d.path()).unwrap(), Kind::Tokens);
+        let e = render(d.path()).unwrap_err().to_string();
+        assert!(e.contains("meta.json"), "{e}");
+        std::fs::remove_dir_all(d.path().join("train")).unwrap();
         std::fs::write(d.path().join("report.json"), "{not json").unwrap();
         let e = detect(d.path()).unwrap_err().to_string();
         assert!(

@@ -3,7 +3,7 @@
 //! A report must open offline and without JavaScript, so its charts are plain SVG text: a
 //! line chart (several series against one x axis), a grouped bar chart (categories along
 //! x, one bar per series) and a horizontal bar chart (labelled values, for reasons and
-//! times). Every chart has a title, axes with "nice" ticks (1, 2 or 5 times a power of
+//! times) and a histogram, optionally with threshold marks. Every chart has a title, axes with "nice" ticks (1, 2 or 5 times a power of
 //! ten) and labels; every piece of text is escaped. Non-finite values are left out.
 
 use std::fmt::Write;
@@ -422,15 +422,53 @@ pub fn hbar_chart(title: &str, x_label: &str, items: &[(String, f64)]) -> String
     f.finish()
 }
 
+/// A threshold drawn on a histogram: a vertical line at `value` labelled `label`, with the
+/// side it rejects shaded and `note` as its tooltip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub value: f64,
+    pub label: String,
+    pub note: String,
+    /// Values below `value` are rejected (a minimum); otherwise those above it are.
+    pub rejects_below: bool,
+}
+
 /// A histogram of `values` in `bins` equal-width bins between their minimum and maximum.
 pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> String {
+    histogram_marked(title, x_label, values, bins, &[])
+}
+
+/// How far outside the data's range (in spans of the data) a mark may lie and still widen
+/// the axis to reach it; a mark farther out is drawn at the edge, with its value.
+const MARK_REACH: f64 = 0.5;
+
+/// A histogram with threshold [`Mark`]s: each a red vertical line with its label, the
+/// rejected side shaded. A mark a little outside the values' range widens the axis; one far
+/// outside (which would squash the bars into one) is drawn dashed at the nearer edge, its
+/// label saying its value and which way it lies.
+pub fn histogram_marked(
+    title: &str,
+    x_label: &str,
+    values: &[f64],
+    bins: usize,
+    marks: &[Mark],
+) -> String {
     let v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let mut f = Frame::new(title, H);
     if v.is_empty() || bins == 0 {
         return f.empty("no values");
     }
-    let lo = v.iter().copied().fold(f64::MAX, f64::min);
-    let hi = v.iter().copied().fold(f64::MIN, f64::max);
+    let marks: Vec<&Mark> = marks.iter().filter(|m| m.value.is_finite()).collect();
+    let (vlo, vhi) = (
+        v.iter().copied().fold(f64::MAX, f64::min),
+        v.iter().copied().fold(f64::MIN, f64::max),
+    );
+    let span = (vhi - vlo).max(vhi.abs().max(vlo.abs()) * 0.1).max(1e-9);
+    let reach = |m: &Mark| m.value >= vlo - MARK_REACH * span && m.value <= vhi + MARK_REACH * span;
+    let (mut lo, mut hi) = (vlo, vhi);
+    for m in marks.iter().filter(|m| reach(m)) {
+        (lo, hi) = (lo.min(m.value), hi.max(m.value));
+    }
     let xt = nice_ticks(lo, hi, 8);
     (f.x0, f.x1) = (xt[0], xt[xt.len() - 1]);
     let width = (f.x1 - f.x0) / bins as f64;
@@ -455,6 +493,51 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Str
             PALETTE[0],
             escape(&fmt_num(a)),
             escape(&fmt_num(b)),
+        );
+    }
+    let (l, r, t, b) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    for (i, m) in marks.iter().enumerate() {
+        let inside = m.value >= f.x0 && m.value <= f.x1;
+        let p = f.px(m.value).clamp(l, r);
+        // The rejected side, between the line and that edge of the plot.
+        let (s0, s1) = if m.rejects_below { (l, p) } else { (p, r) };
+        if s1 - s0 >= 0.5 {
+            let _ = write!(
+                f.out,
+                r##"<rect class="rejected" x="{s0:.1}" y="{t}" width="{:.1}" height="{:.1}" fill="#c0392b" fill-opacity="0.08"><title>rejected: {}</title></rect>"##,
+                (s1 - s0).max(0.0),
+                b - t,
+                escape(&m.note),
+            );
+        }
+        let dash = if inside {
+            ""
+        } else {
+            r#" stroke-dasharray="4 3""#
+        };
+        let _ = write!(
+            f.out,
+            r##"<line class="threshold" x1="{p:.1}" y1="{t}" x2="{p:.1}" y2="{b}" stroke="#c0392b" stroke-width="2"{dash}><title>{}</title></line>"##,
+            escape(&m.note),
+        );
+        let label = if inside {
+            m.label.clone()
+        } else if m.value < f.x0 {
+            format!("\u{2190} {}", m.label)
+        } else {
+            format!("{} \u{2192}", m.label)
+        };
+        // Labels stack down from the top, on the side of the line with more room.
+        let (x, anchor) = if p < (l + r) / 2.0 {
+            (p + 4.0, "start")
+        } else {
+            (p - 4.0, "end")
+        };
+        let _ = write!(
+            f.out,
+            r##"<text class="mark" x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#c0392b">{}</text>"##,
+            t + 12.0 + 13.0 * i as f64,
+            escape(&label),
         );
     }
     f.finish()
@@ -514,6 +597,18 @@ mod tests {
             hbar_chart("h", "n", &[("r\"1".into(), 2.0)]),
             hbar_chart("h", "n", &[]),
             histogram("hist", "v", &[1.0, 2.0, 2.0, f64::INFINITY], 4),
+            histogram_marked(
+                "marked",
+                "v",
+                &[1.0, 2.0],
+                4,
+                &[Mark {
+                    value: 1.5,
+                    label: "<min>".into(),
+                    note: "a<b".into(),
+                    rejects_below: true,
+                }],
+            ),
         ];
         for c in &charts {
             assert!(c.starts_with("<svg") && c.ends_with("</svg>"), "{c}");
@@ -527,5 +622,46 @@ mod tests {
         assert!(charts[0].contains("t&amp;&lt;"));
         assert!(!charts[0].contains("NaN"));
         assert!(charts[2].contains("<title>&lt;skipped&gt;</title>"));
+    }
+
+    /// The x of every `<line class="threshold">` in a chart.
+    fn mark_x(svg: &str) -> Vec<f64> {
+        svg.split(r#"<line class="threshold" x1=""#)
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn marks_sit_at_their_value_or_at_the_edge() {
+        let values: Vec<f64> = (10..=50).map(f64::from).collect();
+        let mark = |value: f64, rejects_below: bool| Mark {
+            value,
+            label: format!("t = {value}"),
+            note: "n".into(),
+            rejects_below,
+        };
+        // Inside the range: on the scale of the ticks (10 at LEFT .. 50 at the right end).
+        let svg = histogram_marked("h", "v", &values, 8, &[mark(20.0, true)]);
+        let scale = |x: f64| LEFT + (x - 10.0) / 40.0 * (W - LEFT - RIGHT);
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        assert_eq!(mark_x(&svg), [round(scale(20.0))]);
+        assert!(svg.contains(">t = 20</text>") && !svg.contains("stroke-dasharray"));
+        // The rejected side of a minimum is shaded from the left edge to the line.
+        assert!(svg.contains(&format!(r#"<rect class="rejected" x="{LEFT:.1}""#)));
+        // A little outside: the axis widens to hold it (ticks down to 0).
+        let svg = histogram_marked("h", "v", &values, 8, &[mark(5.0, true)]);
+        assert!(svg.contains(">t = 5</text>") && !svg.contains("stroke-dasharray"));
+        assert_eq!(
+            mark_x(&svg),
+            [round(LEFT + 5.0 / 50.0 * (W - LEFT - RIGHT))]
+        );
+        // Far outside: dashed at the edge, its label pointing the way.
+        let svg = histogram_marked("h", "v", &values, 8, &[mark(100_000.0, false)]);
+        assert_eq!(mark_x(&svg), [W - RIGHT]);
+        assert!(svg.contains("t = 100000 \u{2192}") && svg.contains("stroke-dasharray"));
+        let svg = histogram_marked("h", "v", &values, 8, &[mark(-1e6, true)]);
+        assert_eq!(mark_x(&svg), [LEFT]);
+        assert!(svg.contains("\u{2190} t = -1000000"));
     }
 }

@@ -1,17 +1,30 @@
 //! The HTML reports (issue 19): `quern build` writes `report.html` next to `report.json`,
-//! `quern report DIR` regenerates it, byte for byte, and renders a training run's page; the
-//! page is self-contained (nothing fetched, no script), well-formed, holds a chart per
-//! section and the numbers of report.json, and headless Chromium renders its charts.
+//! `quern report DIR` regenerates it, byte for byte, and renders a training run's page and a
+//! tokenized output's; the page is self-contained (nothing fetched, no script), well-formed,
+//! holds a chart per section and the numbers of report.json, marks the stages' thresholds on
+//! the signal histograms at their values, counts duplicate clusters and documents per split
+//! as pyarrow does from the shards, and headless Chromium renders its charts.
 
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-/// The demo's cleaning and dedup stages over the mixed-source fixture; returns the output
-/// directory.
+/// The demo's cleaning and dedup stages and a split over the mixed-source fixture, with
+/// exact copies of a dozen of its documents (one to three each) for the dedup stages to
+/// cluster; returns the output directory.
 fn build(root: &Path) -> PathBuf {
     std::fs::create_dir(root.join("in")).unwrap();
     std::fs::copy(fixture("corpus/mixed.jsonl"), root.join("in/mixed.jsonl")).unwrap();
+    let docs = read_jsonl(&fixture("corpus/mixed.jsonl"));
+    let mut dups = String::new();
+    for (i, d) in docs.iter().step_by(7).take(12).enumerate() {
+        for k in 0..1 + i % 3 {
+            let mut d = d.clone();
+            d["id"] = format!("copy-{i}-{k}").into();
+            dups.push_str(&format!("{d}\n"));
+        }
+    }
+    std::fs::write(root.join("in/copies.jsonl"), dups).unwrap();
     let pipeline = root.join("p.toml");
     std::fs::write(
         &pipeline,
@@ -20,7 +33,8 @@ fn build(root: &Path) -> PathBuf {
          [[stages]]\ntype = \"gopher_quality\"\nmin_doc_words = 20\n\n\
          [[stages]]\ntype = \"c4\"\nrewrite = false\nmin_num_sentences = 1\n\n\
          [[stages]]\ntype = \"exact_dedup\"\n\n\
-         [[stages]]\ntype = \"minhash_dedup\"\n",
+         [[stages]]\ntype = \"minhash_dedup\"\n\n\
+         [[stages]]\ntype = \"split\"\ntrain = 0.6\nval = 0.2\ntest = 0.2\n",
     )
     .unwrap();
     run_ok(quern().args(["build", "--quiet"]).arg(&pipeline));
@@ -83,7 +97,7 @@ fn build_report_html() {
     let a = &report["accounting"];
     assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
     let stages = a["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 5);
+    assert_eq!(stages.len(), 6);
     let with_reasons = stages
         .iter()
         .filter(|s| !s["reasons"].as_object().unwrap().is_empty())
@@ -141,6 +155,9 @@ fn build_report_html() {
         )));
     }
 
+    assert_thresholds_marked(&html);
+    assert_clusters_and_splits(&out, &html);
+
     // `quern report` makes the same page from the files alone.
     let again = dir.path().join("again.html");
     let printed = run_ok(quern().arg("report").arg(&out).arg("--out").arg(&again));
@@ -149,6 +166,149 @@ fn build_report_html() {
     std::fs::remove_file(out.join("report.html")).unwrap();
     run_ok(quern().arg("report").arg(&out));
     assert!(std::fs::read_to_string(out.join("report.html")).unwrap() == html);
+}
+
+/// The chart whose `<title>` is `title`, up to its `</svg>`.
+fn chart<'a>(html: &'a str, title: &str) -> &'a str {
+    let (_, rest) = html
+        .split_once(&format!("<title>{title}</title>"))
+        .unwrap_or_else(|| panic!("no chart titled {title}"));
+    &rest[..rest.find("</svg>").unwrap()]
+}
+
+/// A number as an axis tick prints it (`fmt_num`: `12.5k`, `3M`).
+fn tick_value(s: &str) -> Option<f64> {
+    for (suffix, mul) in [("k", 1e3), ("M", 1e6), ("G", 1e9)] {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return Some(n.parse::<f64>().ok()? * mul);
+        }
+    }
+    s.parse().ok()
+}
+
+/// The pipeline's `gopher_quality.min_doc_words = 20` and `c4.min_num_sentences = 1` are red
+/// lines on their columns' histograms at 20 and 1 on the charts' own x axes (read back from
+/// the tick labels' positions), labelled with the parameter, with the rejected side shaded
+/// and listed in the thresholds table; gopher's default `max_doc_words = 100000`, far above
+/// every kept document, sits at the right edge and says so.
+fn assert_thresholds_marked(html: &str) {
+    assert!(html.contains(
+        "<tr><td>gopher_quality</td><td>min_doc_words</td><td>gopher_word_count</td>\
+         <td>&gt;= 20</td><td>gopher_short_doc</td></tr>"
+    ));
+    for (column, label, value) in [
+        ("gopher_word_count", "min_doc_words = 20", 20.0),
+        ("c4_sentences", "min_num_sentences = 1", 1.0),
+    ] {
+        let svg = chart(html, column);
+        // The x-axis ticks: `<text class="tick" x=".." y="270" text-anchor="middle">v</text>`.
+        let ticks: Vec<(f64, f64)> = svg
+            .split("<text class=\"tick\" x=\"")
+            .skip(1)
+            .filter(|t| t.contains("text-anchor=\"middle\""))
+            .filter_map(|t| {
+                let x: f64 = t[..t.find('"')?].parse().ok()?;
+                let label = &t[t.find('>')? + 1..t.find('<')?];
+                Some((tick_value(label)?, x))
+            })
+            .collect();
+        assert!(ticks.len() >= 2, "{column}: ticks {ticks:?}");
+        let ((v0, x0), (v1, x1)) = (ticks[0], ticks[ticks.len() - 1]);
+        let want = x0 + (value - v0) / (v1 - v0) * (x1 - x0);
+        let line = svg
+            .split("<line class=\"threshold\" x1=\"")
+            .skip(1)
+            .find(|l| l.contains(&format!(">{label}</text>")))
+            .unwrap_or_else(|| panic!("{column}: no line labelled {label}"));
+        let x: f64 = line[..line.find('"').unwrap()].parse().unwrap();
+        assert!(
+            (x - want).abs() < 0.15,
+            "{column}: the {label} line at x {x}, the axis puts {value} at {want}"
+        );
+        assert!(!line[..line.find("</line>").unwrap()].contains("dasharray"));
+        assert!(svg.contains("<rect class=\"rejected\""), "{column}");
+    }
+    let words = chart(html, "gopher_word_count");
+    assert!(
+        words.contains("max_doc_words = 100000 \u{2192}</text>"),
+        "the far maximum at the edge"
+    );
+}
+
+/// The duplicate clusters and the per-split table, against pyarrow reading the shards the
+/// manifest lists: `dup_of` in the rejected rows' `details`, grouped by stage and kept
+/// document; documents, UTF-8 bytes and whitespace words of the kept texts per split.
+fn assert_clusters_and_splits(out: &Path, html: &str) {
+    let py = run_ok(
+        std::process::Command::new(python())
+            .arg("-c")
+            .arg(
+                "import json, sys, collections\n\
+                 import pyarrow.parquet as pq\n\
+                 out = sys.argv[1]\n\
+                 m = json.load(open(out + '/manifest.json'))\n\
+                 files = lambda t: sorted(s['file'] for u in m['units'].values() for s in u['tables'].get(t, []))\n\
+                 reps = collections.defaultdict(collections.Counter)\n\
+                 for f in files('rejected'):\n\
+                 \x20   for r in pq.read_table(out + '/' + f).to_pylist():\n\
+                 \x20       d = json.loads(r['details']) if r['details'] else {}\n\
+                 \x20       if d.get('dup_of'):\n\
+                 \x20           reps[r['rejected_by']][d['dup_of']] += 1\n\
+                 clusters = {s: {'clusters': len(c), 'removed': sum(c.values()),\n\
+                 \x20   'sizes': collections.Counter(n + 1 for n in c.values())} for s, c in reps.items()}\n\
+                 splits = collections.defaultdict(lambda: [0, 0, 0])\n\
+                 for f in files('docs'):\n\
+                 \x20   for r in pq.read_table(out + '/' + f, columns=['text', 'split']).to_pylist():\n\
+                 \x20       t = splits[r['split']]\n\
+                 \x20       t[0] += 1; t[1] += len(r['text'].encode()); t[2] += len(r['text'].split())\n\
+                 print(json.dumps({'clusters': clusters, 'splits': splits}))",
+            )
+            .arg(out),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let clusters = v["clusters"].as_object().unwrap();
+    assert!(
+        clusters
+            .get("exact_dedup")
+            .is_some_and(|c| c["clusters"].as_u64() > Some(0)),
+        "the copies make exact_dedup clusters: {v}"
+    );
+    for stage in ["exact_dedup", "minhash_dedup"] {
+        let c = &v["clusters"][stage];
+        let (n, removed) = (
+            c["clusters"].as_u64().unwrap_or(0),
+            c["removed"].as_u64().unwrap_or(0),
+        );
+        let sizes = c["sizes"].as_object().cloned().unwrap_or_default();
+        let largest = sizes
+            .keys()
+            .map(|k| k.parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
+        let row = format!(
+            "<tr><td>{stage}</td><td>{n}</td><td>{removed}</td><td>{}</td><td>{largest}</td></tr>",
+            n + removed
+        );
+        assert!(html.contains(&row), "{row}");
+        if n > 0 {
+            let svg = chart(html, &format!("{stage}: clusters by size"));
+            for (size, k) in &sizes {
+                assert!(
+                    svg.contains(&format!("<title>{size} documents: {k}</title>")),
+                    "{stage}: {k} clusters of {size}"
+                );
+            }
+        }
+    }
+    let splits = v["splits"].as_object().unwrap();
+    assert!(splits.len() >= 2, "{splits:?}");
+    for (split, t) in splits {
+        let row = format!(
+            "<tr><td>{split}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t[0], t[1], t[2]
+        );
+        assert!(html.contains(&row), "{row}");
+    }
 }
 
 #[test]
@@ -253,6 +413,72 @@ fn run_report_html() {
     assert!(html.contains("<b>12345</b>") && html.contains("<b>clm</b>"));
 }
 
+/// `quern report` on a `quern tokenize` output of the build: a row per split with the rows,
+/// tokens, documents, seq_len and padding share of its meta.json (padding recomputed here
+/// from rows, tokens and seq_len), and a chart of tokens per split.
+#[test]
+fn tokenized_report_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = build(dir.path());
+    let tok = dir.path().join("tokenizer.json");
+    run_ok(
+        quern()
+            .args(["tokenizer", "train", "--vocab-size", "600", "--out"])
+            .arg(&tok)
+            .arg("--input")
+            .arg(fixture("corpus/mixed.jsonl")),
+    );
+    let tokens = dir.path().join("tok");
+    run_ok(
+        quern()
+            .args(["tokenize", "--seq-len", "48", "--corpus"])
+            .arg(&out)
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--out")
+            .arg(&tokens),
+    );
+    run_ok(quern().arg("report").arg(&tokens));
+    let html = std::fs::read_to_string(tokens.join("report.html")).unwrap();
+    assert_well_formed(&html);
+    assert_self_contained(&html);
+    assert!(html.contains("<title>Tokens per split</title>"));
+    let mut documents = 0;
+    let mut splits = 0;
+    for split in ["train", "val", "test"] {
+        let p = tokens.join(split).join("meta.json");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let (rows, toks, seq) = (
+            m["rows"].as_u64().unwrap(),
+            m["tokens"].as_u64().unwrap(),
+            m["seq_len"].as_u64().unwrap(),
+        );
+        assert_eq!(seq, 48);
+        let padding = 100.0 * (1.0 - toks as f64 / (rows * (seq + 1)) as f64);
+        let row = format!(
+            "<tr><td>{split}</td><td>clm</td><td>{rows}</td><td>{toks}</td><td>{}</td><td>48</td><td>{padding:.1}%</td>",
+            m["documents"]
+        );
+        assert!(html.contains(&row), "{row}");
+        documents += m["documents"].as_u64().unwrap();
+        splits += 1;
+    }
+    assert_eq!(splits, 3);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(documents, report["accounting"]["kept"].as_u64().unwrap());
+    // A split directory alone is a report too.
+    run_ok(
+        quern()
+            .arg("report")
+            .arg(tokens.join("val"))
+            .arg("--out")
+            .arg(dir.path().join("val.html")),
+    );
+    let val = std::fs::read_to_string(dir.path().join("val.html")).unwrap();
+    assert!(val.contains("<tr><td>.</td><td>clm</td>"));
+}
+
 /// The chromium binary: `QUERN_CHROMIUM`, else `chromium` on PATH. Missing, the test is
 /// skipped with a note, except under CI, where it fails.
 fn chromium() -> Option<PathBuf> {
@@ -314,6 +540,9 @@ fn build_report_renders_in_chromium() {
     assert!(dom.contains("quern build report"), "{dom}");
     assert_eq!(dom.matches("<svg").count(), html.matches("<svg").count());
     assert_eq!(dom.matches("<rect").count(), html.matches("<rect").count());
+    let marks = html.matches("<line class=\"threshold\"").count();
+    assert!(marks >= 2, "{marks} threshold lines");
+    assert_eq!(dom.matches("<line class=\"threshold\"").count(), marks);
 
     let png = dir.path().join("shot.png");
     let shot = run_ok(
