@@ -254,3 +254,49 @@ fn unknown_keys_and_wrong_types_are_refused_naming_file_and_key_with_nothing_wri
     );
     assert!(!dir.path().join("sweeps").exists());
 }
+
+/// A trial that fails when it runs (its data split does not exist) is recorded as failed with
+/// its error, the others finish and are ranked, the command fails after writing the results;
+/// running it again retries only the failed trial.
+#[test]
+fn a_failed_trial_is_recorded_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let sweep = write_sweep(
+        dir.path(),
+        "[params]\n\"data.train\" = [\"nowhere/train\", \"base/tokens/train\"]\n",
+    );
+    let out = quern().arg("sweep").arg(&sweep).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of 2 trials failed"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("trial-")).collect();
+    assert!(
+        rows.len() == 2 && rows[0].contains("trial-001") && rows[0].ends_with("ok"),
+        "{stdout}"
+    );
+    assert!(rows[1].contains("trial-000") && rows[1].ends_with("failed"));
+    let json = sweep_json(dir.path());
+    let failed = &json["trials"][0];
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("nowhere"),
+        "{failed}"
+    );
+    assert_eq!(json["trials"][1]["status"], "ok");
+    assert_eq!(
+        json["ranking"],
+        serde_json::json!(["trial-001", "trial-000"])
+    );
+    let csv = std::fs::read_to_string(dir.path().join("sweeps/s/sweep.csv")).unwrap();
+    assert!(csv.contains(",failed,"), "{csv}");
+
+    let report = dir.path().join("sweeps/s/trial-001/report.json");
+    let before = std::fs::read(&report).unwrap();
+    let out = quern().arg("sweep").arg(&sweep).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 run now, 1 already finished"), "{stdout}");
+    assert_eq!(std::fs::read(&report).unwrap(), before);
+}
