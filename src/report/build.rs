@@ -807,4 +807,47 @@ mod tests {
         assert_eq!(bars[3].1, 4.0);
         assert_eq!(bars[6].1, 8.0);
     }
+
+    /// The stages are rebuilt from the recorded config: their thresholds come back with the
+    /// stage's name, a word list resolves against the output directory's parent, and a stage
+    /// that cannot be rebuilt (its list moved, an unknown type) is a note, not an error.
+    #[test]
+    fn stages_are_rebuilt_from_the_manifest_or_noted() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(root.path().join("words.txt"), "spam\n").unwrap();
+        let m = Manifest::new(
+            "build",
+            serde_json::json!({"stages": [
+                {"type": "gopher_quality", "name": "gq", "min_doc_words": 20},
+                {"type": "lexicon", "name": "spam", "path": "words.txt", "max_score": 0.25},
+                {"type": "lexicon", "name": "moved", "path": "gone.txt", "max_score": 0.5},
+                {"type": "exact_dedup"},
+                {"type": "no_such_stage"},
+            ]}),
+        );
+        let built = rebuild_stages(&out, &m);
+        let t: Vec<(&str, &str, f64)> = built
+            .thresholds
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.param.as_str(), t.value))
+            .collect();
+        assert!(t.contains(&("gq", "min_doc_words", 20.0)), "{t:?}");
+        assert!(t.contains(&("spam", "max_score", 0.25)), "{t:?}");
+        assert!(!t.iter().any(|(s, _, _)| *s == "moved"));
+        assert_eq!(built.dedup, ["exact_dedup"]);
+        let failed: Vec<&str> = built.failed.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(failed, ["moved", "no_such_stage"]);
+        let html = thresholds_table(&built);
+        assert!(
+            html.contains("<code>moved</code> could not be rebuilt"),
+            "{html}"
+        );
+        assert!(html.contains("gone.txt"), "{html}");
+        assert!(
+            html.contains("<td>spam_score</td><td>&lt;= 0.25</td>"),
+            "{html}"
+        );
+    }
 }
