@@ -527,7 +527,8 @@ pub fn histogram_marked(
         } else {
             format!("{} \u{2192}", m.label)
         };
-        // Labels stack down from the top, on the side of the line with more room.
+        // Labels stack down from the top, on the side of the line with more room, with a
+        // white halo so that bars behind them do not hide them.
         let (x, anchor) = if p < (l + r) / 2.0 {
             (p + 4.0, "start")
         } else {
@@ -535,7 +536,7 @@ pub fn histogram_marked(
         };
         let _ = write!(
             f.out,
-            r##"<text class="mark" x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#c0392b">{}</text>"##,
+            r##"<text class="mark" x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#c0392b" stroke="#fff" stroke-width="3" paint-order="stroke">{}</text>"##,
             t + 12.0 + 13.0 * i as f64,
             escape(&label),
         );
