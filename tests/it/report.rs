@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-/// The demo's cleaning and dedup stages and a split over the mixed-source fixture, with
-/// exact copies of a dozen of its documents (one to three each) for the dedup stages to
-/// cluster; returns the output directory.
+/// The demo's cleaning and dedup stages, a split and a keyword label (`topic_label`) over the
+/// mixed-source fixture, with exact copies of a dozen of its documents (one to three each)
+/// for the dedup stages to cluster; returns the output directory.
 fn build(root: &Path) -> PathBuf {
     std::fs::create_dir(root.join("in")).unwrap();
     std::fs::copy(fixture("corpus/mixed.jsonl"), root.join("in/mixed.jsonl")).unwrap();
@@ -34,7 +34,10 @@ fn build(root: &Path) -> PathBuf {
          [[stages]]\ntype = \"c4\"\nrewrite = false\nmin_num_sentences = 1\n\n\
          [[stages]]\ntype = \"exact_dedup\"\n\n\
          [[stages]]\ntype = \"minhash_dedup\"\n\n\
-         [[stages]]\ntype = \"split\"\ntrain = 0.6\nval = 0.2\ntest = 0.2\n",
+         [[stages]]\ntype = \"split\"\ntrain = 0.6\nval = 0.2\ntest = 0.2\n\n\
+         [[stages]]\ntype = \"rules\"\nname = \"topic_label\"\n\
+         labels = [{name = \"legal\", keywords = [\"license\", \"copyright\"]}, \
+         {name = \"mail\", keywords = [\"wrote\", \"subject\"]}]\n",
     )
     .unwrap();
     run_ok(quern().args(["build", "--quiet"]).arg(&pipeline));
@@ -97,7 +100,7 @@ fn build_report_html() {
     let a = &report["accounting"];
     assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
     let stages = a["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 6);
+    assert_eq!(stages.len(), 7);
     let with_reasons = stages
         .iter()
         .filter(|s| !s["reasons"].as_object().unwrap().is_empty())
@@ -235,9 +238,10 @@ fn assert_thresholds_marked(html: &str) {
     );
 }
 
-/// The duplicate clusters and the per-split table, against pyarrow reading the shards the
-/// manifest lists: `dup_of` in the rejected rows' `details`, grouped by stage and kept
-/// document; documents, UTF-8 bytes and whitespace words of the kept texts per split.
+/// The duplicate clusters and the per-split and per-label tables, against pyarrow reading the
+/// shards the manifest lists: `dup_of` in the rejected rows' `details`, grouped by stage and
+/// kept document; documents, UTF-8 bytes and whitespace words of the kept texts per split and
+/// per `topic_label` (null as `(none)`).
 fn assert_clusters_and_splits(out: &Path, html: &str) {
     let py = run_ok(
         std::process::Command::new(python())
@@ -257,11 +261,12 @@ fn assert_clusters_and_splits(out: &Path, html: &str) {
                  clusters = {s: {'clusters': len(c), 'removed': sum(c.values()),\n\
                  \x20   'sizes': collections.Counter(n + 1 for n in c.values())} for s, c in reps.items()}\n\
                  splits = collections.defaultdict(lambda: [0, 0, 0])\n\
+                 labels = collections.defaultdict(lambda: [0, 0, 0])\n\
                  for f in files('docs'):\n\
-                 \x20   for r in pq.read_table(out + '/' + f, columns=['text', 'split']).to_pylist():\n\
-                 \x20       t = splits[r['split']]\n\
-                 \x20       t[0] += 1; t[1] += len(r['text'].encode()); t[2] += len(r['text'].split())\n\
-                 print(json.dumps({'clusters': clusters, 'splits': splits}))",
+                 \x20   for r in pq.read_table(out + '/' + f, columns=['text', 'split', 'topic_label']).to_pylist():\n\
+                 \x20       for t in (splits[r['split']], labels[r['topic_label'] or '(none)']):\n\
+                 \x20           t[0] += 1; t[1] += len(r['text'].encode()); t[2] += len(r['text'].split())\n\
+                 print(json.dumps({'clusters': clusters, 'splits': splits, 'labels': labels}))",
             )
             .arg(out),
     );
@@ -302,12 +307,20 @@ fn assert_clusters_and_splits(out: &Path, html: &str) {
     }
     let splits = v["splits"].as_object().unwrap();
     assert!(splits.len() >= 2, "{splits:?}");
-    for (split, t) in splits {
-        let row = format!(
-            "<tr><td>{split}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            t[0], t[1], t[2]
-        );
-        assert!(html.contains(&row), "{row}");
+    let labels = v["labels"].as_object().unwrap();
+    assert!(labels.len() >= 2, "{labels:?}");
+    let (_, by_label) = html
+        .split_once("<h3>By topic_label</h3>")
+        .expect("a table by topic_label");
+    let by_label = &by_label[..by_label.find("</table>").unwrap()];
+    for (rows, html) in [(splits, html), (labels, by_label)] {
+        for (value, t) in rows {
+            let row = format!(
+                "<tr><td>{value}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                t[0], t[1], t[2]
+            );
+            assert!(html.contains(&row), "{row}");
+        }
     }
 }
 
