@@ -39,7 +39,7 @@ pub(super) fn split_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// row) and for an empty split.
 pub(super) fn padding_share(m: &TokenMeta) -> Option<f64> {
     let per_row = match m.objective {
-        Objective::Clm | Objective::Mlm => m.seq_len + 1,
+        Objective::Clm | Objective::Mlm => m.seq_len.saturating_add(1),
         Objective::Sft | Objective::Cls => m.seq_len,
         Objective::Rm | Objective::Dpo => return None,
     };
@@ -55,7 +55,9 @@ pub fn tokens_html(dir: &Path) -> Result<String> {
         .map(|(name, p)| Ok((name, TokenMeta::load(&p)?)))
         .collect::<Result<_>>()?;
     let manifest = Manifest::load(dir)?;
-    let sum = |f: fn(&TokenMeta) -> u64| metas.iter().map(|(_, m)| f(m)).sum::<u64>();
+    // Saturating: the numbers come from files, and a page is no place to panic.
+    let sum =
+        |f: fn(&TokenMeta) -> u64| metas.iter().fold(0u64, |a, (_, m)| a.saturating_add(f(m)));
     let mut objectives: Vec<&str> = metas.iter().map(|(_, m)| m.objective.name()).collect();
     objectives.sort_unstable();
     objectives.dedup();
@@ -159,5 +161,9 @@ mod tests {
         assert_eq!(padding_share(&meta(Objective::Sft, 2, 15, 10)), Some(0.25));
         assert_eq!(padding_share(&meta(Objective::Cls, 0, 0, 10)), None);
         assert_eq!(padding_share(&meta(Objective::Dpo, 2, 15, 10)), None);
+        // A meta.json with absurd numbers gives no share rather than an overflow.
+        assert_eq!(padding_share(&meta(Objective::Clm, 2, 5, u64::MAX)), None);
+        let huge = padding_share(&meta(Objective::Clm, 1, u64::MAX, u64::MAX - 1));
+        assert_eq!(huge, Some(0.0));
     }
 }
