@@ -4,8 +4,9 @@
 //! is given, kept afterwards so you can look at it), runs the build (exact and near dedup,
 //! rule labels, decontamination against a small held-out passage set, a stratified split),
 //! shows the funnel, trains a small BPE tokenizer and packs token shards per split, runs a
-//! few `quern sql` queries, prints where everything is, and ends by generating a few lines
-//! from the model it trained.
+//! few `quern sql` queries, prints where everything is, generates a few lines from the model
+//! it trained, evaluates it, and fine-tunes it into a classifier of the build's topic labels
+//! with a table of its figures on the test split.
 
 use std::path::PathBuf;
 
@@ -20,4 +21,8 @@ pub struct Args {
     /// training).
     #[arg(long, default_value_t = 60)]
     pub train_steps: u64,
+    /// Optimizer steps of the fine-tune that follows: a classifier of the build's `topic`
+    /// label, from the model just trained (0 skips it).
+    #[arg(long, default_value_t = 40)]
+    pub finetune_steps: u64,
 }

@@ -520,6 +520,55 @@ fn demo_generates(dir: &std::path::Path, stdout: &str) {
             "{s} not in\n{table}"
         );
     }
+    demo_finetunes(dir, stdout);
+}
+
+/// Then it fine-tunes that model into a classifier of the build's `topic` labels and scores
+/// it on the test split: `quern eval cls` on the run it left agrees with the table it
+/// printed, and the classifier beats always answering the most frequent topic.
+#[cfg(feature = "torch")]
+fn demo_finetunes(dir: &std::path::Path, stdout: &str) {
+    let tail = stdout
+        .split("== fine-tune")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the demo did not fine-tune:\n{stdout}"));
+    let table = tail
+        .split("== eval")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the demo did not evaluate the classifier:\n{tail}"));
+    let out = run_ok(
+        quern()
+            .args(["eval", "cls", "--json", "--model"])
+            .arg(dir.join("run-topic"))
+            .arg("--data")
+            .arg(dir.join("tokens-topic/test")),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &r["result"];
+    let acc = r["report"]["accuracy"].as_f64().unwrap();
+    let rows = r["rows"].as_u64().unwrap();
+    assert!(
+        table.contains(&format!("{rows} rows: accuracy {acc:.4}")),
+        "quern eval cls says {acc:.4} on {rows} rows; the demo printed\n{table}"
+    );
+    let labels: Vec<&str> = r["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["licence", "mail", "manual", "other"]);
+    let most = r["report"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["support"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        acc > most as f64 / rows as f64 + 0.05,
+        "accuracy {acc} does not beat the majority class ({most} of {rows})"
+    );
 }
 
 #[cfg(not(feature = "torch"))]

@@ -4,8 +4,10 @@
 //! is given, kept afterwards so you can look at it), runs the build (exact and near dedup,
 //! rule labels, decontamination against a small held-out passage set, a stratified split),
 //! shows the funnel, trains a small BPE tokenizer and packs token shards per split, runs a
-//! few `quern sql` queries, prints where everything is, and ends by generating a few lines
-//! from the model it trained.
+//! few `quern sql` queries, prints where everything is, generates a few lines from the model
+//! it trained and evaluates it, then fine-tunes it into a classifier of the `topic` label the
+//! build's rules gave (`train.objective = "cls"`, `[init] from` the run) and prints its
+//! figures on the test split (`quern eval cls`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.train_steps > 0 {
         generate_step(&dir.join("run"))?;
         eval_step(&dir.join("run"), &tokens_dir.join("val"))?;
+        finetune_step(&dir, &docs, &tokens_dir, args.finetune_steps)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -256,6 +259,91 @@ fn eval_step(run_dir: &std::path::Path, val: &std::path::Path) -> anyhow::Result
         "  (try `quern eval ppl --model {} --data {}`; `quern eval mc` runs MMLU-style tasks)",
         run_dir.display(),
         val.display()
+    );
+    Ok(())
+}
+
+/// Fine-tunes the model just trained into a classifier of the `topic` label that the build's
+/// `rules` stage gave every kept document: the documents are tokenized as `cls` rows with the
+/// run's tokenizer, a head is put on the model (`[init] from` the run), trained on the train
+/// split with the val split for evaluation, and scored on the test split by the same code as
+/// `quern eval cls`.
+fn finetune_step(
+    dir: &std::path::Path,
+    docs: &[PathBuf],
+    tokens_dir: &std::path::Path,
+    steps: u64,
+) -> anyhow::Result<()> {
+    if steps == 0 {
+        return Ok(());
+    }
+    println!(
+        "\n== fine-tune (the model just trained, with a classification head, on the build's `topic` labels)"
+    );
+    let tcfg: quern_tokenize::TokenizeConfig = serde_json::from_value(serde_json::json!({
+        "tokenizer": tokens_dir.join("train").join("tokenizer.json"),
+        "objective": "cls",
+        "label_column": "topic",
+        "seq_len": 128,
+    }))?;
+    let cls_dir = dir.join("tokens-topic");
+    let t = quern_tokenize::tokenize_corpus(docs, &cls_dir, &tcfg)?;
+    for (split, st) in &t.splits {
+        println!("{split:<8} {:>8} rows", st.rows);
+    }
+    let run = dir.join("run-topic");
+    let mut cfg = quern_train::TrainConfig::new(cls_dir.join("train"), &run);
+    cfg.data.val = Some(cls_dir.join("val"));
+    cfg.init.from = Some(dir.join("run"));
+    cfg.optim.lr = 1e-3;
+    cfg.optim.warmup_steps = 5;
+    cfg.train.objective = "cls".into();
+    cfg.train.micro_batch = 16;
+    cfg.train.max_steps = steps;
+    cfg.train.eval_every = steps.div_ceil(2).max(1);
+    cfg.train.eval_batches = 8;
+    cfg.checkpoint.every = 0;
+    cfg.checkpoint.keep = 1;
+    cfg.checkpoint.keep_best = false;
+    cfg.validate()?;
+    let report = quern_train::train_with(
+        &cfg,
+        &quern_train::TrainOptions {
+            force: true,
+            ..quern_train::TrainOptions::default()
+        },
+    )?;
+    if let (Some(first), Some(last)) = (report.losses.first(), report.losses.last()) {
+        println!(
+            "loss {:.3} (step {}) -> {:.3} (step {})",
+            first.loss, first.step, last.loss, last.step
+        );
+    }
+    for e in &report.evals {
+        if let (Some(acc), Some(f1)) = (e.accuracy, e.macro_f1) {
+            println!(
+                "val at step {}: loss {:.3}, accuracy {:.3}, macro-F1 {:.3}",
+                e.step, e.val_loss, acc, f1
+            );
+        }
+    }
+    let loaded = quern_models::store::load(&run, tch::Device::Cpu)?;
+    let test = cls_dir.join("test");
+    let r = quern_eval::cls::evaluate(
+        &loaded.model,
+        &test,
+        &quern_eval::cls::ClsOptions {
+            batch_size: 32,
+            max_rows: None,
+        },
+        &mut |_, _| {},
+    )?;
+    println!("\n== eval (the classifier on the test split: quern eval cls)");
+    print!("{}", quern_eval::cls::table(&r));
+    println!(
+        "  (try `quern eval cls --model {} --data {}`)",
+        run.display(),
+        test.display()
     );
     Ok(())
 }
