@@ -58,7 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(e) = report.evals.last() {
-        println!("val loss {:.4}, perplexity {:.2}", e.val_loss, e.val_ppl);
+        match (e.accuracy, e.macro_f1) {
+            (Some(acc), Some(f1)) => println!(
+                "val loss {:.4}, accuracy {acc:.4}, macro-F1 {f1:.4}",
+                e.val_loss
+            ),
+            _ => println!("val loss {:.4}, perplexity {:.2}", e.val_loss, e.val_ppl),
+        }
     }
     if let Some(b) = &report.best {
         println!(
