@@ -41,7 +41,17 @@ impl Step {
 #[derive(Debug, Default)]
 struct Curves {
     steps: BTreeMap<u64, Step>,
-    evals: BTreeMap<u64, (Option<f64>, Option<f64>)>,
+    evals: BTreeMap<u64, EvalRow>,
+}
+
+/// One evaluation's figures: validation loss and perplexity, and for `cls` runs accuracy and
+/// macro-F1.
+#[derive(Debug, Default, Clone, Copy)]
+struct EvalRow {
+    loss: Option<f64>,
+    ppl: Option<f64>,
+    accuracy: Option<f64>,
+    macro_f1: Option<f64>,
 }
 
 impl Curves {
@@ -53,9 +63,12 @@ impl Curves {
         };
         if v.get("val_loss").is_some() {
             let f = |k: &str| v.get(k).and_then(Value::as_f64);
-            self.evals
-                .entry(step)
-                .or_insert((f("val_loss"), f("val_ppl")));
+            self.evals.entry(step).or_insert(EvalRow {
+                loss: f("val_loss"),
+                ppl: f("val_ppl"),
+                accuracy: f("accuracy"),
+                macro_f1: f("macro_f1"),
+            });
         } else if v.get("loss").is_some() {
             self.steps.entry(step).or_insert_with(|| Step::from_json(v));
         }
@@ -166,7 +179,7 @@ pub fn run_html(dir: &Path) -> Result<String> {
         curves
             .evals
             .iter()
-            .filter_map(|(k, (l, _))| Some((*k as f64, (*l)?)))
+            .filter_map(|(k, e)| Some((*k as f64, e.loss?)))
             .collect(),
     )
     .with_markers();
@@ -238,12 +251,25 @@ pub fn run_html(dir: &Path) -> Result<String> {
         b.push_str("<p>No evaluation was run.</p>\n");
     } else {
         let num = |v: &Option<f64>| v.map_or("-".into(), |x| format!("{x:.4}"));
+        // A classifier's evaluations also have accuracy and macro-F1 (and no perplexity worth
+        // reading); the columns appear when any evaluation has them.
+        let cls = curves.evals.values().any(|e| e.accuracy.is_some());
         let rows: Vec<Vec<String>> = curves
             .evals
             .iter()
-            .map(|(k, (l, p))| vec![k.to_string(), num(l), num(p)])
+            .map(|(k, e)| {
+                let mut row = vec![k.to_string(), num(&e.loss), num(&e.ppl)];
+                if cls {
+                    row.extend([num(&e.accuracy), num(&e.macro_f1)]);
+                }
+                row
+            })
             .collect();
-        b.push_str(&table(&["step", "validation loss", "perplexity"], &rows));
+        let mut head = vec!["step", "validation loss", "perplexity"];
+        if cls {
+            head.extend(["accuracy", "macro-F1"]);
+        }
+        b.push_str(&table(&head, &rows));
     }
     Ok(page("quern training run report", &b))
 }
@@ -272,6 +298,19 @@ mod tests {
         assert!(html.contains("1 step had a non-finite loss or gradient"));
         assert!(html.contains("<td>3.1000</td><td>22.2000</td>"));
         assert!(html.contains("No report.json"));
+        assert!(!html.contains("macro-F1"), "no classifier columns for a clm run");
+        // A classifier's evaluations add accuracy and macro-F1 columns.
+        std::fs::write(
+            d.path().join("metrics.jsonl"),
+            r#"{"step":4,"val_loss":0.7,"val_ppl":2.0,"accuracy":0.625,"macro_f1":0.5,"kind":"eval"}"#,
+        )
+        .unwrap();
+        let html = run_html(d.path()).unwrap();
+        assert!(html.contains("<th>macro-F1</th>"), "{html}");
+        assert!(
+            html.contains("<td>0.7000</td><td>2.0000</td><td>0.6250</td><td>0.5000</td>"),
+            "{html}"
+        );
         std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1,\n").unwrap();
         let e = run_html(d.path()).unwrap_err().to_string();
         assert!(e.contains("metrics.jsonl:1"), "{e}");
