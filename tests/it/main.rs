@@ -26,8 +26,8 @@ mod report;
 mod sft;
 mod snapshots;
 mod sql;
+#[cfg(feature = "torch")]
+mod sweep;
 mod tokenize;
 #[cfg(feature = "torch")]
 mod train;
-#[cfg(feature = "torch")]
-mod sweep;
