@@ -345,6 +345,9 @@ fn read_params(file: &SweepFile, sweep: &Path, sweep_dir: &Path) -> Result<Vec<(
         }
         specs.push((key, spec));
     }
+    // Alphabetical, whatever order the TOML table keeps: the grid's order and the random
+    // draws depend on it.
+    specs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(specs)
 }
 
