@@ -298,7 +298,10 @@ mod tests {
         assert!(html.contains("1 step had a non-finite loss or gradient"));
         assert!(html.contains("<td>3.1000</td><td>22.2000</td>"));
         assert!(html.contains("No report.json"));
-        assert!(!html.contains("macro-F1"), "no classifier columns for a clm run");
+        assert!(
+            !html.contains("macro-F1"),
+            "no classifier columns for a clm run"
+        );
         // A classifier's evaluations add accuracy and macro-F1 columns.
         std::fs::write(
             d.path().join("metrics.jsonl"),
