@@ -151,6 +151,20 @@ impl SplitMeta {
     }
 }
 
+/// Refuses a row holding an id outside the vocabulary, naming the split and the row.
+fn check_vocab(ids: &[i32], vocab: usize, dir: &Path, at: &Cursor) -> Result<()> {
+    match ids.iter().find(|&&t| t < 0 || t as usize >= vocab) {
+        Some(bad) => Err(Error::bad_input(
+            Place::file(dir),
+            format!(
+                "token id {bad} outside the vocabulary (size {vocab}) in row {} of epoch {}",
+                at.position, at.epoch
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The packed rows of a tokenized split, streamed in a seeded order.
 pub struct ShardRows {
     reader: TokenReader,
@@ -224,15 +238,7 @@ impl BatchSource for ShardRows {
             let at = self.reader.cursor();
             match self.reader.next_row()? {
                 Row::Packed { tokens, .. } => {
-                    if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t as usize >= self.vocab) {
-                        return Err(Error::bad_input(
-                            Place::file(&self.dir),
-                            format!(
-                                "token id {bad} outside the vocabulary (size {}) in row {} of epoch {}",
-                                self.vocab, at.position, at.epoch
-                            ),
-                        ));
-                    }
+                    check_vocab(&tokens, self.vocab, &self.dir, &at)?;
                     out.extend(tokens.iter().map(|&t| t as i64));
                 }
                 _ => return Err(Error::bug("a packed split returned an unpacked row")),
@@ -345,19 +351,7 @@ impl BatchSource for SftRows {
                     input_ids,
                     loss_mask,
                 } => {
-                    if let Some(bad) = input_ids
-                        .iter()
-                        .find(|&&t| t < 0 || t as usize >= self.vocab)
-                    {
-                        return Err(Error::bad_input(
-                            Place::file(&self.dir),
-                            format!(
-                                "token id {bad} outside the vocabulary (size {}) in {}",
-                                self.vocab,
-                                place()
-                            ),
-                        ));
-                    }
+                    check_vocab(&input_ids, self.vocab, &self.dir, &at)?;
                     if input_ids.len() > self.max_len {
                         return Err(Error::bad_input(
                             Place::file(&self.dir),
@@ -560,19 +554,7 @@ impl BatchSource for ClsRows {
             let place = || format!("row {} of epoch {}", at.position, at.epoch);
             match self.reader.next_row()? {
                 Row::Cls { input_ids, label } => {
-                    if let Some(bad) = input_ids
-                        .iter()
-                        .find(|&&t| t < 0 || t as usize >= self.vocab)
-                    {
-                        return Err(Error::bad_input(
-                            Place::file(&self.dir),
-                            format!(
-                                "token id {bad} outside the vocabulary (size {}) in {}",
-                                self.vocab,
-                                place()
-                            ),
-                        ));
-                    }
+                    check_vocab(&input_ids, self.vocab, &self.dir, &at)?;
                     if input_ids.is_empty() || input_ids.len() > self.max_len {
                         return Err(Error::bad_input(
                             Place::file(&self.dir),
