@@ -1,5 +1,5 @@
-//! PII redaction: e-mail addresses, phone numbers (international, North American, and UK and
-//! French national formats), IPv4 and IPv6 addresses (IPv4-mapped ones included), payment
+//! PII redaction: e-mail addresses, phone numbers (international, North American, and UK,
+//! French and German national formats), IPv4 and IPv6 addresses (IPv4-mapped ones included), payment
 //! card numbers (Luhn-checked), IBANs (mod-97 checked) and US social security numbers
 //! (dashed; with spaces, dots or no separator only next to a context word such as `SSN` or
 //! `social security`), each replaced by a configurable token; a `pii_redactions` count
@@ -96,8 +96,13 @@ static IPV6: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("ipv6 regex")
 });
-static CARD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").expect("card regex"));
+/// Digits run together or grouped by spaces or dashes, or printed in dotted groups
+/// (`4111.1111.1111.1111`, Amex `3782.822463.10005` or `3782.8224.6310.005`): dots only
+/// between groups of 3 to 6 digits after a first group of 4, so versions and dotted dates
+/// never reach the Luhn check.
+static CARD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b|\b\d{4}(?:\.\d{3,6}){2,4}\b").expect("card regex")
+});
 static IBAN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("iban regex"));
 static SSN: LazyLock<Regex> =
@@ -108,8 +113,10 @@ static SSN_LOOSE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(?:\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4}|\d{9})\b").expect("ssn regex")
 });
 static SSN_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bssns?\b|\bss ?#|\bssid\b|\bsocial[ \-]security\b|\bsoc\. ?sec\b")
-        .expect("ssn context regex")
+    Regex::new(
+        r"(?i)\bssns?\b|\bss ?#|\bss\.? ?no\b|\bssid\b|\bsocial[ \-]security\b|\bsoc\. ?sec\b",
+    )
+    .expect("ssn context regex")
 });
 /// How far before (bytes) and after a loose SSN a context word may be.
 const SSN_CONTEXT_BEFORE: usize = 40;
@@ -126,13 +133,16 @@ static PHONE_NANP: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// National numbers written with their trunk zero and the grouping each country uses, so a
 /// bare run of digits never matches: UK (`020 7946 0958`, `0161 496 0000`, `07700 900123`,
-/// `07700 900 123`, `(020) 7946 0958`), Australia (`(02) 9876 5432`) and France
-/// (`01 23 45 67 89`, with spaces, dots or dashes used throughout).
+/// `07700 900 123`, `(020) 7946 0958`), Australia (`(02) 9876 5432`), France
+/// (`01 23 45 67 89`, with spaces, dots or dashes used throughout) and Germany (an area code
+/// of 2 to 4 digits after the 0, then 6 to 8 digits: `030 12345678`, `089/1234567`,
+/// `(0221) 1234567`).
 static PHONE_NATIONAL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"\b0[1235789](?:\d \d{4} \d{4}|\d{2} \d{3} \d{4}|\d{3} \d{6}|\d{3} \d{3} \d{3})\b",
         r"|\(0[1235789]\d{1,3}\) \d{3,4} \d{3,4}\b|\(0[2-9]\) \d{4} \d{4}\b",
         r"|\b0[1-9](?: \d{2}){4}\b|\b0[1-9](?:\.\d{2}){4}\b|\b0[1-9](?:-\d{2}){4}\b",
+        r"|\b0[2-9]\d{1,3}[ /]\d{6,8}\b|\(0[2-9]\d{1,3}\) \d{6,8}\b",
     ))
     .expect("national phone regex")
 });
@@ -583,6 +593,24 @@ mod tests {
             ("123456789 (SSN) on file", "<SSN> (SSN) on file"),
             ("Toll-free 1-800-555-0199.", "Toll-free <PHONE>."),
             ("Sydney (02) 9876 5432", "Sydney <PHONE>"),
+            // round 3: dotted cards, German national numbers, `SS No:`
+            (
+                "Card 4111.1111.1111.1111 or 3782.822463.10005",
+                "Card <CREDIT_CARD> or <CREDIT_CARD>",
+            ),
+            (
+                "Berlin 030 12345678, Munich 089/1234567, Cologne (0221) 1234567",
+                "Berlin <PHONE>, Munich <PHONE>, Cologne <PHONE>",
+            ),
+            ("SS No: 123 45 6789", "SS No: <SSN>"),
+            (
+                "Version 1.2.3 of 2024.01.15, build 2024.1015.1234",
+                "Version 1.2.3 of 2024.01.15, build 2024.1015.1234",
+            ),
+            (
+                "Released 4111.1111.1111.1112",
+                "Released 4111.1111.1111.1112",
+            ),
             // IPv4-mapped IPv6 is one address, not cut after its first group
             ("peer ::ffff:192.0.2.1 left", "peer <IP_ADDRESS> left"),
             // code and citations that look like addresses and numbers
