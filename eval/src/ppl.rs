@@ -5,7 +5,10 @@
 //! not overlap, so every id is a target at most once: the first id of each row is only
 //! context (it has no preceding id in the row), and the padding that ends a work unit's
 //! last row is not scored. `sft` splits: the response tokens (`loss_mask` = 1), each
-//! predicted from everything before it in its row. The figure is token-weighted:
+//! predicted from everything before it in its conversation (a packed split's rows are cut
+//! at `doc_starts` and each conversation scored alone, as the trainer's block-diagonal
+//! attention trains it, so packed and unpacked splits score the same). The figure is
+//! token-weighted:
 //! `exp(sum of the targets' negative log-likelihoods / targets)`.
 //!
 //! Rows longer than the model's context are cut into non-overlapping windows of the
@@ -116,7 +119,9 @@ fn read_rows(
     split: &Path,
     meta: &TokenMeta,
     max_rows: Option<u64>,
-    mut each: impl FnMut(Prepared) -> Result<bool>,
+    // Each piece to score, and whether it begins a stored row (a packed sft row gives one
+    // piece per conversation).
+    mut each: impl FnMut(Prepared, bool) -> Result<bool>,
 ) -> Result<()> {
     let pad = meta.pad_id.or(meta.eos_id).map(|p| p as i32);
     let pad_is_eos = pad.is_some() && pad.map(|p| p as u32) == meta.eos_id;
@@ -152,6 +157,48 @@ fn read_rows(
                     (0..s.len()).map(|i| s.value(i).to_string()).collect()
                 };
                 let prepared = match meta.objective {
+                    // A packed sft row is scored as its conversations, each alone (as the
+                    // trainer trains them), each counted for its own document.
+                    Objective::Sft if meta.packed => {
+                        let ids = col(schema::INPUT_IDS)?.as_list::<i32>().value(r);
+                        let ids: Vec<i32> = ids.as_primitive::<Int32Type>().values().to_vec();
+                        let mask = col(schema::LOSS_MASK)?.as_list::<i32>().value(r);
+                        let mask: Vec<i8> = mask.as_primitive::<Int8Type>().values().to_vec();
+                        let starts = col(schema::DOC_STARTS)?.as_list::<i32>().value(r);
+                        let starts: Vec<i32> = starts.as_primitive::<Int32Type>().values().to_vec();
+                        let ok = starts.first() == Some(&0)
+                            && starts.windows(2).all(|w| w[0] < w[1])
+                            && starts.last().is_some_and(|&l| (l as usize) < ids.len())
+                            && starts.len() == docs.len()
+                            && mask.len() == ids.len();
+                        if !ok {
+                            return Err(Error::bad_input(
+                                Place::file(&path),
+                                "a packed sft row whose doc_starts, doc_ids and loss_mask \
+                                 do not fit its input_ids; rerun quern tokenize",
+                            ));
+                        }
+                        let mut convs = Vec::with_capacity(starts.len());
+                        for (k, &s) in starts.iter().enumerate() {
+                            let (s, e) = (
+                                s as usize,
+                                starts.get(k + 1).map_or(ids.len(), |&e| e as usize),
+                            );
+                            convs.push(Prepared {
+                                target_doc: (s..e.saturating_sub(1))
+                                    .map(|p| (mask[p + 1] == 1).then_some(0))
+                                    .collect(),
+                                ids: ids[s..e].iter().map(|&x| x as i64).collect(),
+                                doc_ids: vec![docs[k].clone()],
+                            });
+                        }
+                        for (k, c) in convs.into_iter().enumerate() {
+                            if !each(c, k == 0)? {
+                                return Ok(());
+                            }
+                        }
+                        continue;
+                    }
                     Objective::Clm => {
                         let toks = col(schema::TOKENS)?.as_list::<i32>().value(r);
                         let toks: Vec<i32> = toks.as_primitive::<Int32Type>().values().to_vec();
@@ -179,7 +226,7 @@ fn read_rows(
                         )))
                     }
                 };
-                if !each(prepared)? {
+                if !each(prepared, true)? {
                     return Ok(());
                 }
             }
@@ -354,7 +401,7 @@ pub fn perplexity(
 
     // Documents' sources, looked up for the documents the rows name.
     let mut wanted = HashSet::new();
-    read_rows(split, &meta, opts.max_rows, |p| {
+    read_rows(split, &meta, opts.max_rows, |p, _| {
         wanted.extend(p.doc_ids);
         Ok(true)
     })?;
@@ -446,8 +493,8 @@ pub fn perplexity(
         batch.clear();
         Ok(())
     };
-    read_rows(split, &meta, opts.max_rows, |p| {
-        rows += 1;
+    read_rows(split, &meta, opts.max_rows, |p, new_row| {
+        rows += u64::from(new_row);
         ids_seen += real_ids(&p);
         for piece in windows(p, max_len) {
             batch.push(piece);

@@ -314,7 +314,7 @@ impl<'a> Generator<'a> {
         let extras = Extras {
             positions: padded.then_some(&positions),
             key_mask: padded.then_some(&key_mask),
-            token_types: None,
+            ..Extras::default()
         };
         let hidden = m.hidden(&ids, &extras, true, false, Some(&mut cache))?;
         let mut logits = m.logits(&hidden.narrow(1, longest as i64 - 1, 1).squeeze_dim(1));
@@ -381,7 +381,7 @@ impl<'a> Generator<'a> {
             let extras = Extras {
                 positions: padded.then_some(&positions),
                 key_mask: padded.then_some(&key_mask),
-                token_types: None,
+                ..Extras::default()
             };
             let h = m.hidden(&step, &extras, true, false, Some(&mut cache))?;
             logits = m.logits(&h.squeeze_dim(1));

@@ -289,6 +289,11 @@ pub struct Extras<'a> {
     /// Which keys are real tokens, `[B, past + T]` (bool or 0/1 ints), covering the cached
     /// positions too. Default: all.
     pub key_mask: Option<&'a Tensor>,
+    /// Segment ids `[B, T]` (int64) of rows that pack several sequences (packed `sft`
+    /// conversations): a query attends only to keys of its own segment, so with `causal`
+    /// the attention is block-diagonal causal. Give each sequence its own positions too
+    /// ([`positions_from_segments`]). Not with a KV cache. Default: one segment per row.
+    pub segments: Option<&'a Tensor>,
 }
 
 /// A transformer of any family (see the module docs).
@@ -857,8 +862,8 @@ impl Transformer {
         } else {
             Extras {
                 positions: Some(&positions),
-                token_types: None,
                 key_mask: Some(&mask),
+                ..Extras::default()
             }
         };
         let h = self.hidden(idx, &extras, crate::head::causal(&self.cfg), train, None)?;
@@ -949,7 +954,12 @@ impl Transformer {
             None => (c.narrow(0, past, t), s.narrow(0, past, t)),
         });
         // The attention mask, built once: `None` lets SDPA use its causal (or full) path.
-        let mask = self.attention_mask(extras.key_mask, b, t, past, causal)?;
+        if extras.segments.is_some() && (past > 0 || cache.is_some()) {
+            return Err(Error::usage(
+                "segment ids (packed sequences) cannot be used with a KV cache",
+            ));
+        }
+        let mask = self.attention_mask(extras.key_mask, extras.segments, b, t, past, causal)?;
         let is_causal = causal && mask.is_none() && past == 0 && t > 1;
         let gqa = kvh != heads;
         for (i, blk) in self.blocks.iter().enumerate() {
@@ -1014,10 +1024,13 @@ impl Transformer {
     }
 
     /// A boolean mask `[B, 1, T, past + T]` (true = attend), or `None` when SDPA's own
-    /// causal or full attention is exact.
+    /// causal or full attention is exact. With `segments` (no cache), a query sees only keys
+    /// of its own segment: the mask is block-diagonal, `B × T × T` booleans (fine at the
+    /// lengths trained here; SDPA then cannot take its flash path, which takes no mask).
     fn attention_mask(
         &self,
         key_mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         b: i64,
         t: i64,
         past: i64,
@@ -1036,9 +1049,21 @@ impl Transformer {
             }
             None => None,
         };
-        // Without padding: a fresh causal pass, any full pass, and one new token after a
-        // cache need no mask.
-        if keys.is_none() && (!causal || past == 0 || t == 1) {
+        let segments = match segments {
+            Some(g) => {
+                if g.size() != [b, t] {
+                    return Err(Error::usage(format!(
+                        "segment ids have shape {:?}, expected [{b}, {t}]",
+                        g.size()
+                    )));
+                }
+                Some(g.to_device(self.device))
+            }
+            None => None,
+        };
+        // Without padding or segments: a fresh causal pass, any full pass, and one new token
+        // after a cache need no mask.
+        if keys.is_none() && segments.is_none() && (!causal || past == 0 || t == 1) {
             return Ok(None);
         }
         let dev = self.device;
@@ -1046,6 +1071,10 @@ impl Transformer {
             Some(k) => k.view([b, 1, 1, s]).expand([b, 1, t, s], false),
             None => Tensor::ones([b, 1, t, s], (Kind::Bool, dev)),
         };
+        if let Some(g) = &segments {
+            // `past` is 0 here (checked by the caller), so keys and queries are the same ids.
+            m = m.logical_and(&g.view([b, 1, t, 1]).eq_tensor(&g.view([b, 1, 1, t])));
+        }
         if causal {
             let qpos = Tensor::arange_start(past, s, (Kind::Int64, dev)).view([t, 1]);
             let kpos = Tensor::arange(s, (Kind::Int64, dev)).view([1, s]);
@@ -1059,6 +1088,28 @@ impl Transformer {
             .view([1, 1, t, s]);
         Ok(Some(m.logical_or(&diag)))
     }
+}
+
+/// Positions `[B, T]` (int64) that restart at 0 wherever the segment id changes along a row,
+/// for [`Extras::positions`] with [`Extras::segments`]: each packed sequence gets the
+/// positions it has alone. Segment ids must be grouped (a segment's ids contiguous).
+pub fn positions_from_segments(segments: &Tensor) -> Tensor {
+    let (b, t) = segments.size2().expect("segment ids are [batch, seq]");
+    let dev = segments.device();
+    let idx = Tensor::arange(t, (Kind::Int64, dev))
+        .view([1, t])
+        .expand([b, t], false);
+    if t < 2 {
+        return idx.zeros_like();
+    }
+    // 1 where a segment starts (the first id, and wherever the id differs from the one before).
+    let change = segments
+        .narrow(1, 1, t - 1)
+        .ne_tensor(&segments.narrow(1, 0, t - 1));
+    let starts = Tensor::cat(&[Tensor::ones([b, 1], (Kind::Bool, dev)), change], 1);
+    // The index of the latest start at or before each position.
+    let start_idx = idx.where_self(&starts, &idx.zeros_like()).cummax(1).0;
+    idx - start_idx
 }
 
 fn mlp(blk: &Block, h: &Tensor, train: bool) -> Tensor {
@@ -1294,6 +1345,69 @@ mod tests {
             let d3 = max_diff(&step.get(0).get(0), &want0.get(0).get(3));
             let d4 = max_diff(&step.get(1).get(0), &want1.get(0).get(6));
             assert!(d3 < 1e-5 && d4 < 1e-5, "{}: {d3} {d4}", cfg.family());
+        }
+    }
+
+    /// Sequences packed into one row with segment ids and restarted positions give, token
+    /// for token, the logits each has alone (learned and rotary positions, GQA); changing a
+    /// token of the first leaves the second's logits exactly as they were; padding after
+    /// the last segment changes nothing before it.
+    #[test]
+    fn packed_segments_equal_each_sequence_alone() {
+        let _rng = crate::torch_rng_lock();
+        for cfg in families().into_iter().filter(|c| !c.post_norm) {
+            tch::manual_seed(6);
+            let m = Transformer::new(&cfg, Device::Cpu);
+            let parts: [&[i64]; 3] = [&[3, 9, 4, 1, 7], &[5, 2, 8], &[11, 12, 13, 14, 6, 2]];
+            let row: Vec<i64> = parts.concat();
+            let seg: Vec<i64> = parts
+                .iter()
+                .enumerate()
+                .flat_map(|(k, p)| std::iter::repeat_n(k as i64, p.len()))
+                .collect();
+            let seg = Tensor::from_slice(&seg).view([1, -1]);
+            let pos = positions_from_segments(&seg);
+            assert_eq!(
+                Vec::<i64>::try_from(pos.reshape([-1])).unwrap(),
+                vec![0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 4, 5]
+            );
+            let packed = |row: &[i64]| {
+                let ids = Tensor::from_slice(row).view([1, -1]);
+                let extras = Extras {
+                    positions: Some(&pos),
+                    segments: Some(&seg),
+                    ..Extras::default()
+                };
+                m.try_forward(&ids, &extras, true, None).unwrap()
+            };
+            let got = packed(&row);
+            let mut at = 0;
+            for p in parts {
+                let alone = m.forward(&Tensor::from_slice(p).view([1, -1]), true, false);
+                let d = max_diff(&got.narrow(1, at, p.len() as i64), &alone);
+                assert!(d < 1e-5, "{}: packed vs alone {d}", cfg.family());
+                at += p.len() as i64;
+            }
+            let mut changed = row.clone();
+            changed[2] = 30;
+            let other = packed(&changed);
+            assert!(max_diff(&other.narrow(1, 0, 5), &got.narrow(1, 0, 5)) > 1e-4);
+            assert_eq!(max_diff(&other.narrow(1, 5, 9), &got.narrow(1, 5, 9)), 0.0);
+            // A cache with segments is refused, not silently wrong.
+            let mut cache = m.new_cache(1, 16);
+            let ids = Tensor::from_slice(&row).view([1, -1]);
+            let e = m
+                .try_forward(
+                    &ids,
+                    &Extras {
+                        segments: Some(&seg),
+                        ..Extras::default()
+                    },
+                    true,
+                    Some(&mut cache),
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("KV cache"), "{e}");
         }
     }
 

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// those files, or a template file. Default: the plain `chat_template`.
     #[arg(long)]
     pub jinja_template: Option<PathBuf>,
+    /// sft: pack several whole conversations into each row (first fit, up to --seq-len ids);
+    /// `quern train` keeps attention and positions inside each conversation.
+    #[arg(long)]
+    pub pack: bool,
     /// pad or drop the partial last row of each input shard.
     #[arg(long)]
     pub tail: Option<String>,
@@ -141,6 +145,9 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if a.add_bos {
         cfg.add_bos = true;
+    }
+    if a.pack {
+        cfg.pack = true;
     }
     if let Some(t) = a.jinja_template {
         cfg.jinja_template = Some(t);

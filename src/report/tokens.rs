@@ -149,6 +149,7 @@ mod tests {
             eos_id: Some(1),
             mask_id: None,
             labels: Vec::new(),
+            packed: false,
             shards: Vec::new(),
         }
     }

@@ -24,6 +24,8 @@ mod models;
 mod report;
 #[cfg(feature = "torch")]
 mod sft;
+#[cfg(feature = "torch")]
+mod sft_pack;
 mod snapshots;
 mod sql;
 #[cfg(feature = "torch")]

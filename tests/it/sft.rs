@@ -3,7 +3,8 @@
 //! with `objective = "sft"` (the loss falls; accumulating micro-batches that hold different
 //! numbers of response tokens gives the one-batch losses; a resumed run repeats the
 //! uninterrupted one), the loss checked against transformers on SmolLM2-135M with its own chat
-//! template, and mismatched splits, rows too long for the model and packing refused.
+//! template, and mismatched splits and rows too long for the model refused. Packed rows:
+//! `sft_pack.rs`.
 //!
 //! Training runs go through the binary (one process each), so no other test's use of
 //! libtorch's global generator can reach their initialisation.
@@ -421,14 +422,14 @@ fn sft_loss_equals_transformers_on_smollm2_with_its_chat_template() {
     }
 }
 
-/// An sft run on clm shards, a clm run on sft shards, a model whose context cannot hold the
-/// split's rows, and `pack = true` are each refused before any training, naming the file or
-/// the key.
+/// An sft run on clm shards, a clm run on sft shards and a model whose context cannot hold
+/// the split's rows are each refused before any training, naming the file or the key
+/// (`pack` where it cannot work: `sft_pack.rs`).
 #[test]
-fn mismatched_splits_long_rows_and_packing_are_refused() {
+fn mismatched_splits_and_long_rows_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (tok, _) = tokenized(d);
+    tokenized(d);
     // clm shards of the GPL text, byte-level.
     let text = std::fs::read(fixture("train/gpl-3.0.txt")).unwrap();
     quern_train::data::write_byte_split(&d.join("bytes/train"), &text[..4000], 32, false).unwrap();
@@ -469,18 +470,4 @@ fn mismatched_splits_long_rows_and_packing_are_refused() {
             "{name} started"
         );
     }
-    let pack = toml("pack.toml", "objective = \"sft\"\npack = true\n");
-    let e = run_err(
-        quern()
-            .args(["tokenize", "--config"])
-            .arg(&pack)
-            .arg("--corpus")
-            .arg(fixture("sft/chatterbot_en.jsonl"))
-            .arg("--tokenizer")
-            .arg(&tok)
-            .arg("--out")
-            .arg(d.join("packed")),
-    );
-    assert!(e.contains("pack") && e.contains("attention"), "{e}");
-    assert!(!d.join("packed").join("train").exists());
 }

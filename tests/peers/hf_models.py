@@ -7,8 +7,9 @@ TASK.json holds {"kind": ..., ...}:
                    "texts": [str...]}: logits of `ids` (one row each) from LlamaForCausalLM
     loaded from the GGUF, greedy continuations (with the KV cache) of each `greedy` prompt,
     and the ids transformers' tokenizer (built from the same GGUF) gives each of `texts`.
-  - "llama_hf_tiny": {"dir", "ids", "tie"}: a random tiny LlamaForCausalLM (grouped-query
-    attention) saved to `dir` with save_pretrained, and its logits on `ids`.
+  - "llama_hf_tiny": {"dir", "ids", "tie", "each"}: a random tiny LlamaForCausalLM
+    (grouped-query attention) saved to `dir` with save_pretrained, its logits on `ids`, and
+    (optional) the logits of each sequence of `each` run alone (each_<i>).
   - "bert": {"dir", "ids": [[...]], "mask": [[...]], "types": [[...]]}: BertModel's
     last_hidden_state.
 Writes tensors: logits_<i>, greedy_<i>, text_<i> (int64 ids), hidden (float32).
@@ -76,6 +77,8 @@ def main():
         model.save_pretrained(task["dir"], safe_serialization=True)
         x = torch.tensor(task["ids"], dtype=torch.long)
         out["logits"] = model(x).logits.contiguous()
+        for i, ids in enumerate(task.get("each", [])):
+            out[f"each_{i}"] = model(torch.tensor([ids], dtype=torch.long)).logits[0].contiguous()
     elif task["kind"] == "bert":
         from transformers import BertModel
 

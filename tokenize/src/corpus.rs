@@ -24,7 +24,9 @@
 //! (with a reason); the totals are checked and stored in the manifest before the run
 //! reports success. An empty document still contributes its end-of-text id.
 //!
-//! **sft rows.** One conversation per row (no packing): `{"messages": [{"role", "content"}...]}`
+//! **sft rows.** One conversation per row, or several whole conversations per row with
+//! `pack = true` (first fit, see [`crate::pack::SftPacker`]; `doc_starts` marks where each
+//! begins, and `meta.json` says `"packed": true`): `{"messages": [{"role", "content"}...]}`
 //! records (a `messages` column holding a JSON array or a list of `role`/`content` structs;
 //! JSONL input gives the former) or prompt/response records (a two-turn conversation),
 //! rendered with the plain `chat_template` or the model's Jinja template (`jinja_template`),
@@ -32,6 +34,9 @@
 //! text included (and, with the plain template, the end-of-text id after the last turn), 0
 //! elsewhere. The beginning-of-text id is added with `add_bos` unless the rendered text
 //! already starts with it, so a template that writes `{{ bos_token }}` never doubles it.
+//! A conversation longer than `seq_len` is cut to `seq_len` ids (counted in `truncated` and
+//! `dropped`; rejected as `response_truncated` when the cut leaves no trained id), packed or
+//! not: packed, it fills a row of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -55,8 +60,8 @@ use tokenizers::Tokenizer;
 use crate::chat::{self, ChatTemplate, Message, Reject, Segment};
 use crate::input::{is_jsonl, parquet_columns, read_columns, utf8_column, TextSource, TextStream};
 use crate::meta::{MetaShard, Objective, TokenMeta, TOKENIZER_JSON};
-use crate::pack::{Packer, Tail};
-use crate::schema::{token_schema, RowBuilder};
+use crate::pack::{Packer, SftPacker, Tail};
+use crate::schema::{split_schema, RowBuilder};
 use crate::tokenizer::{
     load_tokenizer, save_tokenizer, train_tokenizer, SpecialIds, SpecialNames, TrainTokenizerConfig,
 };
@@ -114,9 +119,10 @@ pub struct TokenizeConfig {
     /// end-of-text id is added (the template's end-of-turn text ends each turn). Default
     /// none (the plain `chat_template`).
     pub jinja_template: Option<PathBuf>,
-    /// `sft`: pack several conversations into one row. Only `false` (one conversation per
-    /// row, padded by the trainer) is supported: packing needs attention kept inside each
-    /// conversation, which the trainer does not do yet, so `true` is refused. Default false.
+    /// `sft`: pack several whole conversations into each row (up to `seq_len` ids, first
+    /// fit; `doc_starts` marks where each begins), which the trainer trains with attention and
+    /// positions kept inside each conversation. Default false: one conversation per row,
+    /// right-padded by the trainer to the longest row of a micro-batch.
     pub pack: bool,
     /// `rm`/`dpo`: the preferred completion. Default `chosen`.
     pub chosen_column: String,
@@ -215,25 +221,18 @@ impl TokenizeConfig {
         if self.batch_docs == 0 {
             return Err(Error::bad_config("batch_docs", "must be at least 1"));
         }
-        if self.pack {
+        if self.pack && self.objective != Objective::Sft {
             return Err(Error::bad_config(
                 "pack",
-                if self.objective == Objective::Sft {
-                    "`true` is not supported: packed sft rows need attention kept inside each \
-                     conversation, which the trainer does not do yet; use pack = false (one \
-                     conversation per row)"
-                        .to_string()
-                } else {
-                    format!(
-                        "applies to sft only (`{}` rows are {})",
-                        self.objective,
-                        if self.objective.is_packed() {
-                            "always packed"
-                        } else {
-                            "never packed"
-                        }
-                    )
-                },
+                format!(
+                    "applies to sft only (`{}` rows are {})",
+                    self.objective,
+                    if self.objective.is_packed() {
+                        "always packed"
+                    } else {
+                        "never packed: each row is one example"
+                    }
+                ),
             ));
         }
         if self.jinja_template.is_some() && self.objective != Objective::Sft {
@@ -288,7 +287,7 @@ pub struct SplitStats {
     pub padding: u64,
     /// Ids dropped with the tail (`tail = "drop"`) or by truncation.
     pub dropped: u64,
-    /// Rows (non-packed objectives) cut to `seq_len`.
+    /// Rows (non-packed objectives; `sft`: conversations, packed or not) cut to `seq_len`.
     pub truncated: u64,
 }
 
@@ -533,6 +532,7 @@ pub fn tokenize_corpus_with(
             eos_id: specials.eos,
             mask_id: specials.mask,
             labels: labels.clone(),
+            packed: cfg.pack && cfg.objective == Objective::Sft,
             shards,
         }
         .save(&dir)?;
@@ -615,6 +615,8 @@ struct SplitOut {
     writer: ShardWriter,
     rows: RowBuilder,
     packer: Packer,
+    /// `sft` with `pack`: the conversations' packer.
+    sft_packer: SftPacker,
     stats: SplitStats,
 }
 
@@ -777,15 +779,16 @@ impl UnitCtx<'_> {
                         self.out,
                         s,
                         &stem,
-                        token_schema(cfg.objective),
+                        split_schema(cfg.objective, cfg.pack),
                         cfg.shard.clone(),
                     )?;
                     splits.insert(
                         s.to_string(),
                         SplitOut {
                             writer,
-                            rows: RowBuilder::new(cfg.objective),
+                            rows: RowBuilder::new(cfg.objective).with_packed(cfg.pack),
                             packer: Packer::new(cfg.seq_len + 1),
+                            sft_packer: SftPacker::new(cfg.seq_len),
                             stats: SplitStats::default(),
                         },
                     );
@@ -924,10 +927,14 @@ impl UnitCtx<'_> {
                             so.stats.truncated += 1;
                             so.stats.dropped += dropped as u64;
                         }
-                        so.rows.push_sft(&input, &mask, &[&ids[i]]);
+                        if cfg.pack {
+                            so.sft_packer.push(&ids[i], &input, &mask, &mut so.rows);
+                        } else {
+                            so.rows.push_sft(&input, &mask, &[&ids[i]]);
+                            so.stats.rows += 1;
+                        }
                         so.stats.tokens += input.len() as u64;
                         so.stats.documents += 1;
-                        so.stats.rows += 1;
                     }
                 }
                 Objective::Rm | Objective::Dpo => {
@@ -1014,6 +1021,10 @@ impl UnitCtx<'_> {
                 so.stats.dropped += dropped;
                 so.stats.tokens -= dropped;
                 so.stats.rows = so.packer.rows;
+            }
+            if cfg.pack {
+                so.sft_packer.finish(&mut so.rows);
+                so.stats.rows = so.sft_packer.rows;
             }
             if !so.rows.is_empty() {
                 let b = so.rows.finish()?;

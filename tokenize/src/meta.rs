@@ -114,7 +114,17 @@ pub struct TokenMeta {
     /// `cls`: label names in id order (label `i` is `labels[i]`); empty otherwise.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// `sft`: rows pack several whole conversations (`quern tokenize` with `pack = true`),
+    /// with `doc_starts` marking where each begins; a trainer must keep attention and
+    /// positions inside each. Absent (false) for one conversation per row and for every
+    /// other objective, whose layout the objective fixes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub packed: bool,
     pub shards: Vec<MetaShard>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl TokenMeta {
@@ -122,12 +132,22 @@ impl TokenMeta {
     pub fn load(split_dir: &Path) -> Result<TokenMeta> {
         let path = split_dir.join(META_JSON);
         let text = fs::read_to_string(&path).at(&path)?;
-        serde_json::from_str(&text).map_err(|e| {
+        let meta: TokenMeta = serde_json::from_str(&text).map_err(|e| {
             Error::bad_input(
                 Place::file(&path).with_line(e.line() as u64),
                 format!("not a quern tokenized split's meta.json: {e}"),
             )
-        })
+        })?;
+        if meta.packed && meta.objective != Objective::Sft {
+            return Err(Error::bad_input(
+                Place::file(&path),
+                format!(
+                    "`packed` is true, which only sft splits can be, but `objective` is `{}`",
+                    meta.objective
+                ),
+            ));
+        }
+        Ok(meta)
     }
 
     /// Writes `split_dir/meta.json` atomically.
@@ -178,6 +198,7 @@ mod tests {
             eos_id: Some(1),
             mask_id: None,
             labels: vec!["neg".into(), "pos".into()],
+            packed: false,
             shards: vec![MetaShard {
                 file: "part-00000.parquet".into(),
                 rows: 2,

@@ -80,10 +80,13 @@ pub enum Row {
         tokens: Vec<i32>,
         doc_ids: Vec<String>,
     },
-    /// `sft`: input ids and a mask (1 where the loss counts), same length.
+    /// `sft`: input ids and a mask (1 where the loss counts), same length. In a packed
+    /// split (`meta.json` `packed`), `doc_starts` holds where each conversation begins
+    /// (strictly increasing, the first 0); empty for one conversation per row.
     Sft {
         input_ids: Vec<i32>,
         loss_mask: Vec<i8>,
+        doc_starts: Vec<i32>,
     },
     /// `cls`: input ids and the class id.
     Cls { input_ids: Vec<i32>, label: i64 },
@@ -161,7 +164,7 @@ impl TokenReader {
             let file = File::open(&path).at(&path)?;
             let md = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
                 .with_context(|| format!("reading the Parquet footer of {}", path.display()))?;
-            let expected = schema::token_schema(meta.objective);
+            let expected = schema::split_schema(meta.objective, meta.packed);
             for f in expected.fields() {
                 if md.schema().field_with_name(f.name()).is_err() {
                     return Err(Error::bad_input(
@@ -383,13 +386,7 @@ impl TokenReader {
                 );
                 if s < e {
                     let sliced = batch.slice((s - row_in_block) as usize, (e - s) as usize);
-                    decode_rows(
-                        &sliced,
-                        self.meta.objective,
-                        self.meta.seq_len,
-                        path,
-                        &mut raw,
-                    )?;
+                    decode_rows(&sliced, &self.meta, path, &mut raw)?;
                 }
                 row_in_block += n;
             }
@@ -438,11 +435,11 @@ fn ids_at(a: &dyn Array, i: usize, name: &str, path: &Path) -> Result<Vec<i32>> 
 /// Decodes the rows of a batch of tokenized shards, checking what the format promises.
 pub(crate) fn decode_rows(
     batch: &RecordBatch,
-    objective: Objective,
-    seq_len: u64,
+    meta: &TokenMeta,
     path: &Path,
     out: &mut Vec<Row>,
 ) -> Result<()> {
+    let (objective, seq_len) = (meta.objective, meta.seq_len);
     let n = batch.num_rows();
     match objective {
         Objective::Clm | Objective::Mlm => {
@@ -477,6 +474,11 @@ pub(crate) fn decode_rows(
         }
         Objective::Sft => {
             let ids = column(batch, schema::INPUT_IDS, path)?;
+            let starts = if meta.packed {
+                Some(column(batch, schema::DOC_STARTS, path)?)
+            } else {
+                None
+            };
             let mask = column(batch, schema::LOSS_MASK, path)?
                 .as_list_opt::<i32>()
                 .ok_or_else(|| {
@@ -495,9 +497,31 @@ pub(crate) fn decode_rows(
                         "`loss_mask` and `input_ids` differ in length",
                     ));
                 }
+                let doc_starts = match starts {
+                    Some(s) => {
+                        let st = ids_at(s, i, schema::DOC_STARTS, path)?;
+                        let ordered = st.first() == Some(&0)
+                            && st.windows(2).all(|w| w[0] < w[1])
+                            && st.last().is_some_and(|&l| (l as usize) < input_ids.len());
+                        if !ordered {
+                            return Err(Error::bad_input(
+                                Place::file(path),
+                                format!(
+                                    "a packed sft row's `doc_starts` {st:?} are not increasing \
+                                     positions from 0 inside its {} ids; the split is damaged, \
+                                     rerun quern tokenize",
+                                    input_ids.len()
+                                ),
+                            ));
+                        }
+                        st
+                    }
+                    None => Vec::new(),
+                };
                 out.push(Row::Sft {
                     input_ids,
                     loss_mask,
+                    doc_starts,
                 });
             }
         }
@@ -619,6 +643,7 @@ mod tests {
             eos_id: None,
             mask_id: None,
             labels: vec![],
+            packed: false,
             shards: shards
                 .iter()
                 .map(|s| MetaShard {

@@ -18,7 +18,7 @@ use crate::meta::Objective;
 pub const TOKENS: &str = "tokens";
 /// Ids of the documents that contributed to the row, in order of appearance.
 pub const DOC_IDS: &str = "doc_ids";
-/// Packed rows: positions in `tokens` where a document starts.
+/// Packed rows: positions in `tokens` (packed `sft`: in `input_ids`) where a document starts.
 pub const DOC_STARTS: &str = "doc_starts";
 /// `sft`/`cls`: the model input.
 pub const INPUT_IDS: &str = "input_ids";
@@ -73,6 +73,18 @@ pub fn token_schema(objective: Objective) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The schema of a split's shards: [`token_schema`], with `doc_starts` added for packed
+/// `sft` rows (several whole conversations per row; `packed` is `meta.json`'s `packed`).
+pub fn split_schema(objective: Objective, packed: bool) -> SchemaRef {
+    let schema = token_schema(objective);
+    if !(packed && objective == Objective::Sft) {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(list(DOC_STARTS, DataType::Int32));
+    Arc::new(Schema::new(fields))
+}
+
 /// Builds a batch of tokenized rows for one objective: the writer appends rows as it packs
 /// them and cuts a batch every few thousand rows.
 pub struct RowBuilder {
@@ -84,6 +96,8 @@ pub struct RowBuilder {
     label: Int64Builder,
     doc_ids: ListBuilder<StringBuilder>,
     rows: usize,
+    /// `sft`: rows pack several conversations and carry `doc_starts` ([`split_schema`]).
+    packed: bool,
 }
 
 impl RowBuilder {
@@ -97,7 +111,15 @@ impl RowBuilder {
             label: Int64Builder::new(),
             doc_ids: ListBuilder::new(StringBuilder::new()),
             rows: 0,
+            packed: false,
         }
+    }
+
+    /// Rows of `split_schema(objective, packed)`: with `packed`, `sft` rows hold several
+    /// conversations and are added with [`push_sft_packed`](Self::push_sft_packed).
+    pub fn with_packed(mut self, packed: bool) -> Self {
+        self.packed = packed && self.objective == Objective::Sft;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +163,22 @@ impl RowBuilder {
         self.ids(doc_ids);
     }
 
+    /// Packed `sft`: several whole conversations end to end, their loss mask, their
+    /// document ids and where each starts in `input_ids` (the first at 0).
+    pub fn push_sft_packed<S: AsRef<str>>(
+        &mut self,
+        input_ids: &[i32],
+        loss_mask: &[i8],
+        doc_ids: &[S],
+        doc_starts: &[i32],
+    ) {
+        debug_assert!(self.packed);
+        debug_assert_eq!(doc_ids.len(), doc_starts.len());
+        self.c.values().append_slice(doc_starts);
+        self.c.append(true);
+        self.push_sft(input_ids, loss_mask, doc_ids);
+    }
+
     /// `cls`: input ids and the class id.
     pub fn push_cls<S: AsRef<str>>(&mut self, input_ids: &[i32], label: i64, doc_ids: &[S]) {
         self.a.values().append_slice(input_ids);
@@ -168,11 +206,17 @@ impl RowBuilder {
 
     /// The rows appended since the last call, as a batch of [`token_schema`].
     pub fn finish(&mut self) -> quern_core::Result<RecordBatch> {
-        let schema = token_schema(self.objective);
+        let schema = split_schema(self.objective, self.packed);
         let doc_ids: ArrayRef = Arc::new(self.doc_ids.finish());
         let cols: Vec<ArrayRef> = match self.objective {
             Objective::Clm | Objective::Mlm => vec![
                 Arc::new(self.a.finish()),
+                doc_ids,
+                Arc::new(self.c.finish()),
+            ],
+            Objective::Sft if self.packed => vec![
+                Arc::new(self.a.finish()),
+                Arc::new(self.mask.finish()),
                 doc_ids,
                 Arc::new(self.c.finish()),
             ],

@@ -376,6 +376,7 @@ fn sft_cls_and_preference_rows() {
         let Row::Sft {
             input_ids,
             loss_mask,
+            ..
         } = r.next_row().unwrap()
         else {
             panic!()
@@ -654,6 +655,7 @@ fn sft_messages_from_a_list_of_structs_with_a_bos_writing_template() {
         let Row::Sft {
             input_ids,
             loss_mask,
+            ..
         } = r.next_row().unwrap()
         else {
             panic!()

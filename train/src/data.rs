@@ -20,7 +20,7 @@ use std::path::Path;
 use quern_core::error::Place;
 use quern_core::shard::{ShardOptions, ShardWriter};
 use quern_core::{Error, Result};
-use quern_tokenize::schema::{token_schema, RowBuilder};
+use quern_tokenize::schema::RowBuilder;
 use quern_tokenize::{Cursor, MetaShard, Objective, ReaderConfig, Row, TokenMeta, TokenReader};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -45,6 +45,10 @@ pub struct Rows {
     pub lengths: Vec<usize>,
     /// `cls`: each row's class id `[n]` (int64). `None` otherwise.
     pub labels: Option<Tensor>,
+    /// Packed `sft` rows: `[n, width]` (int64), the conversation of each id within its row
+    /// (0, 1, ... in order; the padding after the last conversation one more), so the model
+    /// keeps attention and positions inside each conversation. `None` otherwise.
+    pub segments: Option<Tensor>,
 }
 
 impl Rows {
@@ -55,6 +59,7 @@ impl Rows {
             loss_mask: None,
             lengths: Vec::new(),
             labels: None,
+            segments: None,
         }
     }
 
@@ -119,6 +124,9 @@ pub struct SplitMeta {
     /// `cls`: the class names in id order; empty otherwise.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// `sft`: rows pack several conversations (meta.json `packed`).
+    #[serde(default)]
+    pub packed: bool,
 }
 
 impl From<&TokenMeta> for SplitMeta {
@@ -134,6 +142,7 @@ impl From<&TokenMeta> for SplitMeta {
             mask_id: m.mask_id.map(i64::from),
             tokenizer_hash: m.tokenizer_hash.clone(),
             labels: m.labels.clone(),
+            packed: m.packed,
         }
     }
 }
@@ -261,13 +270,16 @@ impl BatchSource for ShardRows {
     }
 }
 
-/// The `sft` rows of a tokenized split (one conversation per row, `input_ids` + `loss_mask`,
-/// at most `seq_len` ids), streamed in a seeded order and right-padded per micro-batch.
+/// The `sft` rows of a tokenized split (`input_ids` + `loss_mask`, at most `seq_len` ids:
+/// one conversation per row, or several whole ones in a packed split), streamed in a seeded
+/// order and right-padded per micro-batch. Rows of a packed split come with their
+/// [`Rows::segments`].
 pub struct SftRows {
     reader: TokenReader,
     max_len: usize,
     vocab: usize,
     pad: i64,
+    packed: bool,
     dir: std::path::PathBuf,
 }
 
@@ -322,6 +334,7 @@ impl SftRows {
             max_len: meta.seq_len,
             vocab: meta.vocab_size,
             pad,
+            packed: meta.packed,
             dir: dir.to_path_buf(),
         };
         Ok((rows, meta))
@@ -350,6 +363,7 @@ impl BatchSource for SftRows {
                 Row::Sft {
                     input_ids,
                     loss_mask,
+                    doc_starts,
                 } => {
                     check_vocab(&input_ids, self.vocab, &self.dir, &at)?;
                     if input_ids.len() > self.max_len {
@@ -363,7 +377,7 @@ impl BatchSource for SftRows {
                             ),
                         ));
                     }
-                    rows.push((input_ids, loss_mask));
+                    rows.push((input_ids, loss_mask, doc_starts));
                 }
                 _ => return Err(Error::bug("an sft split returned a row of another kind")),
             }
@@ -372,12 +386,24 @@ impl BatchSource for SftRows {
         let mut ids = Vec::with_capacity(n * width);
         let mut mask = Vec::with_capacity(n * width);
         let mut lengths = Vec::with_capacity(n);
-        for (i, m) in &rows {
+        let mut segments = Vec::with_capacity(if self.packed { n * width } else { 0 });
+        for (i, m, starts) in &rows {
             ids.extend(i.iter().map(|&t| i64::from(t)));
             ids.extend(std::iter::repeat_n(self.pad, width - i.len()));
             mask.extend(m.iter().map(|&b| i64::from(b != 0)));
             mask.extend(std::iter::repeat_n(0i64, width - m.len()));
             lengths.push(i.len());
+            if self.packed {
+                // Conversation k covers starts[k]..starts[k + 1]; the padding is one more.
+                let mut k = 0usize;
+                for t in 0..width {
+                    while k < starts.len() && starts[k] as usize <= t {
+                        k += 1;
+                    }
+                    let seg = if t < i.len() { k - 1 } else { starts.len() };
+                    segments.push(seg as i64);
+                }
+            }
         }
         let shape = [n as i64, width as i64];
         Ok(Rows {
@@ -385,6 +411,9 @@ impl BatchSource for SftRows {
             loss_mask: Some(Tensor::from_slice(&mask).view(shape)),
             lengths,
             labels: None,
+            segments: self
+                .packed
+                .then(|| Tensor::from_slice(&segments).view(shape)),
         })
     }
     fn cursor(&self) -> DataCursor {
@@ -596,6 +625,7 @@ impl BatchSource for ClsRows {
             loss_mask: None,
             lengths,
             labels: Some(Tensor::from_slice(&labels)),
+            segments: None,
         })
     }
     fn cursor(&self) -> DataCursor {
@@ -689,6 +719,60 @@ pub fn write_sft_split(
     )
 }
 
+/// Writes packed `sft` rows as a split in `dir` (`meta.json` `packed`, as `quern tokenize
+/// --pack` writes them): each row is its conversations (ids and loss mask, same length)
+/// end to end, at most `seq_len` ids in all. For tests and benchmarks.
+pub fn write_packed_sft_split(
+    dir: &Path,
+    rows: &[Vec<(Vec<i32>, Vec<i8>)>],
+    seq_len: usize,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    let bad = |r: &Vec<(Vec<i32>, Vec<i8>)>| {
+        r.is_empty()
+            || r.iter().map(|c| c.0.len()).sum::<usize>() > seq_len
+            || r.iter().any(|(i, m)| i.is_empty() || i.len() != m.len())
+    };
+    if rows.is_empty() || rows.iter().any(bad) {
+        return Err(Error::usage(
+            "packed sft rows need conversations of ids and a mask of the same length, \
+             at most seq_len ids a row",
+        ));
+    }
+    let mut b = RowBuilder::new(Objective::Sft).with_packed(true);
+    let mut tokens = 0u64;
+    let mut conversations = 0;
+    for (r, convs) in rows.iter().enumerate() {
+        let (mut ids, mut mask, mut starts, mut docs) = (vec![], vec![], vec![], vec![]);
+        for (k, (i, m)) in convs.iter().enumerate() {
+            starts.push(ids.len() as i32);
+            docs.push(format!("row-{r}-{k}"));
+            ids.extend_from_slice(i);
+            mask.extend_from_slice(m);
+        }
+        tokens += ids.len() as u64;
+        conversations += convs.len();
+        b.push_sft_packed(&ids, &mask, &docs, &starts);
+    }
+    write_split(
+        dir,
+        Objective::Sft,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        tokens,
+        vocab_size,
+        special,
+        tokenizer,
+    )?;
+    let mut meta = TokenMeta::load(dir)?;
+    meta.packed = true;
+    meta.documents = conversations as u64;
+    meta.save(dir)
+}
+
 /// Writes the bytes of a text as a byte-level tokenized split in `dir`: ids 0–255 are the
 /// bytes, then pad 256, bos 257, eos 258 and, with `mask`, mask 259 (vocabulary 259 or 260);
 /// rows of `seq_len + 1` ids, each starting where the one before ended. For tests and
@@ -755,13 +839,7 @@ fn write_split(
     tokenizer: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut w = ShardWriter::new(
-        dir,
-        ".",
-        "part",
-        token_schema(objective),
-        ShardOptions::default(),
-    )?;
+    let mut w = ShardWriter::new(dir, ".", "part", batch.schema(), ShardOptions::default())?;
     w.write(batch)?;
     let shards = w
         .finish()?
@@ -789,6 +867,7 @@ fn write_split(
         eos_id,
         mask_id,
         labels: Vec::new(),
+        packed: false,
         shards,
     };
     meta.save(dir)
@@ -1029,6 +1108,46 @@ mod tests {
             e.contains("meta.json") && e.contains("`objective` is `clm`"),
             "{e}"
         );
+    }
+
+    /// Rows of a packed split come with the conversation of every id (the padding a
+    /// segment of its own); an unpacked split's rows have none.
+    #[test]
+    fn packed_sft_rows_carry_their_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = |n: usize, first: i32| -> (Vec<i32>, Vec<i8>) {
+            (
+                (first..first + n as i32).collect(),
+                (0..n).map(|i| i8::from(i > 0)).collect(),
+            )
+        };
+        let rows = vec![
+            vec![conv(3, 1), conv(2, 10), conv(2, 20)],
+            vec![conv(5, 30)],
+        ];
+        write_packed_sft_split(dir.path(), &rows, 8, 40, [Some(0), None, None, None], "t").unwrap();
+        let meta = TokenMeta::load(dir.path()).unwrap();
+        assert!(meta.packed);
+        assert_eq!((meta.rows, meta.documents, meta.tokens), (2, 4, 12));
+        let (mut src, m) = SftRows::open(dir.path(), 1, 0, 1).unwrap();
+        assert!(m.packed);
+        let b = src.next_batch(2).unwrap();
+        let seg: Vec<i64> = Vec::try_from(b.segments.as_ref().unwrap().reshape([-1])).unwrap();
+        let ids: Vec<i64> = Vec::try_from(b.ids.reshape([-1])).unwrap();
+        let want = |first: i64| -> Vec<i64> {
+            if first == 1 {
+                vec![0, 0, 0, 1, 1, 2, 2]
+            } else {
+                vec![0, 0, 0, 0, 0, 1, 1]
+            }
+        };
+        for r in 0..2 {
+            assert_eq!(seg[r * 7..(r + 1) * 7], want(ids[r * 7])[..], "row {r}");
+        }
+        let plain = tempfile::tempdir().unwrap();
+        write_sft_split(plain.path(), &[conv(3, 1)], 8, 40, [None; 4], "t").unwrap();
+        let (mut src, m) = SftRows::open(plain.path(), 1, 0, 1).unwrap();
+        assert!(!m.packed && src.next_batch(1).unwrap().segments.is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tch::{Kind, Reduction, Tensor};
 
 use crate::data::Rows;
 use crate::model::Transformer;
+use quern_models::transformer::Extras;
 
 /// Targets equal to this are ignored by the loss.
 pub const IGNORE: i64 = -100;
@@ -32,6 +33,10 @@ pub struct Prepared {
     pub count: i64,
     /// `cls`: which input ids are real tokens `[B, T]` (int64 0/1); `None` otherwise.
     pub mask: Option<Tensor>,
+    /// Packed `sft` rows: the conversation of each input id `[B, T]` (int64); the model
+    /// attends only inside a conversation, with positions restarting at each. `None`
+    /// otherwise.
+    pub segments: Option<Tensor>,
 }
 
 /// A training objective.
@@ -120,6 +125,7 @@ impl Objective for Clm {
             targets: rows.narrow(1, 1, w - 1),
             count: b * (w - 1),
             mask: None,
+            segments: None,
         }
     }
 }
@@ -135,6 +141,14 @@ impl Sft {
     /// target that counts): input ids `0..W-1`, target at t the id t+1, [`IGNORE`]d unless
     /// `mask[t+1]` is 1.
     pub fn shift(ids: &Tensor, mask: &Tensor) -> Prepared {
+        Sft::shift_packed(ids, mask, None)
+    }
+
+    /// [`shift`](Self::shift) for rows that pack several conversations, `segments` `[B, W]`
+    /// giving each id's conversation ([`Rows::segments`]): a target counts only inside its
+    /// conversation (the first id of the next one is never the target of the last id of the
+    /// one before), so the count is the response tokens each conversation has alone.
+    pub fn shift_packed(ids: &Tensor, mask: &Tensor, segments: Option<&Tensor>) -> Prepared {
         let w = ids.size().last().copied().unwrap_or(0);
         if w < 2 {
             let b = ids.size().first().copied().unwrap_or(0);
@@ -144,9 +158,13 @@ impl Sft {
                 targets: empty,
                 count: 0,
                 mask: None,
+                segments: None,
             };
         }
-        let counts = mask.narrow(1, 1, w - 1).ne(0);
+        let mut counts = mask.narrow(1, 1, w - 1).ne(0);
+        if let Some(g) = segments {
+            counts = counts.logical_and(&g.narrow(1, 1, w - 1).eq_tensor(&g.narrow(1, 0, w - 1)));
+        }
         let next = ids.narrow(1, 1, w - 1);
         let targets = next.where_self(&counts, &Tensor::full_like(&next, IGNORE));
         Prepared {
@@ -154,6 +172,7 @@ impl Sft {
             targets,
             count: counts.sum(Kind::Int64).int64_value(&[]),
             mask: None,
+            segments: segments.map(|g| g.narrow(1, 0, w - 1)),
         }
     }
 }
@@ -171,7 +190,7 @@ impl Objective for Sft {
     }
     fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
         match &rows.loss_mask {
-            Some(mask) => Ok(Sft::shift(&rows.ids, mask)),
+            Some(mask) => Ok(Sft::shift_packed(&rows.ids, mask, rows.segments.as_ref())),
             None => Err(Error::bad_config(
                 "train.objective",
                 "`sft` trains on sft rows (input_ids + loss_mask), but the data holds packed rows: \
@@ -179,6 +198,41 @@ impl Objective for Sft {
             )),
         }
     }
+    /// Packed rows: each conversation attends only to itself, with positions from 0
+    /// ([`quern_models::transformer::positions_from_segments`]), so a conversation's logits
+    /// are those it has alone; other rows: plain causal attention.
+    fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        let Some(seg) = &batch.segments else {
+            return summed_ce(&model.forward(&batch.input, true, train), &batch.targets);
+        };
+        let positions = quern_models::transformer::positions_from_segments(seg);
+        let extras = Extras {
+            positions: Some(&positions),
+            segments: Some(seg),
+            ..Extras::default()
+        };
+        // Segments come from the reader with the ids' shape, and rows were checked against
+        // the model's context before training.
+        let hidden = model
+            .hidden(&batch.input, &extras, true, train, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        summed_ce(&model.logits(&hidden), &batch.targets)
+    }
+}
+
+/// Cross-entropy of logits `[.., V]` against targets (ignoring [`IGNORE`]), summed, in fp32.
+fn summed_ce(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let v = logits.size().last().copied().unwrap_or(0);
+    logits
+        .view([-1, v])
+        .to_kind(Kind::Float)
+        .cross_entropy_loss(
+            &targets.reshape([-1]),
+            None::<Tensor>,
+            Reduction::Sum,
+            IGNORE,
+            0.0,
+        )
 }
 
 /// Sequence classification: the model's classification head ([`quern_models::head`]) reads
@@ -240,6 +294,7 @@ impl Objective for Cls {
             targets: Tensor::full([b], IGNORE, (Kind::Int64, rows.device())),
             count: 0,
             mask: None,
+            segments: None,
         }
     }
     fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
@@ -268,6 +323,7 @@ impl Objective for Cls {
             targets: labels.to_device(dev),
             count: b,
             mask: Some(mask),
+            segments: None,
         })
     }
     fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
@@ -332,6 +388,7 @@ impl Objective for Mlm {
             targets,
             count,
             mask: None,
+            segments: None,
         }
     }
 }
@@ -365,6 +422,7 @@ mod tests {
             loss_mask: Some(mask),
             lengths: vec![5, 4],
             labels: None,
+            segments: None,
         };
         let p = Sft.prepare_rows(&rows).unwrap();
         assert_eq!(
@@ -410,6 +468,7 @@ mod tests {
                 loss_mask: Some(Tensor::from_slice(mask).view([1, -1])),
                 lengths: vec![ids.len()],
                 labels: None,
+                segments: None,
             };
             let p = Sft.prepare_rows(&rows).unwrap();
             let _g = tch::no_grad_guard();
@@ -425,6 +484,119 @@ mod tests {
         let response_last = [0i64, 0, 0, 0, 0, 1, 1, 1];
         let (a, b) = (loss(&ids, &response_last), loss(&changed, &response_last));
         assert!((a - b).abs() > 1e-4, "{a} vs {b}");
+    }
+
+    /// Conversations packed into one row (with their segments, as `SftRows` gives a packed
+    /// split) give, for GPT-2-like (learned positions) and Llama-like (rotary, GQA) models,
+    /// the per-token logits, response-token count and summed loss of each conversation run
+    /// alone, within 1e-5; a trained first id of a conversation is never the target of the
+    /// conversation before it; changing conversation 1 leaves conversation 2's logits as
+    /// they were.
+    #[test]
+    fn packed_sft_rows_equal_each_conversation_alone() {
+        use quern_models::config::ModelConfig;
+        let _rng = crate::torch_rng_lock();
+        let sized = |c: ModelConfig| ModelConfig {
+            layers: 2,
+            heads: 4,
+            dim: 32,
+            seq_len: Some(24),
+            vocab_size: Some(40),
+            ..c
+        };
+        let convs: [(&[i64], &[i64]); 3] = [
+            (&[1, 5, 9, 3, 7, 2], &[0, 0, 0, 1, 1, 1]),
+            // Its first id is marked trained: as a target of the row before, it must not count.
+            (&[6, 11, 4, 8], &[1, 0, 1, 1]),
+            (&[12, 13, 2, 14, 15, 16, 2], &[0, 0, 0, 1, 1, 0, 1]),
+        ];
+        for cfg in [
+            sized(ModelConfig::gpt2()),
+            sized(ModelConfig::llama().with_kv_heads(2)),
+        ] {
+            tch::manual_seed(11);
+            let model = Transformer::new(&cfg, tch::Device::Cpu);
+            let _g = tch::no_grad_guard();
+            // One row of the three conversations, then two ids of padding.
+            let row = |convs: &[(&[i64], &[i64])]| -> Rows {
+                let (mut ids, mut mask, mut seg) = (vec![], vec![], vec![]);
+                for (k, (i, m)) in convs.iter().enumerate() {
+                    ids.extend_from_slice(i);
+                    mask.extend_from_slice(m);
+                    seg.extend(std::iter::repeat_n(k as i64, i.len()));
+                }
+                let n = ids.len();
+                ids.extend([0, 0]);
+                mask.extend([0, 0]);
+                seg.extend([convs.len() as i64; 2]);
+                Rows {
+                    ids: Tensor::from_slice(&ids).view([1, -1]),
+                    loss_mask: Some(Tensor::from_slice(&mask).view([1, -1])),
+                    lengths: vec![n],
+                    labels: None,
+                    segments: Some(Tensor::from_slice(&seg).view([1, -1])),
+                }
+            };
+            let packed = Sft.prepare_rows(&row(&convs)).unwrap();
+            let logits = |p: &Prepared| {
+                let positions = quern_models::transformer::positions_from_segments(
+                    p.segments.as_ref().unwrap(),
+                );
+                let extras = Extras {
+                    positions: Some(&positions),
+                    segments: p.segments.as_ref(),
+                    ..Extras::default()
+                };
+                model.logits(&model.hidden(&p.input, &extras, true, false, None).unwrap())
+            };
+            let all = logits(&packed);
+            let (mut sum, mut count, mut at) = (0.0, 0, 0);
+            for (i, m) in convs {
+                let alone = Rows {
+                    ids: Tensor::from_slice(i).view([1, -1]),
+                    loss_mask: Some(Tensor::from_slice(m).view([1, -1])),
+                    lengths: vec![i.len()],
+                    labels: None,
+                    segments: None,
+                };
+                let p = Sft.prepare_rows(&alone).unwrap();
+                let want = model.forward(&p.input, true, false);
+                let n = i.len() as i64 - 1;
+                let d = (all.narrow(1, at, n) - &want).abs().max().double_value(&[]);
+                assert!(d < 1e-5, "{}: logits differ by {d}", cfg.family());
+                sum += Sft.loss_sum(&model, &p, false).double_value(&[]);
+                count += p.count;
+                at += i.len() as i64;
+            }
+            assert_eq!((packed.count, count), (8, 8), "{}", cfg.family());
+            let got = Sft.loss_sum(&model, &packed, false).double_value(&[]);
+            assert!(
+                (got - sum).abs() < 1e-5 * sum.abs().max(1.0),
+                "{}: packed loss {got} vs {sum}",
+                cfg.family()
+            );
+            // A token of conversation 1 changed: conversation 2's logits stay the same.
+            let changed: [(&[i64], &[i64]); 3] =
+                [(&[1, 5, 30, 3, 7, 2], convs[0].1), convs[1], convs[2]];
+            let other = logits(&Sft.prepare_rows(&row(&changed)).unwrap());
+            assert!(
+                (other.narrow(1, 0, 5) - all.narrow(1, 0, 5))
+                    .abs()
+                    .max()
+                    .double_value(&[])
+                    > 1e-4
+            );
+            let d = (other.narrow(1, 6, 3) - all.narrow(1, 6, 3))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert_eq!(
+                d,
+                0.0,
+                "{}: conversation 2 saw conversation 1",
+                cfg.family()
+            );
+        }
     }
 
     /// cls rows: the mask marks each row's real ids, the count is the rows, and the loss
@@ -454,6 +626,7 @@ mod tests {
             loss_mask: None,
             lengths: vec![3, 2],
             labels: Some(Tensor::from_slice(&[2i64, 0])),
+            segments: None,
         };
         let weighted = Cls {
             class_weights: Some(vec![1.0, 1.0, 3.0]),

@@ -480,6 +480,7 @@ impl Trainer {
             loss_mask: rows.loss_mask.as_ref().map(|m| m.to_device(self.device)),
             lengths: rows.lengths.clone(),
             labels: rows.labels.as_ref().map(|l| l.to_device(self.device)),
+            segments: rows.segments.as_ref().map(|g| g.to_device(self.device)),
         }
     }
 

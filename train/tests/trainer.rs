@@ -129,6 +129,7 @@ impl Objective for NoSpaces {
             targets,
             count,
             mask: None,
+            segments: None,
         }
     }
 }
