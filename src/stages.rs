@@ -21,6 +21,7 @@ pub fn registry() -> StageRegistry {
     // One line per data crate:
     quern_dedup::register_stages(&mut reg);
     quern_filters::register_stages(&mut reg);
+    quern_ingest::register_stages(&mut reg);
     quern_labeling::register_stages(&mut reg);
     reg
 }

@@ -15,7 +15,7 @@ use arrow::array::{
 };
 use quern_core::error::Place;
 use quern_core::manifest::FileCounts;
-use quern_core::schema::{cut_raw, doc_schema, quarantine_schema};
+use quern_core::schema::{cut_raw, doc_schema, quarantine_schema, rejected_schema};
 use quern_core::{Error, Result};
 
 use crate::Chunk;
@@ -36,7 +36,13 @@ pub(crate) struct Builders {
     q_error: StringBuilder,
     q_raw: StringBuilder,
     q_source: StringBuilder,
+    r_ids: StringBuilder,
+    r_sources: StringBuilder,
+    r_metas: StringBuilder,
+    r_by: StringBuilder,
+    r_reasons: StringBuilder,
     pub(crate) docs: usize,
+    pub(crate) rejected: usize,
     pub(crate) quarantined: usize,
     pub(crate) text_bytes: usize,
 }
@@ -55,7 +61,13 @@ impl Builders {
             q_error: StringBuilder::new(),
             q_raw: StringBuilder::new(),
             q_source: StringBuilder::new(),
+            r_ids: StringBuilder::new(),
+            r_sources: StringBuilder::new(),
+            r_metas: StringBuilder::new(),
+            r_by: StringBuilder::new(),
+            r_reasons: StringBuilder::new(),
             docs: 0,
+            rejected: 0,
             quarantined: 0,
             text_bytes: 0,
         }
@@ -68,6 +80,24 @@ impl Builders {
         self.metas.append_option(meta);
         self.docs += 1;
         self.text_bytes += text.len();
+    }
+
+    /// A record the reader itself rejects (a WARC request record, a redirect): no text, its
+    /// fields in `meta`, `rejected_by` the reader, and a reason.
+    pub(crate) fn reject(
+        &mut self,
+        id: &str,
+        source: &str,
+        meta: Option<&str>,
+        by: &str,
+        reason: &str,
+    ) {
+        self.r_ids.append_value(id);
+        self.r_sources.append_value(source);
+        self.r_metas.append_option(meta);
+        self.r_by.append_value(by);
+        self.r_reasons.append_value(reason);
+        self.rejected += 1;
     }
 
     pub(crate) fn quarantine(
@@ -89,7 +119,7 @@ impl Builders {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.docs + self.quarantined
+        self.docs + self.quarantined + self.rejected
     }
 
     /// Finishes both batches and resets the builders.
@@ -114,12 +144,27 @@ impl Builders {
                 Arc::new(self.q_source.finish()),
             ],
         )?;
+        let n = self.rejected;
+        let rejected = RecordBatch::try_new(
+            rejected_schema(),
+            vec![
+                Arc::new(self.r_ids.finish()) as ArrayRef,
+                Arc::new(StringArray::from(vec![""; n])),
+                Arc::new(self.r_sources.finish()),
+                Arc::new(self.r_metas.finish()),
+                Arc::new(self.r_by.finish()),
+                Arc::new(self.r_reasons.finish()),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+            ],
+        )?;
         self.docs = 0;
         self.quarantined = 0;
+        self.rejected = 0;
         self.text_bytes = 0;
         Ok(Chunk {
             docs,
             quarantine,
+            rejected,
             bytes: 0,
         })
     }
@@ -168,7 +213,9 @@ impl<'a> Emitter<'a> {
         let bytes_read = bytes_read.min(self.counts.bytes).max(self.reported_bytes);
         chunk.bytes = bytes_read - self.reported_bytes;
         self.reported_bytes = bytes_read;
-        let docs = chunk.docs.num_rows() as u64;
+        // Records the reader rejected were read: they count as ingested (and reach the
+        // `rejected` table), so `records = ingested + quarantined` still holds.
+        let docs = (chunk.docs.num_rows() + chunk.rejected.num_rows()) as u64;
         let quarantined = chunk.quarantine.num_rows() as u64;
         if docs + quarantined == 0 && chunk.bytes == 0 {
             return Ok(());

@@ -413,6 +413,7 @@ fn parse_batch(cfg: &JsonCfg<'_>, raw: &RawBatch) -> Result<Chunk> {
     Ok(Chunk {
         docs,
         quarantine,
+        rejected: arrow::array::RecordBatch::new_empty(quern_core::schema::rejected_schema()),
         bytes: 0,
     })
 }

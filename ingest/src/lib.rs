@@ -44,6 +44,7 @@
 mod batch;
 mod delimited;
 mod expand;
+pub mod html;
 mod json;
 mod open;
 mod options;
@@ -51,6 +52,7 @@ mod parquet;
 mod record;
 pub mod run;
 mod text;
+mod warc;
 
 use std::path::Path;
 
@@ -59,7 +61,7 @@ pub use quern_core::manifest::FileCounts;
 use quern_core::{Error, Result};
 
 pub use expand::{expand_inputs, relative_names};
-pub use options::{Format, IngestOptions};
+pub use options::{Format, IngestOptions, DEFAULT_MAX_PAGE_BYTES};
 
 /// One batch of output from a file: documents and quarantined records (either may be empty).
 #[derive(Debug, Clone)]
@@ -68,9 +70,62 @@ pub struct Chunk {
     pub docs: RecordBatch,
     /// Records that could not be read, in [`quern_core::schema::quarantine_schema`].
     pub quarantine: RecordBatch,
+    /// Records the reader read but rejected, in [`quern_core::schema::rejected_schema`]
+    /// (`rejected_by` = the reader, e.g. `warc`): a WARC file's request and metadata
+    /// records, redirects, non-HTML payloads. Empty for the other formats. They count as
+    /// ingested records in [`FileCounts`]; [`reader_rejections`] gives their counts by
+    /// reason for the accounting.
+    pub rejected: RecordBatch,
     /// On-disk bytes of the file consumed since the previous chunk (for progress bars). The
     /// sum over a file's chunks is the file's size when it was read to the end.
     pub bytes: u64,
+}
+
+/// Registers this crate's stage types (`html_extract`; see [`quern_core::stage`]).
+pub fn register_stages(reg: &mut quern_core::StageRegistry) {
+    reg.register(
+        "html_extract",
+        "raw HTML to its main text (boilerplate removed); title, html_lang, description",
+        |spec| {
+            let cfg: html::stage::HtmlExtractConfig = quern_core::stage::parse_params(spec)?;
+            Ok(Box::new(html::stage::HtmlExtract::new(&spec.name, cfg)))
+        },
+    );
+}
+
+/// The name under which a reader's own rejections are counted as a stage (see
+/// [`Chunk::rejected`]).
+pub const READER_STAGE: &str = "warc";
+
+/// Adds a chunk's documents and reader rejections to the reader's stage counts
+/// ([`READER_STAGE`]: input = documents + rejected, kept = documents, reasons from the
+/// rejected rows), so that a build's accounting `input = kept + rejected + quarantined`
+/// holds with the reader's rejections in it.
+pub fn count_reader_stage(chunk: &Chunk, counts: &mut quern_core::manifest::StageCounts) {
+    use arrow::array::{Array, AsArray};
+    let docs = chunk.docs.num_rows() as u64;
+    let rejected = chunk.rejected.num_rows() as u64;
+    let text_bytes = |b: &RecordBatch| -> u64 {
+        b.column_by_name(quern_core::schema::TEXT)
+            .and_then(|c| c.as_string_opt::<i32>().map(|s| s.values().len() as u64))
+            .unwrap_or(0)
+    };
+    let kept_bytes = text_bytes(&chunk.docs);
+    counts.stage = READER_STAGE.to_string();
+    counts.input += docs + rejected;
+    counts.kept += docs;
+    counts.rejected += rejected;
+    counts.input_bytes += kept_bytes;
+    counts.kept_bytes += kept_bytes;
+    if let Some(r) = chunk
+        .rejected
+        .column_by_name(quern_core::schema::REASON)
+        .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for i in 0..r.len() {
+            *counts.reasons.entry(r.value(i).to_string()).or_default() += 1;
+        }
+    }
 }
 
 /// The file's stem with compression and format extensions removed (`a.jsonl.gz` → `a`).
@@ -171,6 +226,15 @@ pub fn read_file_named(
                 .unwrap_or_else(|| file_stem.clone());
             let source = forced.map(str::to_string).unwrap_or(folder);
             text::read(input, name, &source, &mut em)?;
+        }
+        Format::Warc => {
+            let cfg = warc::WarcCfg {
+                name,
+                forced_source: forced,
+                default_source: &file_stem,
+                max_page_bytes: opts.max_page_bytes.unwrap_or(DEFAULT_MAX_PAGE_BYTES),
+            };
+            warc::read(path, &cfg, rows, &mut em)?;
         }
     }
     let counts = em.finish()?;

@@ -28,16 +28,20 @@ pub enum Format {
     Tsv,
     /// Plain text (`.txt`, `.md`, `.text`, `.markdown`): one document per file.
     Text,
+    /// Web crawls (`.warc`, `.warc.gz`, WET's `.wet`/`.warc.wet.gz`): one document per HTML
+    /// `response` (its main text) or WET `conversion` record; see the `warc` module.
+    Warc,
 }
 
 /// Every format with its names, for parsing and for error messages.
-const NAMES: [(Format, &str); 6] = [
+const NAMES: [(Format, &str); 7] = [
     (Format::Jsonl, "jsonl"),
     (Format::Json, "json"),
     (Format::Parquet, "parquet"),
     (Format::Csv, "csv"),
     (Format::Tsv, "tsv"),
     (Format::Text, "text"),
+    (Format::Warc, "warc"),
 ];
 
 /// The compression of an input file, from its last extension.
@@ -81,6 +85,7 @@ impl Format {
             "csv" => Format::Csv,
             "tsv" | "tab" => Format::Tsv,
             "txt" | "md" | "text" | "markdown" => Format::Text,
+            "warc" | "wet" => Format::Warc,
             _ => return None,
         })
     }
@@ -108,6 +113,7 @@ impl FromStr for Format {
         let alias = match lower.as_str() {
             "ndjson" => "jsonl",
             "txt" | "md" => "text",
+            "wet" => "warc",
             other => other,
         };
         NAMES
@@ -153,7 +159,14 @@ pub struct IngestOptions {
     /// Stop at the first malformed record with an error instead of quarantining it.
     /// Default false.
     pub strict: bool,
+    /// WARC/WET: the largest record content kept in memory and extracted; a larger page is
+    /// rejected (`page_too_large`) and its content skipped unread. Default 16 MiB (16777216).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_page_bytes: Option<u64>,
 }
+
+/// Default [`IngestOptions::max_page_bytes`].
+pub const DEFAULT_MAX_PAGE_BYTES: u64 = 16 << 20;
 
 impl Default for IngestOptions {
     fn default() -> Self {
@@ -164,6 +177,7 @@ impl Default for IngestOptions {
             source: None,
             batch_rows: 8192,
             strict: false,
+            max_page_bytes: None,
         }
     }
 }
@@ -193,6 +207,10 @@ impl IngestOptions {
         self.strict = strict;
         self
     }
+    pub fn with_max_page_bytes(mut self, bytes: u64) -> Self {
+        self.max_page_bytes = Some(bytes);
+        self
+    }
 
     /// Checks the options before any data is read, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
@@ -207,6 +225,12 @@ impl IngestOptions {
         }
         if self.id_field.as_deref() == Some(self.text_field.as_str()) {
             return Err(Error::bad_config("id_field", "must differ from text_field"));
+        }
+        if self.max_page_bytes == Some(0) {
+            return Err(Error::bad_config(
+                "max_page_bytes",
+                format!("must be at least 1 (default {DEFAULT_MAX_PAGE_BYTES})"),
+            ));
         }
         if self.batch_rows == 0 {
             return Err(Error::bad_config(
@@ -249,6 +273,9 @@ mod tests {
             ("a.csv", Some(Format::Csv)),
             ("a.tsv", Some(Format::Tsv)),
             ("a.txt", Some(Format::Text)),
+            ("CC-MAIN-1.warc.gz", Some(Format::Warc)),
+            ("CC-MAIN-1.warc.wet.gz", Some(Format::Warc)),
+            ("a.warc", Some(Format::Warc)),
             ("README.md", Some(Format::Text)),
             ("a.exe", None),
             ("noext", None),

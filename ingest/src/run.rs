@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use quern_core::manifest::{Accounting, FileCounts, Manifest, UnitRecord};
-use quern_core::schema::{doc_schema, quarantine_schema};
+use quern_core::manifest::{Accounting, FileCounts, Manifest, StageCounts, UnitRecord};
+use quern_core::schema::{doc_schema, quarantine_schema, rejected_schema};
 use quern_core::shard::{ShardOptions, ShardWriter};
 use quern_core::{Context, Error, Result};
 use rayon::prelude::*;
@@ -192,6 +192,27 @@ pub fn ingest_to_dir(
                 quarantine_schema(),
                 ShardOptions::default(),
             )?;
+            // Readers that reject records themselves (WARC: request records, redirects,
+            // non-HTML pages) write `rejected/` and count their rejections as a stage.
+            let rejecting = u
+                .files
+                .iter()
+                .any(|&fi| opts.format_of(&files[fi]).ok() == Some(Format::Warc));
+            let mut rej_w = if rejecting {
+                Some(ShardWriter::new(
+                    out,
+                    "rejected",
+                    &stem,
+                    rejected_schema(),
+                    ShardOptions::default(),
+                )?)
+            } else {
+                None
+            };
+            let mut reader_stage = StageCounts {
+                stage: crate::READER_STAGE.to_string(),
+                ..Default::default()
+            };
             let mut done = Done {
                 record: UnitRecord::default(),
                 failures: Vec::new(),
@@ -205,23 +226,40 @@ pub fn ingest_to_dir(
                 };
                 let (read, wrote) = std::thread::scope(|s| {
                     let (tx, rx) = sync_channel::<Chunk>(2);
-                    let (dw, qw) = (&mut docs_w, &mut q_w);
-                    let writer = s.spawn(move || -> Result<()> {
-                        for c in rx {
-                            if c.docs.num_rows() > 0 {
-                                dw.write(&c.docs)?;
+                    let (dw, qw, rw) = (&mut docs_w, &mut q_w, rej_w.as_mut());
+                    let writer =
+                        s.spawn(move || -> Result<()> {
+                            let mut rw = rw;
+                            for c in rx {
+                                if c.docs.num_rows() > 0 {
+                                    dw.write(&c.docs)?;
+                                }
+                                if c.quarantine.num_rows() > 0 {
+                                    qw.write(&c.quarantine)?;
+                                }
+                                if c.rejected.num_rows() > 0 {
+                                    match rw.as_deref_mut() {
+                                        Some(w) => w.write(&c.rejected)?,
+                                        None => return Err(Error::bug(
+                                            "a reader rejected records but has no rejected table",
+                                        )),
+                                    }
+                                }
                             }
-                            if c.quarantine.num_rows() > 0 {
-                                qw.write(&c.quarantine)?;
-                            }
-                        }
-                        Ok(())
-                    });
+                            Ok(())
+                        });
                     let read = read_file_named(path, &names[fi], opts, &mut |c: Chunk| {
-                        let (d, q) = (c.docs.num_rows() as u64, c.quarantine.num_rows() as u64);
+                        let (d, q) = (
+                            (c.docs.num_rows() + c.rejected.num_rows()) as u64,
+                            c.quarantine.num_rows() as u64,
+                        );
                         counts.ingested += d;
                         counts.quarantined += q;
                         counts.records += d + q;
+                        if rejecting {
+                            crate::count_reader_stage(&c, &mut reader_stage);
+                        }
+                        let d = c.docs.num_rows() as u64;
                         pb.inc(c.bytes);
                         let n = docs_seen.fetch_add(d, Ordering::Relaxed) + d;
                         let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -259,6 +297,10 @@ pub fn ingest_to_dir(
             done.record
                 .tables
                 .insert("quarantine".into(), q_w.finish()?);
+            if let Some(w) = rej_w {
+                done.record.tables.insert("rejected".into(), w.finish()?);
+                done.record.stages.push(reader_stage);
+            }
             let mut m = manifest
                 .lock()
                 .map_err(|_| Error::bug("manifest lock poisoned"))?;

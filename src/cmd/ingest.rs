@@ -1,4 +1,5 @@
-//! `quern ingest`: raw corpora to Parquet shards in `DIR/docs/` and `DIR/quarantine/`.
+//! `quern ingest`: raw corpora to Parquet shards in `DIR/docs/` and `DIR/quarantine/` (and
+//! `DIR/rejected/` for web crawls, whose reader rejects records itself).
 //!
 //! The work is done by [`quern_ingest::run::ingest_to_dir`] (expansion of the inputs,
 //! parallel reading, pipelined shard writing, the manifest, resume and refusal, the checked
@@ -17,10 +18,12 @@ pub struct Args {
     /// Input files, folders (read recursively) or globs.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Output directory (gets `docs/`, `quarantine/` and `manifest.json`).
+    /// Output directory (gets `docs/`, `quarantine/`, `manifest.json`, and `rejected/` for
+    /// WARC/WET input).
     #[arg(long)]
     pub out: PathBuf,
-    /// Force the input format: jsonl, json, parquet, csv, tsv or text (default: by extension).
+    /// Force the input format: jsonl, json, parquet, csv, tsv, text or warc (WARC and WET)
+    /// (default: by extension).
     #[arg(long)]
     pub format: Option<Format>,
     /// Field, column or header holding the document text.
@@ -38,6 +41,10 @@ pub struct Args {
     /// Stop at the first malformed record instead of quarantining it.
     #[arg(long)]
     pub strict: bool,
+    /// WARC/WET: the largest page kept in memory and extracted; larger ones are rejected
+    /// as `page_too_large` [default: 16777216]
+    #[arg(long)]
+    pub max_page_bytes: Option<u64>,
     /// Replace an output directory that holds a different run.
     #[arg(long)]
     pub force: bool,
@@ -51,13 +58,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         source: a.source,
         batch_rows: a.batch_rows,
         strict: a.strict,
+        max_page_bytes: a.max_page_bytes,
     };
     let r = ingest_to_dir(&a.inputs, &a.out, &opts, a.force, true)?;
     print!("{}", r.table());
     let acc = &r.accounting;
+    if acc.rejected > 0 {
+        println!(
+            "rejected by the reader (in {}/rejected): {}",
+            a.out.display(),
+            reasons(acc)
+        );
+    }
     println!(
-        "ingested {} documents and quarantined {} records from {} files ({} already committed) in {:.1}s into {}",
+        "ingested {} documents, rejected {} and quarantined {} records from {} files ({} already committed) in {:.1}s into {}",
         acc.kept,
+        acc.rejected,
         acc.quarantined,
         acc.files.len(),
         r.skipped_units,
@@ -83,4 +99,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reader's rejections by reason, most frequent first: `warc_request=30 not_html=1`.
+fn reasons(acc: &quern_core::manifest::Accounting) -> String {
+    let mut all: Vec<(&String, &u64)> = acc.stages.iter().flat_map(|s| s.reasons.iter()).collect();
+    all.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+    all.iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

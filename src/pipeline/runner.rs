@@ -581,11 +581,21 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                     let table = docs_table(0);
                     let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
                     let mut sink_failed = false;
+                    // A reader that rejects records itself (WARC) counts them as a stage of
+                    // its own, first in the funnel.
+                    let reader_rejects =
+                        ingest_opts.format_of(file).ok() == Some(quern_ingest::Format::Warc);
+                    let mut reader_stage = StageCounts::default();
                     let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
                         progress.input.inc(chunk.bytes);
                         seen_bytes += chunk.bytes;
                         seen_quarantined += chunk.quarantine.num_rows() as u64;
+                        if reader_rejects {
+                            quern_ingest::count_reader_stage(&chunk, &mut reader_stage);
+                        }
+                        seen_docs += chunk.rejected.num_rows() as u64;
                         writers.write(schema::QUARANTINE_TABLE, chunk.quarantine)?;
+                        writers.write(schema::REJECTED_TABLE, chunk.rejected)?;
                         let n = chunk.docs.num_rows() as u64;
                         seen_docs += n;
                         let ctx = BatchCtx {
@@ -634,6 +644,10 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                             return Err(e).with_context(|| format!("reading {}", file.display()));
                         }
                     };
+                    if reader_rejects {
+                        reader_stage.stage = quern_ingest::READER_STAGE.to_string();
+                        counts.insert(0, reader_stage);
+                    }
                     Ok((fc, counts))
                 });
                 let ((fc, counts), tables) = unit?;
