@@ -23,7 +23,7 @@ pub enum Command {
     Sql(crate::cmd::sql::Args),
     /// Train a text classifier (fastText-style) from labelled data, for the `classifier` stage.
     Label(crate::cmd::label::Args),
-    /// Tokenize a build's documents into sharded token Parquet (clm, mlm, sft, cls, rm, dpo),
+    /// Tokenize a build's documents into sharded token Parquet (clm, mlm, sft, cls, nsp, rm, dpo),
     /// or export token shards for nanoGPT / Megatron.
     Tokenize(crate::cmd::tokenize::Args),
     /// Train a tokenizer (byte-level BPE, WordPiece, Unigram) or encode text with one.

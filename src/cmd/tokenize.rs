@@ -50,9 +50,13 @@ pub struct RunArgs {
     /// Sequence length (packed rows hold seq_len + 1 ids).
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// clm, mlm, sft, cls, rm or dpo.
+    /// clm, mlm, sft, cls, nsp (BERT's sentence pairs: [CLS] A [SEP] B [SEP], half of the
+    /// B's from another document), rm or dpo.
     #[arg(long)]
     pub objective: Option<String>,
+    /// nsp: seed of the pairing (random B's, short targets, truncation); default 12345.
+    #[arg(long)]
+    pub nsp_seed: Option<u64>,
     /// Put the beginning-of-text id before every document (sft: unless the chat template
     /// already starts with it).
     #[arg(long)]
@@ -146,6 +150,9 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.add_bos {
         cfg.add_bos = true;
     }
+    if let Some(s) = a.nsp_seed {
+        cfg.nsp_seed = s;
+    }
     if a.pack {
         cfg.pack = true;
     }
@@ -175,8 +182,18 @@ fn tokenize(a: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         for (split, s) in &report.splits {
             println!(
-                "{split:<8} {:>10} rows {:>14} tokens {:>10} documents  (padding {}, dropped {}, truncated rows {})",
-                s.rows, s.tokens, s.documents, s.padding, s.dropped, s.truncated
+                "{split:<8} {:>10} rows {:>14} tokens {:>10} documents  (padding {}, dropped {}, truncated rows {}){}",
+                s.rows,
+                s.tokens,
+                s.documents,
+                s.padding,
+                s.dropped,
+                s.truncated,
+                if s.nsp_next + s.nsp_random > 0 {
+                    format!("; pairs: {} is next, {} random", s.nsp_next, s.nsp_random)
+                } else {
+                    String::new()
+                }
             );
         }
         let acc = &report.accounting;

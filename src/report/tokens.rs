@@ -34,13 +34,13 @@ pub(super) fn split_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The share of a split's token slots that hold padding: for packed rows (`clm`, `mlm`) the
-/// stored padding of `rows × (seq_len + 1)` ids; for `sft` and `cls` rows (stored unpadded)
-/// what padding every row to `seq_len` would add. `None` for `rm`/`dpo` (three sequences a
+/// stored padding of `rows × (seq_len + 1)` ids; for `sft`, `cls` and `nsp` rows (stored
+/// unpadded) what padding every row to `seq_len` would add. `None` for `rm`/`dpo` (three sequences a
 /// row) and for an empty split.
 pub(super) fn padding_share(m: &TokenMeta) -> Option<f64> {
     let per_row = match m.objective {
         Objective::Clm | Objective::Mlm => m.seq_len.saturating_add(1),
-        Objective::Sft | Objective::Cls => m.seq_len,
+        Objective::Sft | Objective::Cls | Objective::Nsp => m.seq_len,
         Objective::Rm | Objective::Dpo => return None,
     };
     let slots = m.rows.checked_mul(per_row).filter(|s| *s > 0)?;
@@ -101,7 +101,7 @@ pub fn tokens_html(dir: &Path) -> Result<String> {
         ],
         &rows,
     ));
-    b.push_str("<p class=\"sub\">Tokens count the ids of documents and separators, not padding. Padding is the share of the split's token slots without a token: stored padding of the packed rows (<code>clm</code>, <code>mlm</code>: seq_len + 1 ids a row), or what padding each row to seq_len would add (<code>sft</code>, <code>cls</code>).</p>\n");
+    b.push_str("<p class=\"sub\">Tokens count the ids of documents and separators, not padding. Padding is the share of the split's token slots without a token: stored padding of the packed rows (<code>clm</code>, <code>mlm</code>: seq_len + 1 ids a row), or what padding each row to seq_len would add (<code>sft</code>, <code>cls</code>, <code>nsp</code>).</p>\n");
     let items: Vec<(String, f64)> = metas
         .iter()
         .map(|(name, m)| (name.clone(), m.tokens as f64))

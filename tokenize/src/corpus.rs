@@ -37,6 +37,11 @@
 //! A conversation longer than `seq_len` is cut to `seq_len` ids (counted in `truncated` and
 //! `dropped`; rejected as `response_truncated` when the cut leaves no trained id), packed or
 //! not: packed, it fills a row of its own.
+//!
+//! **nsp rows.** BERT's sentence pairs, `[CLS] A [SEP] B [SEP]` with token types and a
+//! next-sentence label, made per split of each input shard once the shard is read (its
+//! documents' sentences are held until then), as [`crate::nsp`] describes; a document
+//! without text, or alone in its split of its shard with a single sentence, is rejected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +65,7 @@ use tokenizers::Tokenizer;
 use crate::chat::{self, ChatTemplate, Message, Reject, Segment};
 use crate::input::{is_jsonl, parquet_columns, read_columns, utf8_column, TextSource, TextStream};
 use crate::meta::{MetaShard, Objective, TokenMeta, TOKENIZER_JSON};
+use crate::nsp::{NspDoc, PairConfig};
 use crate::pack::{Packer, SftPacker, Tail};
 use crate::schema::{split_schema, RowBuilder};
 use crate::tokenizer::{
@@ -133,6 +139,13 @@ pub struct TokenizeConfig {
     /// `cls` with string labels: the label names in id order. Default: the distinct values
     /// found in the corpus, sorted. A label outside a given list rejects the document.
     pub labels: Vec<String>,
+    /// `nsp`: seed of the pairing (which B is random and from where, short targets, the
+    /// truncation's sides); the same inputs and seed give the same rows. Default 12345
+    /// (BERT's `random_seed`).
+    pub nsp_seed: u64,
+    /// `nsp`: probability, in [0, 1], that a document's pairs aim at a shorter length drawn
+    /// from `2..=seq_len - 3` (BERT's `short_seq_prob`). Default 0.1.
+    pub nsp_short_seq_prob: f64,
     /// `sft`/`rm`/`dpo`: how a prompt and a response become text; must contain `{prompt}`
     /// and then `{response}`. The loss counts on `{response}` and what follows it. A
     /// conversation (`messages`) is its assistant turns each rendered so, with the turns
@@ -167,6 +180,8 @@ impl Default for TokenizeConfig {
             rejected_column: "rejected".into(),
             label_column: "label".into(),
             labels: Vec::new(),
+            nsp_seed: 12345,
+            nsp_short_seq_prob: 0.1,
             chat_template: "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>".into(),
             batch_docs: 2048,
             shard: ShardOptions::default().with_row_group_rows(1024),
@@ -235,6 +250,39 @@ impl TokenizeConfig {
                 ),
             ));
         }
+        if self.objective == Objective::Nsp {
+            if self.seq_len < 5 {
+                return Err(Error::bad_config(
+                    "seq_len",
+                    format!(
+                        "{} is too short for nsp rows ([CLS] A [SEP] B [SEP]); use at least 5",
+                        self.seq_len
+                    ),
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.nsp_short_seq_prob) {
+                return Err(Error::bad_config(
+                    "nsp_short_seq_prob",
+                    format!("must be in [0, 1], got {}", self.nsp_short_seq_prob),
+                ));
+            }
+        } else {
+            let d = TokenizeConfig::default();
+            for (key, set) in [
+                ("nsp_seed", self.nsp_seed != d.nsp_seed),
+                (
+                    "nsp_short_seq_prob",
+                    self.nsp_short_seq_prob != d.nsp_short_seq_prob,
+                ),
+            ] {
+                if set {
+                    return Err(Error::bad_config(
+                        key,
+                        format!("applies to nsp only, not `{}`", self.objective),
+                    ));
+                }
+            }
+        }
         if self.jinja_template.is_some() && self.objective != Objective::Sft {
             return Err(Error::bad_config(
                 "jinja_template",
@@ -289,6 +337,12 @@ pub struct SplitStats {
     pub dropped: u64,
     /// Rows (non-packed objectives; `sft`: conversations, packed or not) cut to `seq_len`.
     pub truncated: u64,
+    /// `nsp`: rows whose B follows A (label 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nsp_next: u64,
+    /// `nsp`: rows whose B comes from another document (label 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nsp_random: u64,
 }
 
 impl SplitStats {
@@ -299,6 +353,8 @@ impl SplitStats {
         self.padding += o.padding;
         self.dropped += o.dropped;
         self.truncated += o.truncated;
+        self.nsp_next += o.nsp_next;
+        self.nsp_random += o.nsp_random;
     }
 }
 
@@ -401,6 +457,13 @@ pub fn tokenize_corpus_with(
         return Err(Error::bad_config(
             "special_tokens.eos",
             "the tokenizer has no end-of-text token under a usual name; name it with special_tokens.eos",
+        ));
+    }
+    if cfg.objective == Objective::Nsp && specials.bos.is_none() {
+        return Err(Error::bad_config(
+            "special_tokens.bos",
+            "nsp rows start with [CLS], the tokenizer's beginning-of-text token, but it has none \
+             under a usual name ([CLS], <s>, ...); name it with special_tokens.bos",
         ));
     }
     if cfg.add_bos && specials.bos.is_none() {
@@ -623,6 +686,10 @@ struct SplitOut {
 /// Rejections of one batch: row index and reason.
 type Rejects = Vec<(usize, &'static str)>;
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn valid_split_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -666,6 +733,7 @@ impl UnitCtx<'_> {
         match c.objective {
             Objective::Clm | Objective::Mlm => v.push(c.text_column.as_str()),
             Objective::Cls => v.extend([c.text_column.as_str(), c.label_column.as_str()]),
+            Objective::Nsp => v.push(c.text_column.as_str()),
             Objective::Sft => v.extend([
                 c.prompt_column.as_str(),
                 c.response_column.as_str(),
@@ -687,6 +755,7 @@ impl UnitCtx<'_> {
         let need: &[&str] = match cfg.objective {
             Objective::Clm | Objective::Mlm => &[&cfg.text_column],
             Objective::Cls => &[&cfg.text_column, &cfg.label_column],
+            Objective::Nsp => &[&cfg.text_column],
             Objective::Sft if has_messages => &[],
             Objective::Sft => &[&cfg.prompt_column, &cfg.response_column],
             Objective::Rm | Objective::Dpo => {
@@ -726,6 +795,8 @@ impl UnitCtx<'_> {
         let mut text_bytes = 0u64;
         let mut row_number = 0u64;
         let (prefix, suffix) = self.cfg.template_parts();
+        // `nsp`: each split's documents, paired when the unit has been read.
+        let mut nsp_pools: BTreeMap<String, NspPool> = BTreeMap::new();
 
         for batch in read_columns(shard, &self.columns(), cfg.batch_docs)? {
             let batch = batch?;
@@ -937,6 +1008,58 @@ impl UnitCtx<'_> {
                         so.stats.documents += 1;
                     }
                 }
+                Objective::Nsp => {
+                    let text = text_col(&cfg.text_column)?;
+                    // Every document's sentences, encoded in one call.
+                    let mut sentences: Vec<&str> = Vec::new();
+                    let mut ranges = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let from = sentences.len();
+                        if text.is_valid(i) {
+                            text_bytes += text.value(i).len() as u64;
+                            sentences.extend(crate::nsp::sentences(text.value(i)));
+                        }
+                        ranges.push(from..sentences.len());
+                    }
+                    let mut enc = self.encode(sentences)?;
+                    let raw = |name: &str| -> Result<Option<StringArray>> {
+                        Ok(utf8_column(&batch, name, shard)?.map(|a| a.as_string::<i32>().clone()))
+                    };
+                    let (raw_text, source, meta) = (raw(TEXT)?, raw(SOURCE)?, raw(META)?);
+                    let val = |a: &Option<StringArray>, i: usize| {
+                        a.as_ref()
+                            .filter(|a| a.is_valid(i))
+                            .map(|a| a.value(i).to_string())
+                    };
+                    for (i, range) in ranges.into_iter().enumerate() {
+                        if !text.is_valid(i) {
+                            rejects.push((i, "missing_text"));
+                            continue;
+                        }
+                        let segments: Vec<Vec<i32>> = enc[range]
+                            .iter_mut()
+                            .map(std::mem::take)
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        if segments.is_empty() {
+                            rejects.push((i, "empty_text"));
+                            continue;
+                        }
+                        let pool = nsp_pools.entry(split_of(i).to_string()).or_default();
+                        // Only a document alone in its split can fail to pair: keep what its
+                        // rejection would need until a second one comes.
+                        pool.lone = pool.docs.is_empty().then(|| LoneDoc {
+                            id: ids[i].clone(),
+                            text: val(&raw_text, i).unwrap_or_default(),
+                            source: val(&source, i).unwrap_or_default(),
+                            meta: val(&meta, i),
+                        });
+                        pool.docs.push(NspDoc {
+                            id: ids[i].clone(),
+                            segments,
+                        });
+                    }
+                }
                 Objective::Rm | Objective::Dpo => {
                     let p = text_col(&cfg.prompt_column)?;
                     let c = text_col(&cfg.chosen_column)?;
@@ -1015,6 +1138,15 @@ impl UnitCtx<'_> {
             ..Default::default()
         };
         for (name, mut so) in splits {
+            if cfg.objective == Objective::Nsp {
+                let pool = nsp_pools.remove(&name).unwrap_or_default();
+                let lone = self.write_pairs(unit, &name, &pool, &mut so)?;
+                if let Some(doc) = lone {
+                    rejected_rows += 1;
+                    *counts.reasons.entry("no_pair".to_string()).or_default() += 1;
+                    rejected.write(&lone_rejection(&doc, "no_pair")?)?;
+                }
+            }
             if cfg.objective.is_packed() {
                 let (padding, dropped) = so.packer.finish(cfg.tail, pad, &mut so.rows);
                 so.stats.padding += padding;
@@ -1057,6 +1189,58 @@ impl UnitCtx<'_> {
             },
             stats,
         ))
+    }
+
+    /// `nsp`: pairs the documents of split `split` of input shard `unit` (see
+    /// [`crate::nsp`]) and appends the rows. Returns the document to reject as `no_pair`,
+    /// when the split's only document could not be paired.
+    fn write_pairs(
+        &self,
+        unit: usize,
+        split: &str,
+        pool: &NspPool,
+        so: &mut SplitOut,
+    ) -> Result<Option<LoneDoc>> {
+        let cfg = self.cfg;
+        let pcfg = PairConfig {
+            seq_len: cfg.seq_len,
+            short_seq_prob: cfg.nsp_short_seq_prob,
+            cls: self.specials.bos.expect("checked") as i32,
+            sep: self.specials.eos.expect("checked") as i32,
+            seed: crate::nsp::seed_for(cfg.nsp_seed, unit, split),
+        };
+        let made = crate::nsp::make_pairs(&pool.docs, &pcfg);
+        for p in &made.pairs {
+            let a = pool.docs[p.a_doc].id.as_str();
+            if p.label == 0 {
+                so.rows.push_nsp(&p.input_ids, &p.token_type_ids, 0, &[a]);
+                so.stats.nsp_next += 1;
+            } else {
+                let b = pool.docs[p.b_doc].id.as_str();
+                so.rows
+                    .push_nsp(&p.input_ids, &p.token_type_ids, 1, &[a, b]);
+                so.stats.nsp_random += 1;
+            }
+            so.stats.rows += 1;
+            so.stats.tokens += p.input_ids.len() as u64;
+            if p.truncated > 0 {
+                so.stats.truncated += 1;
+                so.stats.dropped += p.truncated as u64;
+            }
+            if so.rows.len() >= cfg.shard.row_group_rows.max(1) {
+                let b = so.rows.finish()?;
+                so.writer.write(&b)?;
+            }
+        }
+        so.stats.dropped += made.dropped;
+        so.stats.documents += (pool.docs.len() - made.unpaired.len()) as u64;
+        match made.unpaired.as_slice() {
+            [] => Ok(None),
+            [0] if pool.docs.len() == 1 => Ok(pool.lone.clone()),
+            _ => Err(Error::bug(
+                "nsp: a document with other documents in its split gave no pair",
+            )),
+        }
     }
 
     /// `sft`: each row's conversation (the messages column, else the prompt and response as
@@ -1174,6 +1358,38 @@ impl UnitCtx<'_> {
             }
         })
     }
+}
+
+/// `nsp`: the documents of one split of a unit, in input order.
+#[derive(Debug, Default)]
+struct NspPool {
+    docs: Vec<NspDoc>,
+    /// While the split has a single document: what its rejection would record.
+    lone: Option<LoneDoc>,
+}
+
+/// The columns of `rejected/` for a document no longer in a batch.
+#[derive(Debug, Clone)]
+struct LoneDoc {
+    id: String,
+    text: String,
+    source: String,
+    meta: Option<String>,
+}
+
+/// One rejected document in core's `rejected` schema.
+fn lone_rejection(doc: &LoneDoc, reason: &str) -> Result<RecordBatch> {
+    let one = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+    let cols: Vec<ArrayRef> = vec![
+        one(&doc.id),
+        one(&doc.text),
+        one(&doc.source),
+        Arc::new(StringArray::from(vec![doc.meta.as_deref()])),
+        one(STAGE),
+        one(reason),
+        Arc::new(StringArray::from(vec![None::<&str>])),
+    ];
+    Ok(RecordBatch::try_new(rejected_schema(), cols)?)
 }
 
 /// A row's conversation, or why its value is not one.

@@ -9,6 +9,7 @@
 //! - [`chat`]: chat templates (plain and Jinja) and conversations for `sft` rows.
 //! - [`corpus`]: [`tokenize_corpus`], encoding in parallel, packing and writing shards.
 //! - [`pack`]: packing documents into `seq_len + 1` rows.
+//! - [`nsp`]: sentence pairs for next-sentence prediction, as BERT makes them.
 //! - [`meta`]: `meta.json` of a split directory, and the [`Objective`]s.
 //! - [`schema`]: column names and Arrow schemas of tokenized shards, and a row builder.
 //! - [`reader`]: the seeded, rank-sharded, resumable row stream the trainer reads.
@@ -19,6 +20,7 @@ pub mod corpus;
 pub mod export;
 pub mod input;
 pub mod meta;
+pub mod nsp;
 pub mod pack;
 pub mod reader;
 pub mod schema;

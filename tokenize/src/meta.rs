@@ -33,6 +33,9 @@ pub enum Objective {
     Sft,
     /// Classification: `input_ids` + `label`.
     Cls,
+    /// BERT pretraining: sentence pairs, `input_ids` + `token_type_ids` +
+    /// `next_sentence_label` (masking happens in the trainer).
+    Nsp,
     /// Reward modelling: `prompt_ids` + `chosen_ids` + `rejected_ids`.
     Rm,
     /// Direct preference optimisation: same rows as `rm`.
@@ -46,6 +49,7 @@ impl Objective {
             Objective::Mlm => "mlm",
             Objective::Sft => "sft",
             Objective::Cls => "cls",
+            Objective::Nsp => "nsp",
             Objective::Rm => "rm",
             Objective::Dpo => "dpo",
         }
@@ -62,12 +66,13 @@ impl Objective {
             "mlm" => Objective::Mlm,
             "sft" => Objective::Sft,
             "cls" => Objective::Cls,
+            "nsp" => Objective::Nsp,
             "rm" => Objective::Rm,
             "dpo" => Objective::Dpo,
             other => {
                 return Err(Error::bad_config(
                     "objective",
-                    format!("`{other}` is not one of clm, mlm, sft, cls, rm, dpo"),
+                    format!("`{other}` is not one of clm, mlm, sft, cls, nsp, rm, dpo"),
                 ))
             }
         })
@@ -169,6 +174,7 @@ mod tests {
             Objective::Mlm,
             Objective::Sft,
             Objective::Cls,
+            Objective::Nsp,
             Objective::Rm,
             Objective::Dpo,
         ] {

@@ -90,6 +90,12 @@ pub enum Row {
     },
     /// `cls`: input ids and the class id.
     Cls { input_ids: Vec<i32>, label: i64 },
+    /// `nsp`: `[CLS] A [SEP] B [SEP]`, its token types and the next-sentence label.
+    Nsp {
+        input_ids: Vec<i32>,
+        token_type_ids: Vec<i8>,
+        label: i64,
+    },
     /// `rm`/`dpo`: prompt and the two completions.
     Pref {
         prompt_ids: Vec<i32>,
@@ -533,6 +539,38 @@ pub(crate) fn decode_rows(
             for i in 0..n {
                 out.push(Row::Cls {
                     input_ids: ids_at(ids, i, schema::INPUT_IDS, path)?,
+                    label: label.value(i),
+                });
+            }
+        }
+        Objective::Nsp => {
+            let ids = column(batch, schema::INPUT_IDS, path)?;
+            let types = column(batch, schema::TOKEN_TYPE_IDS, path)?
+                .as_list_opt::<i32>()
+                .ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`token_type_ids` is not a list column")
+                })?;
+            let label = column(batch, schema::NEXT_SENTENCE_LABEL, path)?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`next_sentence_label` is not int64")
+                })?;
+            for i in 0..n {
+                let input_ids = ids_at(ids, i, schema::INPUT_IDS, path)?;
+                let t = types.value(i);
+                let t = t.as_primitive_opt::<Int8Type>().ok_or_else(|| {
+                    Error::bad_input(Place::file(path), "`token_type_ids` is not a list of int8")
+                })?;
+                let token_type_ids = t.values().to_vec();
+                if token_type_ids.len() != input_ids.len() {
+                    return Err(Error::bad_input(
+                        Place::file(path),
+                        "`token_type_ids` and `input_ids` differ in length",
+                    ));
+                }
+                out.push(Row::Nsp {
+                    input_ids,
+                    token_type_ids,
                     label: label.value(i),
                 });
             }

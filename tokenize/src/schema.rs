@@ -26,6 +26,10 @@ pub const INPUT_IDS: &str = "input_ids";
 pub const LOSS_MASK: &str = "loss_mask";
 /// `cls`: the class id (index into `meta.json`'s `labels`).
 pub const LABEL: &str = "label";
+/// `nsp`: 0 on `[CLS]`, A and the first `[SEP]`; 1 on B and the last `[SEP]`.
+pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+/// `nsp`: 0 when B follows A in its document, 1 when B comes from another document.
+pub const NEXT_SENTENCE_LABEL: &str = "next_sentence_label";
 /// `rm`/`dpo`: the prompt, and the preferred and dispreferred completions.
 pub const PROMPT_IDS: &str = "prompt_ids";
 pub const CHOSEN_IDS: &str = "chosen_ids";
@@ -63,6 +67,12 @@ pub fn token_schema(objective: Objective) -> SchemaRef {
                 list(DOC_IDS, DataType::Utf8),
             ]
         }
+        Objective::Nsp => vec![
+            list(INPUT_IDS, DataType::Int32),
+            list(TOKEN_TYPE_IDS, DataType::Int8),
+            Field::new(NEXT_SENTENCE_LABEL, DataType::Int64, false),
+            list(DOC_IDS, DataType::Utf8),
+        ],
         Objective::Rm | Objective::Dpo => vec![
             list(PROMPT_IDS, DataType::Int32),
             list(CHOSEN_IDS, DataType::Int32),
@@ -187,6 +197,24 @@ impl RowBuilder {
         self.ids(doc_ids);
     }
 
+    /// `nsp`: `[CLS] A [SEP] B [SEP]`, its token types (same length) and the label; `doc_ids`
+    /// names A's document, then B's when it is another.
+    pub fn push_nsp<S: AsRef<str>>(
+        &mut self,
+        input_ids: &[i32],
+        token_type_ids: &[i8],
+        label: i64,
+        doc_ids: &[S],
+    ) {
+        debug_assert_eq!(input_ids.len(), token_type_ids.len());
+        self.a.values().append_slice(input_ids);
+        self.a.append(true);
+        self.mask.values().append_slice(token_type_ids);
+        self.mask.append(true);
+        self.label.append_value(label);
+        self.ids(doc_ids);
+    }
+
     /// `rm`/`dpo`: prompt, chosen and rejected completions.
     pub fn push_pref<S: AsRef<str>>(
         &mut self,
@@ -227,6 +255,12 @@ impl RowBuilder {
             ],
             Objective::Cls => vec![
                 Arc::new(self.a.finish()),
+                Arc::new(self.label.finish()),
+                doc_ids,
+            ],
+            Objective::Nsp => vec![
+                Arc::new(self.a.finish()),
+                Arc::new(self.mask.finish()),
                 Arc::new(self.label.finish()),
                 doc_ids,
             ],

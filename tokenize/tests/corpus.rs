@@ -690,3 +690,234 @@ fn sft_messages_from_a_list_of_structs_with_a_bos_writing_template() {
         ]
     );
 }
+
+/// One `nsp` row as written: input ids, token types, label, document ids.
+type NspRow = (Vec<i32>, Vec<i8>, i64, Vec<String>);
+
+fn nsp_rows(split_dir: &Path) -> Vec<NspRow> {
+    use arrow::datatypes::{Int64Type, Int8Type};
+    let meta = TokenMeta::load(split_dir).unwrap();
+    assert_eq!(meta.objective, Objective::Nsp);
+    let mut out = Vec::new();
+    for s in &meta.shards {
+        for b in read_shard(&split_dir.join(&s.file), 1000).unwrap() {
+            let b = b.unwrap();
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let (ids, types, label, docs) = (
+                col("input_ids"),
+                col("token_type_ids"),
+                col("next_sentence_label"),
+                col("doc_ids"),
+            );
+            let (ids, types, docs) = (
+                ids.as_list::<i32>(),
+                types.as_list::<i32>(),
+                docs.as_list::<i32>(),
+            );
+            let label = label.as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                out.push((
+                    ids.value(i).as_primitive::<Int32Type>().values().to_vec(),
+                    types.value(i).as_primitive::<Int8Type>().values().to_vec(),
+                    label.value(i),
+                    docs.value(i)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|x| x.unwrap().to_string())
+                        .collect(),
+                ));
+            }
+        }
+    }
+    assert_eq!(out.len() as u64, meta.rows);
+    out
+}
+
+fn contains_run(hay: &[i32], needle: &[i32]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `nsp` on the real corpus (two input shards, train and val): every row is `[CLS] A [SEP]
+/// B [SEP]` with token types 0 through the first `[SEP]` and 1 after; A is a run of its
+/// document's sentence ids, B a run of its own document's, which for a random B (label 1)
+/// is another document of the same split and input shard, never A's; is-next pairs are
+/// close to half; a one-sentence document is kept, paired with random B's; the counts add
+/// up; the same seed gives the same rows and another seed other rows.
+#[test]
+fn nsp_pairs_are_typed_balanced_never_self_random_and_reproducible() {
+    let docs = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let shards = write_docs(&docs, &dir.path().join("build"));
+    let tok = train_tokenizer(
+        &TrainTokenizerConfig::default().with_vocab_size(1500),
+        docs.iter().map(|d| d.text.clone()),
+    )
+    .unwrap();
+    let tp = dir.path().join("tokenizer.json");
+    save_tokenizer(&tok, &tp).unwrap();
+    let cfg = TokenizeConfig::default()
+        .with_tokenizer(&tp)
+        .with_objective(Objective::Nsp)
+        .with_seq_len(64);
+    let out = dir.path().join("nsp");
+    let rep = tokenize_corpus(&shards, &out, &cfg).unwrap();
+    let (bos, eos) = (
+        tok.token_to_id("<|bos|>").unwrap() as i32,
+        tok.token_to_id("<|endoftext|>").unwrap() as i32,
+    );
+    // Each document's ids as the pairs are cut from them: its sentences, encoded one by one.
+    let by_id: std::collections::HashMap<&str, (usize, Vec<i32>, usize)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let sentences = quern_tokenize::nsp::sentences(&d.text);
+            let ids: Vec<i32> = sentences
+                .iter()
+                .flat_map(|s| tok.encode(*s, false).unwrap().get_ids().to_vec())
+                .map(|x| x as i32)
+                .collect();
+            (d.id.as_str(), (i, ids, sentences.len()))
+        })
+        .collect();
+    // write_docs: every 5th document is val; the first len/2 + 1 are the first input shard.
+    let split_of = |i: usize| if i % 5 == 4 { "val" } else { "train" };
+    let shard_of = |i: usize| i / (docs.len() / 2 + 1);
+    assert_eq!(rep.accounting.input, docs.len() as u64);
+    assert_eq!(rep.accounting.rejected, 0, "{:?}", rep.accounting.stages);
+    let mut as_a: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for split in ["train", "val"] {
+        let rows = nsp_rows(&out.join(split));
+        let st = &rep.splits[split];
+        assert_eq!(st.rows, rows.len() as u64);
+        assert_eq!(st.nsp_next + st.nsp_random, st.rows);
+        assert_eq!(
+            st.tokens,
+            rows.iter().map(|r| r.0.len() as u64).sum::<u64>()
+        );
+        let mut next = 0;
+        for (ids, types, label, doc_ids) in &rows {
+            assert!(ids.len() >= 5 && ids.len() <= 64);
+            assert_eq!((ids[0], *ids.last().unwrap()), (bos, eos));
+            let sep = ids.iter().position(|&t| t == eos).unwrap();
+            let want: Vec<i8> = (0..ids.len()).map(|k| i8::from(k > sep)).collect();
+            assert_eq!(types, &want, "token types");
+            let (a, b) = (&ids[1..sep], &ids[sep + 1..ids.len() - 1]);
+            assert!(!a.is_empty() && !b.is_empty());
+            let (ai, a_ids, _) = &by_id[doc_ids[0].as_str()];
+            let (bi, b_ids, _) = &by_id[doc_ids.last().unwrap().as_str()];
+            assert!(contains_run(a_ids, a), "A is a run of {}", doc_ids[0]);
+            assert!(contains_run(b_ids, b), "B is a run of {:?}", doc_ids.last());
+            assert_eq!(split_of(*ai), split);
+            assert_eq!((split_of(*bi), shard_of(*bi)), (split, shard_of(*ai)));
+            match label {
+                0 => {
+                    assert_eq!(doc_ids.len(), 1);
+                    next += 1;
+                }
+                1 => assert!(
+                    doc_ids.len() == 2 && doc_ids[0] != doc_ids[1],
+                    "{doc_ids:?}"
+                ),
+                l => panic!("label {l}"),
+            }
+            as_a.entry(doc_ids[0].clone()).or_default().push(*label);
+        }
+        assert_eq!(next, st.nsp_next);
+        if split == "train" {
+            let share = next as f64 / rows.len() as f64;
+            assert!((0.3..0.6).contains(&share), "is-next share {share}");
+            eprintln!(
+                "nsp train split: {} rows, is-next share {share:.3}",
+                rows.len()
+            );
+        }
+    }
+    // Every document is the A of some row; a one-sentence one only with random B's.
+    let mut single = 0;
+    for d in &docs {
+        let labels = &as_a[&d.id];
+        assert!(!labels.is_empty(), "{} gave no row", d.id);
+        if by_id[d.id.as_str()].2 == 1 {
+            single += 1;
+            assert!(labels.iter().all(|&l| l == 1), "{}", d.id);
+        }
+    }
+    assert!(
+        single > 10,
+        "the corpus has one-sentence documents ({single})"
+    );
+    let kept: u64 = rep.splits.values().map(|s| s.documents).sum();
+    assert_eq!(kept, docs.len() as u64);
+    // Reproducible with the seed; another seed pairs differently.
+    let again = dir.path().join("again");
+    tokenize_corpus(&shards, &again, &cfg).unwrap();
+    assert_eq!(nsp_rows(&again.join("train")), nsp_rows(&out.join("train")));
+    let other = dir.path().join("other");
+    let mut seeded = cfg.clone();
+    seeded.nsp_seed = 7;
+    tokenize_corpus(&shards, &other, &seeded).unwrap();
+    assert_ne!(nsp_rows(&other.join("train")), nsp_rows(&out.join("train")));
+}
+
+/// `nsp` accounting at the edges: a null text, a text without tokens, and a one-sentence
+/// document alone in its split are rejected with their reasons; a lone document with
+/// several sentences gives is-next pairs only; a seed or short-sequence probability is
+/// refused for another objective.
+#[test]
+fn nsp_rejects_what_cannot_pair_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.jsonl");
+    let lines = [
+        r#"{"id": "a", "text": "First one here. Then a second. And a third one.", "split": "train"}"#,
+        r#"{"id": "b", "text": "Only a single sentence", "split": "train"}"#,
+        r#"{"id": "c", "text": null, "split": "train"}"#,
+        r#"{"id": "d", "text": "  \n  ", "split": "train"}"#,
+        r#"{"id": "e", "text": "Alone and short.", "split": "solo"}"#,
+        r#"{"id": "f", "text": "Alone but long. It has two. Or even three sentences.", "split": "pair"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let texts: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let tok = train_tokenizer(
+        &TrainTokenizerConfig::default().with_vocab_size(400),
+        texts.into_iter(),
+    )
+    .unwrap();
+    let tp = dir.path().join("tokenizer.json");
+    save_tokenizer(&tok, &tp).unwrap();
+    let cfg = TokenizeConfig::default()
+        .with_tokenizer(&tp)
+        .with_objective(Objective::Nsp)
+        .with_seq_len(32);
+    let out = dir.path().join("out");
+    let rep = tokenize_corpus(std::slice::from_ref(&input), &out, &cfg).unwrap();
+    let reasons = &rep.accounting.stages[0].reasons;
+    assert_eq!(
+        (
+            reasons.get("missing_text"),
+            reasons.get("empty_text"),
+            reasons.get("no_pair")
+        ),
+        (Some(&1), Some(&1), Some(&1)),
+        "{reasons:?}"
+    );
+    assert_eq!((rep.accounting.kept, rep.accounting.rejected), (3, 3));
+    let pair = nsp_rows(&out.join("pair"));
+    assert!(!pair.is_empty() && pair.iter().all(|r| r.2 == 0 && r.3 == ["f"]));
+    assert_eq!(nsp_rows(&out.join("solo")).len(), 0);
+    assert_eq!(rep.splits["solo"].documents, 0);
+    // In train, b's single sentence is A with a random B from a, never from b itself.
+    let train = nsp_rows(&out.join("train"));
+    assert!(train
+        .iter()
+        .filter(|r| r.3[0] == "b")
+        .all(|r| r.2 == 1 && r.3 == ["b", "a"]));
+    let manifest = Manifest::load(&out).unwrap().unwrap();
+    assert!(manifest.accounting.unwrap().check().is_ok());
+    let mut bad = cfg.clone();
+    bad.objective = Objective::Mlm;
+    bad.nsp_seed = 1;
+    let e = tokenize_corpus(&[input], &dir.path().join("bad"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nsp_seed") && e.contains("nsp only"), "{e}");
+}
