@@ -37,7 +37,7 @@ pub enum Command {
     /// Write the HTML report (inline SVG charts, opens offline) of a build output directory, a
     /// training run directory or a tokenized output to DIR/report.html.
     Report(crate::cmd::report::Args),
-    /// Train a model (causal LM, masked LM, sft or a classifier) on tokenized shards from a run.toml, from scratch
+    /// Train a model (causal LM, masked LM, sft, a classifier or BERT pretraining) on tokenized shards from a run.toml, from scratch
     /// or from `[init] from` a model: mixed precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
     Train(crate::cmd::train::Args),
     /// Run a grid or seeded random search over run.toml keys (learning rate, batch, steps,

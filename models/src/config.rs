@@ -112,6 +112,14 @@ pub struct ModelConfig {
     /// `[cls]` section and the data's labels, never written in `[model]`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadConfig>,
+    /// BERT's masked-LM prediction head ([`crate::mlm_head`]: dense, activation, LayerNorm,
+    /// then the output projection plus a bias) between the last hidden states and the
+    /// logits. `None` and `false` mean none: the hidden states go straight to the output
+    /// projection (GPT-2, Llama). The trainer resolves it for `mlm` and `nsp` runs (on for
+    /// BERT-like encoders unless `false`); a Hugging Face import with `cls.predictions.*`
+    /// sets it. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlm_head: Option<bool>,
 }
 
 fn default_layers() -> usize {
@@ -164,6 +172,7 @@ impl Default for ModelConfig {
             post_norm: false,
             type_vocab_size: 0,
             head: None,
+            mlm_head: None,
         }
     }
 }
@@ -198,6 +207,11 @@ impl ModelConfig {
             norm_eps: Some(1e-12),
             ..ModelConfig::default()
         }
+    }
+
+    /// Whether the model has BERT's MLM prediction head (`mlm_head = true`).
+    pub fn has_mlm_head(&self) -> bool {
+        self.mlm_head == Some(true)
     }
 
     /// The MLP hidden width after defaults.

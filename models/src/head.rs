@@ -17,6 +17,11 @@
 //! `[dim, dim]` layer initialised fresh (an imported BERT's pretrained pooler is not kept).
 //! No dropout is applied in the head.
 //!
+//! BERT's next-sentence-prediction head is such a head ([`nsp_head`]): `first` pooling,
+//! the pooler, two classes (`is_next`, `random`); a Hugging Face `BertForPreTraining`
+//! import brings its pretrained `bert.pooler.dense` and `cls.seq_relationship` into
+//! `head.pooler` and `head.out`.
+//!
 //! # Weight names
 //!
 //! | name | shape | when |
@@ -109,6 +114,23 @@ impl HeadConfig {
         } else {
             (0..self.num_labels).map(|i| i.to_string()).collect()
         }
+    }
+}
+
+/// The class names of the next-sentence-prediction head, in id order: label 0 is "B is the
+/// segment that follows A", label 1 "B is a random segment of another document", as BERT
+/// (and `transformers`' `next_sentence_label`) has them.
+pub const NSP_LABELS: [&str; 2] = ["is_next", "random"];
+
+/// The next-sentence-prediction head of BERT pretraining (`train.objective = "nsp"`): the
+/// `[CLS]` state (`first` pooling) through BERT's pooler (`tanh(dense(x))`, Hugging Face's
+/// `bert.pooler.dense`) and a linear layer to 2 logits (`cls.seq_relationship`).
+pub fn nsp_head() -> HeadConfig {
+    HeadConfig {
+        num_labels: 2,
+        labels: NSP_LABELS.iter().map(|s| s.to_string()).collect(),
+        pooling: Pooling::First,
+        pooler: true,
     }
 }
 

@@ -19,8 +19,18 @@
 //! | `encoder.layer.{i}.output.dense` | `blocks.{i}.mlp.out` |
 //! | `encoder.layer.{i}.output.LayerNorm` | `blocks.{i}.ln2` |
 //!
-//! The pooler (`pooler.dense`) and a pretraining head (`cls.*`) are not part of quern's
-//! encoder and are left out (the import says so); `position_ids` buffers are skipped.
+//! The pretraining heads of `BertForMaskedLM` and `BertForPreTraining` come in too:
+//!
+//! | Hugging Face | quern |
+//! |---|---|
+//! | `cls.predictions.transform.dense` | `mlm_head.dense` ([`crate::mlm_head`]; sets `mlm_head`) |
+//! | `cls.predictions.transform.LayerNorm` | `mlm_head.norm` |
+//! | `cls.predictions.bias` (or `cls.predictions.decoder.bias`) | `mlm_head.bias` |
+//! | `cls.predictions.decoder.weight` | tied to `embeddings.word_embeddings` (left out), or `lm_head` when `tie_word_embeddings` is false |
+//! | `pooler.dense` with `cls.seq_relationship` | `head.pooler`, `head.out`: the NSP head ([`crate::head::nsp_head`]) |
+//!
+//! A pooler without `cls.seq_relationship` (all-MiniLM-L6-v2, `BertModel`) is left out, as
+//! is a `cls.*` tensor of another head; `position_ids` buffers are skipped.
 
 use std::collections::HashMap;
 use std::fs;
@@ -137,7 +147,7 @@ fn bert(
             ));
         }
     }
-    let config = ModelConfig {
+    let mut config = ModelConfig {
         layers: int(cfg, "num_hidden_layers", cpath)?,
         heads: int(cfg, "num_attention_heads", cpath)?,
         dim: int(cfg, "hidden_size", cpath)?,
@@ -251,6 +261,59 @@ fn bert(
                 &format!("{q}.ln2.{part}"),
             )?;
         }
+    }
+    // BertForMaskedLM / BertForPreTraining: the MLM prediction head.
+    if map.contains_key("cls.predictions.transform.dense.weight") {
+        for (from, to) in [
+            ("cls.predictions.transform.dense", "mlm_head.dense"),
+            ("cls.predictions.transform.LayerNorm", "mlm_head.norm"),
+        ] {
+            for part in ["weight", "bias"] {
+                mv(
+                    &mut map,
+                    &mut out,
+                    &format!("{from}.{part}"),
+                    &format!("{to}.{part}"),
+                )?;
+            }
+        }
+        // The decoder's bias is tied to `cls.predictions.bias`; a file keeps either name.
+        let bias = match map.remove("cls.predictions.bias") {
+            Some(b) => b,
+            None => take(&mut map, "cls.predictions.decoder.bias", wfile)?,
+        };
+        map.remove("cls.predictions.decoder.bias");
+        out.insert("mlm_head.bias".into(), bias);
+        let tied = cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        match map.remove("cls.predictions.decoder.weight") {
+            Some(w) if !tied => {
+                out.insert("lm_head.weight".into(), w);
+                config.tie_embeddings = false;
+            }
+            // Tied: the word embeddings themselves.
+            _ => {}
+        }
+        config.mlm_head = Some(true);
+    }
+    // BertForPreTraining: the NSP head on the pooled [CLS] state.
+    if map.contains_key("cls.seq_relationship.weight") {
+        for (from, to) in [
+            ("pooler.dense", "head.pooler"),
+            ("cls.seq_relationship", "head.out"),
+        ] {
+            for part in ["weight", "bias"] {
+                mv(
+                    &mut map,
+                    &mut out,
+                    &format!("{from}.{part}"),
+                    &format!("{to}.{part}"),
+                )?;
+            }
+        }
+        config.head = Some(crate::head::nsp_head());
     }
     leftovers(map, wfile, &["pooler.", "cls.", "embeddings.position_ids"])?;
     Ok((config, out))

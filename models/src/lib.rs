@@ -15,7 +15,9 @@
 //! - [`generate`]: batched KV-cache generation with sampling, the library API that
 //!   `quern generate`, evaluation and reinforcement learning call.
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja), from `quern-tokenize`.
-//! - [`head`]: the classification head (pooling, linear layer to the classes).
+//! - [`head`]: the classification head (pooling, linear layer to the classes), also the
+//!   NSP head of BERT pretraining.
+//! - [`mlm_head`]: BERT's masked-LM prediction head (transform, tied decoder, bias).
 //! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;
@@ -26,6 +28,7 @@ pub mod gguf;
 pub mod head;
 pub mod hf;
 pub mod lora;
+pub mod mlm_head;
 pub mod store;
 pub mod transformer;
 

@@ -353,6 +353,10 @@ pub struct AdapterRecord {
     /// weights (`head.*`) are saved in full beside the adapters and replace the base's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<crate::head::HeadConfig>,
+    /// BERT's MLM head trained with the adapters (`mlm`, `nsp`): its weights (`mlm_head.*`)
+    /// are saved in full beside the adapters and replace the base's. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mlm_head: bool,
 }
 
 /// xxh3-64 (hex) of named weights as a model holds them: names in sorted order, each with
@@ -609,6 +613,27 @@ fn merged_once(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Resul
             }
         }
         w.meta.config.head = Some(h.clone());
+    }
+    if record.mlm_head {
+        let names: Vec<String> = adapters
+            .keys()
+            .filter(|k| k.starts_with(crate::mlm_head::PREFIX))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Err(Error::bad_input(
+                Place::file(&adapters_file),
+                "state.json records an MLM head, but no `mlm_head.*` tensor is here",
+            ));
+        }
+        w.tensors
+            .retain(|k, _| !k.starts_with(crate::mlm_head::PREFIX));
+        for k in names {
+            if let Some(t) = adapters.remove(&k) {
+                w.tensors.insert(k, t.to_kind(Kind::Float));
+            }
+        }
+        w.meta.config.mlm_head = Some(true);
     }
     merge_into(
         &mut w.tensors,
@@ -969,6 +994,7 @@ mod tests {
             base: ck.clone(),
             base_hash: "0".into(),
             head: None,
+            mlm_head: false,
         };
         let state = serde_json::json!({ "model": llama(), "lora": record });
         fs::write(ck.join("state.json"), state.to_string()).unwrap();

@@ -26,7 +26,8 @@
 //! | `lm_head.weight` | `[vocab, dim]` | untied embeddings only |
 //!
 //! `.bias` tensors exist when `bias = true` (RMSNorm has none). A model with a
-//! classification head (`config.head`) also has `head.*` weights ([`crate::head`]).
+//! classification head (`config.head`) also has `head.*` weights ([`crate::head`]), and one
+//! with BERT's masked-LM head (`config.mlm_head`) `mlm_head.*` weights ([`crate::mlm_head`]).
 //!
 //! Attention goes through `scaled_dot_product_attention` (flash/memory-efficient kernels on
 //! GPU), with `is_causal` when nothing is masked and an explicit mask for padding and cached
@@ -43,6 +44,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{Mlp, ModelConfig, Norm, Positions};
 use crate::head::ClsHead;
 use crate::lora::{Adapter, LoraConfig, Target};
+use crate::mlm_head::MlmHead;
 
 /// What a parameter is, for weight-decay grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +312,8 @@ pub struct Transformer {
     lm_head: Option<Tensor>,
     /// The classification head, when `cfg.head` is set.
     head: Option<ClsHead>,
+    /// BERT's masked-LM head, when `cfg.mlm_head` is set.
+    mlm_head: Option<MlmHead>,
     /// `(cos, sin)` of shape `[seq_len, head_dim]`, for rotary positions.
     rope: Option<(Tensor, Tensor)>,
     store: ParamStore,
@@ -506,6 +510,37 @@ impl Transformer {
                 Role::Matrix,
             )?)
         };
+        let mlm_head = if cfg.has_mlm_head() {
+            let zeros_d = |b: &mut Builder, name: &str| {
+                b.add(name.into(), &[d], Init::Zeros, Role::NormOrBias)
+            };
+            Some(MlmHead {
+                dense_w: bld.add(
+                    "mlm_head.dense.weight".into(),
+                    &[d, d],
+                    Init::Normal(std),
+                    Role::Matrix,
+                )?,
+                dense_b: zeros_d(&mut bld, "mlm_head.dense.bias")?,
+                norm_w: bld.add(
+                    "mlm_head.norm.weight".into(),
+                    &[d],
+                    Init::Ones,
+                    Role::NormOrBias,
+                )?,
+                norm_b: zeros_d(&mut bld, "mlm_head.norm.bias")?,
+                bias: bld.add(
+                    "mlm_head.bias".into(),
+                    &[vocab],
+                    Init::Zeros,
+                    Role::NormOrBias,
+                )?,
+                gelu: if cfg.mlp == Mlp::Gelu { "tanh" } else { "none" },
+                eps,
+            })
+        } else {
+            None
+        };
         let head = match &cfg.head {
             Some(hc) => {
                 let pooler = if hc.pooler {
@@ -560,6 +595,7 @@ impl Transformer {
             ln_f,
             lm_head,
             head,
+            mlm_head,
             rope,
             store: bld.store,
             lora: None,
@@ -617,8 +653,11 @@ impl Transformer {
         let _g = tch::no_grad_guard();
         let mut store = ParamStore::default();
         for p in &self.store.params {
-            // The classification head is new to the task: it trains with the adapters.
-            if p.name.starts_with(crate::head::PREFIX) {
+            // The classification and MLM heads are new to the task (or fresh): they train
+            // with the adapters.
+            if p.name.starts_with(crate::head::PREFIX)
+                || p.name.starts_with(crate::mlm_head::PREFIX)
+            {
                 store.params.push(Param {
                     name: p.name.clone(),
                     tensor: p.tensor.shallow_clone(),
@@ -721,6 +760,13 @@ impl Transformer {
         }
         if let Some(t) = &mut self.lm_head {
             f("lm_head.weight".into(), t);
+        }
+        if let Some(m) = &mut self.mlm_head {
+            f("mlm_head.dense.weight".into(), &mut m.dense_w);
+            f("mlm_head.dense.bias".into(), &mut m.dense_b);
+            f("mlm_head.norm.weight".into(), &mut m.norm_w);
+            f("mlm_head.norm.bias".into(), &mut m.norm_b);
+            f("mlm_head.bias".into(), &mut m.bias);
         }
         if let Some(h) = &mut self.head {
             if let Some((w, b)) = &mut h.pooler {
@@ -875,12 +921,25 @@ impl Transformer {
         self.head.as_ref().map(|h| &h.cfg)
     }
 
-    /// Output projection of hidden states `[.., dim]` to logits `[.., vocab]`.
+    /// Output projection of hidden states `[.., dim]` to logits `[.., vocab]`: through
+    /// BERT's MLM head first when the model has one ([`crate::mlm_head`]).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear(
-            self.lm_head.as_ref().unwrap_or(&self.tok_emb),
-            None::<Tensor>,
-        )
+        let out = self.lm_head.as_ref().unwrap_or(&self.tok_emb);
+        match &self.mlm_head {
+            Some(m) => m.logits(hidden, out),
+            None => hidden.linear(out, None::<Tensor>),
+        }
+    }
+
+    /// Class logits `[B, num_labels]` (fp32) of the classification head on hidden states
+    /// `[B, T, dim]` the caller computed, with the key mask `[B, T]` (nonzero = a real
+    /// token) for pooling: one encoder pass can then feed both the MLM and the NSP heads
+    /// (`train.objective = "nsp"`). An error when the model has no head.
+    pub fn classify_hidden(&self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            Error::usage("the model has no classification head (for nsp: the NSP head)")
+        })?;
+        Ok(head.forward(hidden, mask).to_kind(Kind::Float))
     }
 
     /// The last hidden states `[B, T, dim]` (after the final norm in pre-norm models; the

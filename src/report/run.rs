@@ -21,6 +21,10 @@ struct Step {
     tokens_per_s: Option<f64>,
     mfu: Option<f64>,
     skipped: bool,
+    /// `nsp` runs: the two parts of `loss`, and the NSP accuracy.
+    mlm_loss: Option<f64>,
+    nsp_loss: Option<f64>,
+    nsp_accuracy: Option<f64>,
 }
 
 impl Step {
@@ -33,6 +37,9 @@ impl Step {
             tokens_per_s: f("tokens_per_s"),
             mfu: f("mfu"),
             skipped: v.get("skipped").and_then(Value::as_bool).unwrap_or(false),
+            mlm_loss: f("mlm_loss"),
+            nsp_loss: f("nsp_loss"),
+            nsp_accuracy: f("nsp_accuracy"),
         }
     }
 }
@@ -44,14 +51,17 @@ struct Curves {
     evals: BTreeMap<u64, EvalRow>,
 }
 
-/// One evaluation's figures: validation loss and perplexity, and for `cls` runs accuracy and
-/// macro-F1.
+/// One evaluation's figures: validation loss and perplexity, for `cls` runs accuracy and
+/// macro-F1, for `nsp` runs the MLM and NSP losses and the NSP accuracy.
 #[derive(Debug, Default, Clone, Copy)]
 struct EvalRow {
     loss: Option<f64>,
     ppl: Option<f64>,
     accuracy: Option<f64>,
     macro_f1: Option<f64>,
+    mlm_loss: Option<f64>,
+    nsp_loss: Option<f64>,
+    nsp_accuracy: Option<f64>,
 }
 
 impl Curves {
@@ -68,6 +78,9 @@ impl Curves {
                 ppl: f("val_ppl"),
                 accuracy: f("accuracy"),
                 macro_f1: f("macro_f1"),
+                mlm_loss: f("val_mlm_loss"),
+                nsp_loss: f("val_nsp_loss"),
+                nsp_accuracy: f("val_nsp_accuracy"),
             });
         } else if v.get("loss").is_some() {
             self.steps.entry(step).or_insert_with(|| Step::from_json(v));
@@ -206,6 +219,43 @@ pub fn run_html(dir: &Path) -> Result<String> {
         &marks,
     ));
     b.push('\n');
+    // BERT pretraining (`nsp`): the loss is the MLM loss plus the NSP loss; each part and
+    // the NSP accuracy get a chart.
+    if curves.steps.values().any(|s| s.nsp_loss.is_some()) {
+        let val = |name: &str, get: fn(&EvalRow) -> Option<f64>| {
+            Series::new(
+                name,
+                curves
+                    .evals
+                    .iter()
+                    .filter_map(|(k, e)| Some((*k as f64, get(e)?)))
+                    .collect(),
+            )
+            .with_markers()
+        };
+        b.push_str(&line_chart(
+            "Masked-LM and next-sentence losses",
+            "step",
+            "loss",
+            &[
+                series("train MLM loss", |s| s.mlm_loss),
+                series("train NSP loss", |s| s.nsp_loss),
+                val("validation MLM loss", |e| e.mlm_loss),
+                val("validation NSP loss", |e| e.nsp_loss),
+            ],
+        ));
+        b.push('\n');
+        b.push_str(&line_chart(
+            "Next-sentence prediction accuracy",
+            "step",
+            "accuracy",
+            &[
+                series("train NSP accuracy", |s| s.nsp_accuracy),
+                val("validation NSP accuracy", |e| e.nsp_accuracy),
+            ],
+        ));
+        b.push('\n');
+    }
     b.push_str("<h2>Optimisation</h2>\n");
     for (title, y, get) in [
         (
@@ -254,6 +304,8 @@ pub fn run_html(dir: &Path) -> Result<String> {
         // A classifier's evaluations also have accuracy and macro-F1 (and no perplexity worth
         // reading); the columns appear when any evaluation has them.
         let cls = curves.evals.values().any(|e| e.accuracy.is_some());
+        // BERT pretraining's evaluations split the loss (the perplexity is the MLM part's).
+        let nsp = curves.evals.values().any(|e| e.nsp_loss.is_some());
         let rows: Vec<Vec<String>> = curves
             .evals
             .iter()
@@ -262,12 +314,18 @@ pub fn run_html(dir: &Path) -> Result<String> {
                 if cls {
                     row.extend([num(&e.accuracy), num(&e.macro_f1)]);
                 }
+                if nsp {
+                    row.extend([num(&e.mlm_loss), num(&e.nsp_loss), num(&e.nsp_accuracy)]);
+                }
                 row
             })
             .collect();
         let mut head = vec!["step", "validation loss", "perplexity"];
         if cls {
             head.extend(["accuracy", "macro-F1"]);
+        }
+        if nsp {
+            head.extend(["MLM loss", "NSP loss", "NSP accuracy"]);
         }
         b.push_str(&table(&head, &rows));
     }
@@ -312,6 +370,23 @@ mod tests {
         assert!(html.contains("<th>macro-F1</th>"), "{html}");
         assert!(
             html.contains("<td>0.7000</td><td>2.0000</td><td>0.6250</td><td>0.5000</td>"),
+            "{html}"
+        );
+        // BERT pretraining: the MLM and NSP parts and the NSP accuracy.
+        std::fs::write(
+            d.path().join("metrics.jsonl"),
+            concat!(
+                r#"{"step":1,"loss":11.0,"lr":0.001,"grad_norm":1.0,"tokens":64,"tokens_per_s":900.0,"mfu":null,"skipped":false,"loss_scale":1.0,"mlm_loss":10.3,"nsp_loss":0.7,"nsp_accuracy":0.5,"kind":"train"}"#,
+                "\n",
+                r#"{"step":1,"val_loss":10.9,"val_ppl":22026.5,"val_mlm_loss":10.0,"val_nsp_loss":0.9,"val_nsp_accuracy":0.625,"kind":"eval"}"#,
+            ),
+        )
+        .unwrap();
+        let html = run_html(d.path()).unwrap();
+        assert!(html.contains("Next-sentence prediction accuracy"), "{html}");
+        assert!(html.contains("<th>NSP accuracy</th>"), "{html}");
+        assert!(
+            html.contains("<td>10.0000</td><td>0.9000</td><td>0.6250</td>"),
             "{html}"
         );
         std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1,\n").unwrap();

@@ -21,6 +21,8 @@ mod light;
 mod lora;
 #[cfg(feature = "torch")]
 mod models;
+#[cfg(feature = "torch")]
+mod nsp;
 mod report;
 #[cfg(feature = "torch")]
 mod sft;

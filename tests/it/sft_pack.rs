@@ -301,6 +301,7 @@ fn a_packed_row_matches_transformers_on_each_conversation_alone() {
         lengths: vec![ids.len()],
         labels: None,
         segments: Some(Tensor::from_slice(&seg).view([1, -1])),
+        token_types: None,
     };
     let p = Sft.prepare_rows(&rows).unwrap();
     let _g = tch::no_grad_guard();

@@ -12,7 +12,13 @@ TASK.json holds {"kind": ..., ...}:
     (optional) the logits of each sequence of `each` run alone (each_<i>).
   - "bert": {"dir", "ids": [[...]], "mask": [[...]], "types": [[...]]}: BertModel's
     last_hidden_state.
-Writes tensors: logits_<i>, greedy_<i>, text_<i> (int64 ids), hidden (float32).
+  - "bert_pretraining_tiny": {"dir", "ids", "mask", "types", "labels", "next"}: a random tiny
+    BertForPreTraining (every weight, norm and bias drawn, so all are checked) saved to `dir`
+    with save_pretrained (safetensors); its prediction_logits, seq_relationship_logits and
+    loss with `labels` (-100 = not masked) and `next_sentence_label`, and the gradients of
+    that loss for a few weights (grad_<name>).
+Writes tensors: logits_<i>, greedy_<i>, text_<i> (int64 ids), hidden (float32),
+mlm_logits, nsp_logits, loss, grad_* (float32).
 Everything in fp32 on CPU, nothing from a hub (HF_HUB_OFFLINE=1).
 """
 import json
@@ -88,6 +94,50 @@ def main():
         mask = torch.tensor(task["mask"], dtype=torch.long)
         types = torch.tensor(task["types"], dtype=torch.long)
         out["hidden"] = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state.contiguous()
+    elif task["kind"] == "bert_pretraining_tiny":
+        from transformers import BertConfig, BertForPreTraining
+
+        torch.manual_seed(0)
+        cfg = BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=40, type_vocab_size=2,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-12,
+            hidden_act="gelu",
+        )
+        model = BertForPreTraining(cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "LayerNorm.weight" in n:
+                    p.uniform_(0.5, 1.5)
+                elif n.endswith("bias"):
+                    p.normal_(0.0, 0.1)
+                else:
+                    p.normal_(0.0, 0.15)
+        model.eval()
+        model.save_pretrained(task["dir"], safe_serialization=True)
+        t = lambda k: torch.tensor(task[k], dtype=torch.long)
+        torch.set_grad_enabled(True)
+        o = model(
+            input_ids=t("ids"), attention_mask=t("mask"), token_type_ids=t("types"),
+            labels=t("labels"), next_sentence_label=t("next"),
+        )
+        o.loss.backward()
+        out["mlm_logits"] = o.prediction_logits.detach().contiguous()
+        out["nsp_logits"] = o.seq_relationship_logits.detach().contiguous()
+        out["loss"] = o.loss.detach().reshape(1)
+        named = dict(model.named_parameters())
+        for n in [
+            "cls.predictions.transform.dense.weight",
+            "cls.predictions.transform.LayerNorm.weight",
+            "bert.embeddings.word_embeddings.weight",
+            "bert.embeddings.token_type_embeddings.weight",
+            "bert.pooler.dense.weight",
+            "cls.seq_relationship.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+        ]:
+            out["grad_" + n] = named[n].grad.detach().contiguous()
+        bias = named.get("cls.predictions.bias", named.get("cls.predictions.decoder.bias"))
+        out["grad_cls.predictions.bias"] = bias.grad.detach().contiguous()
     else:
         raise SystemExit(f"unknown task kind {task['kind']}")
     save_file(out, sys.argv[2])

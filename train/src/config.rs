@@ -242,12 +242,14 @@ pub enum DeviceChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoopConfig {
-    /// `clm` (causal LM, decoder), `mlm` (masked LM, encoder) or `sft` (supervised
+    /// `clm` (causal LM, decoder), `mlm` (masked LM, encoder), `sft` (supervised
     /// fine-tuning of a decoder on `sft` splits: the loss counts only on response tokens,
     /// `loss_mask` 1, normalized by their number over all micro-batches of a step; one
     /// conversation per row, right-padded per micro-batch, never cut: the model's context
-    /// must hold the split's `seq_len`). The split's `meta.json` objective must match.
-    /// Default `clm`.
+    /// must hold the split's `seq_len`), `cls` (a classification head) or `nsp` (BERT
+    /// pretraining of an encoder on `nsp` sentence pairs: masked LM plus next-sentence
+    /// prediction, each loss a mean over its own targets, added). The split's `meta.json`
+    /// objective must match. Default `clm`.
     pub objective: String,
     /// Rows per micro-batch, >= 1. Default 8.
     pub micro_batch: usize,
@@ -393,10 +395,13 @@ impl TrainConfig {
             .map_err(|e| Error::bad_config("run.toml", format!("not valid TOML: {e}")))?;
         let has_init = table.get("init").and_then(|i| i.get("from")).is_some();
         if let (true, Some(toml::Value::Table(model))) = (has_init, table.get("model")) {
-            if let Some(k) = model.keys().find(|k| k.as_str() != "dropout") {
+            if let Some(k) = model
+                .keys()
+                .find(|k| !matches!(k.as_str(), "dropout" | "mlm_head"))
+            {
                 return Err(Error::bad_config(
                     format!("model.{k}"),
-                    "the model's shape comes from init.from; only model.dropout may be set",
+                    "the model's shape comes from init.from; only model.dropout and model.mlm_head may be set",
                 ));
             }
         }
@@ -488,10 +493,19 @@ impl TrainConfig {
             o.grad_clip,
         )?;
         let t = &self.train;
-        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft" | "cls") {
+        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft" | "cls" | "nsp") {
             return Err(Error::bad_config(
                 "train.objective",
-                format!("unknown objective `{}`; available: clm, mlm, sft, cls (rm, dpo, rl come later)", t.objective),
+                format!("unknown objective `{}`; available: clm, mlm, sft, cls, nsp (rm, dpo, rl come later)", t.objective),
+            ));
+        }
+        if self.model.mlm_head.is_some() && !matches!(t.objective.as_str(), "mlm" | "nsp") {
+            return Err(Error::bad_config(
+                "model.mlm_head",
+                format!(
+                    "BERT's MLM head is trained by the mlm and nsp objectives, but train.objective is `{}`: remove the key",
+                    t.objective
+                ),
             ));
         }
         if self.model.head.is_some() {

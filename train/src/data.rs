@@ -43,12 +43,16 @@ pub struct Rows {
     pub loss_mask: Option<Tensor>,
     /// `sft`, `cls`: the length of each row before padding. Empty for packed rows.
     pub lengths: Vec<usize>,
-    /// `cls`: each row's class id `[n]` (int64). `None` otherwise.
+    /// `cls`: each row's class id `[n]` (int64); `nsp`: each row's next-sentence label.
+    /// `None` otherwise.
     pub labels: Option<Tensor>,
     /// Packed `sft` rows: `[n, width]` (int64), the conversation of each id within its row
     /// (0, 1, ... in order; the padding after the last conversation one more), so the model
     /// keeps attention and positions inside each conversation. `None` otherwise.
     pub segments: Option<Tensor>,
+    /// `nsp` rows: `[n, width]` (int64), each id's token type (0 for `[CLS]` A `[SEP]`, 1
+    /// for B `[SEP]`, 0 on the padding). `None` otherwise.
+    pub token_types: Option<Tensor>,
 }
 
 impl Rows {
@@ -60,6 +64,7 @@ impl Rows {
             lengths: Vec::new(),
             labels: None,
             segments: None,
+            token_types: None,
         }
     }
 
@@ -216,10 +221,10 @@ impl ShardRows {
                     "`objective` is `{}`: these are not packed `tokens` rows, which clm and mlm train on; \
                      tokenize with objective clm or mlm{}",
                     reader.meta().objective,
-                    if reader.meta().objective == Objective::Sft {
-                        ", or set train.objective = \"sft\""
-                    } else {
-                        ""
+                    match reader.meta().objective {
+                        Objective::Sft => ", or set train.objective = \"sft\"",
+                        Objective::Nsp => ", or set train.objective = \"nsp\"",
+                        _ => "",
                     }
                 ),
             ));
@@ -414,6 +419,7 @@ impl BatchSource for SftRows {
             segments: self
                 .packed
                 .then(|| Tensor::from_slice(&segments).view(shape)),
+            token_types: None,
         })
     }
     fn cursor(&self) -> DataCursor {
@@ -626,6 +632,7 @@ impl BatchSource for ClsRows {
             lengths,
             labels: Some(Tensor::from_slice(&labels)),
             segments: None,
+            token_types: None,
         })
     }
     fn cursor(&self) -> DataCursor {
@@ -641,6 +648,205 @@ impl BatchSource for ClsRows {
             position: c.position,
         })
     }
+}
+
+/// The `nsp` rows of a tokenized split (`[CLS] A [SEP] B [SEP]` of at most `seq_len` ids,
+/// their `token_type_ids` and `next_sentence_label`), streamed in a seeded order and
+/// right-padded per micro-batch ([`Rows::lengths`] tells the padding apart, token type 0 on
+/// it). A row whose label is not 0 or 1, or whose token types are not 0s then 1s, is
+/// refused naming the split and the row.
+pub struct NspRows {
+    reader: TokenReader,
+    max_len: usize,
+    vocab: usize,
+    pad: i64,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for NspRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NspRows")
+            .field("dir", &self.dir)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+impl NspRows {
+    /// Opens an `nsp` split directory for rank `rank` of `world_size`. Refuses a split of
+    /// another objective, naming its `meta.json`.
+    pub fn open(
+        dir: &Path,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(Self, SplitMeta)> {
+        let meta = SplitMeta::load(dir)?;
+        if meta.objective != Objective::Nsp.name() {
+            return Err(Error::bad_input(
+                Place::file(dir.join("meta.json")),
+                format!(
+                    "`objective` is `{}`, but train.objective = \"nsp\" trains on `nsp` rows \
+                     (input_ids + token_type_ids + next_sentence_label): tokenize with --objective nsp{}",
+                    meta.objective,
+                    match meta.objective.as_str() {
+                        "mlm" => ", or set train.objective = \"mlm\"",
+                        _ => "",
+                    }
+                ),
+            ));
+        }
+        let reader = TokenReader::open(
+            dir,
+            ReaderConfig {
+                seed,
+                rank,
+                world_size,
+                ..ReaderConfig::default()
+            },
+        )?;
+        // Padding is masked out of attention and never masked for MLM, so any id would do.
+        let pad = meta.pad_id.or(meta.eos_id).unwrap_or(0);
+        let rows = NspRows {
+            reader,
+            max_len: meta.seq_len,
+            vocab: meta.vocab_size,
+            pad,
+            dir: dir.to_path_buf(),
+        };
+        Ok((rows, meta))
+    }
+}
+
+impl BatchSource for NspRows {
+    fn row_width(&self) -> usize {
+        self.max_len
+    }
+    fn fixed_width(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> usize {
+        self.reader.rows_per_epoch() as usize
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        Ok(self.next_batch(n)?.ids)
+    }
+    fn next_batch(&mut self, n: usize) -> Result<Rows> {
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.reader.cursor();
+            let bad = |what: String| {
+                Error::bad_input(
+                    Place::file(&self.dir),
+                    format!(
+                        "row {} of epoch {} {what}; the split is damaged, rerun quern tokenize",
+                        at.position, at.epoch
+                    ),
+                )
+            };
+            match self.reader.next_row()? {
+                Row::Nsp {
+                    input_ids,
+                    token_type_ids,
+                    label,
+                } => {
+                    check_vocab(&input_ids, self.vocab, &self.dir, &at)?;
+                    if input_ids.len() < 3 || input_ids.len() > self.max_len {
+                        return Err(bad(format!(
+                            "holds {} ids, not 3 to meta.json's seq_len ({})",
+                            input_ids.len(),
+                            self.max_len
+                        )));
+                    }
+                    if !(0..=1).contains(&label) {
+                        return Err(bad(format!(
+                            "has next_sentence_label {label}, not 0 (is next) or 1 (random)"
+                        )));
+                    }
+                    let b = token_type_ids.iter().position(|&t| t != 0);
+                    let ordered = b.is_some_and(|b| token_type_ids[b..].iter().all(|&t| t == 1));
+                    if !ordered {
+                        return Err(bad("has token types that are not 0s then 1s".into()));
+                    }
+                    rows.push((input_ids, token_type_ids, label));
+                }
+                _ => return Err(Error::bug("an nsp split returned a row of another kind")),
+            }
+        }
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(n * width);
+        let mut types = Vec::with_capacity(n * width);
+        let mut lengths = Vec::with_capacity(n);
+        let mut labels = Vec::with_capacity(n);
+        for (i, t, l) in &rows {
+            ids.extend(i.iter().map(|&x| i64::from(x)));
+            ids.extend(std::iter::repeat_n(self.pad, width - i.len()));
+            types.extend(t.iter().map(|&x| i64::from(x)));
+            types.extend(std::iter::repeat_n(0i64, width - t.len()));
+            lengths.push(i.len());
+            labels.push(*l);
+        }
+        let shape = [n as i64, width as i64];
+        Ok(Rows {
+            ids: Tensor::from_slice(&ids).view(shape),
+            loss_mask: None,
+            lengths,
+            labels: Some(Tensor::from_slice(&labels)),
+            segments: None,
+            token_types: Some(Tensor::from_slice(&types).view(shape)),
+        })
+    }
+    fn cursor(&self) -> DataCursor {
+        let c = self.reader.cursor();
+        DataCursor {
+            epoch: c.epoch,
+            position: c.position,
+        }
+    }
+    fn seek(&mut self, c: DataCursor) -> Result<()> {
+        self.reader.seek(&Cursor {
+            epoch: c.epoch,
+            position: c.position,
+        })
+    }
+}
+
+/// Writes `rows` (`[CLS] A [SEP] B [SEP]` ids, their token types and the next-sentence
+/// label) as an `nsp` split in `dir`, in the layout `quern tokenize` writes: for tests and
+/// benchmarks. Rows are written as given; no `tokenizer.json` is written.
+pub fn write_nsp_split(
+    dir: &Path,
+    rows: &[(Vec<i32>, Vec<i8>, i64)],
+    seq_len: usize,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    if rows.is_empty()
+        || rows
+            .iter()
+            .any(|(i, t, _)| i.len() != t.len() || i.is_empty() || i.len() > seq_len)
+    {
+        return Err(Error::usage(
+            "nsp rows need ids and token types of the same length, 1 to seq_len ids",
+        ));
+    }
+    let mut b = RowBuilder::new(Objective::Nsp);
+    for (i, (ids, types, label)) in rows.iter().enumerate() {
+        b.push_nsp(ids, types, *label, &[format!("row-{i}")]);
+    }
+    let tokens = rows.iter().map(|r| r.0.len() as u64).sum();
+    write_split(
+        dir,
+        Objective::Nsp,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        tokens,
+        vocab_size,
+        special,
+        tokenizer,
+    )
 }
 
 /// Writes `rows` (input ids, 1 to `seq_len` of them, and a class id) as a `cls` split in

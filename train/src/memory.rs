@@ -53,6 +53,10 @@ pub fn param_count(model: &ModelConfig) -> i64 {
     if model.positions == crate::config::Positions::Learned {
         n += model.seq_len.unwrap_or(0) as i64 * d;
     }
+    if model.has_mlm_head() {
+        // BERT's MLM head: the transform's dense layer and LayerNorm, and the output bias.
+        n += d * d + 3 * d + v;
+    }
     n + model.type_vocab_size as i64 * d
 }
 

@@ -11,6 +11,10 @@
 //! [`Sft`] is causal language modelling where only response tokens count: the target at
 //! position t is id t+1, counted when `loss_mask[t+1]` is 1, so its count (the normalizer)
 //! is the number of response tokens of the whole step, however they fall into micro-batches.
+//!
+//! [`Nsp`] (BERT pretraining) has two such terms, each with its own count: the masked-LM
+//! loss over masked positions and the next-sentence loss over rows ([`Terms`]); the trainer
+//! normalises each over the whole step, so accumulation holds for both.
 
 use quern_core::{Error, Result};
 use tch::{Kind, Reduction, Tensor};
@@ -31,12 +35,44 @@ pub struct Prepared {
     pub targets: Tensor,
     /// Number of positions where the loss counts (`cls`: examples).
     pub count: i64,
-    /// `cls`: which input ids are real tokens `[B, T]` (int64 0/1); `None` otherwise.
+    /// `cls`, `nsp`: which input ids are real tokens `[B, T]` (int64 0/1); `None` otherwise.
     pub mask: Option<Tensor>,
     /// Packed `sft` rows: the conversation of each input id `[B, T]` (int64); the model
     /// attends only inside a conversation, with positions restarting at each. `None`
     /// otherwise.
     pub segments: Option<Tensor>,
+    /// `nsp`: the token types and next-sentence labels; `None` otherwise.
+    pub nsp: Option<NspParts>,
+}
+
+/// What an `nsp` micro-batch holds beside its MLM inputs and targets.
+#[derive(Debug)]
+pub struct NspParts {
+    /// Token types `[B, T]` (int64): 0 for `[CLS]` A `[SEP]`, 1 for B `[SEP]`.
+    pub token_types: Tensor,
+    /// Next-sentence labels `[B]` (int64): 0 = B follows A, 1 = B is random.
+    pub labels: Tensor,
+}
+
+impl NspParts {
+    /// Rows in the micro-batch: the NSP loss's count.
+    pub fn rows(&self) -> i64 {
+        self.labels.size().first().copied().unwrap_or(0)
+    }
+}
+
+/// A loss of two terms, each summed over its own targets: BERT pretraining's masked-LM
+/// cross-entropy (over the masked positions, [`Prepared::count`]) and next-sentence
+/// cross-entropy (over the rows). The trainer divides each by its count over the whole step
+/// and adds them, as `BertForPreTraining`'s `loss` adds the two means.
+#[derive(Debug)]
+pub struct Terms {
+    /// MLM cross-entropy summed over the masked positions (fp32 scalar with a graph).
+    pub mlm_sum: Tensor,
+    /// NSP cross-entropy summed over the rows (fp32 scalar with a graph).
+    pub nsp_sum: Tensor,
+    /// Rows whose highest NSP logit is their label (int64 scalar).
+    pub nsp_correct: Tensor,
 }
 
 /// A training objective.
@@ -90,6 +126,11 @@ pub trait Objective: Send {
     ) -> (Tensor, Option<Tensor>) {
         (self.loss_sum(model, batch, train), None)
     }
+    /// Objectives whose loss has two terms with their own counts (`nsp`): the terms of a
+    /// micro-batch. Default: `None` (one term, [`loss_sum`](Self::loss_sum)).
+    fn terms(&self, _model: &Transformer, _batch: &Prepared, _train: bool) -> Option<Terms> {
+        None
+    }
     /// The loss summed over target positions (a float32 scalar with a graph).
     fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
         let logits = model.forward(&batch.input, self.causal(), train);
@@ -126,6 +167,7 @@ impl Objective for Clm {
             count: b * (w - 1),
             mask: None,
             segments: None,
+            nsp: None,
         }
     }
 }
@@ -159,6 +201,7 @@ impl Sft {
                 count: 0,
                 mask: None,
                 segments: None,
+                nsp: None,
             };
         }
         let mut counts = mask.narrow(1, 1, w - 1).ne(0);
@@ -173,6 +216,7 @@ impl Sft {
             count: counts.sum(Kind::Int64).int64_value(&[]),
             mask: None,
             segments: segments.map(|g| g.narrow(1, 0, w - 1)),
+            nsp: None,
         }
     }
 }
@@ -295,6 +339,7 @@ impl Objective for Cls {
             count: 0,
             mask: None,
             segments: None,
+            nsp: None,
         }
     }
     fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
@@ -324,6 +369,7 @@ impl Objective for Cls {
             count: b,
             mask: Some(mask),
             segments: None,
+            nsp: None,
         })
     }
     fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
@@ -366,11 +412,30 @@ impl Objective for Mlm {
         let (_, w) = rows.size2().expect("rows are [batch, seq_len + 1]");
         // The packed row carries seq_len + 1 ids for clm; mlm uses the first seq_len.
         let input = rows.narrow(1, 0, w - 1);
+        let maskable = self.pad_id.map(|pad| input.ne(pad));
+        let (input, targets, count) = self.mask(&input, maskable.as_ref());
+        Prepared {
+            input,
+            targets,
+            count,
+            mask: None,
+            segments: None,
+            nsp: None,
+        }
+    }
+}
+
+impl Mlm {
+    /// BERT's masking of ids `[B, T]`: each position where `maskable` is true (every one
+    /// without it) is selected with `mask_prob`; of those 80% become `mask_id`, 10% a random
+    /// id and 10% stay. Returns the input, the targets (the original id where selected,
+    /// [`IGNORE`] elsewhere) and the number selected.
+    pub fn mask(&self, input: &Tensor, maskable: Option<&Tensor>) -> (Tensor, Tensor, i64) {
         let dev = input.device();
         let shape = input.size();
         let mut selected = Tensor::rand(shape.as_slice(), (Kind::Float, dev)).lt(self.mask_prob);
-        if let Some(pad) = self.pad_id {
-            selected = selected.logical_and(&input.ne(pad));
+        if let Some(m) = maskable {
+            selected = selected.logical_and(m);
         }
         let targets = input.where_self(
             &selected,
@@ -381,14 +446,135 @@ impl Objective for Mlm {
         let to_random = selected.logical_and(&r.ge(0.8)).logical_and(&r.lt(0.9));
         let random = Tensor::randint(self.vocab_size, shape.as_slice(), (Kind::Int64, dev));
         let masked = Tensor::full(shape.as_slice(), self.mask_id, (Kind::Int64, dev));
-        let input = masked.where_self(&to_mask, &random.where_self(&to_random, &input));
+        let input = masked.where_self(&to_mask, &random.where_self(&to_random, input));
         let count = selected.sum(Kind::Int64).int64_value(&[]);
+        (input, targets, count)
+    }
+}
+
+/// BERT pretraining: masked-LM on `nsp` sentence pairs (masked as [`Mlm`] masks, never on
+/// `[CLS]`, `[SEP]` or padding) plus next-sentence prediction from the pooled `[CLS]` state
+/// through the pooler and `cls.seq_relationship` ([`quern_models::head::nsp_head`]). One
+/// encoder pass with the pairs' token types and the padding masked feeds both heads; the
+/// MLM head reads only the masked positions. The step's loss is the MLM mean over the
+/// step's masked positions plus the NSP mean over its rows ([`Terms`]).
+#[derive(Debug, Clone)]
+pub struct Nsp {
+    /// The masking (probability, mask id, vocabulary, pad).
+    pub mlm: Mlm,
+    /// `[CLS]` and `[SEP]` (the split's bos and eos ids): never masked.
+    pub cls_id: i64,
+    pub sep_id: i64,
+}
+
+impl Objective for Nsp {
+    fn name(&self) -> &'static str {
+        "nsp"
+    }
+    fn causal(&self) -> bool {
+        false
+    }
+    fn shifts(&self) -> bool {
+        false
+    }
+    /// Packed rows have no pairs: see [`prepare_rows`](Self::prepare_rows).
+    fn prepare(&self, rows: &Tensor) -> Prepared {
+        let (input, targets, count) = self.mlm.mask(rows, None);
         Prepared {
             input,
             targets,
             count,
             mask: None,
             segments: None,
+            nsp: None,
+        }
+    }
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        let (Some(types), Some(labels)) = (&rows.token_types, &rows.labels) else {
+            return Err(Error::bad_config(
+                "train.objective",
+                "`nsp` trains on nsp rows (input_ids + token_type_ids + next_sentence_label), \
+                 but the data holds other rows: tokenize with --objective nsp",
+            ));
+        };
+        let (b, w) = rows
+            .ids
+            .size2()
+            .map_err(|_| Error::bug("nsp rows are [batch, width]"))?;
+        if rows.lengths.len() as i64 != b || labels.size() != [b] || types.size() != [b, w] {
+            return Err(Error::bug("nsp rows, lengths, types and labels disagree"));
+        }
+        let dev = rows.ids.device();
+        let lengths: Vec<i64> = rows.lengths.iter().map(|&l| l as i64).collect();
+        let real = Tensor::arange(w, (Kind::Int64, dev))
+            .view([1, w])
+            .lt_tensor(&Tensor::from_slice(&lengths).to_device(dev).view([b, 1]));
+        let ids = &rows.ids;
+        let maskable = real
+            .logical_and(&ids.ne(self.cls_id))
+            .logical_and(&ids.ne(self.sep_id));
+        let (input, targets, count) = self.mlm.mask(ids, Some(&maskable));
+        Ok(Prepared {
+            input,
+            targets,
+            count,
+            mask: Some(real.to_kind(Kind::Int64)),
+            segments: None,
+            nsp: Some(NspParts {
+                token_types: types.shallow_clone(),
+                labels: labels.to_device(dev),
+            }),
+        })
+    }
+    fn terms(&self, model: &Transformer, batch: &Prepared, train: bool) -> Option<Terms> {
+        let nsp = batch.nsp.as_ref()?;
+        let mask = batch.mask.as_ref()?;
+        let full = mask.ne(0).all().int64_value(&[]) != 0;
+        let extras = Extras {
+            token_types: Some(&nsp.token_types),
+            key_mask: (!full).then_some(mask),
+            ..Extras::default()
+        };
+        // Rows were checked against the model's context and vocabulary before training,
+        // and the trainer builds the NSP head before it builds the objective.
+        let hidden = model
+            .hidden(&batch.input, &extras, false, train, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // MLM logits only where a target counts: the same loss as over every position.
+        let d = hidden.size().last().copied().unwrap_or(0);
+        let at = batch
+            .targets
+            .reshape([-1])
+            .ne(IGNORE)
+            .nonzero()
+            .squeeze_dim(1);
+        let picked = hidden.reshape([-1, d]).index_select(0, &at);
+        let targets = batch.targets.reshape([-1]).index_select(0, &at);
+        let mlm_sum = model
+            .logits(&picked)
+            .to_kind(Kind::Float)
+            .cross_entropy_loss(&targets, None::<Tensor>, Reduction::Sum, IGNORE, 0.0);
+        let nsp_logits = model
+            .classify_hidden(&hidden, mask)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let nsp_sum =
+            nsp_logits.cross_entropy_loss(&nsp.labels, None::<Tensor>, Reduction::Sum, IGNORE, 0.0);
+        let nsp_correct = nsp_logits
+            .argmax(1, false)
+            .eq_tensor(&nsp.labels)
+            .sum(Kind::Int64);
+        Some(Terms {
+            mlm_sum,
+            nsp_sum,
+            nsp_correct,
+        })
+    }
+    /// The two terms added unnormalised; the trainer normalises each by its own count
+    /// through [`terms`](Self::terms) instead.
+    fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        match self.terms(model, batch, train) {
+            Some(t) => t.mlm_sum + t.nsp_sum,
+            None => Tensor::from(0f32).to_device(model.device()),
         }
     }
 }
@@ -423,6 +609,7 @@ mod tests {
             lengths: vec![5, 4],
             labels: None,
             segments: None,
+            token_types: None,
         };
         let p = Sft.prepare_rows(&rows).unwrap();
         assert_eq!(
@@ -469,6 +656,7 @@ mod tests {
                 lengths: vec![ids.len()],
                 labels: None,
                 segments: None,
+                token_types: None,
             };
             let p = Sft.prepare_rows(&rows).unwrap();
             let _g = tch::no_grad_guard();
@@ -535,6 +723,7 @@ mod tests {
                     lengths: vec![n],
                     labels: None,
                     segments: Some(Tensor::from_slice(&seg).view([1, -1])),
+                    token_types: None,
                 }
             };
             let packed = Sft.prepare_rows(&row(&convs)).unwrap();
@@ -558,6 +747,7 @@ mod tests {
                     lengths: vec![i.len()],
                     labels: None,
                     segments: None,
+                    token_types: None,
                 };
                 let p = Sft.prepare_rows(&alone).unwrap();
                 let want = model.forward(&p.input, true, false);
@@ -627,6 +817,7 @@ mod tests {
             lengths: vec![3, 2],
             labels: Some(Tensor::from_slice(&[2i64, 0])),
             segments: None,
+            token_types: None,
         };
         let weighted = Cls {
             class_weights: Some(vec![1.0, 1.0, 3.0]),

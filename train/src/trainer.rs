@@ -26,10 +26,10 @@ use tch::{Device, Tensor};
 use crate::amp::{self, AutocastGuard, LossScaler};
 use crate::checkpoint::{self, Best, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
-use crate::data::{BatchSource, ClsRows, DataCursor, Rows, SftRows, ShardRows, SplitMeta};
+use crate::data::{BatchSource, ClsRows, DataCursor, NspRows, Rows, SftRows, ShardRows, SplitMeta};
 use crate::memory;
 use crate::model::Transformer;
-use crate::objective::{Clm, Cls, Mlm, Objective, Sft};
+use crate::objective::{Clm, Cls, Mlm, Nsp, Objective, Sft};
 use crate::optim::{self, AdamW};
 use quern_models::lora::AdapterRecord;
 
@@ -60,6 +60,16 @@ pub struct StepLog {
     pub mfu: Option<f64>,
     pub skipped: bool,
     pub loss_scale: f64,
+    /// `nsp`: the step's masked-LM loss (mean over its masked positions); `loss` is this
+    /// plus `nsp_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlm_loss: Option<f64>,
+    /// `nsp`: the step's next-sentence loss (mean over its rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_loss: Option<f64>,
+    /// `nsp`: the share of the step's rows whose next-sentence prediction was right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_accuracy: Option<f64>,
 }
 
 /// One evaluation on the validation split.
@@ -75,6 +85,16 @@ pub struct EvalLog {
     /// scikit-learn's `macro` average; a class never predicted nor present counts 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macro_f1: Option<f64>,
+    /// `nsp`: the masked-LM part of `val_loss` (mean over masked positions); `val_ppl` is
+    /// its exponential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_mlm_loss: Option<f64>,
+    /// `nsp`: the next-sentence part of `val_loss` (mean over rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_nsp_loss: Option<f64>,
+    /// `nsp`: the share of validation rows whose next-sentence prediction is right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_nsp_accuracy: Option<f64>,
 }
 
 /// What a run did.
@@ -109,6 +129,10 @@ pub struct TrainReport {
     /// Whether early stopping ended the run before `train.max_steps`.
     #[serde(default)]
     pub stopped_early: bool,
+    /// What the run decided that the configuration did not say (e.g. a head initialised
+    /// fresh because `init.from` has none), as printed when it started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl TrainReport {
@@ -284,23 +308,37 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
                 class_weights: cfg.cls.class_weights.clone(),
             }))
         }
-        "mlm" => {
+        name @ ("mlm" | "nsp") => {
             let mask_id = meta.mask_id.ok_or_else(|| {
                 Error::bad_config(
                     "train.objective",
-                    "`mlm` needs a mask token, but the split's meta.json has no mask_id: tokenize with a tokenizer that has one",
+                    format!("`{name}` needs a mask token, but the split's meta.json has no mask_id: tokenize with a tokenizer that has one"),
                 )
             })?;
-            Ok(Box::new(Mlm {
+            let mlm = Mlm {
                 mask_prob: cfg.train.mask_prob,
                 mask_id,
                 vocab_size: meta.vocab_size as i64,
                 pad_id: meta.pad_id,
+            };
+            if name == "mlm" {
+                return Ok(Box::new(mlm));
+            }
+            let (Some(cls_id), Some(sep_id)) = (meta.bos_id, meta.eos_id) else {
+                return Err(Error::bad_config(
+                    "train.objective",
+                    "`nsp` needs the [CLS] and [SEP] ids (bos_id and eos_id), but the split's meta.json lacks one",
+                ));
+            };
+            Ok(Box::new(Nsp {
+                mlm,
+                cls_id,
+                sep_id,
             }))
         }
         other => Err(Error::bad_config(
             "train.objective",
-            format!("unknown objective `{other}`; available: clm, mlm, sft, cls"),
+            format!("unknown objective `{other}`; available: clm, mlm, sft, cls, nsp"),
         )),
     }
 }
@@ -333,6 +371,8 @@ pub struct Trainer {
     pub best: Option<Best>,
     /// Evaluations since `best` that did not improve on it by `train.early_stop_min_delta`.
     pub evals_since_best: u64,
+    /// `nsp`: the last step's MLM and NSP losses and NSP accuracy, for its metrics line.
+    last_terms: Option<(f64, f64, f64)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -463,6 +503,7 @@ impl Trainer {
             adapter: None,
             best: None,
             evals_since_best: 0,
+            last_terms: None,
         })
     }
 
@@ -481,6 +522,7 @@ impl Trainer {
             lengths: rows.lengths.clone(),
             labels: rows.labels.as_ref().map(|l| l.to_device(self.device)),
             segments: rows.segments.as_ref().map(|g| g.to_device(self.device)),
+            token_types: rows.token_types.as_ref().map(|t| t.to_device(self.device)),
         }
     }
 
@@ -506,6 +548,9 @@ impl Trainer {
             .collect::<Result<_>>()?;
         let total: i64 = prepared.iter().map(|p| p.count).sum();
         let denom = total.max(1) as f64;
+        if prepared.iter().any(|p| p.nsp.is_some()) {
+            return self.accumulate_terms(&prepared, total, scale);
+        }
         let mut loss_sum = Tensor::from(0f32).to_device(self.device);
         for p in &prepared {
             let sum = {
@@ -516,6 +561,40 @@ impl Trainer {
             (sum * (scale / denom)).backward();
         }
         Ok((loss_sum.double_value(&[]) / denom, total))
+    }
+
+    /// [`accumulate_rows`](Self::accumulate_rows) for objectives of two terms (`nsp`): each
+    /// term summed over the micro-batches is divided by its own count over the step (masked
+    /// positions, rows), and the loss is their sum, as `BertForPreTraining`'s. Records the
+    /// terms for the step's metrics.
+    fn accumulate_terms(
+        &mut self,
+        prepared: &[crate::objective::Prepared],
+        total: i64,
+        scale: f64,
+    ) -> Result<(f64, i64)> {
+        let rows: i64 = prepared
+            .iter()
+            .filter_map(|p| p.nsp.as_ref().map(|n| n.rows()))
+            .sum();
+        let (dm, dn) = (total.max(1) as f64, rows.max(1) as f64);
+        let zero = || Tensor::from(0f32).to_device(self.device);
+        let (mut mlm, mut nsp, mut correct) = (zero(), zero(), 0i64);
+        for p in prepared {
+            let t = {
+                let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+                self.objective
+                    .terms(&self.model, p, true)
+                    .ok_or_else(|| Error::bug("a micro-batch of a two-term step has one term"))?
+            };
+            mlm += t.mlm_sum.detach();
+            nsp += t.nsp_sum.detach();
+            correct += t.nsp_correct.int64_value(&[]);
+            (t.mlm_sum * (scale / dm) + t.nsp_sum * (scale / dn)).backward();
+        }
+        let (m, n) = (mlm.double_value(&[]) / dm, nsp.double_value(&[]) / dn);
+        self.last_terms = Some((m, n, correct as f64 / dn));
+        Ok((m + n, total))
     }
 
     /// One optimizer step on the next batch of training data.
@@ -532,7 +611,9 @@ impl Trainer {
             .map(|r| r.input_tokens(self.width as usize))
             .sum();
         let scale = self.scaler.scale;
+        self.last_terms = None;
         let (loss, _) = self.accumulate_rows(&rows, scale)?;
+        let terms = self.last_terms.take();
         let grad_norm = optim::unscale_and_clip(
             self.model.trainable_mut(),
             1.0 / scale,
@@ -577,6 +658,9 @@ impl Trainer {
             mfu,
             skipped: !finite,
             loss_scale: scale,
+            mlm_loss: terms.map(|t| t.0),
+            nsp_loss: terms.map(|t| t.1),
+            nsp_accuracy: terms.map(|t| t.2),
         })
     }
 
@@ -610,9 +694,23 @@ impl Trainer {
         tch::manual_seed(step_seed(self.cfg.train.seed ^ 0xE7A1, 0));
         let (mut sum, mut count) = (0.0, 0i64);
         let (mut gold, mut pred) = (Vec::new(), Vec::new());
+        // nsp: the NSP loss summed, the rows and the right predictions.
+        let (mut nsp_sum, mut nsp_rows, mut nsp_correct) = (0.0, 0i64, 0i64);
         for rows in all {
             let p = self.objective.prepare_rows(&self.rows_to_device(&rows))?;
             let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+            if let Some(rows) = p.nsp.as_ref().map(|n| n.rows()) {
+                let t = self
+                    .objective
+                    .terms(&self.model, &p, false)
+                    .ok_or_else(|| Error::bug("an nsp micro-batch without its terms"))?;
+                sum += t.mlm_sum.double_value(&[]);
+                count += p.count;
+                nsp_sum += t.nsp_sum.double_value(&[]);
+                nsp_rows += rows;
+                nsp_correct += t.nsp_correct.int64_value(&[]);
+                continue;
+            }
             let (loss, predicted) = self.objective.loss_and_predictions(&self.model, &p, false);
             sum += loss.double_value(&[]);
             count += p.count;
@@ -628,6 +726,19 @@ impl Trainer {
             }
         }
         let val_loss = sum / count.max(1) as f64;
+        if nsp_rows > 0 {
+            let nsp_loss = nsp_sum / nsp_rows as f64;
+            return Ok(Some(EvalLog {
+                step: self.step,
+                val_loss: val_loss + nsp_loss,
+                val_ppl: val_loss.exp(),
+                accuracy: None,
+                macro_f1: None,
+                val_mlm_loss: Some(val_loss),
+                val_nsp_loss: Some(nsp_loss),
+                val_nsp_accuracy: Some(nsp_correct as f64 / nsp_rows as f64),
+            }));
+        }
         let (accuracy, macro_f1) = match self.model.head() {
             Some(h) if !gold.is_empty() => {
                 let (a, f) = accuracy_macro_f1(&gold, &pred, h.num_labels);
@@ -641,6 +752,9 @@ impl Trainer {
             val_ppl: val_loss.exp(),
             accuracy,
             macro_f1,
+            val_mlm_loss: None,
+            val_nsp_loss: None,
+            val_nsp_accuracy: None,
         }))
     }
 
@@ -817,10 +931,18 @@ fn evaluate_and_log(
     let Some(e) = trainer.evaluate()? else {
         return Ok(false);
     };
-    bar.println(match (e.accuracy, e.macro_f1) {
-        (Some(a), Some(f)) => format!(
+    bar.println(match (e.accuracy, e.macro_f1, e.val_nsp_accuracy) {
+        (Some(a), Some(f), _) => format!(
             "step {}: val loss {:.4} accuracy {:.4} macro-F1 {:.4}",
             e.step, e.val_loss, a, f
+        ),
+        (_, _, Some(a)) => format!(
+            "step {}: val loss {:.4} (MLM {:.4}, NSP {:.4}) NSP accuracy {:.4}",
+            e.step,
+            e.val_loss,
+            e.val_mlm_loss.unwrap_or(f64::NAN),
+            e.val_nsp_loss.unwrap_or(f64::NAN),
+            a
         ),
         _ => format!(
             "step {}: val loss {:.4} ppl {:.2}",
@@ -892,6 +1014,10 @@ fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSo
     }
     if objective == "sft" {
         let (rows, meta) = SftRows::open(dir, seed, 0, 1)?;
+        return Ok((Box::new(rows), meta));
+    }
+    if objective == "nsp" {
+        let (rows, meta) = NspRows::open(dir, seed, 0, 1)?;
         return Ok((Box::new(rows), meta));
     }
     let (rows, meta) = ShardRows::open(dir, seed, 0, 1)?;
@@ -980,8 +1106,45 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         Some(w) => resolve_init(&cfg.model, w, &meta, &cfg.data.train)?,
         None => resolve_model(&cfg.model, &meta)?,
     };
-    model_cfg.head = if cfg.train.objective == "cls" {
-        Some(resolve_head(cfg, &model_cfg, &meta)?)
+    model_cfg.head = match cfg.train.objective.as_str() {
+        "cls" => Some(resolve_head(cfg, &model_cfg, &meta)?),
+        "nsp" => Some(quern_models::head::nsp_head()),
+        _ => None,
+    };
+    if cfg.train.objective == "nsp" && !(model_cfg.post_norm && model_cfg.type_vocab_size >= 2) {
+        return Err(Error::bad_config(
+            if cfg.init.from.is_some() {
+                "init.from"
+            } else {
+                "model.type_vocab_size"
+            },
+            format!(
+                "`nsp` pretrains a BERT-like encoder (post_norm = true, type_vocab_size >= 2, \
+                 for the pairs' token types), but the model is {} with type_vocab_size {}{}",
+                model_cfg.family(),
+                model_cfg.type_vocab_size,
+                if cfg.init.from.is_some() {
+                    ""
+                } else {
+                    ": set model.post_norm = true, model.type_vocab_size = 2 (and mlp = \"gelu_erf\", bias = true for BERT)"
+                }
+            ),
+        ));
+    }
+    let mut notes = Vec::new();
+    let src_mlm_head = init.as_ref().is_some_and(|w| w.meta.config.has_mlm_head());
+    model_cfg.mlm_head = if matches!(cfg.train.objective.as_str(), "mlm" | "nsp") {
+        let on = cfg
+            .model
+            .mlm_head
+            .unwrap_or(src_mlm_head || model_cfg.post_norm);
+        if on && init.is_some() && !src_mlm_head {
+            notes.push(
+                "init.from has no MLM head (cls.predictions.*): BERT's MLM head (mlm_head.*) is initialised fresh"
+                    .to_string(),
+            );
+        }
+        on.then_some(true)
     } else {
         None
     };
@@ -993,6 +1156,15 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         }),
         _ => false,
     };
+    if cfg.train.objective == "nsp" && init.is_some() && !keep_source_head {
+        notes.push(
+            "init.from has no NSP head (pooler and cls.seq_relationship): the NSP head (head.*) is initialised fresh"
+                .to_string(),
+        );
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
     if let Some(lora) = &cfg.lora {
@@ -1005,7 +1177,9 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     if let Some(w) = &init {
         let mut params = quern_models::transformer::ParamStore::default();
         for p in &trainer.model.params().params {
-            if keep_source_head || !p.name.starts_with(quern_models::head::PREFIX) {
+            let fresh = (!keep_source_head && p.name.starts_with(quern_models::head::PREFIX))
+                || (!src_mlm_head && p.name.starts_with(quern_models::mlm_head::PREFIX));
+            if !fresh {
                 params.params.push(quern_models::transformer::Param {
                     name: p.name.clone(),
                     tensor: p.tensor.shallow_clone(),
@@ -1020,6 +1194,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
                 base: fs::canonicalize(&w.path).at(&w.path)?,
                 base_hash: quern_models::lora::weights_hash(&w.tensors),
                 head: model_cfg.head.clone(),
+                mlm_head: model_cfg.has_mlm_head(),
             });
         }
     }
@@ -1103,7 +1278,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         }
         if opts.stop_after == Some(step) {
             bar.abandon();
-            return Ok(report(
+            return Ok(report_with_notes(
+                notes,
                 &trainer,
                 &objective_name,
                 start_step,
@@ -1121,7 +1297,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         last_ckpt = Some(trainer.save_checkpoint()?);
     }
     bar.finish();
-    let mut r = report(
+    let mut r = report_with_notes(
+        notes,
         &trainer,
         &objective_name,
         start_step,
@@ -1136,7 +1313,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     Ok(r)
 }
 
-fn report(
+fn report_with_notes(
+    notes: Vec<String>,
     t: &Trainer,
     objective: &str,
     start_step: u64,
@@ -1175,6 +1353,7 @@ fn report(
             (t.best.is_some() && t.cfg.checkpoint.keep_best && d.exists()).then_some(d)
         },
         stopped_early: false,
+        notes,
     }
 }
 

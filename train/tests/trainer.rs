@@ -130,6 +130,7 @@ impl Objective for NoSpaces {
             count,
             mask: None,
             segments: None,
+            nsp: None,
         }
     }
 }

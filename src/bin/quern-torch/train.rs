@@ -63,6 +63,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "val loss {:.4}, accuracy {acc:.4}, macro-F1 {f1:.4}",
                 e.val_loss
             ),
+            _ if e.val_nsp_accuracy.is_some() => println!(
+                "val loss {:.4} = MLM {:.4} (perplexity {:.2}) + NSP {:.4}, NSP accuracy {:.4}",
+                e.val_loss,
+                e.val_mlm_loss.unwrap_or(f64::NAN),
+                e.val_ppl,
+                e.val_nsp_loss.unwrap_or(f64::NAN),
+                e.val_nsp_accuracy.unwrap_or(f64::NAN)
+            ),
             _ => println!("val loss {:.4}, perplexity {:.2}", e.val_loss, e.val_ppl),
         }
     }
