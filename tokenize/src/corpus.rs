@@ -260,6 +260,12 @@ impl TokenizeConfig {
                     ),
                 ));
             }
+            if self.add_bos {
+                return Err(Error::bad_config(
+                    "add_bos",
+                    "nsp rows always start with [CLS], the beginning-of-text token: leave add_bos out",
+                ));
+            }
             if !(0.0..=1.0).contains(&self.nsp_short_seq_prob) {
                 return Err(Error::bad_config(
                     "nsp_short_seq_prob",

@@ -916,8 +916,14 @@ fn nsp_rejects_what_cannot_pair_and_says_why() {
     let mut bad = cfg.clone();
     bad.objective = Objective::Mlm;
     bad.nsp_seed = 1;
-    let e = tokenize_corpus(&[input], &dir.path().join("bad"), &bad)
+    let e = tokenize_corpus(std::slice::from_ref(&input), &dir.path().join("bad"), &bad)
         .unwrap_err()
         .to_string();
     assert!(e.contains("nsp_seed") && e.contains("nsp only"), "{e}");
+    let mut bos = cfg.clone();
+    bos.add_bos = true;
+    let e = tokenize_corpus(&[input], &dir.path().join("bos"), &bos)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("add_bos") && e.contains("[CLS]"), "{e}");
 }
