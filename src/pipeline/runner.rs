@@ -176,6 +176,9 @@ fn ingest_options(p: &Pipeline) -> Result<quern_ingest::IngestOptions> {
     if let Some(f) = &i.source {
         v["source"] = f.clone().into();
     }
+    if let Some(b) = i.max_page_bytes {
+        v["max_page_bytes"] = b.into();
+    }
     serde_json::from_value(v).map_err(|e| Error::bad_config("input", e.to_string()))
 }
 
@@ -730,12 +733,16 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
 
     // Every unit of every phase is committed: check the books, drop the work tables.
     let mut accounting = manifest.compute_accounting();
-    // Stages in pipeline order (units list them per phase).
+    // Stages in pipeline order (units list them per phase), after the reader's own
+    // rejections (WARC input).
     accounting.stages.sort_by_key(|s| {
+        if s.stage == quern_ingest::READER_STAGE && !names.contains(&s.stage) {
+            return 0;
+        }
         names
             .iter()
             .position(|n| *n == s.stage)
-            .unwrap_or(usize::MAX)
+            .map_or(usize::MAX, |p| p + 1)
     });
     accounting
         .check()

@@ -215,7 +215,7 @@ fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
 /// but incomplete build. A build that had already finished (so the resume would test
 /// nothing) is thrown away and killed again earlier; one killed before it claimed `out`,
 /// again later. Returns how many units the killed build had committed.
-fn kill_mid_build(pipeline: &Path, out: &Path, delay_ms: u64) -> usize {
+pub(crate) fn kill_mid_build(pipeline: &Path, out: &Path, delay_ms: u64) -> usize {
     let (mut early, mut late) = (0u64, None::<u64>);
     let mut delay = delay_ms;
     for _attempt in 0..12 {

@@ -35,3 +35,4 @@ mod sweep;
 mod tokenize;
 #[cfg(feature = "torch")]
 mod train;
+mod web;
