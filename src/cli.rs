@@ -46,6 +46,9 @@ pub enum Command {
     /// Turn an outside model (a GGUF file, a Hugging Face directory) or a quern checkpoint
     /// into a quern model directory: model.json, model.safetensors, tokenizer.json.
     Import(crate::cmd::import::Args),
+    /// Write a model for the tools users deploy with: a Hugging Face directory that
+    /// transformers loads (Llama, GPT-2, BERT), or a GGUF file for llama.cpp (f32 to q4_0).
+    Export(crate::cmd::export::Args),
     /// Fold a LoRA run's adapters into its base model's weights (fp32) and write a quern
     /// model directory, atomically; the base is the one the run recorded (or --base),
     /// checked by weights hash.

@@ -974,8 +974,9 @@ pub struct ImportedLlama {
     pub config: ModelConfig,
     /// f32 CPU tensors under quern's parameter names (see [`crate::transformer`]).
     pub weights: Vec<(String, Tensor)>,
-    /// A Hugging Face `tokenizer.json` ([`tokenizer_json`]).
-    pub tokenizer_json: String,
+    /// A Hugging Face `tokenizer.json` ([`tokenizer_json`]); `None` when the file carries
+    /// no tokenizer (no `tokenizer.ggml.model`).
+    pub tokenizer_json: Option<String>,
     /// `tokenizer.chat_template`.
     pub chat_template: Option<String>,
     /// `tokenizer.ggml.bos_token_id`.
@@ -1006,7 +1007,10 @@ pub fn import_llama_file(file: &GgufFile) -> Result<ImportedLlama> {
     }
     let config = llama_config(file)?;
     let weights = llama_weights(file, &config)?;
-    let tokenizer_json = tokenizer_json(file)?;
+    let tokenizer_json = match file.get("tokenizer.ggml.model") {
+        Some(_) => Some(tokenizer_json(file)?),
+        None => None,
+    };
     let id = |key: &str| -> Result<Option<u32>> {
         file.opt(key, GgufFile::u64)?
             .map(|v| {
@@ -1139,7 +1143,13 @@ fn llama_config(file: &GgufFile) -> Result<ModelConfig> {
 /// this puts them back in the half-rotation order: within a head of `hd` rows, new row
 /// `i * hd/2 + j` is file row `2 j + i` (transformers' `reverse_permute_weights`). Rows of
 /// `cols` values are appended to `out`.
-fn push_unpermuted(out: &mut Vec<f32>, w: &[f32], n_head: usize, hd: usize, cols: usize) {
+pub(crate) fn push_unpermuted(
+    out: &mut Vec<f32>,
+    w: &[f32],
+    n_head: usize,
+    hd: usize,
+    cols: usize,
+) {
     let half = hd / 2;
     for h in 0..n_head {
         for i in 0..2 {
@@ -1276,7 +1286,7 @@ fn bytes_to_unicode() -> [char; 256] {
 
 /// The split regexes transformers puts before `ByteLevel` for some `tokenizer.ggml.pre` values
 /// (`GGUF_PRE_TOKENIZER_SPLITS` in `transformers/integrations/gguf/gguf_tokenizer_mapping.py`).
-fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
+pub(crate) fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -2352,7 +2362,8 @@ mod tests {
             (Some(1), Some(2), Some(2), false)
         );
         assert!(m.chat_template.unwrap().contains("<|im_start|>"));
-        let tok = tokenizers::Tokenizer::from_bytes(m.tokenizer_json.as_bytes()).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(m.tokenizer_json.as_ref().unwrap().as_bytes())
+            .unwrap();
         // The ids transformers gives (AutoTokenizer.from_pretrained(dir, gguf_file=...)).
         let enc = |s: &str| tok.encode(s, true).unwrap().get_ids().to_vec();
         assert_eq!(enc("Hello world"), [19556, 905]);

@@ -11,7 +11,11 @@
 //!   `tokenizer.json`), and loading a model from any source quern reads.
 //! - [`gguf`]: GGUF files (llama.cpp's format): metadata, Q4_0/Q4_1/Q8_0/F16/F32 tensors,
 //!   the tokenizer and chat template they carry.
+//! - [`gguf_export`]: GGUF files out (`quern export --format gguf`), Llama architecture,
+//!   F32/F16/BF16/Q8_0/Q4_0/Q4_1, with the tokenizer and chat template.
 //! - [`hf`]: Hugging Face directories (BERT layout: `config.json`, `model.safetensors`).
+//! - [`hf_export`]: Hugging Face directories out (`quern export --format hf`): Llama,
+//!   GPT-2 and BERT classes that `transformers` loads.
 //! - [`generate`]: batched KV-cache generation with sampling, the library API that
 //!   `quern generate`, evaluation and reinforcement learning call.
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja), from `quern-tokenize`.
@@ -25,8 +29,10 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_export;
 pub mod head;
 pub mod hf;
+pub mod hf_export;
 pub mod lora;
 pub mod mlm_head;
 pub mod store;

@@ -195,7 +195,7 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
                 path: path.to_path_buf(),
                 meta,
                 tensors: imp.weights.into_iter().collect(),
-                tokenizer_json: Some(imp.tokenizer_json),
+                tokenizer_json: imp.tokenizer_json,
             })
         }
         SourceKind::HuggingFace => crate::hf::load_weights(path),
@@ -390,6 +390,37 @@ pub fn save(
     tokenizer_json: Option<&str>,
     force: bool,
 ) -> Result<()> {
+    write_dir_atomically(dir, force, |tmp| {
+        let cpu: Vec<(String, Tensor)> = weights
+            .iter()
+            .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+            .collect();
+        let wpath = tmp.join(WEIGHTS);
+        Tensor::write_safetensors(&cpu, &wpath)
+            .map_err(|e| Error::usage(format!("writing {}: {e}", wpath.display())))?;
+        sync_file(&wpath)?;
+        let mpath = tmp.join(MODEL_JSON);
+        fs::write(&mpath, serde_json::to_vec_pretty(meta)?).at(&mpath)?;
+        sync_file(&mpath)?;
+        if let Some(j) = tokenizer_json {
+            let tpath = tmp.join(TOKENIZER);
+            fs::write(&tpath, j).at(&tpath)?;
+            sync_file(&tpath)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the directory `dir` atomically: `fill` writes (and fsyncs) its files into a hidden
+/// temporary directory beside it (`.NAME.tmp-PID`), which is then renamed into place, so an
+/// interrupted writer leaves nothing at `dir`. An existing `dir` is refused unless `force`
+/// (then it is replaced whole, after the new one is complete); temporary directories that
+/// killed writers of the same name left are removed first.
+pub fn write_dir_atomically(
+    dir: &Path,
+    force: bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     if dir.exists() && !force {
         return Err(Error::usage(format!(
             "{} already exists; pass --force to replace it",
@@ -412,22 +443,7 @@ pub fn save(
     remove_stale_temporaries(parent, &name)?;
     fs::create_dir_all(&tmp).at(&tmp)?;
     let result = (|| {
-        let cpu: Vec<(String, Tensor)> = weights
-            .iter()
-            .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
-            .collect();
-        let wpath = tmp.join(WEIGHTS);
-        Tensor::write_safetensors(&cpu, &wpath)
-            .map_err(|e| Error::usage(format!("writing {}: {e}", wpath.display())))?;
-        sync_file(&wpath)?;
-        let mpath = tmp.join(MODEL_JSON);
-        fs::write(&mpath, serde_json::to_vec_pretty(meta)?).at(&mpath)?;
-        sync_file(&mpath)?;
-        if let Some(j) = tokenizer_json {
-            let tpath = tmp.join(TOKENIZER);
-            fs::write(&tpath, j).at(&tpath)?;
-            sync_file(&tpath)?;
-        }
+        fill(&tmp)?;
         quern_core::shard::sync_dir(&tmp)?;
         // Test hook (debug builds only): die with every file written but not yet in place.
         #[cfg(debug_assertions)]

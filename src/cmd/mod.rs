@@ -5,6 +5,7 @@ pub mod build;
 pub mod demo;
 pub mod doctor;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod import;
 pub mod ingest;
@@ -34,6 +35,7 @@ impl Command {
                 | Command::Train(_)
                 | Command::Sweep(_)
                 | Command::Import(_)
+                | Command::Export(_)
                 | Command::Merge(_)
                 | Command::Generate(_)
                 | Command::Eval(_)

@@ -12,6 +12,8 @@ mod docs;
 mod eval;
 #[cfg(feature = "torch")]
 mod eval_gen;
+#[cfg(feature = "torch")]
+mod export;
 mod filters;
 mod ingest;
 mod labeling;

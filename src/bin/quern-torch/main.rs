@@ -10,6 +10,7 @@ use quern::cli::{Cli, Command};
 mod demo;
 mod doctor;
 mod eval;
+mod export;
 mod generate;
 mod import;
 mod merge;
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),

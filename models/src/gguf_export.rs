@@ -1,0 +1,607 @@
+//! GGUF files out (`quern export --format gguf`): a Llama-like model as llama.cpp's
+//! converter writes one, so that llama.cpp, Ollama and `transformers`' GGUF loader read it.
+//!
+//! The file is GGUF version 3: the header, the metadata, the tensor table, then each
+//! tensor's data at a 32-byte boundary. What goes in:
+//!
+//! - `general.*`: `architecture = "llama"`, `name`, `alignment`, `file_type` (llama.cpp's
+//!   `LLAMA_FTYPE`: 0 all F32, 1 mostly F16, 2 Q4_0, 3 Q4_1, 7 Q8_0, 32 BF16).
+//! - `llama.*`: context, embedding and feed-forward lengths, block count, head counts,
+//!   `rope.freq_base`, `rope.dimension_count`, `attention.layer_norm_rms_epsilon`,
+//!   `vocab_size`.
+//! - `tokenizer.ggml.*` from the model's `tokenizer.json` (byte-level BPE only, as
+//!   [`crate::gguf::tokenizer_json`] reads): `model = "gpt2"`, `pre` (the name of the split
+//!   regex the tokenizer uses, `gpt2` for plain `ByteLevel`), `tokens` in id order, `token_type`
+//!   (1 normal, 3 control for special added tokens, 4 user-defined for the other added ones),
+//!   `merges`, the bos/eos/padding ids, `add_bos_token`, and `chat_template`.
+//! - Tensors under llama.cpp's names (`token_embd`, `blk.N.attn_q`, ..., `output_norm`,
+//!   `output` when untied), with q and k rows permuted into llama.cpp's interleaved rotary
+//!   order (the inverse of the import's un-permutation). Norms stay F32; matrices take the
+//!   requested type. Q8_0, Q4_0 and Q4_1 are quantized with ggml's reference rounding
+//!   (`quantize_row_*_ref`), 32 values a block along each row, so a row's length must be a
+//!   multiple of 32.
+//!
+//! The file is written to a temporary file beside it, fsynced and renamed: an interrupted
+//! export leaves nothing at the destination.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use quern_core::error::IoContext;
+use quern_core::{Error, Result};
+use serde_json::Value as Json;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Mlp, ModelConfig, Norm, Positions};
+use crate::gguf::Value;
+use crate::hf_export::Exported;
+use crate::store::ModelMeta;
+
+const ALIGNMENT: usize = 32;
+const BLOCK: usize = 32;
+
+/// The type of the exported matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufType {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl GgufType {
+    /// The ggml type id.
+    fn id(self) -> u32 {
+        match self {
+            GgufType::F32 => 0,
+            GgufType::F16 => 1,
+            GgufType::Q4_0 => 2,
+            GgufType::Q4_1 => 3,
+            GgufType::Q8_0 => 8,
+            GgufType::Bf16 => 30,
+        }
+    }
+    /// llama.cpp's `general.file_type`.
+    fn file_type(self) -> u32 {
+        match self {
+            GgufType::F32 => 0,
+            GgufType::F16 => 1,
+            GgufType::Q4_0 => 2,
+            GgufType::Q4_1 => 3,
+            GgufType::Q8_0 => 7,
+            GgufType::Bf16 => 32,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufType::F32 => "F32",
+            GgufType::F16 => "F16",
+            GgufType::Bf16 => "BF16",
+            GgufType::Q8_0 => "Q8_0",
+            GgufType::Q4_0 => "Q4_0",
+            GgufType::Q4_1 => "Q4_1",
+        }
+    }
+    fn quantized(self) -> bool {
+        matches!(self, GgufType::Q8_0 | GgufType::Q4_0 | GgufType::Q4_1)
+    }
+}
+
+/// Checks that `c` is a Llama-like decoder; otherwise the key in the way.
+fn check_llama(c: &ModelConfig) -> Result<()> {
+    let refuse = |key: &str, msg: &str| Err(Error::bad_config(format!("model.{key}"), msg));
+    if c.post_norm || c.type_vocab_size > 0 {
+        return refuse(
+            "post_norm",
+            "GGUF export writes Llama-architecture decoders; this is a BERT-like encoder",
+        );
+    }
+    if c.positions != Positions::Rotary || c.norm != Norm::RmsNorm || c.mlp != Mlp::SwiGlu {
+        return refuse(
+            "positions",
+            "GGUF export writes the llama architecture: rotary positions, rmsnorm and swiglu \
+             (export a GPT-2-like model with --format hf)",
+        );
+    }
+    if c.bias {
+        return refuse("bias", "llama has no biases");
+    }
+    if c.head.is_some() {
+        return refuse(
+            "head",
+            "llama.cpp's llama architecture has no classification head",
+        );
+    }
+    if c.has_mlm_head() {
+        return refuse("mlm_head", "llama has no MLM head");
+    }
+    Ok(())
+}
+
+/// llama.cpp's converter's `permute`: within each head of `hd` rows, file row `2 j + i` is
+/// half-rotation row `i * hd/2 + j`.
+fn permute(w: &Tensor, n_head: i64) -> Tensor {
+    let (rows, cols) = w.size2().unwrap_or((0, 0));
+    w.reshape([n_head, 2, rows / n_head / 2, cols])
+        .transpose(1, 2)
+        .reshape([rows, cols])
+}
+
+/// The tensors under llama.cpp's names, in the converter's order.
+fn llama_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    let map: HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let get = |n: &str| -> Result<Tensor> {
+        map.get(n)
+            .map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float))
+            .ok_or_else(|| Error::bug(format!("gguf export: the model has no tensor `{n}`")))
+    };
+    let hd = c.head_dim() as i64;
+    let (heads, kv) = (c.heads as i64, c.kv_heads() as i64);
+    let mut out = vec![("token_embd.weight".to_string(), get("tok_emb.weight")?)];
+    for i in 0..c.layers {
+        let (b, q) = (format!("blk.{i}"), format!("blocks.{i}"));
+        out.push((
+            format!("{b}.attn_norm.weight"),
+            get(&format!("{q}.ln1.weight"))?,
+        ));
+        let qkv = get(&format!("{q}.attn.qkv.weight"))?;
+        let parts = qkv.split_with_sizes([heads * hd, kv * hd, kv * hd], 0);
+        out.push((format!("{b}.attn_q.weight"), permute(&parts[0], heads)));
+        out.push((format!("{b}.attn_k.weight"), permute(&parts[1], kv)));
+        out.push((format!("{b}.attn_v.weight"), parts[2].shallow_clone()));
+        for (ours, theirs) in [
+            ("attn.proj", "attn_output"),
+            ("ln2", "ffn_norm"),
+            ("mlp.gate", "ffn_gate"),
+            ("mlp.up", "ffn_up"),
+            ("mlp.out", "ffn_down"),
+        ] {
+            out.push((
+                format!("{b}.{theirs}.weight"),
+                get(&format!("{q}.{ours}.weight"))?,
+            ));
+        }
+    }
+    out.push(("output_norm.weight".into(), get("ln_f.weight")?));
+    if !c.tie_embeddings {
+        out.push(("output.weight".into(), get("lm_head.weight")?));
+    }
+    Ok(out)
+}
+
+// --- quantization (ggml's reference rounding) ---------------------------------------------
+
+fn f16_bits(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+/// `quantize_row_q8_0_ref`: per block of 32, d = max|x| / 127, q = round(x / d).
+fn q8_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks(BLOCK) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16_bits(d));
+        out.extend(b.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+}
+
+/// `quantize_row_q4_0_ref`: d = (the value of largest magnitude) / -8, q = min(15, x/d + 8.5)
+/// truncated; the first 16 values in the low nibbles, the last 16 in the high ones.
+fn q4_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks(BLOCK) {
+        let mut amax = 0f32;
+        let mut max = 0f32;
+        for &v in b {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16_bits(d));
+        for j in 0..BLOCK / 2 {
+            let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+            out.push(q(b[j]) | (q(b[j + BLOCK / 2]) << 4));
+        }
+    }
+}
+
+/// `quantize_row_q4_1_ref`: d = (max - min) / 15, m = min, q = min(15, (x - m)/d + 0.5)
+/// truncated.
+fn q4_1(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks(BLOCK) {
+        let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16_bits(d));
+        out.extend(f16_bits(min));
+        for j in 0..BLOCK / 2 {
+            let q = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+            out.push(q(b[j]) | (q(b[j + BLOCK / 2]) << 4));
+        }
+    }
+}
+
+/// A tensor's bytes in `ty` (1-D tensors stay F32, as llama.cpp keeps norms).
+fn encode(name: &str, t: &Tensor, ty: GgufType) -> Result<(u32, Vec<u8>)> {
+    let ty = if t.dim() < 2 { GgufType::F32 } else { ty };
+    let numel = t.numel();
+    if ty.quantized() {
+        let cols = *t.size().last().unwrap_or(&0) as usize;
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(Error::usage(format!(
+                "tensor `{name}` has rows of {cols} values; {} quantizes blocks of {BLOCK} \
+                 along a row, so rows must be a multiple of {BLOCK} (export with --dtype f16 \
+                 or f32)",
+                ty.name()
+            )));
+        }
+        let x = Vec::<f32>::try_from(t.contiguous().view([-1]))
+            .map_err(|e| Error::bug(format!("gguf export: reading `{name}`: {e}")))?;
+        let mut out = Vec::with_capacity(numel);
+        match ty {
+            GgufType::Q8_0 => q8_0(&x, &mut out),
+            GgufType::Q4_0 => q4_0(&x, &mut out),
+            _ => q4_1(&x, &mut out),
+        }
+        return Ok((ty.id(), out));
+    }
+    let (kind, size) = match ty {
+        GgufType::F16 => (Kind::Half, 2),
+        GgufType::Bf16 => (Kind::BFloat16, 2),
+        _ => (Kind::Float, 4),
+    };
+    let t = t.to_kind(kind).contiguous();
+    let mut out = vec![0u8; numel * size];
+    t.f_copy_data_u8(&mut out, numel)
+        .map_err(|e| Error::bug(format!("gguf export: reading `{name}`: {e}")))?;
+    Ok((ty.id(), out))
+}
+
+// --- tokenizer metadata ----------------------------------------------------------------------
+
+/// `tokenizer.ggml.*` from a `tokenizer.json` (byte-level BPE).
+fn tokenizer_kvs(
+    meta: &ModelMeta,
+    json_text: &str,
+    vocab_size: usize,
+) -> Result<Vec<(String, Value)>> {
+    let bad = |msg: String| Error::usage(format!("the model's tokenizer.json: {msg}"));
+    let doc: Json = serde_json::from_str(json_text).map_err(|e| bad(e.to_string()))?;
+    let model = &doc["model"];
+    if model["type"] != "BPE" {
+        return Err(bad(format!(
+            "GGUF export writes byte-level BPE tokenizers (`gpt2`); this one is {}",
+            model["type"]
+        )));
+    }
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
+    let mut tokens: Vec<Option<String>> = vec![None; vocab_size];
+    let mut types = vec![1i32; vocab_size];
+    let mut place = |id: u64, t: &str, ty: Option<i32>| -> Result<()> {
+        let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+            bad(format!(
+                "token `{t}` has id {id}, past the model's vocabulary of {vocab_size}"
+            ))
+        })?;
+        *slot = Some(t.to_string());
+        if let Some(ty) = ty {
+            types[id as usize] = ty;
+        }
+        Ok(())
+    };
+    for (t, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad(format!("the id of `{t}` is not a number")))?;
+        place(id, t, None)?;
+    }
+    for a in doc["added_tokens"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let (Some(id), Some(t)) = (a["id"].as_u64(), a["content"].as_str()) else {
+            continue;
+        };
+        let special = a["special"].as_bool().unwrap_or(false);
+        place(id, t, Some(if special { 3 } else { 4 }))?;
+    }
+    // Rows of the embedding past the tokenizer's ids (vocabularies rounded up) get
+    // placeholder tokens of type 5 (unused), which no merge produces, as llama.cpp's
+    // converter pads.
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Value::Str(t.unwrap_or_else(|| {
+                types[i] = 5;
+                format!("[PAD{i}]")
+            }))
+        })
+        .collect();
+    let merges: Vec<Value> = model["merges"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => Ok(Value::Str(s.clone())),
+            Json::Array(p) if p.len() == 2 => Ok(Value::Str(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or_default(),
+                p[1].as_str().unwrap_or_default()
+            ))),
+            other => Err(bad(format!(
+                "a merge is neither \"a b\" nor [a, b]: {other}"
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    let pre = pre_name(&doc["pre_tokenizer"]).ok_or_else(|| {
+        bad(format!(
+            "its pre-tokenizer {} has no GGUF `tokenizer.ggml.pre` name quern knows",
+            doc["pre_tokenizer"]
+        ))
+    })?;
+    let mut kvs = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::Str("gpt2".into()),
+        ),
+        ("tokenizer.ggml.pre".to_string(), Value::Str(pre.into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
+    ];
+    let sp = &meta.special;
+    for (key, id) in [
+        ("bos_token_id", sp.bos),
+        ("eos_token_id", sp.eos.first().copied()),
+        ("padding_token_id", sp.pad),
+    ] {
+        if let Some(id) = id {
+            kvs.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
+        }
+    }
+    kvs.push((
+        "tokenizer.ggml.add_bos_token".into(),
+        Value::Bool(sp.add_bos),
+    ));
+    if let Some(t) = &meta.chat_template {
+        kvs.push(("tokenizer.chat_template".into(), Value::Str(t.clone())));
+    }
+    Ok(kvs)
+}
+
+/// The `tokenizer.ggml.pre` name of a pre-tokenizer: `gpt2` for plain `ByteLevel` with its
+/// regex, else the name whose split regex it uses ([`crate::gguf`]'s table).
+fn pre_name(pre: &Json) -> Option<&'static str> {
+    if pre["type"] == "ByteLevel" && pre["use_regex"] != false {
+        return Some("gpt2");
+    }
+    let regex = pre["pretokenizers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["type"] == "Split")?["pattern"]["Regex"]
+        .as_str()?;
+    ["llama-bpe", "tekken", "qwen2", "qwen35", "gpt-4o"]
+        .into_iter()
+        .find(|n| crate::gguf::pre_tokenizer_split(n) == Some(regex))
+}
+
+// --- the file --------------------------------------------------------------------------------
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend((s.len() as u64).to_le_bytes());
+    b.extend(s.as_bytes());
+}
+
+fn put_value(b: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => b.push(*x),
+        Value::I8(x) => b.extend(x.to_le_bytes()),
+        Value::U16(x) => b.extend(x.to_le_bytes()),
+        Value::I16(x) => b.extend(x.to_le_bytes()),
+        Value::U32(x) => b.extend(x.to_le_bytes()),
+        Value::I32(x) => b.extend(x.to_le_bytes()),
+        Value::F32(x) => b.extend(x.to_le_bytes()),
+        Value::Bool(x) => b.push(u8::from(*x)),
+        Value::Str(s) => put_str(b, s),
+        Value::Array(items) => {
+            b.extend(items.first().map_or(4, Value::type_id).to_le_bytes());
+            b.extend((items.len() as u64).to_le_bytes());
+            for i in items {
+                put_value(b, i);
+            }
+        }
+        Value::U64(x) => b.extend(x.to_le_bytes()),
+        Value::I64(x) => b.extend(x.to_le_bytes()),
+        Value::F64(x) => b.extend(x.to_le_bytes()),
+    }
+}
+
+fn pad(b: &mut Vec<u8>) {
+    while !b.len().is_multiple_of(ALIGNMENT) {
+        b.push(0);
+    }
+}
+
+/// Writes the Llama-like model `meta` describes, with `weights` under quern's names, as a
+/// GGUF file at `out` with matrices in `ty`.
+pub fn export(
+    meta: &ModelMeta,
+    weights: &[(String, Tensor)],
+    tokenizer_json: Option<&str>,
+    out: &Path,
+    ty: GgufType,
+    force: bool,
+) -> Result<Exported> {
+    let c = &meta.config;
+    check_llama(c)?;
+    if out.exists() && !force {
+        return Err(Error::usage(format!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    let vocab = c.vocab_size.unwrap_or(0);
+    let seq_len = c.seq_len.unwrap_or(0);
+    let name = meta.source.as_deref().unwrap_or("quern model").to_string();
+    let u32v = |n: usize| Value::U32(n as u32);
+    let mut kvs: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::Str("llama".into())),
+        ("general.name".into(), Value::Str(name)),
+        ("general.alignment".into(), Value::U32(ALIGNMENT as u32)),
+        ("general.file_type".into(), Value::U32(ty.file_type())),
+        ("llama.context_length".into(), u32v(seq_len)),
+        ("llama.embedding_length".into(), u32v(c.dim)),
+        ("llama.block_count".into(), u32v(c.layers)),
+        ("llama.feed_forward_length".into(), u32v(c.hidden())),
+        ("llama.attention.head_count".into(), u32v(c.heads)),
+        ("llama.attention.head_count_kv".into(), u32v(c.kv_heads())),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(c.rope_theta as f32),
+        ),
+        ("llama.rope.dimension_count".into(), u32v(c.head_dim())),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(c.norm_eps() as f32),
+        ),
+        ("llama.vocab_size".into(), u32v(vocab)),
+    ];
+    if let Some(j) = tokenizer_json {
+        kvs.extend(tokenizer_kvs(meta, j, vocab)?);
+    }
+    let tensors = llama_tensors(c, weights)?;
+    // Encode every tensor first (the table needs each one's offset and type).
+    let mut encoded = Vec::with_capacity(tensors.len());
+    for (n, t) in &tensors {
+        encoded.push(encode(n, t, ty)?);
+    }
+    let mut head = b"GGUF".to_vec();
+    head.extend(3u32.to_le_bytes());
+    head.extend((tensors.len() as u64).to_le_bytes());
+    head.extend((kvs.len() as u64).to_le_bytes());
+    for (k, v) in &kvs {
+        put_str(&mut head, k);
+        head.extend(v.type_id().to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let mut offset = 0usize;
+    for ((n, t), (tid, bytes)) in tensors.iter().zip(&encoded) {
+        put_str(&mut head, n);
+        let dims: Vec<i64> = t.size().into_iter().rev().collect();
+        head.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            head.extend((d as u64).to_le_bytes());
+        }
+        head.extend(tid.to_le_bytes());
+        head.extend((offset as u64).to_le_bytes());
+        offset += bytes.len().div_ceil(ALIGNMENT) * ALIGNMENT;
+    }
+    pad(&mut head);
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).at(parent)?;
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model.gguf".into());
+    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<u64> {
+        let f = fs::File::create(&tmp).at(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&head).at(&tmp)?;
+        let zeros = [0u8; ALIGNMENT];
+        for (_, bytes) in &encoded {
+            w.write_all(bytes).at(&tmp)?;
+            let rem = bytes.len() % ALIGNMENT;
+            if rem != 0 {
+                w.write_all(&zeros[..ALIGNMENT - rem]).at(&tmp)?;
+            }
+        }
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, out).at(out)?;
+        quern_core::shard::sync_dir(parent)?;
+        Ok((head.len() + offset) as u64)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(Exported {
+        architecture: "llama",
+        tensors: tensors.len(),
+        weights_bytes: result?,
+        files: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{dequantize, GgmlType};
+
+    /// Each quantizer's blocks decode (with the reader's dequantizer) to within half a step
+    /// of every value, and exactly representable blocks come back exactly.
+    #[test]
+    fn quantizers_round_trip_through_the_reader() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0)
+            .collect();
+        for (ty, f, step) in [
+            (GgufType::Q8_0, q8_0 as fn(&[f32], &mut Vec<u8>), 127.0),
+            (GgufType::Q4_0, q4_0, 8.0),
+            (GgufType::Q4_1, q4_1, 15.0),
+        ] {
+            let mut bytes = Vec::new();
+            f(&x, &mut bytes);
+            let back = dequantize(GgmlType::from_id(ty.id()), &bytes, x.len()).unwrap();
+            for (b, blk) in back.chunks(BLOCK).zip(x.chunks(BLOCK)) {
+                let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let range = blk.iter().copied().fold(f32::MIN, f32::max)
+                    - blk.iter().copied().fold(f32::MAX, f32::min);
+                let scale = if ty == GgufType::Q4_1 { range } else { amax };
+                for (a, v) in b.iter().zip(blk) {
+                    assert!(
+                        (a - v).abs() <= scale / step * 0.51 + 1e-3,
+                        "{}: {v} came back as {a}",
+                        ty.name()
+                    );
+                }
+            }
+        }
+        let zeros = vec![0f32; 64];
+        let mut bytes = Vec::new();
+        q4_0(&zeros, &mut bytes);
+        let back = dequantize(GgmlType::from_id(2), &bytes, 64).unwrap();
+        assert!(back.iter().all(|&v| v == 0.0));
+    }
+
+    /// llama.cpp's q/k permutation is undone by the reader's.
+    #[test]
+    fn permutation_is_the_inverse_of_the_import() {
+        let w = Tensor::arange(8 * 3, (Kind::Float, Device::Cpu)).view([8, 3]);
+        let p = permute(&w, 2);
+        let v = Vec::<f32>::try_from(p.view([-1])).unwrap();
+        let mut back = Vec::new();
+        crate::gguf::push_unpermuted(&mut back, &v, 2, 4, 3);
+        assert_eq!(back, Vec::<f32>::try_from(w.view([-1])).unwrap());
+        assert_ne!(v, back, "the permutation moves rows");
+    }
+}
