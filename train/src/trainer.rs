@@ -1370,6 +1370,109 @@ pub fn precision_name(p: Precision) -> &'static str {
 mod tests {
     use super::*;
 
+    /// nsp's two terms under accumulation: two micro-batches with different numbers of
+    /// masked positions give the loss and gradients of the one batch they make, because
+    /// each term is divided by its count over the whole step (masked positions, rows).
+    #[test]
+    fn nsp_accumulation_equals_one_big_batch() {
+        use crate::objective::{NspParts, Prepared, IGNORE};
+        use tch::Kind;
+        let _rng = crate::torch_rng_lock();
+        let (rows, width) = (4i64, 8i64);
+        let mut cfg = TrainConfig::new("t", "o");
+        cfg.train.objective = "nsp".into();
+        cfg.train.micro_batch = 2;
+        cfg.train.grad_accum = 2;
+        let model = ModelConfig {
+            layers: 1,
+            heads: 2,
+            dim: 16,
+            seq_len: Some(width as usize),
+            vocab_size: Some(40),
+            head: Some(quern_models::head::nsp_head()),
+            mlm_head: Some(true),
+            ..ModelConfig::bert()
+        };
+        let data = crate::data::TokenRows::from_ids(vec![0; 9 * 4], 9, false, 0).unwrap();
+        let objective = make_objective(
+            &cfg,
+            &SplitMeta {
+                objective: "nsp".into(),
+                vocab_size: 40,
+                seq_len: width as usize,
+                rows: 4,
+                pad_id: Some(0),
+                bos_id: Some(1),
+                eos_id: Some(2),
+                mask_id: Some(3),
+                tokenizer_hash: "t".into(),
+                labels: Vec::new(),
+                packed: false,
+            },
+        )
+        .unwrap();
+        let mut t =
+            Trainer::new(&cfg, &model, objective, Box::new(data), None, Device::Cpu).unwrap();
+        let ids: Vec<i64> = (0..rows * width).map(|i| 4 + (i * 7) % 36).collect();
+        let i = IGNORE;
+        // 3 masked positions in the first two rows, 1 in the last two.
+        let targets: Vec<i64> = vec![
+            i, 5, i, i, 9, i, i, i, //
+            i, i, 7, i, i, i, i, i, //
+            i, i, i, i, i, 11, i, i, //
+            i, i, i, i, i, i, i, i,
+        ];
+        let types: Vec<i64> = (0..rows * width)
+            .map(|k| i64::from(k % width >= 4))
+            .collect();
+        let batch = |from: i64, n: i64| {
+            let part = |v: &[i64]| {
+                Tensor::from_slice(&v[(from * width) as usize..((from + n) * width) as usize])
+                    .view([n, width])
+            };
+            let targets = part(&targets);
+            Prepared {
+                input: part(&ids),
+                count: targets.ne(IGNORE).sum(Kind::Int64).int64_value(&[]),
+                targets,
+                mask: Some(Tensor::ones([n, width], (Kind::Int64, Device::Cpu))),
+                segments: None,
+                nsp: Some(NspParts {
+                    token_types: part(&types),
+                    labels: Tensor::from_slice(
+                        &[0i64, 1, 1, 0][from as usize..(from + n) as usize],
+                    ),
+                }),
+            }
+        };
+        let grads = |t: &mut Trainer, parts: &[Prepared]| {
+            t.model.trainable_mut().zero_grad();
+            let total = parts.iter().map(|p| p.count).sum();
+            let (loss, _) = t.accumulate_terms(parts, total, 1.0).unwrap();
+            let g: Vec<Tensor> = t
+                .model
+                .params()
+                .params
+                .iter()
+                .map(|p| p.tensor.grad().copy())
+                .collect();
+            (loss, g)
+        };
+        let (big_loss, big) = grads(&mut t, &[batch(0, 4)]);
+        let halves = [batch(0, 2), batch(2, 2)];
+        assert_ne!(halves[0].count, halves[1].count);
+        let (acc_loss, acc) = grads(&mut t, &halves);
+        assert!(
+            (big_loss - acc_loss).abs() < 1e-5,
+            "{big_loss} vs {acc_loss}"
+        );
+        for ((a, b), p) in big.iter().zip(&acc).zip(&t.model.params().params) {
+            let scale = a.abs().max().double_value(&[]).max(1e-6);
+            let d = (a - b).abs().max().double_value(&[]) / scale;
+            assert!(d < 1e-4, "{}: relative gradient difference {d}", p.name);
+        }
+    }
+
     #[test]
     fn an_out_dir_holding_a_run_is_refused_unless_resumed_or_forced() {
         let dir = tempfile::tempdir().unwrap();
