@@ -1,8 +1,9 @@
 //! Hugging Face model directories (`config.json`, `model.safetensors`, `tokenizer.json`).
 //!
 //! Read here: the BERT layout (`BertModel`, and the `bert.` prefix of `BertFor*` models),
-//! e.g. all-MiniLM-L6-v2, into quern's BERT-like encoder; and the Llama layout
-//! (`LlamaForCausalLM`), whose rotary layout is already quern's (half rotation).
+//! e.g. all-MiniLM-L6-v2, into quern's BERT-like encoder; the Llama layout
+//! (`LlamaForCausalLM`), whose rotary layout is already quern's (half rotation); and the
+//! GPT-2 layout (`GPT2LMHeadModel`, `GPT2Model`), whose `Conv1D` weights come in transposed.
 //!
 //! BERT names map to quern's (see [`crate::transformer`]) as:
 //!
@@ -60,10 +61,11 @@ pub fn load_weights(dir: &Path) -> Result<Weights> {
     let (config, tensors) = match model_type {
         "bert" => bert(&cfg, &cpath, raw, &wfile)?,
         "llama" => llama(&cfg, &cpath, raw, &wfile)?,
+        "gpt2" => gpt2(&cfg, &cpath, raw, &wfile)?,
         other => {
             return Err(Error::bad_input(
                 Place::file(&cpath),
-                format!("model_type `{other}` is not read by quern; supported: bert, llama"),
+                format!("model_type `{other}` is not read by quern; supported: bert, gpt2, llama"),
             ))
         }
     };
@@ -416,6 +418,122 @@ fn llama(
         }
     }
     leftovers(map, wfile, &["rotary_emb"])?;
+    Ok((config, out))
+}
+
+/// The GPT-2 layout (`GPT2LMHeadModel`, or `GPT2Model` without the `transformer.` prefix):
+/// learned positions, LayerNorm, GELU, biases everywhere. `Conv1D` weights are stored
+/// `[in, out]` and come in transposed; the fused `c_attn` keeps its q, k, v row order; the
+/// causal-mask buffers (`attn.bias`, `attn.masked_bias`) are skipped.
+fn gpt2(
+    cfg: &Value,
+    cpath: &Path,
+    raw: HashMap<String, Tensor>,
+    wfile: &Path,
+) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    let refuse = |msg: String| Err(Error::bad_input(Place::file(cpath), msg));
+    let mlp = match cfg
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new")
+    {
+        "gelu_new" | "gelu_pytorch_tanh" => Mlp::Gelu,
+        "gelu" => Mlp::GeluErf,
+        other => {
+            return refuse(format!(
+                "activation_function `{other}`: quern's GPT-2 MLP is gelu_new (tanh) or gelu (erf)"
+            ))
+        }
+    };
+    for (key, want) in [
+        ("scale_attn_by_inverse_layer_idx", false),
+        ("reorder_and_upcast_attn", false),
+        ("add_cross_attention", false),
+    ] {
+        if cfg.get(key).and_then(Value::as_bool).unwrap_or(false) != want {
+            return refuse(format!("`{key}` = true is not supported"));
+        }
+    }
+    if cfg.get("scale_attn_weights").and_then(Value::as_bool) == Some(false) {
+        return refuse("`scale_attn_weights` = false is not supported".into());
+    }
+    let dim = int(cfg, "n_embd", cpath)?;
+    let config = ModelConfig {
+        layers: int(cfg, "n_layer", cpath)?,
+        heads: int(cfg, "n_head", cpath)?,
+        dim,
+        mlp_hidden: Some(
+            cfg.get("n_inner")
+                .and_then(Value::as_u64)
+                .map_or(4 * dim, |v| v as usize),
+        ),
+        seq_len: Some(int(cfg, "n_positions", cpath)?),
+        vocab_size: Some(int(cfg, "vocab_size", cpath)?),
+        norm_eps: Some(
+            cfg.get("layer_norm_epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5),
+        ),
+        mlp,
+        tie_embeddings: cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        ..ModelConfig::gpt2()
+    };
+    config
+        .validate()
+        .map_err(|e| Error::bad_input(Place::file(cpath), e.to_string()))?;
+    // GPT2Model's names have no prefix.
+    let mut map: HashMap<String, Tensor> = raw
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix("transformer.") {
+            Some(rest) => (rest.to_string(), v),
+            None => (k, v),
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for (from, to) in [
+        ("wte.weight", "tok_emb.weight"),
+        ("wpe.weight", "pos_emb.weight"),
+        ("ln_f.weight", "ln_f.weight"),
+        ("ln_f.bias", "ln_f.bias"),
+    ] {
+        out.insert(to.to_string(), take(&mut map, from, wfile)?);
+    }
+    if config.tie_embeddings {
+        map.remove("lm_head.weight");
+    } else {
+        out.insert(
+            "lm_head.weight".into(),
+            take(&mut map, "lm_head.weight", wfile)?,
+        );
+    }
+    for i in 0..config.layers {
+        let (h, q) = (format!("h.{i}"), format!("blocks.{i}"));
+        for (from, to) in [("ln_1", "ln1"), ("ln_2", "ln2")] {
+            for w in ["weight", "bias"] {
+                out.insert(
+                    format!("{q}.{to}.{w}"),
+                    take(&mut map, &format!("{h}.{from}.{w}"), wfile)?,
+                );
+            }
+        }
+        for (from, to) in [
+            ("attn.c_attn", "attn.qkv"),
+            ("attn.c_proj", "attn.proj"),
+            ("mlp.c_fc", "mlp.fc"),
+            ("mlp.c_proj", "mlp.out"),
+        ] {
+            let w = take(&mut map, &format!("{h}.{from}.weight"), wfile)?;
+            out.insert(format!("{q}.{to}.weight"), w.transpose(0, 1).contiguous());
+            out.insert(
+                format!("{q}.{to}.bias"),
+                take(&mut map, &format!("{h}.{from}.bias"), wfile)?,
+            );
+        }
+    }
+    leftovers(map, wfile, &["attn.bias", "attn.masked_bias"])?;
     Ok((config, out))
 }
 

@@ -193,17 +193,21 @@ fn every_family_exports_to_transformers_with_equal_logits() {
     }
 }
 
-/// Llama and BERT exports come back through `quern import` with every weight equal to the
-/// byte; `--dtype bf16` writes half the bytes, each weight rounded to bf16; an existing
+/// Llama, BERT and GPT-2 (tied and untied) exports come back through `quern import` with
+/// the same config and every weight equal to the byte; `--dtype bf16` writes half the bytes, each weight rounded to bf16; an existing
 /// directory is refused without `--force`; a head no Hugging Face class holds is refused
 /// naming the key, with nothing written.
 #[test]
 fn export_round_trips_and_refuses_clearly() {
     tch::manual_seed(12);
     let tmp = tempfile::tempdir().unwrap();
+    let mut gpt2_untied = sized(ModelConfig::gpt2());
+    gpt2_untied.tie_embeddings = false;
     for (name, cfg) in [
         ("llama", sized(ModelConfig::llama()).with_kv_heads(2)),
         ("bert", sized(ModelConfig::bert())),
+        ("gpt2", sized(ModelConfig::gpt2())),
+        ("gpt2_untied", gpt2_untied),
     ] {
         let q = tmp.path().join(format!("{name}.quern"));
         let h = tmp.path().join(format!("{name}.hf"));
@@ -212,6 +216,17 @@ fn export_round_trips_and_refuses_clearly() {
         export(&q, &h, &[]);
         run_ok(quern().arg("import").arg(&h).arg("--out").arg(&back));
         let b = store::load(&back, Device::Cpu).unwrap();
+        let resolved = |c: &ModelConfig| {
+            let mut c = c.clone();
+            c.mlp_hidden = Some(c.hidden());
+            c.norm_eps = Some(c.norm_eps());
+            c
+        };
+        assert_eq!(
+            resolved(b.model.config()),
+            resolved(&cfg),
+            "{name}: the config changed in the round trip"
+        );
         for (n, t) in m.params().named() {
             let u = b
                 .model
