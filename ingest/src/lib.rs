@@ -1,9 +1,12 @@
 //! Readers that turn raw corpora into batches in quern's document schema.
 //!
 //! This crate exists so that every way a corpus arrives (JSONL, plain or `.gz`/`.zst`; JSON
-//! arrays; Parquet with any schema; CSV/TSV; folders of `.txt`/`.md`) becomes the same
-//! thing: a stream of [`Chunk`]s, each a `docs` batch ([`quern_core::schema::doc_schema`])
-//! and a `quarantine` batch ([`quern_core::schema::quarantine_schema`]). `quern ingest` and
+//! arrays; Parquet with any schema; CSV/TSV; folders of `.txt`/`.md`; web crawls as WARC,
+//! `.warc.gz` or WET, whose HTML pages are reduced to their main text by [`html`]) becomes
+//! the same thing: a stream of [`Chunk`]s, each a `docs` batch
+//! ([`quern_core::schema::doc_schema`]) and a `quarantine` batch
+//! ([`quern_core::schema::quarantine_schema`]), plus, for readers that reject records
+//! themselves (WARC), a `rejected` batch. `quern ingest` and
 //! the pipeline runner (`quern build`) both read through it.
 //!
 //! Contracts every reader keeps:
