@@ -830,4 +830,75 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A packed sft split's rows come back with their conversation starts; starts that are not
+    /// increasing positions from 0 inside the row, and `packed` on another objective, are
+    /// refused naming the file.
+    #[test]
+    fn packed_sft_rows_carry_their_starts_and_bad_starts_are_refused() {
+        let write = |dir: &Path, starts: &[i32], objective: Objective| {
+            let mut w = ShardWriter::new(
+                dir,
+                "",
+                "part",
+                schema::split_schema(Objective::Sft, true),
+                ShardOptions::default(),
+            )
+            .unwrap();
+            let mut b = RowBuilder::new(Objective::Sft).with_packed(true);
+            let docs: Vec<String> = (0..starts.len()).map(|k| format!("c{k}")).collect();
+            b.push_sft_packed(&[1, 2, 3, 4, 5, 6], &[0, 1, 1, 0, 0, 1], &docs, starts);
+            w.write(&b.finish().unwrap()).unwrap();
+            let shards = w.finish().unwrap();
+            TokenMeta {
+                objective,
+                vocab_size: 10,
+                seq_len: 8,
+                rows: 1,
+                tokens: 6,
+                documents: starts.len() as u64,
+                tokenizer_hash: "0".into(),
+                pad_id: None,
+                bos_id: None,
+                eos_id: None,
+                mask_id: None,
+                labels: vec![],
+                packed: true,
+                shards: shards
+                    .iter()
+                    .map(|s| MetaShard {
+                        file: s.file.clone(),
+                        rows: s.rows,
+                        xxh3: s.xxh3.clone(),
+                    })
+                    .collect(),
+            }
+            .save(dir)
+            .unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &[0, 3], Objective::Sft);
+        let mut r = TokenReader::open(dir.path(), cfg(0, 0, 1)).unwrap();
+        match r.next_row().unwrap() {
+            Row::Sft { doc_starts, .. } => assert_eq!(doc_starts, vec![0, 3]),
+            other => panic!("unexpected row {other:?}"),
+        }
+        for bad in [&[1, 3][..], &[0, 3, 3], &[0, 6]] {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), bad, Objective::Sft);
+            let mut r = TokenReader::open(dir.path(), cfg(0, 0, 1)).unwrap();
+            let e = r.next_row().unwrap_err().to_string();
+            assert!(
+                e.contains("part-00000.parquet") && e.contains("doc_starts"),
+                "{bad:?}: {e}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &[0, 3], Objective::Cls);
+        let e = TokenReader::open(dir.path(), cfg(0, 0, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("meta.json") && e.contains("`packed`"), "{e}");
+    }
 }
