@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use quern_models::config::{Mlp, ModelConfig};
+use quern_models::generate::{GenerateConfig, Generator};
 use quern_models::head::{HeadConfig, Pooling};
 use quern_models::store::{self, ModelMeta, Special};
 use quern_models::transformer::Extras;
@@ -29,15 +30,23 @@ fn tiny(dir: &Path, cfg: &ModelConfig) -> Transformer {
         }
     });
     let mut meta = ModelMeta::new(cfg.clone());
-    meta.special = Special {
+    meta.special = special();
+    store::save(dir, &meta, &m.params().named(), None, false).unwrap();
+    m
+}
+
+/// The special ids of the tiny models: pad 0, bos 1, eos 2.
+fn special() -> Special {
+    Special {
         bos: Some(1),
         eos: vec![2],
         pad: Some(0),
         add_bos: false,
-    };
-    store::save(dir, &meta, &m.params().named(), None, false).unwrap();
-    m
+    }
 }
+
+/// New tokens of the greedy comparisons.
+const GREEDY: usize = 8;
 
 fn sized(c: ModelConfig) -> ModelConfig {
     c.with_layers(2)
@@ -80,7 +89,8 @@ fn t2(v: &[Vec<i64>]) -> Tensor {
 }
 
 /// Every family and head, exported, loaded by `transformers` with the class its config
-/// names, gives quern's logits (hidden states for `BertModel`) within 1e-4 in fp32.
+/// names, gives quern's logits (hidden states for `BertModel`) within 1e-4 in fp32, and
+/// every decoder's greedy generation (`generate`, 8 new tokens) equals quern's.
 #[test]
 fn every_family_exports_to_transformers_with_equal_logits() {
     tch::manual_seed(11);
@@ -134,6 +144,7 @@ fn every_family_exports_to_transformers_with_equal_logits() {
     ];
     let mut tasks = Vec::new();
     let mut want: Vec<(String, Tensor)> = Vec::new();
+    let mut greedy: Vec<(String, Vec<u32>)> = Vec::new();
     for (name, cfg, class) in &cases {
         let qdir = tmp.path().join(format!("{name}.quern"));
         let hdir = tmp.path().join(format!("{name}.hf"));
@@ -143,6 +154,19 @@ fn every_family_exports_to_transformers_with_equal_logits() {
         let mut task = serde_json::json!({"dir": hdir, "class": class, "ids": ids, "mask": mask});
         if encoder && *class != "seqcls" {
             task["types"] = serde_json::json!(types);
+        }
+        if *class == "causal" {
+            task["greedy"] = serde_json::json!(GREEDY);
+            task["greedy_prompt"] = serde_json::json!(ids[1][..7]);
+            let sp = special();
+            let gen = Generator::new(&m, None, &sp);
+            let cfg = GenerateConfig {
+                ignore_eos: true,
+                ..GenerateConfig::greedy(GREEDY)
+            };
+            let prompt: Vec<u32> = ids[1][..7].iter().map(|&i| i as u32).collect();
+            let (outs, _) = gen.generate(&[prompt], &cfg).unwrap();
+            greedy.push((name.to_string(), outs[0].tokens.clone()));
         }
         tasks.push(task);
         let extras = Extras {
@@ -177,6 +201,18 @@ fn every_family_exports_to_transformers_with_equal_logits() {
         .into_iter()
         .collect();
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    for (name, tokens) in &greedy {
+        let i = names.iter().position(|n| n == name).unwrap();
+        let hf: Vec<u32> = Vec::<i64>::try_from(&got[&format!("t{i}_greedy")])
+            .unwrap()
+            .into_iter()
+            .map(|t| t as u32)
+            .collect();
+        assert_eq!(
+            &hf, tokens,
+            "{name}: greedy generation differs from transformers'"
+        );
+    }
     for (key, w) in &want {
         let (name, what) = key.split_once('/').unwrap();
         let i = names.iter().position(|n| *n == name).unwrap();

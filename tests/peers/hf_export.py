@@ -3,7 +3,8 @@
 Usage: hf_export.py TASK.json OUT.safetensors
 
 TASK.json: {"tasks": [TASK...]}, each {"dir", "class", "ids": [[...]], "mask": [[...]] (optional), "types": [[...]]
-(optional), "texts": [str...] (optional), "chat": [{"role", "content"}...] (optional)}.
+(optional), "greedy": N with "greedy_prompt": [...] (optional: N greedy new tokens with
+generate, written as greedy), "texts": [str...] (optional), "chat": [{"role", "content"}...] (optional)}.
 A task {"gguf": FILE, ...} reads a GGUF file instead (see run_gguf). "class" picks the Auto class: "causal" (AutoModelForCausalLM), "seqcls"
 (AutoModelForSequenceClassification), "base" (AutoModel), "mlm" (AutoModelForMaskedLM),
 "pretraining" (BertForPreTraining). The script fails (exit 1) when:
@@ -133,6 +134,12 @@ def run(task):
             out["nsp"] = r.seq_relationship_logits.float().contiguous()
         else:
             out["logits"] = r.logits.float().contiguous()
+        if "greedy" in task:
+            n = task["greedy"]
+            prompt = torch.tensor([task["greedy_prompt"]], dtype=torch.long)
+            g = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                               attention_mask=torch.ones_like(prompt))
+            out["greedy"] = g[0, prompt.shape[1]:].contiguous()
     if "texts" in task or "chat" in task:
         from transformers import AutoTokenizer
 
