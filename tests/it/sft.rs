@@ -301,9 +301,9 @@ fn accumulating_sft_micro_batches_equals_one_large_batch() {
 
 /// quern's SFT loss on SmolLM2-135M, its rows tokenized with the model's own chat template
 /// (ChatML, whose `<|im_start|>` is also the model's BOS: with --add-bos it is not doubled),
-/// equals transformers' on the same weights and rows; the rows' ids are what
-/// `apply_chat_template` gives, and the trained text of each row is its assistant turns with
-/// their `<|im_end|>\n`.
+/// equals transformers' on the same weights and rows, packed (`--pack`) or not; the rows' ids
+/// are what `apply_chat_template` gives, and the trained text of each row is its assistant
+/// turns with their `<|im_end|>\n`.
 #[test]
 fn sft_loss_equals_transformers_on_smollm2_with_its_chat_template() {
     let gguf = crate::models::smollm2();
@@ -401,6 +401,40 @@ fn sft_loss_equals_transformers_on_smollm2_with_its_chat_template() {
         (ours.0 - theirs).abs() < 1e-4 * theirs.abs().max(1.0),
         "sft loss: quern {} vs transformers {theirs}",
         ours.0
+    );
+    // The same conversations packed (`--pack`: fewer rows, attention kept inside each
+    // conversation) give transformers' loss on each conversation alone, on the real model.
+    let packed = d.join("packed");
+    run_ok(
+        quern()
+            .args(["tokenize", "--json", "--pack", "--config"])
+            .arg(&config)
+            .arg("--corpus")
+            .arg(&input)
+            .arg("--tokenizer")
+            .arg(&tok_path)
+            .arg("--out")
+            .arg(&packed),
+    );
+    let meta = TokenMeta::load(&packed.join("train")).unwrap();
+    assert!(meta.packed && meta.rows < rows.len() as u64, "{meta:?}");
+    let (packed_loss, packed_count) = {
+        use quern_train::data::BatchSource;
+        use quern_train::objective::Objective;
+        let (mut src, _) =
+            quern_train::data::SftRows::open(&packed.join("train"), 0, 0, 1).unwrap();
+        let batch = src.next_batch(meta.rows as usize).unwrap();
+        let p = quern_train::objective::Sft.prepare_rows(&batch).unwrap();
+        let _g = tch::no_grad_guard();
+        let sum = quern_train::objective::Sft
+            .loss_sum(&m.model, &p, false)
+            .double_value(&[]);
+        (sum / p.count as f64, p.count)
+    };
+    assert_eq!(packed_count, ours.1);
+    assert!(
+        (packed_loss - theirs).abs() < 1e-4 * theirs.abs().max(1.0),
+        "packed sft loss: quern {packed_loss} vs transformers {theirs}"
     );
     for (k, ((ids, _, doc), conv)) in rows.iter().zip(&convs).enumerate() {
         let want: Vec<i32> = got["template_ids"][k]
