@@ -55,6 +55,7 @@ mod parquet;
 mod record;
 pub mod run;
 mod text;
+pub mod url;
 mod warc;
 
 use std::path::Path;
@@ -84,7 +85,8 @@ pub struct Chunk {
     pub bytes: u64,
 }
 
-/// Registers this crate's stage types (`html_extract`; see [`quern_core::stage`]).
+/// Registers this crate's stage types (`html_extract`, `url_normalize`; see
+/// [`quern_core::stage`]).
 pub fn register_stages(reg: &mut quern_core::StageRegistry) {
     reg.register(
         "html_extract",
@@ -92,6 +94,14 @@ pub fn register_stages(reg: &mut quern_core::StageRegistry) {
         |spec| {
             let cfg: html::stage::HtmlExtractConfig = quern_core::stage::parse_params(spec)?;
             Ok(Box::new(html::stage::HtmlExtract::new(&spec.name, cfg)))
+        },
+    );
+    reg.register(
+        "url_normalize",
+        "url column: the meta URL in one spelling (case, default port, dots, fragment, tracking)",
+        |spec| {
+            let cfg: url::UrlNormalizeConfig = quern_core::stage::parse_params(spec)?;
+            Ok(Box::new(url::UrlNormalize::new(&spec.name, cfg)))
         },
     );
 }

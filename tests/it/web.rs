@@ -534,3 +534,46 @@ fn a_killed_warc_build_resumes_to_identical_output() {
     run_ok(quern().arg("build").arg(&killed));
     assert_same_tree(&ref_out, &out);
 }
+
+#[test]
+fn the_same_pages_crawled_twice_are_removed_by_exact_url_dedup() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("crawl");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..2 {
+        std::fs::copy(
+            fixtures().join("pages.warc.gz"),
+            input.join(format!("c{i}.warc.gz")),
+        )
+        .unwrap();
+    }
+    let p = d.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "[input]\npaths = [\"crawl\"]\n\n[output]\ndir = \"out\"\n\n[[stages]]\ntype = \"url_normalize\"\n\n\
+         [[stages]]\ntype = \"exact_dedup\"\ncolumn = \"url\"\nnormalize = { lowercase = false, norm_whitespace = false, \
+         remove_punctuation = false, norm_unicode_diacritics = false, norm_numbers = false }\n",
+    )
+    .unwrap();
+    run_ok(quern().arg("build").arg(&p));
+    let out = d.path().join("out");
+    let docs = rows(&out, "docs");
+    let single = ingest("pages.warc.gz", &d.path().join("one"), &[]);
+    assert_eq!(docs.len(), single.docs.len(), "one document per URL");
+    for x in &docs {
+        assert_eq!(
+            x["url"].as_str(),
+            Some(url(x)),
+            "already canonical URLs are unchanged"
+        );
+        assert!(
+            x["id"].as_str().unwrap().contains("c0.warc.gz:"),
+            "the first crawl is kept: {x:?}"
+        );
+    }
+    let dups = rows(&out, "rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "exact_duplicate")
+        .count();
+    assert_eq!(dups, single.docs.len());
+}
