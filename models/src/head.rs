@@ -17,6 +17,9 @@
 //! `[dim, dim]` layer initialised fresh (an imported BERT's pretrained pooler is not kept).
 //! No dropout is applied in the head.
 //!
+//! A reward model's head ([`reward_head`], `train.objective = "rm"`) is such a head with one
+//! output, the scalar reward.
+//!
 //! BERT's next-sentence-prediction head is such a head ([`nsp_head`]): `first` pooling,
 //! the pooler, two classes (`is_next`, `random`); a Hugging Face `BertForPreTraining`
 //! import brings its pretrained `bert.pooler.dense` and `cls.seq_relationship` into
@@ -85,11 +88,13 @@ pub struct HeadConfig {
 impl HeadConfig {
     /// Checks the head against its model; errors name the key (`model.head.*`).
     pub fn validate(&self) -> Result<()> {
-        if self.num_labels < 2 {
+        // One output is a reward head ([`reward_head`]), named so; a classifier has two or more.
+        let reward = self.num_labels == 1 && self.labels == [REWARD_LABEL];
+        if self.num_labels < 2 && !reward {
             return Err(Error::bad_config(
                 "model.head.num_labels",
                 format!(
-                    "a classifier needs at least 2 classes, got {}",
+                    "a classifier needs at least 2 classes, got {} (a one-output reward head has labels = [\"{REWARD_LABEL}\"])",
                     self.num_labels
                 ),
             ));
@@ -131,6 +136,22 @@ pub fn nsp_head() -> HeadConfig {
         labels: NSP_LABELS.iter().map(|s| s.to_string()).collect(),
         pooling: Pooling::First,
         pooler: true,
+    }
+}
+
+/// The name of a reward head's one output.
+pub const REWARD_LABEL: &str = "reward";
+
+/// The scalar reward head of a reward model (`train.objective = "rm"`): one output (the
+/// reward) read from the family's pooled vector ([`default_pooling`]: the last real token in
+/// decoders, as `transformers`' `*ForSequenceClassification` with `num_labels = 1` reads it,
+/// `[CLS]` in encoders), without a pooler.
+pub fn reward_head(model: &ModelConfig) -> HeadConfig {
+    HeadConfig {
+        num_labels: 1,
+        labels: vec![REWARD_LABEL.to_string()],
+        pooling: default_pooling(model),
+        pooler: false,
     }
 }
 
@@ -326,6 +347,15 @@ mod tests {
         }
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("model.head.num_labels"), "{e}");
+        // One output is a reward head only when it says so.
+        let mut reward = llama.clone();
+        reward.head = Some(reward_head(&reward));
+        reward.validate().unwrap();
+        let m = Transformer::new(&reward, Device::Cpu);
+        assert_eq!(
+            m.params().get("head.out.weight").map(|t| t.size()),
+            Some(vec![1, 16])
+        );
         if let Some(h) = bad.head.as_mut() {
             h.num_labels = 2;
             h.labels = vec!["x".into()];

@@ -331,7 +331,14 @@ fn labels(obj: &mut Map<String, Value>, h: &HeadConfig) {
     obj.insert("num_labels".into(), json!(h.num_labels));
     obj.insert("id2label".into(), Value::Object(id2label));
     obj.insert("label2id".into(), Value::Object(label2id));
-    obj.insert("problem_type".into(), json!("single_label_classification"));
+    // A one-output head is a reward model's score: transformers calls that regression (and
+    // refuses single-label classification with one label).
+    let problem = if h.num_labels == 1 {
+        "regression"
+    } else {
+        "single_label_classification"
+    };
+    obj.insert("problem_type".into(), json!(problem));
 }
 
 type Parts = (&'static str, Vec<(String, Tensor)>, Value);
