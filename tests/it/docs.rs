@@ -35,6 +35,8 @@ fn train_guide_documents_every_key_of_run_toml() {
         "checkpoint",
         "lora",
         "cls",
+        "rm",
+        "dpo",
     ] {
         cases.push((format!("[{t}]"), format!("{base}[{t}]\nzz_unknown = 1\n")));
     }

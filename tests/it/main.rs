@@ -25,6 +25,8 @@ mod lora;
 mod models;
 #[cfg(feature = "torch")]
 mod nsp;
+#[cfg(feature = "torch")]
+mod pref;
 mod report;
 #[cfg(feature = "torch")]
 mod sft;

@@ -93,6 +93,60 @@ pub struct TrainConfig {
     /// [`ClsConfig`].
     #[serde(default)]
     pub cls: ClsConfig,
+    /// The reward model's loss for `train.objective = "rm"`. Default: see [`RmConfig`].
+    #[serde(default)]
+    pub rm: RmConfig,
+    /// Direct preference optimisation for `train.objective = "dpo"`. Default: see
+    /// [`DpoConfig`].
+    #[serde(default)]
+    pub dpo: DpoConfig,
+}
+
+/// `[rm]`: the reward model's loss (`train.objective = "rm"` only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RmConfig {
+    /// Reward centering (TRL's `center_rewards_coefficient`): adds `c · (r_chosen +
+    /// r_rejected)²` per pair to the Bradley–Terry loss, pulling rewards towards mean 0.
+    /// >= 0. Default: none (0).
+    pub center_rewards_coefficient: Option<f64>,
+}
+
+/// `[dpo]`: direct preference optimisation (`train.objective = "dpo"` only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoConfig {
+    /// β: the strength of the implicit KL penalty to the reference (the rewards are
+    /// `β · (log π − log π_ref)`), > 0. Default 0.1.
+    pub beta: f64,
+    /// `sigmoid` (DPO: `-log σ(β·h)`), `ipo` (`(h − 1/(2β))²`) or `hinge` (`max(0, 1 − β·h)`),
+    /// where `h` is the policy's log-ratio of chosen over rejected less the reference's.
+    /// Default `sigmoid`.
+    pub loss: DpoLoss,
+    /// The frozen reference model: a model directory, run, checkpoint, GGUF file or Hugging
+    /// Face directory, as `init.from` takes. Default: none, the policy's starting weights
+    /// (`init.from`, or the seeded initialisation without it).
+    pub reference: Option<PathBuf>,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        DpoConfig {
+            beta: 0.1,
+            loss: DpoLoss::Sigmoid,
+            reference: None,
+        }
+    }
+}
+
+/// `dpo.loss`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpoLoss {
+    #[default]
+    Sigmoid,
+    Ipo,
+    Hinge,
 }
 
 /// `[cls]`: the classification head and its loss (`train.objective = "cls"` only).
@@ -354,6 +408,8 @@ impl TrainConfig {
             checkpoint: CheckpointConfig::default(),
             lora: None,
             cls: ClsConfig::default(),
+            rm: RmConfig::default(),
+            dpo: DpoConfig::default(),
         }
     }
 
@@ -443,6 +499,9 @@ impl TrainConfig {
         if let Some(v) = cfg.data.val.as_mut() {
             fix(v);
         }
+        if let Some(r) = cfg.dpo.reference.as_mut() {
+            fix(r);
+        }
         Ok(cfg)
     }
 
@@ -493,10 +552,40 @@ impl TrainConfig {
             o.grad_clip,
         )?;
         let t = &self.train;
-        if !matches!(t.objective.as_str(), "clm" | "mlm" | "sft" | "cls" | "nsp") {
+        if !matches!(
+            t.objective.as_str(),
+            "clm" | "mlm" | "sft" | "cls" | "nsp" | "rm" | "dpo"
+        ) {
             return Err(Error::bad_config(
                 "train.objective",
-                format!("unknown objective `{}`; available: clm, mlm, sft, cls, nsp (rm, dpo, rl come later)", t.objective),
+                format!("unknown objective `{}`; available: clm, mlm, sft, cls, nsp, rm, dpo (rl comes later)", t.objective),
+            ));
+        }
+        if let Some(c) = self.rm.center_rewards_coefficient {
+            need(non_negative(c), "rm.center_rewards_coefficient", ">= 0", c)?;
+        }
+        if self.rm != RmConfig::default() && t.objective != "rm" {
+            return Err(Error::bad_config(
+                "rm",
+                format!(
+                    "[rm] shapes a reward model's loss, but train.objective is `{}`: set it to \"rm\" or remove [rm]",
+                    t.objective
+                ),
+            ));
+        }
+        need(
+            positive(self.dpo.beta),
+            "dpo.beta",
+            "a positive number",
+            self.dpo.beta,
+        )?;
+        if self.dpo != DpoConfig::default() && t.objective != "dpo" {
+            return Err(Error::bad_config(
+                "dpo",
+                format!(
+                    "[dpo] configures direct preference optimisation, but train.objective is `{}`: set it to \"dpo\" or remove [dpo]",
+                    t.objective
+                ),
             ));
         }
         if self.model.mlm_head.is_some() && !matches!(t.objective.as_str(), "mlm" | "nsp") {
@@ -691,6 +780,31 @@ mod tests {
                 "[data]\ntrain = \"t\"\n[model.head]\nnum_labels = 2\npooling = \"last\"\n",
                 "model.head",
                 "[cls]",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"dpo\"\n[dpo]\nloss = \"kto\"\n",
+                "dpo.loss",
+                "kto",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"dpo\"\n[dpo]\nbeta = 0.0\n",
+                "dpo.beta",
+                "positive",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"rm\"\n[rm]\ncenter_rewards_coefficient = -1.0\n",
+                "rm.center_rewards_coefficient",
+                ">= 0",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[rm]\ncenter_rewards_coefficient = 0.01\n",
+                "rm",
+                "train.objective",
+            ),
+            (
+                "[data]\ntrain = \"t\"\n[train]\nobjective = \"rm\"\n[dpo]\nbeta = 0.5\n",
+                "dpo",
+                "train.objective",
             ),
         ];
         for (text, key, needle) in cases {

@@ -9,6 +9,7 @@
 //! micro-batch to its longest row, with a loss mask of 0 on the padding ([`Rows`]). Both
 //! read through `quern_tokenize::TokenReader`, which holds one shuffle window in memory, never
 //! the split; they check every id against the vocabulary and name the split of a bad one.
+//! [`PrefRows`] streams `rm`/`dpo` preference pairs as chosen and rejected sequences.
 //! [`TokenRows`] holds packed rows in memory (tests, benches).
 //!
 //! Order is deterministic: each epoch visits the rows in an order drawn from `(seed, epoch)`.
@@ -648,6 +649,208 @@ impl BatchSource for ClsRows {
             position: c.position,
         })
     }
+}
+
+/// The `rm`/`dpo` rows of a tokenized split (`prompt_ids`, `chosen_ids`, `rejected_ids`),
+/// streamed in a seeded order. A micro-batch of `n` pairs is `2n` sequences, right-padded to
+/// the longest: rows `0..n` are prompt + chosen, rows `n..2n` prompt + rejected of the same
+/// pairs in the same order; [`Rows::lengths`] gives each sequence's real length (the padding
+/// is told apart by length, never by the pad id, which may equal eos), and
+/// [`Rows::loss_mask`] is 1 on the completion's ids. A pair whose prompt + completion holds
+/// more than `seq_len` ids or whose completion is empty is refused naming the split and row.
+pub struct PrefRows {
+    reader: TokenReader,
+    max_len: usize,
+    vocab: usize,
+    pad: i64,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for PrefRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefRows")
+            .field("dir", &self.dir)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+impl PrefRows {
+    /// Opens an `rm` or `dpo` split for `train.objective = objective` (either reads either),
+    /// rank `rank` of `world_size`. Refuses a split of another objective, naming its
+    /// `meta.json`.
+    pub fn open(
+        dir: &Path,
+        objective: &str,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(Self, SplitMeta)> {
+        let meta = SplitMeta::load(dir)?;
+        if !matches!(meta.objective.as_str(), "rm" | "dpo") {
+            return Err(Error::bad_input(
+                Place::file(dir.join("meta.json")),
+                format!(
+                    "`objective` is `{}`, but train.objective = \"{objective}\" trains on preference \
+                     pairs (prompt_ids + chosen_ids + rejected_ids): tokenize with --objective {objective}",
+                    meta.objective
+                ),
+            ));
+        }
+        let reader = TokenReader::open(
+            dir,
+            ReaderConfig {
+                seed,
+                rank,
+                world_size,
+                ..ReaderConfig::default()
+            },
+        )?;
+        // Padding sits after every real id of its row, and lengths tell it apart.
+        let pad = meta.pad_id.or(meta.eos_id).unwrap_or(0);
+        let rows = PrefRows {
+            reader,
+            max_len: meta.seq_len,
+            vocab: meta.vocab_size,
+            pad,
+            dir: dir.to_path_buf(),
+        };
+        Ok((rows, meta))
+    }
+}
+
+impl BatchSource for PrefRows {
+    fn row_width(&self) -> usize {
+        self.max_len
+    }
+    fn fixed_width(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> usize {
+        self.reader.rows_per_epoch() as usize
+    }
+    fn next_rows(&mut self, n: usize) -> Result<Tensor> {
+        Ok(self.next_batch(n)?.ids)
+    }
+    fn next_batch(&mut self, n: usize) -> Result<Rows> {
+        let mut seqs: Vec<(Vec<i32>, usize)> = vec![Default::default(); 2 * n];
+        for k in 0..n {
+            let at = self.reader.cursor();
+            let place = || format!("row {} of epoch {}", at.position, at.epoch);
+            match self.reader.next_row()? {
+                Row::Pref {
+                    prompt_ids,
+                    chosen_ids,
+                    rejected_ids,
+                } => {
+                    for (slot, (name, c)) in [
+                        (k, ("chosen_ids", chosen_ids)),
+                        (n + k, ("rejected_ids", rejected_ids)),
+                    ] {
+                        let mut ids = prompt_ids.clone();
+                        ids.extend_from_slice(&c);
+                        check_vocab(&ids, self.vocab, &self.dir, &at)?;
+                        if c.is_empty() || ids.len() > self.max_len {
+                            return Err(Error::bad_input(
+                                Place::file(&self.dir),
+                                format!(
+                                    "{}: `{name}` holds {} ids after a prompt of {}; a completion needs 1 id or more, \
+                                     and the two together at most meta.json's seq_len ({}): the split is damaged, rerun quern tokenize",
+                                    place(),
+                                    c.len(),
+                                    prompt_ids.len(),
+                                    self.max_len
+                                ),
+                            ));
+                        }
+                        seqs[slot] = (ids, prompt_ids.len());
+                    }
+                }
+                _ => {
+                    return Err(Error::bug(
+                        "a preference split returned a row of another kind",
+                    ))
+                }
+            }
+        }
+        Ok(pair_batch(&seqs, self.pad))
+    }
+    fn cursor(&self) -> DataCursor {
+        let c = self.reader.cursor();
+        DataCursor {
+            epoch: c.epoch,
+            position: c.position,
+        }
+    }
+    fn seek(&mut self, c: DataCursor) -> Result<()> {
+        self.reader.seek(&Cursor {
+            epoch: c.epoch,
+            position: c.position,
+        })
+    }
+}
+
+/// The [`Rows`] of `2n` sequences, each `(ids, prompt length)` (prompt + chosen of every pair,
+/// then prompt + rejected of every pair), as [`PrefRows`] gives them: right-padded with `pad`
+/// to the longest, their lengths, and a loss mask of 1 on each completion.
+pub fn pair_batch(seqs: &[(Vec<i32>, usize)], pad: i64) -> Rows {
+    let width = seqs.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(seqs.len() * width);
+    let mut mask = Vec::with_capacity(seqs.len() * width);
+    let mut lengths = Vec::with_capacity(seqs.len());
+    for (i, prompt) in seqs {
+        ids.extend(i.iter().map(|&t| i64::from(t)));
+        ids.extend(std::iter::repeat_n(pad, width - i.len()));
+        mask.extend((0..width).map(|t| i64::from(t >= *prompt && t < i.len())));
+        lengths.push(i.len());
+    }
+    let shape = [seqs.len() as i64, width as i64];
+    Rows {
+        ids: Tensor::from_slice(&ids).view(shape),
+        loss_mask: Some(Tensor::from_slice(&mask).view(shape)),
+        lengths,
+        labels: None,
+        segments: None,
+        token_types: None,
+    }
+}
+
+/// Writes `rows` (prompt, chosen and rejected ids) as an `objective` (`rm` or `dpo`) split in
+/// `dir`, in the layout `quern tokenize` writes: for tests and benchmarks. Rows are written
+/// as given; no `tokenizer.json` is written.
+pub fn write_pref_split(
+    dir: &Path,
+    objective: Objective,
+    rows: &[(Vec<i32>, Vec<i32>, Vec<i32>)],
+    seq_len: usize,
+    vocab_size: usize,
+    special: [Option<u32>; 4],
+    tokenizer: &str,
+) -> Result<()> {
+    if rows.is_empty() || !matches!(objective, Objective::Rm | Objective::Dpo) {
+        return Err(Error::usage(
+            "preference splits need rows and the rm or dpo objective",
+        ));
+    }
+    let mut b = RowBuilder::new(objective);
+    for (i, (p, c, r)) in rows.iter().enumerate() {
+        b.push_pref(p, c, r, &[format!("row-{i}")]);
+    }
+    let tokens = rows
+        .iter()
+        .map(|(p, c, r)| (p.len() + c.len() + r.len()) as u64)
+        .sum();
+    write_split(
+        dir,
+        objective,
+        &b.finish()?,
+        seq_len,
+        rows.len(),
+        tokens,
+        vocab_size,
+        special,
+        tokenizer,
+    )
 }
 
 /// The `nsp` rows of a tokenized split (`[CLS] A [SEP] B [SEP]` of at most `seq_len` ids,

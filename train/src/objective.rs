@@ -12,6 +12,9 @@
 //! position t is id t+1, counted when `loss_mask[t+1]` is 1, so its count (the normalizer)
 //! is the number of response tokens of the whole step, however they fall into micro-batches.
 //!
+//! [`Rm`] and [`Dpo`] train on preference pairs: their count is the pairs, and
+//! [`Objective::pairs`] gives each pair's scores for the metrics.
+//!
 //! [`Nsp`] (BERT pretraining) has two such terms, each with its own count: the masked-LM
 //! loss over masked positions and the next-sentence loss over rows ([`Terms`]); the trainer
 //! normalises each over the whole step, so accumulation holds for both.
@@ -75,6 +78,18 @@ pub struct Terms {
     pub nsp_correct: Tensor,
 }
 
+/// What a preference micro-batch of `n` pairs gives ([`Objective::pairs`]).
+#[derive(Debug)]
+pub struct Pairs {
+    /// The loss summed over the pairs (fp32 scalar with a graph).
+    pub loss_sum: Tensor,
+    /// Each pair's score of the chosen completion `[n]` (fp32, detached): the reward (`rm`)
+    /// or the implicit reward `β · (log π − log π_ref)` (`dpo`).
+    pub chosen: Tensor,
+    /// The same for the rejected completion `[n]`.
+    pub rejected: Tensor,
+}
+
 /// A training objective.
 pub trait Objective: Send {
     /// Its name in `run.toml` (`train.objective`).
@@ -129,6 +144,17 @@ pub trait Objective: Send {
     /// Objectives whose loss has two terms with their own counts (`nsp`): the terms of a
     /// micro-batch. Default: `None` (one term, [`loss_sum`](Self::loss_sum)).
     fn terms(&self, _model: &Transformer, _batch: &Prepared, _train: bool) -> Option<Terms> {
+        None
+    }
+    /// Whether the objective trains on preference pairs (`rm`, `dpo`): its micro-batches
+    /// come from [`crate::data::PrefRows`] and their loss and scores from
+    /// [`pairs`](Self::pairs). Default `false`.
+    fn pairwise(&self) -> bool {
+        false
+    }
+    /// Preference objectives: the micro-batch's summed loss and each pair's scores. Default
+    /// `None`.
+    fn pairs(&self, _model: &Transformer, _batch: &Prepared, _train: bool) -> Option<Pairs> {
         None
     }
     /// The loss summed over target positions (a float32 scalar with a graph).
@@ -384,6 +410,236 @@ impl Objective for Cls {
         let logits = self.logits(model, batch, train);
         let pred = logits.argmax(1, false);
         (self.loss_of(&logits, &batch.targets), Some(pred))
+    }
+}
+
+/// The `2n` sequences of a preference micro-batch ([`crate::data::PrefRows`]: prompt +
+/// chosen in rows `0..n`, prompt + rejected in rows `n..2n`, right-padded, each with its
+/// length and a loss mask of 1 on its completion), checked. Returns `n`.
+fn pair_rows(rows: &Rows, name: &str) -> Result<i64> {
+    let (Some(mask), false) = (&rows.loss_mask, rows.lengths.is_empty()) else {
+        return Err(Error::bad_config(
+            "train.objective",
+            format!(
+                "`{name}` trains on preference pairs (prompt_ids + chosen_ids + rejected_ids), \
+                 but the data holds other rows: tokenize with --objective {name}"
+            ),
+        ));
+    };
+    let (b, w) = rows
+        .ids
+        .size2()
+        .map_err(|_| Error::bug("preference rows are [2 x pairs, width]"))?;
+    if b % 2 != 0 || rows.lengths.len() as i64 != b || mask.size() != [b, w] {
+        return Err(Error::bug("preference rows, lengths and masks disagree"));
+    }
+    Ok(b / 2)
+}
+
+/// `[B, W]` (int64): 1 on each row's first `lengths[row]` positions.
+fn length_mask(lengths: &[usize], w: i64, dev: tch::Device) -> Tensor {
+    let b = lengths.len() as i64;
+    let lengths: Vec<i64> = lengths.iter().map(|&l| l as i64).collect();
+    Tensor::arange(w, (Kind::Int64, dev))
+        .view([1, w])
+        .lt_tensor(&Tensor::from_slice(&lengths).to_device(dev).view([b, 1]))
+        .to_kind(Kind::Int64)
+}
+
+/// Reward modelling: a scalar head ([`quern_models::head::reward_head`]) reads prompt +
+/// completion whole and gives its reward from the last real token (decoders; the padding
+/// is told apart by each sequence's length, so pad == eos is no trouble, and positions and
+/// attention ignore it). The loss of a pair is Bradley–Terry's `-log σ(r_chosen −
+/// r_rejected)`, plus `c · (r_chosen + r_rejected)²` with reward centering (TRL's
+/// `center_rewards_coefficient`); the count is the pairs, so the step's loss is the mean
+/// over its pairs however they fall into micro-batches.
+#[derive(Debug, Clone, Default)]
+pub struct Rm {
+    /// Reward centering's coefficient `c` (0: none).
+    pub center: f64,
+}
+
+impl Rm {
+    /// Each sequence's reward `[2n]` (fp32, with a graph).
+    pub fn rewards(model: &Transformer, batch: &Prepared, train: bool) -> Result<Tensor> {
+        let mask = batch
+            .mask
+            .as_ref()
+            .ok_or_else(|| Error::bug("an rm micro-batch without its mask"))?;
+        Ok(model.classify(&batch.input, mask, train)?.select(1, 0))
+    }
+
+    /// The summed loss of rewards `chosen` and `rejected` `[n]`.
+    pub fn loss_of(&self, chosen: &Tensor, rejected: &Tensor) -> Tensor {
+        let bt = -(chosen - rejected).log_sigmoid().sum(Kind::Float);
+        if self.center > 0.0 {
+            bt + (chosen + rejected).square().sum(Kind::Float) * self.center
+        } else {
+            bt
+        }
+    }
+}
+
+impl Objective for Rm {
+    fn name(&self) -> &'static str {
+        "rm"
+    }
+    /// Not used: [`Transformer::classify`] runs decoders causally and encoders fully.
+    fn causal(&self) -> bool {
+        true
+    }
+    fn shifts(&self) -> bool {
+        false
+    }
+    fn pairwise(&self) -> bool {
+        true
+    }
+    /// Packed rows have no pairs: see [`prepare_rows`](Self::prepare_rows).
+    fn prepare(&self, rows: &Tensor) -> Prepared {
+        Cls::default().prepare(rows)
+    }
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        let n = pair_rows(rows, "rm")?;
+        let dev = rows.ids.device();
+        let w = rows.ids.size()[1];
+        Ok(Prepared {
+            input: rows.ids.shallow_clone(),
+            targets: Tensor::full([2 * n], IGNORE, (Kind::Int64, dev)),
+            count: n,
+            mask: Some(length_mask(&rows.lengths, w, dev)),
+            segments: None,
+            nsp: None,
+        })
+    }
+    fn pairs(&self, model: &Transformer, batch: &Prepared, train: bool) -> Option<Pairs> {
+        // Rows were checked against the model's context and vocabulary before training, and
+        // the trainer builds the reward head before it builds the objective.
+        let r = Rm::rewards(model, batch, train).unwrap_or_else(|e| panic!("{e}"));
+        let n = batch.count;
+        let (chosen, rejected) = (r.narrow(0, 0, n), r.narrow(0, n, n));
+        Some(Pairs {
+            loss_sum: self.loss_of(&chosen, &rejected),
+            chosen: chosen.detach(),
+            rejected: rejected.detach(),
+        })
+    }
+    fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        match self.pairs(model, batch, train) {
+            Some(p) => p.loss_sum,
+            None => Tensor::from(0f32).to_device(model.device()),
+        }
+    }
+}
+
+/// Direct preference optimisation: the policy's and a frozen reference's log-probabilities
+/// of each completion, summed over the completion's tokens after the label shift (the
+/// target at position t is id t+1, counted where the completion's mask is 1), give
+/// `h = (log π(c) − log π(r)) − (log π_ref(c) − log π_ref(r))` per pair; the loss is
+/// `-log σ(β h)` (`sigmoid`, DPO), `(h − 1/(2β))²` (`ipo`) or `max(0, 1 − β h)` (`hinge`),
+/// a mean over the step's pairs. The scores are the implicit rewards `β · (log π − log
+/// π_ref)` of each completion. With policy = reference, `h = 0` and the first loss is
+/// `ln 2`, `1/(4β²)` and `1`.
+///
+/// Unlike TRL, `ipo` uses the summed log-probabilities too (TRL averages them over the
+/// completion's tokens for `ipo`).
+pub struct Dpo {
+    /// β, > 0.
+    pub beta: f64,
+    /// The loss variant.
+    pub loss: crate::config::DpoLoss,
+    /// The frozen reference, run without gradients. `None`: the policy itself, detached
+    /// (policy = reference; the trainer always sets one).
+    pub reference: Option<Transformer>,
+}
+
+impl std::fmt::Debug for Dpo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dpo")
+            .field("beta", &self.beta)
+            .field("loss", &self.loss)
+            .field("reference", &self.reference.is_some())
+            .finish()
+    }
+}
+
+impl Dpo {
+    /// Each sequence's log-probability `[2n]` (fp32) under `model`: the sum over its
+    /// counted targets of `log softmax(logits_t)[target_t]`.
+    pub fn sequence_logps(model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        let logits = model.forward(&batch.input, true, train);
+        let (b, t) = (logits.size()[0], logits.size()[1]);
+        let v = logits.size().last().copied().unwrap_or(0);
+        let nll = logits
+            .view([-1, v])
+            .to_kind(Kind::Float)
+            .cross_entropy_loss(
+                &batch.targets.reshape([-1]),
+                None::<Tensor>,
+                Reduction::None,
+                IGNORE,
+                0.0,
+            );
+        -nll.view([b, t]).sum_dim_intlist(1, false, Kind::Float)
+    }
+
+    /// The summed loss of the log-ratios `h` `[n]`.
+    pub fn loss_of(&self, h: &Tensor) -> Tensor {
+        use crate::config::DpoLoss;
+        let beta = self.beta;
+        let per_pair = match self.loss {
+            DpoLoss::Sigmoid => -(h * beta).log_sigmoid(),
+            DpoLoss::Ipo => (h - 1.0 / (2.0 * beta)).square(),
+            DpoLoss::Hinge => (-(h * beta) + 1.0).relu(),
+        };
+        per_pair.sum(Kind::Float)
+    }
+}
+
+impl Objective for Dpo {
+    fn name(&self) -> &'static str {
+        "dpo"
+    }
+    fn causal(&self) -> bool {
+        true
+    }
+    fn pairwise(&self) -> bool {
+        true
+    }
+    /// Packed rows have no pairs: see [`prepare_rows`](Self::prepare_rows).
+    fn prepare(&self, rows: &Tensor) -> Prepared {
+        Cls::default().prepare(rows)
+    }
+    fn prepare_rows(&self, rows: &Rows) -> Result<Prepared> {
+        let n = pair_rows(rows, "dpo")?;
+        let mask = rows
+            .loss_mask
+            .as_ref()
+            .ok_or_else(|| Error::bug("checked by pair_rows"))?;
+        let mut p = Sft::shift(&rows.ids, mask);
+        p.count = n;
+        Ok(p)
+    }
+    fn pairs(&self, model: &Transformer, batch: &Prepared, train: bool) -> Option<Pairs> {
+        let policy = Dpo::sequence_logps(model, batch, train);
+        let reference = {
+            let _g = tch::no_grad_guard();
+            Dpo::sequence_logps(self.reference.as_ref().unwrap_or(model), batch, false)
+        };
+        let n = batch.count;
+        let ratio = policy - reference;
+        let (c, r) = (ratio.narrow(0, 0, n), ratio.narrow(0, n, n));
+        let h = &c - &r;
+        Some(Pairs {
+            loss_sum: self.loss_of(&h),
+            chosen: c.detach() * self.beta,
+            rejected: r.detach() * self.beta,
+        })
+    }
+    fn loss_sum(&self, model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
+        match self.pairs(model, batch, train) {
+            Some(p) => p.loss_sum,
+            None => Tensor::from(0f32).to_device(model.device()),
+        }
     }
 }
 
@@ -853,6 +1109,178 @@ mod tests {
         assert!(Cls::default()
             .prepare_rows(&Rows::packed(rows.ids.shallow_clone()))
             .is_err());
+    }
+
+    /// Two preference pairs of different lengths whose completions end in eos (2), as
+    /// [`crate::data::PrefRows`] gives them: right-padded with the pad id 2 (pad == eos).
+    fn two_pairs() -> (Vec<(Vec<i32>, usize)>, Rows) {
+        let pairs: [(&[i32], &[i32], &[i32]); 2] = [
+            (&[5, 6, 7], &[8, 9, 2], &[10, 2]),
+            (&[11, 12], &[13, 2], &[14, 15, 16, 17, 2]),
+        ];
+        let seq = |p: &[i32], c: &[i32]| ([p, c].concat(), p.len());
+        let mut seqs: Vec<_> = pairs.iter().map(|(p, c, _)| seq(p, c)).collect();
+        seqs.extend(pairs.iter().map(|(p, _, r)| seq(p, r)));
+        let rows = crate::data::pair_batch(&seqs, 2);
+        (seqs, rows)
+    }
+
+    fn tiny(base: quern_models::config::ModelConfig) -> quern_models::config::ModelConfig {
+        quern_models::config::ModelConfig {
+            layers: 2,
+            heads: 2,
+            dim: 16,
+            seq_len: Some(12),
+            vocab_size: Some(32),
+            ..base
+        }
+    }
+
+    /// rm: a sequence's reward is read from its last real token, told apart by length: the
+    /// rewards of right-padded pairs with pad == eos equal those of each sequence alone and
+    /// left-padded (GPT-2- and Llama-like), while a mask read from the pad id (which drops
+    /// the final eos) gives other rewards; the loss is Bradley–Terry plus centering, by hand.
+    #[test]
+    fn rm_rewards_read_the_last_real_token_under_any_padding() {
+        use quern_models::config::ModelConfig;
+        use quern_models::head::reward_head;
+        let _rng = crate::torch_rng_lock();
+        let (seqs, rows) = two_pairs();
+        for base in [ModelConfig::gpt2(), ModelConfig::llama().with_kv_heads(1)] {
+            let mut cfg = tiny(base);
+            cfg.head = Some(reward_head(&cfg));
+            tch::manual_seed(5);
+            let model = Transformer::new(&cfg, tch::Device::Cpu);
+            let _g = tch::no_grad_guard();
+            let p = Rm::default().prepare_rows(&rows).unwrap();
+            assert_eq!(p.count, 2);
+            let got = Vec::<f64>::try_from(Rm::rewards(&model, &p, false).unwrap()).unwrap();
+            assert_eq!(got.len(), 4);
+            let width = rows.ids.size()[1] as usize;
+            for (k, (ids, _)) in seqs.iter().enumerate() {
+                let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+                let n = ids.len();
+                let alone = model
+                    .classify(
+                        &Tensor::from_slice(&ids).view([1, -1]),
+                        &Tensor::ones([1, n as i64], (Kind::Int64, tch::Device::Cpu)),
+                        false,
+                    )
+                    .unwrap()
+                    .double_value(&[0, 0]);
+                let mut left = vec![2i64; width - n];
+                left.extend(&ids);
+                let mut mask = vec![0i64; width - n];
+                mask.extend(vec![1i64; n]);
+                let left = model
+                    .classify(
+                        &Tensor::from_slice(&left).view([1, -1]),
+                        &Tensor::from_slice(&mask).view([1, -1]),
+                        false,
+                    )
+                    .unwrap()
+                    .double_value(&[0, 0]);
+                assert!(
+                    (got[k] - alone).abs() < 1e-5,
+                    "{}: {} vs {alone}",
+                    cfg.family(),
+                    got[k]
+                );
+                assert!(
+                    (left - alone).abs() < 1e-5,
+                    "{}: left {left} vs {alone}",
+                    cfg.family()
+                );
+            }
+            // A mask from the pad id drops each sequence's final eos: other rewards.
+            let by_pad = model.classify(&p.input, &p.input.ne(2), false).unwrap();
+            let d = (by_pad.select(1, 0) - Tensor::from_slice(&got).to_kind(Kind::Float))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d > 1e-4, "{}: {d}", cfg.family());
+            let rm = Rm { center: 0.25 };
+            let ln_sigmoid = |x: f64| -(1.0 + (-x).exp()).ln();
+            let want: f64 = (0..2)
+                .map(|k| -ln_sigmoid(got[k] - got[k + 2]) + 0.25 * (got[k] + got[k + 2]).powi(2))
+                .sum();
+            let loss = rm.loss_sum(&model, &p, false).double_value(&[]);
+            assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+            let plain = Rm::default().loss_sum(&model, &p, false).double_value(&[]);
+            assert!((plain - loss).abs() > 1e-4);
+        }
+    }
+
+    /// dpo: a sequence's log-probability is the sum, over its completion's ids only, of the
+    /// log-softmax of the logits one position before (computed here from each sequence run
+    /// alone); with policy = reference the first losses are ln 2 (sigmoid), 1/(4β²) (ipo) and
+    /// 1 (hinge) with zero implicit rewards, and another reference moves them.
+    #[test]
+    fn dpo_sums_completion_logprobs_and_starts_at_its_formulas() {
+        use crate::config::DpoLoss;
+        use quern_models::config::ModelConfig;
+        let _rng = crate::torch_rng_lock();
+        let (seqs, rows) = two_pairs();
+        let cfg = tiny(ModelConfig::llama().with_kv_heads(1));
+        tch::manual_seed(9);
+        let model = Transformer::new(&cfg, tch::Device::Cpu);
+        tch::manual_seed(9);
+        let same = Transformer::new(&cfg, tch::Device::Cpu);
+        tch::manual_seed(10);
+        let other = Transformer::new(&cfg, tch::Device::Cpu);
+        let _g = tch::no_grad_guard();
+        let dpo = |loss, reference| Dpo {
+            beta: 0.1,
+            loss,
+            reference,
+        };
+        let p = dpo(DpoLoss::Sigmoid, None).prepare_rows(&rows).unwrap();
+        assert_eq!(p.count, 2);
+        let got = Vec::<f64>::try_from(Dpo::sequence_logps(&model, &p, false)).unwrap();
+        for (k, (ids, prompt)) in seqs.iter().enumerate() {
+            let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+            let logits = model.forward(&Tensor::from_slice(&ids).view([1, -1]), true, false);
+            let lsm = logits.get(0).log_softmax(-1, Kind::Double);
+            let want: f64 = (*prompt..ids.len())
+                .map(|t| lsm.double_value(&[t as i64 - 1, ids[t]]))
+                .sum();
+            assert!(
+                (got[k] - want).abs() < 1e-4,
+                "sequence {k}: {} vs {want}",
+                got[k]
+            );
+        }
+        for (loss, want) in [
+            (DpoLoss::Sigmoid, std::f64::consts::LN_2),
+            (DpoLoss::Ipo, 1.0 / (4.0 * 0.1 * 0.1)),
+            (DpoLoss::Hinge, 1.0),
+        ] {
+            for reference in [None, Some(&same)] {
+                let d = Dpo {
+                    beta: 0.1,
+                    loss,
+                    reference: reference.map(|m| {
+                        let mut r = Transformer::new(&cfg, tch::Device::Cpu);
+                        for q in &mut r.params_mut().params {
+                            q.tensor.copy_(m.params().get(&q.name).unwrap());
+                        }
+                        r
+                    }),
+                };
+                let pairs = d.pairs(&model, &p, false).unwrap();
+                let l = pairs.loss_sum.double_value(&[]) / p.count as f64;
+                assert!((l - want).abs() < 1e-6 * want, "{loss:?}: {l} vs {want}");
+                assert_eq!(pairs.chosen.abs().max().double_value(&[]), 0.0);
+                assert_eq!(pairs.rejected.abs().max().double_value(&[]), 0.0);
+            }
+            let mut r = Transformer::new(&cfg, tch::Device::Cpu);
+            for q in &mut r.params_mut().params {
+                q.tensor.copy_(other.params().get(&q.name).unwrap());
+            }
+            let moved = dpo(loss, Some(r)).pairs(&model, &p, false).unwrap();
+            let l = moved.loss_sum.double_value(&[]) / p.count as f64;
+            assert!((l - want).abs() > 1e-4, "{loss:?}: {l}");
+        }
     }
 
     #[test]

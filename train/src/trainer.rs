@@ -26,10 +26,12 @@ use tch::{Device, Tensor};
 use crate::amp::{self, AutocastGuard, LossScaler};
 use crate::checkpoint::{self, Best, CheckpointState, Loaded};
 use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
-use crate::data::{BatchSource, ClsRows, DataCursor, NspRows, Rows, SftRows, ShardRows, SplitMeta};
+use crate::data::{
+    BatchSource, ClsRows, DataCursor, NspRows, PrefRows, Rows, SftRows, ShardRows, SplitMeta,
+};
 use crate::memory;
 use crate::model::Transformer;
-use crate::objective::{Clm, Cls, Mlm, Nsp, Objective, Sft};
+use crate::objective::{Clm, Cls, Dpo, Mlm, Nsp, Objective, Pairs, Rm, Sft};
 use crate::optim::{self, AdamW};
 use quern_models::lora::AdapterRecord;
 
@@ -70,6 +72,51 @@ pub struct StepLog {
     /// `nsp`: the share of the step's rows whose next-sentence prediction was right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsp_accuracy: Option<f64>,
+    /// `rm`, `dpo`: the step's pairs' scores.
+    #[serde(flatten)]
+    pub pairs: Option<PairMetrics>,
+}
+
+/// What the pairs of a step or an evaluation show (`rm`, `dpo`), from each pair's chosen and
+/// rejected scores: the reward (`rm`) or the implicit reward `β · (log π − log π_ref)`
+/// (`dpo`, TRL's `rewards/*`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairMetrics {
+    /// The share of pairs whose chosen score is above the rejected one (ties count as wrong).
+    pub pair_accuracy: f64,
+    /// The mean of chosen minus rejected.
+    pub margin: f64,
+    /// The mean chosen score.
+    pub reward_chosen: f64,
+    /// The mean rejected score.
+    pub reward_rejected: f64,
+    /// The mean of all the scores, chosen and rejected.
+    pub reward_mean: f64,
+    /// Their standard deviation (population: divided by their number).
+    pub reward_std: f64,
+}
+
+impl PairMetrics {
+    /// The metrics of chosen and rejected scores, pair by pair (`None` without pairs).
+    pub fn of(chosen: &[f64], rejected: &[f64]) -> Option<Self> {
+        let n = chosen.len().min(rejected.len());
+        if n == 0 {
+            return None;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (c, r) = (&chosen[..n], &rejected[..n]);
+        let all: Vec<f64> = c.iter().chain(r).copied().collect();
+        let m = mean(&all);
+        Some(PairMetrics {
+            pair_accuracy: c.iter().zip(r).filter(|(a, b)| a > b).count() as f64 / n as f64,
+            margin: mean(c) - mean(r),
+            reward_chosen: mean(c),
+            reward_rejected: mean(r),
+            reward_mean: m,
+            reward_std: (all.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / all.len() as f64)
+                .sqrt(),
+        })
+    }
 }
 
 /// One evaluation on the validation split.
@@ -95,6 +142,9 @@ pub struct EvalLog {
     /// `nsp`: the share of validation rows whose next-sentence prediction is right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_nsp_accuracy: Option<f64>,
+    /// `rm`, `dpo`: the scores of the validation pairs.
+    #[serde(flatten)]
+    pub pairs: Option<PairMetrics>,
 }
 
 /// What a run did.
@@ -336,9 +386,18 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
                 sep_id,
             }))
         }
+        "rm" => Ok(Box::new(Rm {
+            center: cfg.rm.center_rewards_coefficient.unwrap_or(0.0),
+        })),
+        // The reference is set by `train_with` once the policy's starting weights exist.
+        "dpo" => Ok(Box::new(Dpo {
+            beta: cfg.dpo.beta,
+            loss: cfg.dpo.loss,
+            reference: None,
+        })),
         other => Err(Error::bad_config(
             "train.objective",
-            format!("unknown objective `{other}`; available: clm, mlm, sft, cls, nsp"),
+            format!("unknown objective `{other}`; available: clm, mlm, sft, cls, nsp, rm, dpo"),
         )),
     }
 }
@@ -373,6 +432,8 @@ pub struct Trainer {
     pub evals_since_best: u64,
     /// `nsp`: the last step's MLM and NSP losses and NSP accuracy, for its metrics line.
     last_terms: Option<(f64, f64, f64)>,
+    /// `rm`, `dpo`: the last step's pair metrics.
+    last_pairs: Option<PairMetrics>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -457,21 +518,17 @@ impl Trainer {
         }
         // Refuse a step that cannot fit in memory before allocating the model, its optimizer
         // state or the first batch (libtorch would abort or the kernel kill the process, silently).
+        // A micro-batch of preference pairs is twice as many sequences.
+        let sequences = t.micro_batch * if objective.pairwise() { 2 } else { 1 };
         if !device.is_cuda() {
             if let Some(available) = memory::available_bytes() {
                 // From the shape, before the weights exist. LoRA's adapters are small next to
                 // the frozen weights; count no gradient or optimizer state for the base.
                 let params = memory::param_count(model_cfg);
                 let trainable = if cfg.lora.is_some() { 0 } else { params };
-                let est = memory::estimate(
-                    model_cfg,
-                    params,
-                    trainable,
-                    t.micro_batch,
-                    seq,
-                    t.precision,
-                );
-                memory::check(est, available, t.micro_batch, seq)?;
+                let est =
+                    memory::estimate(model_cfg, params, trainable, sequences, seq, t.precision);
+                memory::check(est, available, sequences, seq)?;
             }
         }
         tch::manual_seed(cfg.train.seed as i64);
@@ -504,6 +561,7 @@ impl Trainer {
             best: None,
             evals_since_best: 0,
             last_terms: None,
+            last_pairs: None,
         })
     }
 
@@ -551,6 +609,9 @@ impl Trainer {
         if prepared.iter().any(|p| p.nsp.is_some()) {
             return self.accumulate_terms(&prepared, total, scale);
         }
+        if self.objective.pairwise() {
+            return self.accumulate_pairs(&prepared, total, scale);
+        }
         let mut loss_sum = Tensor::from(0f32).to_device(self.device);
         for p in &prepared {
             let sum = {
@@ -597,6 +658,33 @@ impl Trainer {
         Ok((m + n, total))
     }
 
+    /// [`accumulate_rows`](Self::accumulate_rows) for preference objectives (`rm`, `dpo`):
+    /// each micro-batch's loss summed over its pairs is divided by the pairs of the whole
+    /// step. Records the step's pair metrics.
+    fn accumulate_pairs(
+        &mut self,
+        prepared: &[crate::objective::Prepared],
+        total: i64,
+        scale: f64,
+    ) -> Result<(f64, i64)> {
+        let denom = total.max(1) as f64;
+        let mut loss_sum = Tensor::from(0f32).to_device(self.device);
+        let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+        for p in prepared {
+            let pairs = {
+                let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+                self.objective
+                    .pairs(&self.model, p, true)
+                    .ok_or_else(|| Error::bug("a preference objective without pairs"))?
+            };
+            loss_sum += pairs.loss_sum.detach();
+            collect_scores(&pairs, &mut chosen, &mut rejected)?;
+            (pairs.loss_sum * (scale / denom)).backward();
+        }
+        self.last_pairs = PairMetrics::of(&chosen, &rejected);
+        Ok((loss_sum.double_value(&[]) / denom, total))
+    }
+
     /// One optimizer step on the next batch of training data.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();
@@ -612,8 +700,10 @@ impl Trainer {
             .sum();
         let scale = self.scaler.scale;
         self.last_terms = None;
+        self.last_pairs = None;
         let (loss, _) = self.accumulate_rows(&rows, scale)?;
         let terms = self.last_terms.take();
+        let pairs = self.last_pairs.take();
         let grad_norm = optim::unscale_and_clip(
             self.model.trainable_mut(),
             1.0 / scale,
@@ -661,6 +751,7 @@ impl Trainer {
             mlm_loss: terms.map(|t| t.0),
             nsp_loss: terms.map(|t| t.1),
             nsp_accuracy: terms.map(|t| t.2),
+            pairs,
         })
     }
 
@@ -696,9 +787,21 @@ impl Trainer {
         let (mut gold, mut pred) = (Vec::new(), Vec::new());
         // nsp: the NSP loss summed, the rows and the right predictions.
         let (mut nsp_sum, mut nsp_rows, mut nsp_correct) = (0.0, 0i64, 0i64);
+        // rm, dpo: each pair's scores.
+        let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
         for rows in all {
             let p = self.objective.prepare_rows(&self.rows_to_device(&rows))?;
             let _ac = AutocastGuard::new(self.device, self.cfg.train.precision)?;
+            if self.objective.pairwise() {
+                let pairs = self
+                    .objective
+                    .pairs(&self.model, &p, false)
+                    .ok_or_else(|| Error::bug("a preference objective without pairs"))?;
+                sum += pairs.loss_sum.double_value(&[]);
+                count += p.count;
+                collect_scores(&pairs, &mut chosen, &mut rejected)?;
+                continue;
+            }
             if let Some(rows) = p.nsp.as_ref().map(|n| n.rows()) {
                 let t = self
                     .objective
@@ -737,6 +840,7 @@ impl Trainer {
                 val_mlm_loss: Some(val_loss),
                 val_nsp_loss: Some(nsp_loss),
                 val_nsp_accuracy: Some(nsp_correct as f64 / nsp_rows as f64),
+                pairs: None,
             }));
         }
         let (accuracy, macro_f1) = match self.model.head() {
@@ -755,6 +859,7 @@ impl Trainer {
             val_mlm_loss: None,
             val_nsp_loss: None,
             val_nsp_accuracy: None,
+            pairs: PairMetrics::of(&chosen, &rejected),
         }))
     }
 
@@ -877,6 +982,28 @@ impl Trainer {
     }
 }
 
+/// The printed line of an `rm` or `dpo` evaluation.
+fn pairs_line(e: &EvalLog) -> String {
+    match e.pairs {
+        Some(p) => format!(
+            "step {}: val loss {:.4} pair accuracy {:.4} margin {:.4} rewards {:.4} ± {:.4}",
+            e.step, e.val_loss, p.pair_accuracy, p.margin, p.reward_mean, p.reward_std
+        ),
+        None => format!("step {}: val loss {:.4}", e.step, e.val_loss),
+    }
+}
+
+/// Appends a micro-batch's chosen and rejected scores.
+fn collect_scores(pairs: &Pairs, chosen: &mut Vec<f64>, rejected: &mut Vec<f64>) -> Result<()> {
+    let read = |t: &Tensor| {
+        Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).to_device(Device::Cpu))
+            .map_err(|e| Error::bug(format!("reading pair scores: {e}")))
+    };
+    chosen.extend(read(&pairs.chosen)?);
+    rejected.extend(read(&pairs.rejected)?);
+    Ok(())
+}
+
 /// Accuracy and macro-F1 (scikit-learn's conventions: a ratio with a zero denominator is 0,
 /// every class weighs the same) of predicted against gold class ids in `0..classes`.
 pub fn accuracy_macro_f1(gold: &[i64], pred: &[i64], classes: usize) -> (f64, f64) {
@@ -932,6 +1059,7 @@ fn evaluate_and_log(
         return Ok(false);
     };
     bar.println(match (e.accuracy, e.macro_f1, e.val_nsp_accuracy) {
+        _ if e.pairs.is_some() => pairs_line(&e),
         (Some(a), Some(f), _) => format!(
             "step {}: val loss {:.4} accuracy {:.4} macro-F1 {:.4}",
             e.step, e.val_loss, a, f
@@ -1018,6 +1146,10 @@ fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSo
     }
     if objective == "nsp" {
         let (rows, meta) = NspRows::open(dir, seed, 0, 1)?;
+        return Ok((Box::new(rows), meta));
+    }
+    if matches!(objective, "rm" | "dpo") {
+        let (rows, meta) = PrefRows::open(dir, objective, seed, 0, 1)?;
         return Ok((Box::new(rows), meta));
     }
     let (rows, meta) = ShardRows::open(dir, seed, 0, 1)?;
@@ -1109,6 +1241,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     model_cfg.head = match cfg.train.objective.as_str() {
         "cls" => Some(resolve_head(cfg, &model_cfg, &meta)?),
         "nsp" => Some(quern_models::head::nsp_head()),
+        "rm" => Some(quern_models::head::reward_head(&model_cfg)),
         _ => None,
     };
     if cfg.train.objective == "nsp" && !(model_cfg.post_norm && model_cfg.type_vocab_size >= 2) {
@@ -1197,6 +1330,14 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
                 mlm_head: model_cfg.has_mlm_head(),
             });
         }
+    }
+    if cfg.train.objective == "dpo" {
+        let reference = dpo_reference(cfg, &trainer, &meta)?;
+        trainer.objective = Box::new(Dpo {
+            beta: cfg.dpo.beta,
+            loss: cfg.dpo.loss,
+            reference: Some(reference),
+        });
     }
     let mut resumed = None;
     if opts.resume {
@@ -1311,6 +1452,51 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     let path = cfg.out_dir.join("report.json");
     quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
     Ok(r)
+}
+
+/// The frozen reference of a `dpo` run: `dpo.reference` (checked to read the data's
+/// tokenizer, as `init.from` is), or else a copy of the policy's starting weights (those of
+/// `init.from`, or the seeded initialisation), without LoRA adapters. Built before a resume
+/// restores the policy's trained weights.
+fn dpo_reference(cfg: &TrainConfig, trainer: &Trainer, meta: &SplitMeta) -> Result<Transformer> {
+    let _g = tch::no_grad_guard();
+    if let Some(path) = &cfg.dpo.reference {
+        let w = quern_models::store::load_weights(path)
+            .map_err(|e| Error::bad_config("dpo.reference", format!("{}: {e}", path.display())))?;
+        let rcfg = resolve_init(&ModelConfig::default(), &w, meta, &cfg.data.train).map_err(
+            |e| match e {
+                Error::BadConfig { message, .. } => {
+                    Error::bad_config("dpo.reference", format!("{}: {message}", path.display()))
+                }
+                e => e,
+            },
+        )?;
+        let policy = trainer.model.config();
+        if rcfg.vocab_size != policy.vocab_size {
+            return Err(Error::bad_config(
+                "dpo.reference",
+                format!(
+                    "{} has a vocabulary of {} ids, the policy {}: the reference must share the policy's tokenizer and vocabulary",
+                    path.display(),
+                    rcfg.vocab_size.unwrap_or(0),
+                    policy.vocab_size.unwrap_or(0)
+                ),
+            ));
+        }
+        let mut rcfg = rcfg;
+        rcfg.dropout = 0.0;
+        return Transformer::from_weights(&rcfg, trainer.device, &w.tensors, &w.path)
+            .map_err(|e| Error::bad_config("dpo.reference", format!("{}: {e}", path.display())));
+    }
+    let mut reference = Transformer::try_new(trainer.model.config(), trainer.device)?;
+    let policy = trainer.model.params();
+    for p in &mut reference.params_mut().params {
+        let src = policy
+            .get(&p.name)
+            .ok_or_else(|| Error::bug(format!("the policy has no weight {}", p.name)))?;
+        p.tensor.copy_(src);
+    }
+    Ok(reference)
 }
 
 fn report_with_notes(
