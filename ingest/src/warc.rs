@@ -696,8 +696,7 @@ fn process(r: &RawRecord, max: u64) -> Outcome {
             )
         }
     }
-    let (status, ct, body): (Option<u16>, Option<String>, std::borrow::Cow<'_, [u8]>) = if r.typ
-        == "response"
+    let (ct, body): (Option<String>, std::borrow::Cow<'_, [u8]>) = if r.typ == "response"
         && r.content_type
             .as_deref()
             .is_some_and(|c| mime_of(c) == "application/http")
@@ -788,7 +787,7 @@ fn process(r: &RawRecord, max: u64) -> Outcome {
                 }
             }
         }
-        (Some(code), ct, body)
+        (ct, body)
     } else {
         meta.insert(
             "content_type".into(),
@@ -798,12 +797,10 @@ fn process(r: &RawRecord, max: u64) -> Outcome {
             return reject("page_too_large", meta);
         }
         (
-            None,
             r.content_type.clone(),
             std::borrow::Cow::Borrowed(&r.content[..]),
         )
     };
-    let _ = status;
     let mime = ct.as_deref().map(mime_of).unwrap_or_default();
     let html_page = if mime.is_empty() {
         sniff_html(&body)
@@ -936,6 +933,77 @@ pub(crate) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Array, AsArray};
+
+    fn record(typ: &str, extra: &str, content: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "WARC/1.1\r\nWARC-Type: {typ}\r\nWARC-Target-URI: http://x.test/{typ}\r\n{extra}Content-Length: {}\r\n\r\n",
+            content.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(content);
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    }
+
+    #[test]
+    fn garbage_and_headerless_records_are_quarantined_and_reading_goes_on() {
+        let http = "Content-Type: application/http; msgtype=response\r\n";
+        let page = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n\
+            1c\r\n<p>A paragraph of real text \r\n2c\r\nthat is long enough to count as content.</p>\r\n0\r\n\r\n";
+        let mut f = record("response", http, page);
+        let first = f.len() as u64;
+        f.extend_from_slice(b"this is not a record\r\nnor is this\r\n");
+        f.extend_from_slice(b"WARC/1.0\r\nWARC-Type: resource\r\n\r\nno length here\r\n");
+        f.extend(record(
+            "conversion",
+            "Content-Type: text/plain\r\n",
+            "plain text, é".as_bytes(),
+        ));
+        f.extend(record("response", http, b"garbage, no status\r\n\r\n"));
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.warc");
+        std::fs::write(&p, &f).unwrap();
+        let mut docs = Vec::new();
+        let mut quarantined = Vec::new();
+        let counts = crate::read_file(&p, &crate::IngestOptions::default(), &mut |c| {
+            let t = c.docs.column(1).as_string::<i32>();
+            docs.extend((0..t.len()).map(|i| t.value(i).to_string()));
+            let e = c.quarantine.column(3).as_string::<i32>();
+            let o = c
+                .quarantine
+                .column(2)
+                .as_primitive::<arrow::datatypes::UInt64Type>();
+            quarantined.extend((0..e.len()).map(|i| (o.value(i), e.value(i).to_string())));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            docs,
+            [
+                "A paragraph of real text that is long enough to count as content.",
+                "plain text, é"
+            ]
+        );
+        assert_eq!(quarantined.len(), 3, "{quarantined:?}");
+        assert_eq!(quarantined[0].0, first);
+        assert!(
+            quarantined[0].1.contains("not a WARC record"),
+            "{quarantined:?}"
+        );
+        assert!(
+            quarantined[1].1.contains("no valid Content-Length"),
+            "{quarantined:?}"
+        );
+        assert!(
+            quarantined[2].1.contains("no HTTP status line"),
+            "{quarantined:?}"
+        );
+        assert_eq!(
+            (counts.records, counts.ingested, counts.quarantined),
+            (5, 2, 3)
+        );
+    }
 
     #[test]
     fn chunked_and_content_types() {
