@@ -25,6 +25,9 @@ struct Step {
     mlm_loss: Option<f64>,
     nsp_loss: Option<f64>,
     nsp_accuracy: Option<f64>,
+    /// `rm`/`dpo` runs: the share of pairs ranked right, and the mean margin.
+    pair_accuracy: Option<f64>,
+    margin: Option<f64>,
 }
 
 impl Step {
@@ -40,6 +43,8 @@ impl Step {
             mlm_loss: f("mlm_loss"),
             nsp_loss: f("nsp_loss"),
             nsp_accuracy: f("nsp_accuracy"),
+            pair_accuracy: f("pair_accuracy"),
+            margin: f("margin"),
         }
     }
 }
@@ -52,7 +57,8 @@ struct Curves {
 }
 
 /// One evaluation's figures: validation loss and perplexity, for `cls` runs accuracy and
-/// macro-F1, for `nsp` runs the MLM and NSP losses and the NSP accuracy.
+/// macro-F1, for `nsp` runs the MLM and NSP losses and the NSP accuracy, for `rm`/`dpo`
+/// runs the pair accuracy, margin and mean chosen and rejected scores.
 #[derive(Debug, Default, Clone, Copy)]
 struct EvalRow {
     loss: Option<f64>,
@@ -62,6 +68,10 @@ struct EvalRow {
     mlm_loss: Option<f64>,
     nsp_loss: Option<f64>,
     nsp_accuracy: Option<f64>,
+    pair_accuracy: Option<f64>,
+    margin: Option<f64>,
+    reward_chosen: Option<f64>,
+    reward_rejected: Option<f64>,
 }
 
 impl Curves {
@@ -81,6 +91,10 @@ impl Curves {
                 mlm_loss: f("val_mlm_loss"),
                 nsp_loss: f("val_nsp_loss"),
                 nsp_accuracy: f("val_nsp_accuracy"),
+                pair_accuracy: f("pair_accuracy"),
+                margin: f("margin"),
+                reward_chosen: f("reward_chosen"),
+                reward_rejected: f("reward_rejected"),
             });
         } else if v.get("loss").is_some() {
             self.steps.entry(step).or_insert_with(|| Step::from_json(v));
@@ -256,6 +270,41 @@ pub fn run_html(dir: &Path) -> Result<String> {
         ));
         b.push('\n');
     }
+    // Preference runs (`rm`, `dpo`): how often the chosen completion scores higher, and by
+    // how much.
+    if curves.steps.values().any(|s| s.pair_accuracy.is_some()) {
+        let val = |name: &str, get: fn(&EvalRow) -> Option<f64>| {
+            Series::new(
+                name,
+                curves
+                    .evals
+                    .iter()
+                    .filter_map(|(k, e)| Some((*k as f64, get(e)?)))
+                    .collect(),
+            )
+            .with_markers()
+        };
+        b.push_str(&line_chart(
+            "Pair accuracy (chosen scored above rejected)",
+            "step",
+            "accuracy",
+            &[
+                series("train pair accuracy", |s| s.pair_accuracy),
+                val("validation pair accuracy", |e| e.pair_accuracy),
+            ],
+        ));
+        b.push('\n');
+        b.push_str(&line_chart(
+            "Reward margin (chosen minus rejected)",
+            "step",
+            "margin",
+            &[
+                series("train margin", |s| s.margin),
+                val("validation margin", |e| e.margin),
+            ],
+        ));
+        b.push('\n');
+    }
     b.push_str("<h2>Optimisation</h2>\n");
     for (title, y, get) in [
         (
@@ -306,6 +355,8 @@ pub fn run_html(dir: &Path) -> Result<String> {
         let cls = curves.evals.values().any(|e| e.accuracy.is_some());
         // BERT pretraining's evaluations split the loss (the perplexity is the MLM part's).
         let nsp = curves.evals.values().any(|e| e.nsp_loss.is_some());
+        // Preference runs' evaluations: pair accuracy, margin, mean chosen and rejected scores.
+        let pairs = curves.evals.values().any(|e| e.pair_accuracy.is_some());
         let rows: Vec<Vec<String>> = curves
             .evals
             .iter()
@@ -317,6 +368,14 @@ pub fn run_html(dir: &Path) -> Result<String> {
                 if nsp {
                     row.extend([num(&e.mlm_loss), num(&e.nsp_loss), num(&e.nsp_accuracy)]);
                 }
+                if pairs {
+                    row.extend([
+                        num(&e.pair_accuracy),
+                        num(&e.margin),
+                        num(&e.reward_chosen),
+                        num(&e.reward_rejected),
+                    ]);
+                }
                 row
             })
             .collect();
@@ -326,6 +385,9 @@ pub fn run_html(dir: &Path) -> Result<String> {
         }
         if nsp {
             head.extend(["MLM loss", "NSP loss", "NSP accuracy"]);
+        }
+        if pairs {
+            head.extend(["pair accuracy", "margin", "chosen score", "rejected score"]);
         }
         b.push_str(&table(&head, &rows));
     }
@@ -387,6 +449,26 @@ mod tests {
         assert!(html.contains("<th>NSP accuracy</th>"), "{html}");
         assert!(
             html.contains("<td>10.0000</td><td>0.9000</td><td>0.6250</td>"),
+            "{html}"
+        );
+        // A reward model or DPO: pair accuracy and margin charts and columns.
+        std::fs::write(
+            d.path().join("metrics.jsonl"),
+            concat!(
+                r#"{"step":1,"loss":0.69,"lr":0.001,"grad_norm":1.0,"tokens":64,"tokens_per_s":900.0,"mfu":null,"skipped":false,"loss_scale":1.0,"pair_accuracy":0.5,"margin":0.1,"reward_chosen":0.2,"reward_rejected":0.1,"reward_mean":0.15,"reward_std":0.05,"kind":"train"}"#,
+                "\n",
+                r#"{"step":1,"val_loss":0.6,"val_ppl":1.8,"pair_accuracy":0.75,"margin":0.3,"reward_chosen":0.4,"reward_rejected":0.1,"reward_mean":0.25,"reward_std":0.2,"kind":"eval"}"#,
+            ),
+        )
+        .unwrap();
+        let html = run_html(d.path()).unwrap();
+        assert!(
+            html.contains("Pair accuracy (chosen scored above rejected)"),
+            "{html}"
+        );
+        assert!(html.contains("<th>pair accuracy</th>"), "{html}");
+        assert!(
+            html.contains("<td>0.7500</td><td>0.3000</td><td>0.4000</td><td>0.1000</td>"),
             "{html}"
         );
         std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1,\n").unwrap();
