@@ -263,6 +263,77 @@ fn an_interrupted_and_resumed_run_repeats_every_loss() {
     );
 }
 
+/// A `dpo` run without `init.from` takes its reference from the seeded initialisation; an
+/// interrupted run resumed from its checkpoint rebuilds that reference (not the checkpoint's
+/// trained weights), so its losses are the uninterrupted run's, step for step.
+#[test]
+fn an_interrupted_dpo_run_resumes_against_the_same_reference() {
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Prompts of bytes, chosen completions in one band, rejected in another, eos 258.
+    let rows: Vec<(Vec<i32>, Vec<i32>, Vec<i32>)> = (0..24i32)
+        .map(|i| {
+            (
+                vec![10 + i % 7, 20 + i % 5, 30 + i % 3],
+                vec![100 + i % 9, 110 + i % 4, 258],
+                vec![200 + i % 6, 258],
+            )
+        })
+        .collect();
+    let (train_dir, val_dir) = (root.join("p/train"), root.join("p/val"));
+    for d in [&train_dir, &val_dir] {
+        quern_train::data::write_pref_split(
+            d,
+            quern_tokenize::Objective::Dpo,
+            &rows,
+            SEQ,
+            VOCAB,
+            [None, Some(257), Some(258), None],
+            "bytes",
+        )
+        .unwrap();
+    }
+    let config = |out: &str| {
+        let mut cfg = tiny_config(root, &train_dir, &val_dir);
+        cfg.out_dir = root.join(out);
+        cfg.train.objective = "dpo".into();
+        cfg.train.micro_batch = 4;
+        cfg.train.max_steps = 6;
+        cfg.train.eval_every = 0;
+        cfg.checkpoint.every = 2;
+        cfg
+    };
+    let whole = train(&config("a"), false).unwrap();
+    assert!((whole.losses[0].loss - std::f64::consts::LN_2).abs() < 1e-6);
+    let cfg = config("b");
+    let first = train_with(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(5),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(first.steps, 5);
+    let second = train_with(
+        &cfg,
+        &TrainOptions {
+            resume: true,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(second.start_step, 4);
+    let losses =
+        |r: &quern_train::TrainReport| -> Vec<f64> { r.losses.iter().map(|l| l.loss).collect() };
+    let mut combined = losses(&first)[..4].to_vec();
+    combined.extend(losses(&second));
+    assert_eq!(combined, losses(&whole));
+    // Step 5 after resume is not ln 2: the policy moved away from the reference.
+    assert!((whole.losses[4].loss - std::f64::consts::LN_2).abs() > 1e-3);
+}
+
 #[test]
 fn bf16_and_fp16_train_on_cpu() {
     let _torch = torch_lock();
