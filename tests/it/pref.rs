@@ -11,7 +11,8 @@
 //!   rewards the peer computes from the two exported models.
 //! - Both: micro-batches of 2 accumulated 4 times give the losses of one batch of 8.
 //! - Bad input: rm on cls shards, an unknown loss variant, an empty completion and a
-//!   reference with another vocabulary are refused naming the file, key or row.
+//!   reference with another vocabulary or a shorter context are refused naming the file,
+//!   key or row.
 
 use std::path::{Path, PathBuf};
 
@@ -335,8 +336,8 @@ fn dpo_starts_at_its_formulas_learns_and_matches_plain_pytorch() {
 }
 
 /// rm on cls shards names the split's meta.json; an unknown loss variant names `dpo.loss`;
-/// an empty completion names the split and row; a reference with another vocabulary names
-/// `dpo.reference`.
+/// an empty completion names the split and row; a reference with another vocabulary or a
+/// context shorter than the rows names `dpo.reference`.
 #[test]
 fn bad_preference_input_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,6 +398,40 @@ fn bad_preference_input_is_refused_clearly() {
     )));
     assert!(
         err.contains("dpo.reference") && err.contains("256") && err.contains("64"),
+        "{err}"
+    );
+    // A reference whose context is shorter than the rows.
+    let short = root.join("short");
+    for d in ["train", "val"] {
+        quern_train::data::write_pref_split(
+            &short.join("tokens").join(d),
+            quern_tokenize::Objective::Dpo,
+            &pairs(8, 3)
+                .into_iter()
+                .map(|(p, c, r)| (p[..1].to_vec(), c[..1].to_vec(), r[..1].to_vec()))
+                .collect::<Vec<_>>(),
+            4,
+            64,
+            SPECIAL,
+            "toy",
+        )
+        .unwrap();
+    }
+    train(
+        &short,
+        "s",
+        &format!("{TINY}[train]\nobjective = \"dpo\"\nmicro_batch = 4\nmax_steps = 1\n"),
+    );
+    let err = run_err(quern().arg("train").arg(run_toml(
+        root,
+        "c",
+        &format!(
+            "{TINY}[train]\nobjective = \"dpo\"\nmicro_batch = 4\nmax_steps = 1\n\
+             [dpo]\nreference = \"short/s\"\n"
+        ),
+    )));
+    assert!(
+        err.contains("dpo.reference") && err.contains("context of 4"),
         "{err}"
     );
     // An empty completion.

@@ -1483,6 +1483,21 @@ fn dpo_reference(cfg: &TrainConfig, trainer: &Trainer, meta: &SplitMeta) -> Resu
                 ),
             ));
         }
+        // The reference reads the policy's inputs: rows of up to the split's seq_len ids,
+        // less the last, which is only a target.
+        let ctx = rcfg.seq_len.unwrap_or(0);
+        if ctx + 1 < meta.seq_len {
+            return Err(Error::bad_config(
+                "dpo.reference",
+                format!(
+                    "{} has a context of {ctx} positions, but {} holds rows of up to {} ids (meta.json seq_len), which need {}",
+                    path.display(),
+                    cfg.data.train.display(),
+                    meta.seq_len,
+                    meta.seq_len - 1
+                ),
+            ));
+        }
         let mut rcfg = rcfg;
         rcfg.dropout = 0.0;
         return Transformer::from_weights(&rcfg, trainer.device, &w.tensors, &w.path)
