@@ -49,6 +49,18 @@
 //! pooler = false              # BERT's tanh(dense(x)) before the output layer
 //! class_weights = [1.0, 3.0]  # one per label of meta.json, each > 0
 //! ```
+//!
+//! Preference pairs (`rm`/`dpo` splits) train a reward model (`objective = "rm"`, with
+//! `[rm] center_rewards_coefficient`) or a policy by DPO (`objective = "dpo"`):
+//!
+//! ```toml
+//! [train]
+//! objective = "dpo"
+//! [dpo]
+//! beta = 0.1                  # > 0
+//! loss = "sigmoid"            # sigmoid (DPO), ipo or hinge
+//! reference = "models/base"   # default: the policy's starting weights
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -302,8 +314,10 @@ pub struct LoopConfig {
     /// conversation per row, right-padded per micro-batch, never cut: the model's context
     /// must hold the split's `seq_len`), `cls` (a classification head) or `nsp` (BERT
     /// pretraining of an encoder on `nsp` sentence pairs: masked LM plus next-sentence
-    /// prediction, each loss a mean over its own targets, added). The split's `meta.json`
-    /// objective must match. Default `clm`.
+    /// prediction, each loss a mean over its own targets, added), `rm` (a reward model: a
+    /// scalar head, Bradley–Terry on preference pairs; `[rm]`) or `dpo` (direct preference
+    /// optimisation against a frozen reference; `[dpo]`), both on `rm`/`dpo` splits. The
+    /// split's `meta.json` objective must match. Default `clm`.
     pub objective: String,
     /// Rows per micro-batch, >= 1. Default 8.
     pub micro_batch: usize,

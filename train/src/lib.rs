@@ -6,7 +6,7 @@
 //! - [`config`]: `run.toml`, validated before anything starts.
 //! - [`data`]: rows of token ids from tokenized shards, in a seeded, resumable order.
 //! - [`model`]: the transformer, from `quern-models` (re-exported).
-//! - [`objective`]: `clm` and `mlm`, behind a trait for later objectives.
+//! - [`objective`]: `clm`, `mlm`, `sft`, `cls`, `nsp`, `rm` and `dpo`, behind one trait.
 //! - [`optim`]: AdamW with our own (checkpointed) state, clipping, the LR schedule.
 //! - [`amp`]: bf16/fp16 autocast, TF32 and fused AdamW through the C++ sidecar, loss scaling.
 //! - [`checkpoint`]: atomic safetensors + JSON checkpoints.
