@@ -1522,36 +1522,9 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String> {
 mod tests {
     use super::*;
 
-    // --- a little GGUF writer --------------------------------------------------------------
+    // --- a little GGUF writer (the export's value encoding) --------------------------------
 
-    fn put_str(b: &mut Vec<u8>, s: &str) {
-        b.extend((s.len() as u64).to_le_bytes());
-        b.extend(s.as_bytes());
-    }
-
-    fn put_value(b: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::U8(x) => b.push(*x),
-            Value::I8(x) => b.extend(x.to_le_bytes()),
-            Value::U16(x) => b.extend(x.to_le_bytes()),
-            Value::I16(x) => b.extend(x.to_le_bytes()),
-            Value::U32(x) => b.extend(x.to_le_bytes()),
-            Value::I32(x) => b.extend(x.to_le_bytes()),
-            Value::F32(x) => b.extend(x.to_le_bytes()),
-            Value::Bool(x) => b.push(u8::from(*x)),
-            Value::Str(s) => put_str(b, s),
-            Value::Array(items) => {
-                b.extend(items.first().map_or(0, Value::type_id).to_le_bytes());
-                b.extend((items.len() as u64).to_le_bytes());
-                for i in items {
-                    put_value(b, i);
-                }
-            }
-            Value::U64(x) => b.extend(x.to_le_bytes()),
-            Value::I64(x) => b.extend(x.to_le_bytes()),
-            Value::F64(x) => b.extend(x.to_le_bytes()),
-        }
-    }
+    use crate::gguf_export::{put_str, put_value};
 
     /// A tensor to write: name, GGUF dims (`ne[0]` first), ggml type id, raw data.
     type Raw = (String, Vec<u64>, u32, Vec<u8>);

@@ -21,15 +21,13 @@
 //!   (`quantize_row_*_ref`), 32 values a block along each row, so a row's length must be a
 //!   multiple of 32.
 //!
-//! The file is written to a temporary file beside it, fsynced and renamed: an interrupted
-//! export leaves nothing at the destination.
+//! The file is written to a temporary file beside it, fsynced and renamed
+//! (`quern_core::shard::write_atomic`): an interrupted export leaves nothing at the
+//! destination.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
-use quern_core::error::IoContext;
 use quern_core::{Error, Result};
 use serde_json::Value as Json;
 use tch::{Device, Kind, Tensor};
@@ -401,12 +399,12 @@ fn pre_name(pre: &Json) -> Option<&'static str> {
 
 // --- the file --------------------------------------------------------------------------------
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend((s.len() as u64).to_le_bytes());
     b.extend(s.as_bytes());
 }
 
-fn put_value(b: &mut Vec<u8>, v: &Value) {
+pub(crate) fn put_value(b: &mut Vec<u8>, v: &Value) {
     match v {
         Value::U8(x) => b.push(*x),
         Value::I8(x) => b.extend(x.to_le_bytes()),
@@ -418,7 +416,7 @@ fn put_value(b: &mut Vec<u8>, v: &Value) {
         Value::Bool(x) => b.push(u8::from(*x)),
         Value::Str(s) => put_str(b, s),
         Value::Array(items) => {
-            b.extend(items.first().map_or(4, Value::type_id).to_le_bytes());
+            b.extend(items.first().map_or(0, Value::type_id).to_le_bytes());
             b.extend((items.len() as u64).to_le_bytes());
             for i in items {
                 put_value(b, i);
@@ -511,43 +509,19 @@ pub fn export(
         offset += bytes.len().div_ceil(ALIGNMENT) * ALIGNMENT;
     }
     pad(&mut head);
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).at(parent)?;
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model.gguf".into());
-    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<u64> {
-        let f = fs::File::create(&tmp).at(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&head).at(&tmp)?;
-        let zeros = [0u8; ALIGNMENT];
-        for (_, bytes) in &encoded {
-            w.write_all(bytes).at(&tmp)?;
-            let rem = bytes.len() % ALIGNMENT;
-            if rem != 0 {
-                w.write_all(&zeros[..ALIGNMENT - rem]).at(&tmp)?;
-            }
-        }
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        f.sync_all().at(&tmp)?;
-        fs::rename(&tmp, out).at(out)?;
-        quern_core::shard::sync_dir(parent)?;
-        Ok((head.len() + offset) as u64)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    // The file in memory, each tensor's bytes moved in (never two copies of one), then
+    // written atomically (temporary file, fsync, rename).
+    let mut file = head;
+    file.reserve(offset);
+    for (_, bytes) in encoded {
+        file.extend_from_slice(&bytes);
+        pad(&mut file);
     }
+    quern_core::shard::write_atomic(out, &file)?;
     Ok(Exported {
         architecture: "llama",
         tensors: tensors.len(),
-        weights_bytes: result?,
+        weights_bytes: file.len() as u64,
         files: vec![],
     })
 }

@@ -23,9 +23,23 @@ const VOCAB: i64 = 96;
 /// are checked), saved as a quern model directory at `dir`.
 fn tiny(dir: &Path, cfg: &ModelConfig) -> Transformer {
     let mut m = Transformer::new(cfg, Device::Cpu);
+    // Noise from our own seeded generator, not libtorch's global one (tests run in parallel
+    // threads), so the weights, and what a test sees, are the same on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ cfg.dim as u64 ^ ((cfg.layers as u64) << 8);
     tch::no_grad(|| {
         for p in &mut m.params_mut().params {
-            let noise = p.tensor.randn_like() * 0.2;
+            let n = p.tensor.numel();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
+                })
+                .collect();
+            let noise = Tensor::from_slice(&v).view(p.tensor.size().as_slice());
             let _ = p.tensor.f_add_(&noise).unwrap();
         }
     });
@@ -77,6 +91,15 @@ fn export(model: &Path, out: &Path, extra: &[&str]) {
         cmd.args(["--format", "hf"]);
     }
     run_ok(&mut cmd);
+}
+
+/// Runs `tests/peers/hf_export.py` on `{"tasks": [...]}` in `dir`; its tensors by name.
+fn peer(dir: &Path, tasks: serde_json::Value) -> HashMap<String, Tensor> {
+    let out = run_peer(dir, "hf_export.py", &tasks, "out.safetensors");
+    Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -190,16 +213,7 @@ fn every_family_exports_to_transformers_with_equal_logits() {
             }
         });
     }
-    let out = run_peer(
-        tmp.path(),
-        "hf_export.py",
-        &serde_json::json!({"tasks": tasks}),
-        "out.safetensors",
-    );
-    let got: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let got = peer(tmp.path(), serde_json::json!({"tasks": tasks}));
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
     for (name, tokens) in &greedy {
         let i = names.iter().position(|n| n == name).unwrap();
@@ -361,18 +375,12 @@ fn smollm2_exports_with_tokenizer_and_chat_template() {
         .iter()
         .map(|&i| i as i64)
         .collect();
-    let out = run_peer(
+    let got = peer(
         tmp.path(),
-        "hf_export.py",
-        &serde_json::json!({"tasks": [{
+        serde_json::json!({"tasks": [{
             "dir": h, "class": "causal", "ids": [ids.clone()], "texts": texts, "chat": chat,
         }]}),
-        "out.safetensors",
     );
-    let got: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
-        .unwrap()
-        .into_iter()
-        .collect();
     let want = tch::no_grad(|| {
         m.model
             .forward(&Tensor::from_slice(&ids).view([1, -1]), true, false)
@@ -473,16 +481,7 @@ fn tiny_llama_exports_to_gguf_in_every_type() {
         quern_logits.push(tch::no_grad(|| back.model.forward(&x, true, false)));
         tasks.push(serde_json::json!({"gguf": f, "ids": ids}));
     }
-    let out = run_peer(
-        tmp.path(),
-        "hf_export.py",
-        &serde_json::json!({"tasks": tasks}),
-        "out.safetensors",
-    );
-    let got: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let got = peer(tmp.path(), serde_json::json!({"tasks": tasks}));
     for (i, (ty, id, near)) in types.iter().enumerate() {
         let tys = Vec::<i64>::try_from(&got[&format!("t{i}_types")]).unwrap();
         // token_embd, then per block attn_norm, q, k, v, o, ffn_norm, gate, up, down; then
@@ -560,16 +559,10 @@ fn smollm2_round_trips_through_gguf() {
     export(&gguf, &q8_path, &["--format", "gguf", "--dtype", "q8_0"]);
     let size = std::fs::metadata(&q8_path).unwrap().len();
     assert!(size < 150_000_000, "{size}");
-    let out = run_peer(
+    let got = peer(
         tmp.path(),
-        "hf_export.py",
-        &serde_json::json!({"tasks": [{"gguf": q8_path}]}),
-        "out.safetensors",
+        serde_json::json!({"tasks": [{"gguf": q8_path}]}),
     );
-    let got: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
-        .unwrap()
-        .into_iter()
-        .collect();
     let types = Vec::<i64>::try_from(&got["t0_types"]).unwrap();
     assert_eq!(types.len(), 272);
     assert_eq!(types[0], 8, "token_embd is Q8_0");

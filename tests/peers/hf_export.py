@@ -137,7 +137,9 @@ def run(task):
         if "greedy" in task:
             n = task["greedy"]
             prompt = torch.tensor([task["greedy_prompt"]], dtype=torch.long)
-            g = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+            # Plain argmax for n tokens, never stopping (as quern's ignore_eos).
+            model.generation_config.eos_token_id = None
+            g = model.generate(prompt, max_new_tokens=n, do_sample=False,
                                attention_mask=torch.ones_like(prompt))
             out["greedy"] = g[0, prompt.shape[1]:].contiguous()
     if "texts" in task or "chat" in task:
