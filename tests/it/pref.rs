@@ -6,7 +6,8 @@
 //!   metrics equal a plain PyTorch computation (`tests/peers/pref_loss.py`) on the weights
 //!   `quern export` writes from the checkpoint (so the reward head survives it), each
 //!   sequence run alone and unpadded there; the same after LoRA on it and `quern merge`.
-//! - dpo: the first loss is ln 2, 1/(4β²) and 1 for sigmoid, ipo and hinge; the loss falls;
+//! - dpo: the first loss is ln 2, 1/(4β²) and 1 for sigmoid, ipo and hinge, and its
+//!   gradients on a tiny transformers Llama are plain PyTorch's; the loss falls;
 //!   a run against another reference (`dpo.reference`) has the validation loss and implicit
 //!   rewards the peer computes from the two exported models.
 //! - Both: micro-batches of 2 accumulated 4 times give the losses of one batch of 8.
@@ -333,6 +334,115 @@ fn dpo_starts_at_its_formulas_learns_and_matches_plain_pytorch() {
     );
     assert!(c.iter().any(|x| x.abs() > 1e-2), "{c:?}");
     assert_eval_matches(&eval, &c, &rej, loss);
+}
+
+/// DPO with policy = reference on a tiny random Llama that transformers drew and quern
+/// imported, on pairs right-padded with pad == eos: each variant's first loss is its formula
+/// (ln 2, 1/(4β²), 1) and transformers' (computed by hand from its logits), and its gradients
+/// for ten weights (embeddings, output, final and block norms, q/k/v, projections, MLP)
+/// equal plain PyTorch's.
+#[test]
+fn dpo_first_loss_and_gradients_match_plain_pytorch() {
+    use quern_train::config::DpoLoss;
+    use quern_train::objective::{Dpo, Objective};
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("llama");
+    let toy = pairs(6, 5);
+    let out = run_peer(
+        dir.path(),
+        "pref_loss.py",
+        &serde_json::json!({"kind": "dpo_grad", "dir": hf, "pairs": as_json(&toy), "beta": 0.1}),
+        "grad.safetensors",
+    );
+    let want: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut m = quern_models::store::load(&hf, tch::Device::Cpu).unwrap();
+    let seq = |p: &[i32], c: &[i32]| ([p, c].concat(), p.len());
+    let mut seqs: Vec<_> = toy.iter().map(|(p, c, _)| seq(p, c)).collect();
+    seqs.extend(toy.iter().map(|(p, _, r)| seq(p, r)));
+    let rows = quern_train::data::pair_batch(&seqs, i64::from(EOS));
+    let pairs_of = [
+        ("model.embed_tokens.weight", "tok_emb.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+        ("model.norm.weight", "ln_f.weight"),
+        (
+            "model.layers.1.self_attn.o_proj.weight",
+            "blocks.1.attn.proj.weight",
+        ),
+        (
+            "model.layers.0.mlp.down_proj.weight",
+            "blocks.0.mlp.out.weight",
+        ),
+        (
+            "model.layers.1.mlp.gate_proj.weight",
+            "blocks.1.mlp.gate.weight",
+        ),
+        (
+            "model.layers.0.input_layernorm.weight",
+            "blocks.0.ln1.weight",
+        ),
+    ];
+    for (variant, name, formula) in [
+        (DpoLoss::Sigmoid, "sigmoid", std::f64::consts::LN_2),
+        (DpoLoss::Ipo, "ipo", 1.0 / (4.0 * 0.01)),
+        (DpoLoss::Hinge, "hinge", 1.0),
+    ] {
+        let dpo = Dpo {
+            beta: 0.1,
+            loss: variant,
+            reference: None,
+        };
+        let p = dpo.prepare_rows(&rows).unwrap();
+        m.model.params_mut().zero_grad();
+        let loss = dpo.pairs(&m.model, &p, false).unwrap().loss_sum / p.count as f64;
+        let l = loss.double_value(&[]);
+        let theirs = want[&format!("{name}_loss")].double_value(&[]);
+        assert!(
+            (l - formula).abs() < 1e-6 * formula,
+            "{name}: {l} vs {formula}"
+        );
+        assert!(
+            (l - theirs).abs() < 1e-6 * formula,
+            "{name}: {l} vs transformers {theirs}"
+        );
+        loss.backward();
+        let grad = |n: &str| m.model.params().get(n).unwrap().grad();
+        let qkv = Tensor::cat(
+            &["q", "k", "v"].map(|x| {
+                want[&format!("{name}_grad_model.layers.0.self_attn.{x}_proj.weight")]
+                    .shallow_clone()
+            }),
+            0,
+        );
+        let mut checks: Vec<(String, Tensor, Tensor)> = pairs_of
+            .iter()
+            .map(|(hf, ours)| {
+                (
+                    ours.to_string(),
+                    grad(ours),
+                    want[&format!("{name}_grad_{hf}")].shallow_clone(),
+                )
+            })
+            .collect();
+        checks.push((
+            "blocks.0.attn.qkv.weight".into(),
+            grad("blocks.0.attn.qkv.weight"),
+            qkv,
+        ));
+        let mut worst = 0f64;
+        for (n, ours, theirs) in checks {
+            let scale = theirs.abs().max().double_value(&[]);
+            assert!(scale > 1e-8, "{name} {n}: a zero gradient checks nothing");
+            let d = (ours - &theirs).abs().max().double_value(&[]) / scale;
+            assert!(d < 1e-4, "{name} {n}: relative gradient difference {d}");
+            worst = worst.max(d);
+        }
+        eprintln!(
+            "dpo {name}: loss {l} (transformers {theirs}), gradients within {worst:.1e} relative"
+        );
+    }
 }
 
 /// rm on cls shards names the split's meta.json; an unknown loss variant names `dpo.loss`;

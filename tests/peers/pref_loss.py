@@ -20,6 +20,12 @@ log_softmax(logits[t - 1])[id_t], computed here by hand from the logits; h = (lp
 
 Writes {"chosen": [n], "rejected": [n], "loss": []} (float64; chosen/rejected are the
 rewards for rm and the implicit rewards for dpo).
+
+"kind": "dpo_grad" ({"dir", "pairs", "beta"}) instead draws a random tiny LlamaForCausalLM
+(seeded; untied, grouped-query attention, norms drawn too), saves it to "dir" with
+save_pretrained, and with policy = reference (the reference's log-probabilities computed
+without gradients) writes, for each loss variant V of sigmoid, ipo and hinge, the first
+loss V_loss and its gradients V_grad_<hf weight name> for a few weights (float32).
 """
 import json
 import os
@@ -37,6 +43,8 @@ def main():
     task = json.load(open(sys.argv[1]))
     torch.set_grad_enabled(False)
     pairs = task["pairs"]
+    if task["kind"] == "dpo_grad":
+        return dpo_grad(task, pairs)
     if task["kind"] == "rm":
         from transformers import LlamaForSequenceClassification
 
@@ -96,6 +104,72 @@ def main():
         },
         sys.argv[2],
     )
+
+
+def seq_logp(model, prompt, completion):
+    """The completion's log-probability: log_softmax(logits[t - 1])[id_t] summed by hand."""
+    ids = prompt + completion
+    logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    total = torch.zeros((), dtype=torch.float64)
+    for t in range(len(prompt), len(ids)):
+        total = total + torch.log_softmax(logits[t - 1], -1)[ids[t]]
+    return total
+
+
+def dpo_grad(task, pairs):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        rope_theta=50000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.uniform_(0.5, 1.5)
+    model.eval()
+    model.save_pretrained(task["dir"], safe_serialization=True)
+    beta = task["beta"]
+    names = [
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "model.norm.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.1.self_attn.o_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+    ]
+    params = dict(model.named_parameters())
+    out = {}
+    with torch.no_grad():
+        ref = [(seq_logp(model, p, c), seq_logp(model, p, r)) for p, c, r in pairs]
+    for variant in ["sigmoid", "ipo", "hinge"]:
+        model.zero_grad()
+        with torch.enable_grad():
+            h = torch.stack(
+                [
+                    (seq_logp(model, p, c) - rc) - (seq_logp(model, p, r) - rr)
+                    for (p, c, r), (rc, rr) in zip(pairs, ref)
+                ]
+            )
+            if variant == "sigmoid":
+                losses = -F.logsigmoid(beta * h)
+            elif variant == "ipo":
+                losses = (h - 1 / (2 * beta)) ** 2
+            else:
+                losses = torch.relu(1 - beta * h)
+            loss = losses.mean()
+            loss.backward()
+        out[f"{variant}_loss"] = loss.float().reshape([]).contiguous()
+        for n in names:
+            out[f"{variant}_grad_{n}"] = params[n].grad.float().contiguous()
+    save_file(out, sys.argv[2])
 
 
 if __name__ == "__main__":
