@@ -145,6 +145,7 @@ fn assert_eval_matches(eval: &serde_json::Value, chosen: &[f64], rejected: &[f64
         ("reward_mean", m),
         ("reward_std", std),
     ];
+    let mut worst = 0f64;
     for (key, w) in want {
         let got = eval[key]
             .as_f64()
@@ -153,7 +154,9 @@ fn assert_eval_matches(eval: &serde_json::Value, chosen: &[f64], rejected: &[f64
             (got - w).abs() < 1e-4 * w.abs().max(1.0),
             "{key}: quern {got}, PyTorch {w}"
         );
+        worst = worst.max((got - w).abs());
     }
+    eprintln!("val loss {loss:.6} (PyTorch); quern's loss and pair metrics within {worst:.1e}");
 }
 
 fn as_json(pairs: &[Pair]) -> serde_json::Value {
