@@ -141,7 +141,12 @@ impl AdamW {
             let _ = self.exp_avg[i].lerp_(&g, 1.0 - b1);
             let _ = self.exp_avg_sq[i].g_mul_scalar_(b2);
             let _ = self.exp_avg_sq[i].addcmul_(&g, &(&g * (1.0 - b2)));
-            let denom = self.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
+            // In place after the square root: one temporary instead of three (each the size
+            // of the parameter; on CPU every large one is a fresh mapping, so they cost
+            // page faults), the same arithmetic as torch's `(v.sqrt() / bc2).add_(eps)`.
+            let mut denom = self.exp_avg_sq[i].sqrt();
+            let _ = denom.g_div_scalar_(bc2_sqrt);
+            let _ = denom.g_add_scalar_(eps);
             let _ = p.tensor.addcdiv_(&(&self.exp_avg[i] * (-lr / bc1)), &denom);
         }
         Ok(())
