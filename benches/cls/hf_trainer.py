@@ -28,6 +28,8 @@ def main():
     for k, t in [("steps", int), ("batch", int), ("seq_len", int), ("lr", float),
                  ("warmup", int), ("seed", int), ("threads", int)]:
         ap.add_argument("--" + k.replace("_", "-"), type=t, required=True)
+    ap.add_argument("--optim", default="adamw_torch",
+                    help="Trainer's optimizer: adamw_torch (for-loop) or adamw_torch_fused")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from transformers import (AutoTokenizer, BertForSequenceClassification,
@@ -68,6 +70,7 @@ def main():
         adam_beta2=0.999,
         adam_epsilon=1e-8,
         max_grad_norm=1.0,
+        optim=a.optim,
         seed=a.seed,
         logging_steps=1,
         save_strategy="no",

@@ -6,7 +6,7 @@
 # weight decay 0.01 on every matrix and embedding, clip 1.0). Prints the test accuracy and
 # macro-F1 of each and the ratio of their mean step times. CPU only.
 #
-# Usage: benches/cls/run.sh [STEPS] [BATCH]      (defaults 100, 16; THREADS=2, SEQ_LEN=64)
+# Usage: benches/cls/run.sh [STEPS] [BATCH]      (defaults 100, 16; THREADS=2, SEQ_LEN=64, FUSED=off)
 # Needs: scripts/setup.sh --test (the .venv with torch and transformers, the MiniLM model) and a
 # built quern (target/debug/quern, or QUERN=path).
 set -euo pipefail
@@ -18,6 +18,9 @@ THREADS=${THREADS:-2}
 SEQ_LEN=${SEQ_LEN:-64}
 SEED=${SEED:-1234}
 LR=${LR:-5e-5}
+# FUSED=on: libtorch's fused AdamW on both sides (quern `optim.fused = "on"`, Trainer
+# `optim="adamw_torch_fused"`); off: each side's per-tensor update (the CPU defaults).
+FUSED=${FUSED:-off}
 WARMUP=${WARMUP:-10}
 QUERN=${QUERN:-target/debug/quern}
 PY=${QUERN_PYTHON:-.venv/bin/python}
@@ -50,6 +53,7 @@ beta1 = 0.9
 beta2 = 0.999
 eps = 1e-8
 grad_clip = 1.0
+fused = "$FUSED"
 [train]
 objective = "cls"
 micro_batch = $BATCH
@@ -68,7 +72,8 @@ export OMP_NUM_THREADS=$THREADS
 "$QUERN" eval cls --model "$OUT/quern-run" --data "$OUT/tok/test" --device cpu --threads "$THREADS" \
     --batch-size 64 --json > "$OUT/quern-eval.json"
 "$PY" benches/cls/hf_trainer.py "$MODEL" "$OUT/movies.jsonl" "$OUT/hf.json" --steps "$STEPS" \
-    --batch "$BATCH" --seq-len "$SEQ_LEN" --lr "$LR" --warmup "$WARMUP" --seed "$SEED" --threads "$THREADS"
+    --batch "$BATCH" --seq-len "$SEQ_LEN" --lr "$LR" --warmup "$WARMUP" --seed "$SEED" --threads "$THREADS" \
+    --optim "$([[ $FUSED == on ]] && echo adamw_torch_fused || echo adamw_torch)"
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
