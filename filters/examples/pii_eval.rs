@@ -131,6 +131,17 @@ fn nanp(rng: &mut Rng) -> (String, String, String) {
     )
 }
 
+/// A routable-looking IPv4 address (first octet 1-223, last 1-254).
+fn ipv4(rng: &mut Rng) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        1 + rng.below(223),
+        rng.below(256),
+        rng.below(256),
+        1 + rng.below(254)
+    )
+}
+
 /// A valid SSN's three parts (area not 000, 666 or 9xx; group and serial not zero).
 fn ssn(rng: &mut Rng) -> (String, String, String) {
     let mut area = 1 + rng.below(899);
@@ -308,13 +319,7 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> Planted {
         },
         Ip => match rng.below(11) {
             8 => {
-                let item = format!(
-                    "{}.{}.{}.{}",
-                    1 + rng.below(223),
-                    rng.below(256),
-                    rng.below(256),
-                    1 + rng.below(254)
-                );
+                let item = ipv4(rng);
                 let mut pl = p("IPv4 a.b.c.d:port", HeldOut3, "", item);
                 pl.suffix = ":8443".into();
                 pl
@@ -338,23 +343,11 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> Planted {
                 p("IPv6 compressed", Tuned, "", item)
             }
             1 => {
-                let item = format!(
-                    "::ffff:{}.{}.{}.{}",
-                    1 + rng.below(223),
-                    rng.below(256),
-                    rng.below(256),
-                    1 + rng.below(254)
-                );
+                let item = format!("::ffff:{}", ipv4(rng));
                 p("IPv4-mapped ::ffff:a.b.c.d", Tuned, "", item)
             }
             2 => {
-                let item = format!(
-                    "::FFFF:{}.{}.{}.{}",
-                    1 + rng.below(223),
-                    rng.below(256),
-                    rng.below(256),
-                    1 + rng.below(254)
-                );
+                let item = format!("::FFFF:{}", ipv4(rng));
                 p("IPv4-mapped upper case", HeldOut2, "", item)
             }
             4 => {
@@ -376,13 +369,7 @@ fn plant(kind: PiiKind, rng: &mut Rng) -> Planted {
                 p("IPv6 full 8 groups", HeldOut2, "", g.join(":"))
             }
             _ => {
-                let item = format!(
-                    "{}.{}.{}.{}",
-                    1 + rng.below(223),
-                    rng.below(256),
-                    rng.below(256),
-                    1 + rng.below(254)
-                );
+                let item = ipv4(rng);
                 p("IPv4", Tuned, "", item)
             }
         },

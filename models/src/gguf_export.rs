@@ -32,9 +32,9 @@ use quern_core::{Error, Result};
 use serde_json::Value as Json;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Mlp, ModelConfig, Norm, Positions};
+use crate::config::ModelConfig;
 use crate::gguf::Value;
-use crate::hf_export::Exported;
+use crate::hf_export::{Exported, Family};
 use crate::store::ModelMeta;
 
 const ALIGNMENT: usize = 32;
@@ -92,30 +92,29 @@ impl GgufType {
 /// Checks that `c` is a Llama-like decoder; otherwise the key in the way.
 fn check_llama(c: &ModelConfig) -> Result<()> {
     let refuse = |key: &str, msg: &str| Err(Error::bad_config(format!("model.{key}"), msg));
-    if c.post_norm || c.type_vocab_size > 0 {
-        return refuse(
-            "post_norm",
-            "GGUF export writes Llama-architecture decoders; this is a BERT-like encoder",
-        );
-    }
-    if c.positions != Positions::Rotary || c.norm != Norm::RmsNorm || c.mlp != Mlp::SwiGlu {
-        return refuse(
-            "positions",
-            "GGUF export writes the llama architecture: rotary positions, rmsnorm and swiglu \
-             (export a GPT-2-like model with --format hf)",
-        );
-    }
-    if c.bias {
-        return refuse("bias", "llama has no biases");
+    // The Hugging Face export's family check: a config no class holds is refused there,
+    // naming its key.
+    match crate::hf_export::family(c)? {
+        Family::Llama => {}
+        Family::Bert => {
+            return refuse(
+                "post_norm",
+                "GGUF export writes Llama-architecture decoders; this is a BERT-like encoder",
+            )
+        }
+        Family::Gpt2 => {
+            return refuse(
+                "positions",
+                "GGUF export writes the llama architecture: rotary positions, rmsnorm and \
+                 swiglu (export a GPT-2-like model with --format hf)",
+            )
+        }
     }
     if c.head.is_some() {
         return refuse(
             "head",
             "llama.cpp's llama architecture has no classification head",
         );
-    }
-    if c.has_mlm_head() {
-        return refuse("mlm_head", "llama has no MLM head");
     }
     Ok(())
 }

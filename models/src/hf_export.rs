@@ -101,7 +101,7 @@ pub struct Exported {
 
 /// The Hugging Face family a quern config maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(crate) enum Family {
     Llama,
     Gpt2,
     Bert,
@@ -112,7 +112,7 @@ fn refuse(key: &str, msg: impl Into<String>) -> Error {
 }
 
 /// The family of `c`, or the key that keeps it from every Hugging Face architecture.
-fn family(c: &ModelConfig) -> Result<Family> {
+pub(crate) fn family(c: &ModelConfig) -> Result<Family> {
     if c.post_norm {
         if c.positions != Positions::Learned {
             return Err(refuse(
