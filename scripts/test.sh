@@ -36,5 +36,7 @@ log=target/test-times.log
 mkdir -p target
 cargo test --workspace 2>&1 | tee "$log"
 echo "== the slowest tests (seconds; all of them in $log)"
-sed -nE 's/^test (.*) \.\.\. ok <([0-9.]+)s>$/\2 \1/p' "$log" | sort -rn | head -15
+# awk, not head: head exits after 15 lines, and once the sorted list outgrows the pipe's
+# buffer sort dies of SIGPIPE, which pipefail turns into a failed run (exit 141).
+sed -nE 's/^test (.*) \.\.\. ok <([0-9.]+)s>$/\2 \1/p' "$log" | sort -rn | awk 'NR <= 15'
 echo "== times: setup ${t_setup}s, build ${t_build}s, tests $((SECONDS - t0))s, total ${SECONDS}s"
