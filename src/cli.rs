@@ -49,6 +49,10 @@ pub enum Command {
     /// Write a model for the tools users deploy with: a Hugging Face directory that
     /// transformers loads (Llama, GPT-2, BERT), or a GGUF file for llama.cpp (f32 to q4_0).
     Export(crate::cmd::export::Args),
+    /// Prune (magnitude, Wanda; unstructured, 2:4, MLP neurons) and quantize (int8, int4;
+    /// round-to-nearest or GPTQ) a model's block matrices into a model directory, with a
+    /// report of size and perplexity against the source.
+    Compress(crate::cmd::compress::Args),
     /// Fold a LoRA run's adapters into its base model's weights (fp32) and write a quern
     /// model directory, atomically; the base is the one the run recorded (or --base),
     /// checked by weights hash.

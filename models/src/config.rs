@@ -120,6 +120,10 @@ pub struct ModelConfig {
     /// sets it. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlm_head: Option<bool>,
+    /// Weights pruned by `quern compress` ([`crate::compress`]): their zeros are masks that
+    /// training keeps (re-applied after every optimizer step). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 fn default_layers() -> usize {
@@ -173,6 +177,7 @@ impl Default for ModelConfig {
             type_vocab_size: 0,
             head: None,
             mlm_head: None,
+            pruned: Vec::new(),
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn load_weights(dir: &Path) -> Result<Weights> {
         meta,
         tensors,
         tokenizer_json,
+        quant: std::collections::HashMap::new(),
     })
 }
 

@@ -22,9 +22,12 @@
 //! - [`head`]: the classification head (pooling, linear layer to the classes), also the
 //!   NSP head of BERT pretraining.
 //! - [`mlm_head`]: BERT's masked-LM prediction head (transform, tied decoder, bias).
+//! - [`compress`]: pruning (magnitude, Wanda, 2:4, MLP neurons) and quantization (int8,
+//!   int4 groups; round-to-nearest or GPTQ) of the block matrices.
 //! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;
+pub mod compress;
 pub mod config;
 pub mod device;
 pub mod generate;

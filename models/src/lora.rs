@@ -635,6 +635,14 @@ fn merged_once(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Resul
         }
         w.meta.config.mlm_head = Some(true);
     }
+    // A pruned base keeps its zeros: the dense deltas are masked where the base is zero.
+    let keep: Vec<(String, Tensor)> = w
+        .meta
+        .config
+        .pruned
+        .iter()
+        .filter_map(|n| w.tensors.get(n).map(|t| (n.clone(), t.ne(0.0))))
+        .collect();
     merge_into(
         &mut w.tensors,
         &w.meta.config,
@@ -642,6 +650,14 @@ fn merged_once(dir: &Path, record: &AdapterRecord, base: Option<&Path>) -> Resul
         &adapters,
         &adapters_file,
     )?;
+    for (name, k) in keep {
+        if let Some(t) = w.tensors.get_mut(&name) {
+            *t = &*t * k.to_kind(t.kind());
+        }
+    }
+    // Quantized bases merge dequantized; the merged model is no longer quantized.
+    w.meta.quant = None;
+    w.quant.clear();
     if w.tokenizer_json.is_none() {
         let tok = dir.join(store::TOKENIZER);
         if tok.exists() {

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 use tokenizers::Tokenizer;
 
+use crate::compress::{QuantRecord, QuantTensor};
 use crate::config::ModelConfig;
 use crate::transformer::Transformer;
 
@@ -83,6 +84,10 @@ pub struct ModelMeta {
     /// The quern that wrote it.
     #[serde(default)]
     pub quern_version: String,
+    /// Quantized block matrices (`quern compress`): stored as codes and scales, dequantized
+    /// when loaded ([`crate::compress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<QuantRecord>,
 }
 
 impl ModelMeta {
@@ -96,6 +101,7 @@ impl ModelMeta {
             chat_template: None,
             source: None,
             quern_version: env!("CARGO_PKG_VERSION").into(),
+            quant: None,
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct Weights {
     pub tensors: HashMap<String, Tensor>,
     /// `tokenizer.json` text, when the source has a tokenizer.
     pub tokenizer_json: Option<String>,
+    /// The quantized matrices of a compressed model (their dequantized weights are in
+    /// `tensors`), for low-bit inference.
+    pub quant: HashMap<String, QuantTensor>,
 }
 
 /// Reads weights and metadata from any source (see the module docs).
@@ -196,6 +205,7 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
                 meta,
                 tensors: imp.weights.into_iter().collect(),
                 tokenizer_json: imp.tokenizer_json,
+                quant: HashMap::new(),
             })
         }
         SourceKind::HuggingFace => crate::hf::load_weights(path),
@@ -218,12 +228,33 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
                 ));
             }
             meta.config.validate().map_err(|e| in_file(&meta_path, e))?;
+            let wpath = path.join(WEIGHTS);
+            let mut tensors = read_safetensors(&wpath)?;
+            let mut quant = HashMap::new();
+            if let Some(rec) = &meta.quant {
+                for name in &rec.tensors {
+                    let (n, k) =
+                        crate::compress::weight_shape(&meta.config, name).ok_or_else(|| {
+                            Error::bad_input(
+                                Place::file(&meta_path),
+                                format!(
+                                    "quant.tensors: `{name}` is not a block matrix of this model"
+                                ),
+                            )
+                        })?;
+                    let q = QuantTensor::take_stored(&mut tensors, name, rec.scheme, n, k)
+                        .map_err(|m| Error::bad_input(Place::file(&wpath), m))?;
+                    tensors.insert(name.clone(), q.dequantize());
+                    quant.insert(name.clone(), q);
+                }
+            }
             Ok(Weights {
                 kind,
                 path: path.to_path_buf(),
-                tensors: read_safetensors(&path.join(WEIGHTS))?,
+                tensors,
                 tokenizer_json: read_optional(&path.join(TOKENIZER))?,
                 meta,
+                quant,
             })
         }
         SourceKind::Checkpoint => checkpoint_weights(path, kind),
@@ -301,6 +332,7 @@ fn checkpoint_weights(dir: &Path, kind: SourceKind) -> Result<Weights> {
         tensors: read_safetensors(&dir.join(WEIGHTS))?,
         tokenizer_json,
         meta,
+        quant: HashMap::new(),
     })
 }
 
@@ -347,6 +379,8 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 #[derive(Debug)]
 pub struct Loaded {
     pub model: Transformer,
+    /// The quantized matrices of a compressed model ([`Transformer::use_quantized`]).
+    pub quant: HashMap<String, QuantTensor>,
     pub meta: ModelMeta,
     pub tokenizer: Option<Tokenizer>,
     pub tokenizer_json: Option<String>,
@@ -373,6 +407,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded> {
     };
     Ok(Loaded {
         model,
+        quant: w.quant,
         meta: w.meta,
         tokenizer,
         tokenizer_json: w.tokenizer_json,
@@ -390,7 +425,24 @@ pub fn save(
     tokenizer_json: Option<&str>,
     force: bool,
 ) -> Result<()> {
+    save_with(dir, meta, weights, tokenizer_json, force, &[])
+}
+
+/// [`save`], with more files (name, bytes) written into the directory beside the model's.
+pub fn save_with(
+    dir: &Path,
+    meta: &ModelMeta,
+    weights: &[(String, Tensor)],
+    tokenizer_json: Option<&str>,
+    force: bool,
+    extra: &[(&str, &[u8])],
+) -> Result<()> {
     write_dir_atomically(dir, force, |tmp| {
+        for (name, bytes) in extra {
+            let p = tmp.join(name);
+            fs::write(&p, bytes).at(&p)?;
+            sync_file(&p)?;
+        }
         let cpu: Vec<(String, Tensor)> = weights
             .iter()
             .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))

@@ -36,15 +36,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use quern_core::error::Place;
-use quern_core::{Error, Result};
-use tch::{Device, Kind, Tensor};
-
+use crate::compress::{QuantTensor, Scheme, Tap, Taps};
 use crate::config::{Mlp, ModelConfig, Norm, Positions};
 use crate::head::ClsHead;
 use crate::lora::{Adapter, LoraConfig, Target};
 use crate::mlm_head::MlmHead;
+use quern_core::error::Place;
+use quern_core::{Error, Result};
+use tch::{Device, Kind, Tensor};
 
 /// What a parameter is, for weight-decay grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,16 +169,139 @@ impl Builder<'_> {
 }
 
 struct Linear {
+    /// The weight's name (`blocks.0.attn.qkv.weight`).
+    name: String,
     w: Tensor,
     b: Option<Tensor>,
     /// LoRA adapters on some of its output rows, sorted by row ([`crate::lora`]).
     lora: Vec<Adapter>,
+    /// Calibration statistics of its inputs, while [`Transformer::set_taps`] collects them.
+    tap: Option<Arc<Mutex<Tap>>>,
+    /// Low-bit weights that replace `w` in the matrix product
+    /// ([`Transformer::use_quantized`]).
+    low: Option<LowBit>,
+}
+
+/// A quantized weight in the layout of libtorch's low-bit matrix products (CPU).
+enum LowBit {
+    /// `_weight_int8pack_mm`: int8 codes `[N, K]`; the kernel scales by ones in bf16 and
+    /// the f32 row scales are applied to its output.
+    Int8 {
+        codes: Tensor,
+        ones: Tensor,
+        scale: Tensor,
+    },
+    /// `_weight_int4pack_mm_for_cpu`: packed codes, `[groups, N, 2]` bf16 scales and
+    /// zero points (`w = (q - 8) · s + z`), inputs zero-padded from `k` to `k_pad`.
+    Int4 {
+        packed: Tensor,
+        group: i64,
+        sz: Tensor,
+        k: i64,
+        k_pad: i64,
+    },
+}
+
+impl LowBit {
+    fn from_quant(q: &QuantTensor) -> Option<LowBit> {
+        let (n, k) = q.codes.size2().ok()?;
+        match q.scheme {
+            Scheme::Int8 => Some(LowBit::Int8 {
+                codes: q.codes.contiguous(),
+                ones: Tensor::ones([n], (Kind::BFloat16, q.codes.device())),
+                scale: q.scale.to_kind(Kind::Float),
+            }),
+            Scheme::Int4 { group } => {
+                // The kernel wants N in multiples of 16 and whole groups.
+                if n % 16 != 0 {
+                    return None;
+                }
+                let g = (k + group - 1) / group;
+                let k_pad = g * group;
+                let mut codes = q.codes.to_kind(Kind::Int);
+                if k_pad > k {
+                    codes = codes.constant_pad_nd([0, k_pad - k]);
+                }
+                let packed = codes
+                    .f_internal_convert_weight_to_int4pack_for_cpu(1)
+                    .ok()?;
+                let s = &q.scale;
+                let z = q.min.as_ref()? + s * 8.0;
+                let sz = Tensor::stack(&[s.tr(), z.tr()], 2)
+                    .to_kind(Kind::BFloat16)
+                    .contiguous();
+                Some(LowBit::Int4 {
+                    packed,
+                    group,
+                    sz,
+                    k,
+                    k_pad,
+                })
+            }
+        }
+    }
+
+    /// Bytes a product reads: codes, scales (and zero points).
+    fn bytes(&self) -> f64 {
+        let b = |t: &Tensor| t.numel() as f64 * t.kind().elt_size_in_bytes() as f64;
+        match self {
+            LowBit::Int8 { codes, ones, scale } => b(codes) + b(ones) + b(scale),
+            LowBit::Int4 { packed, sz, .. } => b(packed) + b(sz),
+        }
+    }
+
+    fn matmul(&self, x: &Tensor) -> Tensor {
+        let shape = x.size();
+        let k = *shape.last().unwrap_or(&0);
+        let x2 = x.reshape([-1, k]).to_kind(Kind::BFloat16);
+        let y = match self {
+            LowBit::Int8 { codes, ones, scale } => {
+                x2.internal_weight_int8pack_mm(codes, ones)
+                    .to_kind(Kind::Float)
+                    * scale
+            }
+            LowBit::Int4 {
+                packed,
+                group,
+                sz,
+                k,
+                k_pad,
+            } => {
+                let x2 = if k_pad > k {
+                    x2.constant_pad_nd([0, k_pad - k])
+                } else {
+                    x2
+                };
+                x2.internal_weight_int4pack_mm_for_cpu(packed, *group, sz)
+                    .to_kind(Kind::Float)
+            }
+        };
+        let mut out = shape.clone();
+        if let Some(last) = out.last_mut() {
+            *last = y.size()[1];
+        }
+        y.view(out.as_slice()).to_kind(x.kind())
+    }
 }
 
 impl Linear {
     /// `train` turns the adapters' dropout on.
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.linear(&self.w, self.b.as_ref());
+        if let Some(tap) = &self.tap {
+            if let Ok(mut t) = tap.lock() {
+                t.add(x);
+            }
+        }
+        let y = match &self.low {
+            Some(low) => {
+                let y = low.matmul(x);
+                match &self.b {
+                    Some(b) => y + b,
+                    None => y,
+                }
+            }
+            None => x.linear(&self.w, self.b.as_ref()),
+        };
         if self.lora.is_empty() {
             y
         } else {
@@ -323,6 +447,9 @@ pub struct Transformer {
     device: Device,
     /// Kind of the activations and weights (fp32 unless [`Transformer::cast`] changed it).
     kind: Kind,
+    /// Pruned weights and their keep-masks (`cfg.pruned`), re-applied after every
+    /// optimizer step ([`Transformer::apply_masks`]).
+    masks: Vec<(Tensor, Tensor)>,
 }
 
 impl std::fmt::Debug for Transformer {
@@ -400,6 +527,9 @@ impl Transformer {
         };
         let linear = |b: &mut Builder, name: &str, out: i64, inp: i64, s: f64| -> Result<Linear> {
             Ok(Linear {
+                name: format!("{name}.weight"),
+                tap: None,
+                low: None,
                 w: b.add(
                     format!("{name}.weight"),
                     &[out, inp],
@@ -583,7 +713,18 @@ impl Transformer {
             None => None,
         };
         let rope = (cfg.positions == Positions::Rotary).then(|| rope_tables(cfg, seq_len, device));
+        let mut masks = Vec::with_capacity(cfg.pruned.len());
+        for name in &cfg.pruned {
+            let w = bld.store.get(name).ok_or_else(|| {
+                Error::bad_config(
+                    "model.pruned",
+                    format!("`{name}` is not a weight of this model"),
+                )
+            })?;
+            masks.push((w.shallow_clone(), w.ne(0.0)));
+        }
         Ok(Transformer {
+            masks,
             cfg: cfg.clone(),
             seq_len,
             vocab,
@@ -606,6 +747,103 @@ impl Transformer {
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.blocks.iter_mut().flat_map(|b| {
+            [
+                Some(&mut b.qkv),
+                Some(&mut b.proj),
+                Some(&mut b.fc),
+                b.up.as_mut(),
+                Some(&mut b.out),
+            ]
+            .into_iter()
+            .flatten()
+        })
+    }
+
+    /// Starts collecting calibration statistics of the inputs of every block matrix
+    /// ([`crate::compress`]): from now on each forward pass adds its inputs to the returned
+    /// taps (with the Gram matrix when `gram`) until [`Transformer::clear_taps`].
+    pub fn set_taps(&mut self, gram: bool) -> Taps {
+        let mut taps = Taps::new();
+        for l in self.linears_mut() {
+            let k = l.w.size()[1];
+            let tap = Arc::new(Mutex::new(Tap::new(k, gram)));
+            taps.insert(l.name.clone(), tap.clone());
+            l.tap = Some(tap);
+        }
+        taps
+    }
+
+    /// Stops collecting calibration statistics.
+    pub fn clear_taps(&mut self) {
+        for l in self.linears_mut() {
+            l.tap = None;
+        }
+    }
+
+    /// Takes the pruned weights' masks (`cfg.pruned`) from their zeros now: after weights
+    /// were copied into the model (a run's `init.from`, a resumed checkpoint).
+    pub fn refresh_masks(&mut self) {
+        let _g = tch::no_grad_guard();
+        for (w, keep) in &mut self.masks {
+            *keep = Tensor::ne(w, 0.0);
+        }
+    }
+
+    /// Zeroes the pruned weights again (`cfg.pruned`): the trainer calls it after every
+    /// optimizer step, so pruned weights stay zero through further training.
+    pub fn apply_masks(&mut self) {
+        let _g = tch::no_grad_guard();
+        for (w, keep) in &mut self.masks {
+            let _ = w.f_mul_(&keep.to_kind(w.kind()));
+        }
+    }
+
+    /// How many block matrices run on low-bit kernels ([`Transformer::use_quantized`]).
+    pub fn low_bit_matrices(&self) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    Some(&b.qkv),
+                    Some(&b.proj),
+                    Some(&b.fc),
+                    b.up.as_ref(),
+                    Some(&b.out),
+                ]
+            })
+            .flatten()
+            .filter(|l| l.low.is_some())
+            .count()
+    }
+
+    /// Runs the block matrices that `quant` holds on libtorch's low-bit matrix products
+    /// instead of their f32 weights (CPU; inference only: no gradient reaches the codes).
+    /// Returns how many matrices run low-bit; those the kernels cannot take (int4 with
+    /// outputs not a multiple of 16) keep their dequantized weights.
+    pub fn use_quantized(&mut self, quant: &HashMap<String, QuantTensor>) -> Result<usize> {
+        if self.device != Device::Cpu {
+            return Err(Error::usage(
+                "low-bit matrix products run on the CPU; on a GPU the quantized model runs dequantized",
+            ));
+        }
+        if self.lora.is_some() {
+            return Err(Error::usage(
+                "low-bit matrix products do not take LoRA adapters: merge them first",
+            ));
+        }
+        let _g = tch::no_grad_guard();
+        let mut n = 0;
+        for l in self.linears_mut() {
+            if let Some(q) = quant.get(&l.name) {
+                l.low = LowBit::from_quant(q);
+                n += usize::from(l.low.is_some());
+            }
+        }
+        Ok(n)
     }
     pub fn device(&self) -> Device {
         self.device
@@ -746,6 +984,11 @@ impl Transformer {
             *c = c.to_kind(kind);
             *s = s.to_kind(kind);
         }
+        for (name, (w, _)) in self.cfg.pruned.iter().zip(self.masks.iter_mut()) {
+            if let Some(c) = converted.get(name) {
+                *w = c.shallow_clone();
+            }
+        }
         self.kind = kind;
     }
 
@@ -834,7 +1077,25 @@ impl Transformer {
         } else {
             0
         };
-        (self.store.numel() - pos - emb_in) as f64 * elt
+        // Matrices on low-bit kernels read their codes and scales instead.
+        let mut low_saved = 0.0;
+        for b in &self.blocks {
+            for l in [
+                Some(&b.qkv),
+                Some(&b.proj),
+                Some(&b.fc),
+                b.up.as_ref(),
+                Some(&b.out),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(low) = &l.low {
+                    low_saved += l.w.numel() as f64 * elt - low.bytes();
+                }
+            }
+        }
+        (self.store.numel() - pos - emb_in) as f64 * elt - low_saved
     }
 
     /// A KV cache for `batch` rows and up to `capacity` positions (at most `seq_len`).

@@ -75,6 +75,10 @@ pub struct Args {
     /// (vocab - 10)`, as `benches/generate/hf_generate.py` uses), instead of given prompts.
     #[arg(long)]
     pub prompt_tokens: Option<usize>,
+    /// Run a quantized model (`quern compress --quant`) dequantized in f32 instead of on
+    /// libtorch's low-bit matrix products.
+    #[arg(long)]
+    pub dequantize: bool,
     /// With --bench: timed repetitions after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,

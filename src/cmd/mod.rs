@@ -2,6 +2,7 @@
 //! here; their code is in the `quern-torch` binary (`src/bin/quern-torch/`).
 
 pub mod build;
+pub mod compress;
 pub mod demo;
 pub mod doctor;
 pub mod eval;
@@ -36,6 +37,7 @@ impl Command {
                 | Command::Sweep(_)
                 | Command::Import(_)
                 | Command::Export(_)
+                | Command::Compress(_)
                 | Command::Merge(_)
                 | Command::Generate(_)
                 | Command::Eval(_)

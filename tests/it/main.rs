@@ -5,6 +5,8 @@ mod common;
 mod build;
 #[cfg(feature = "torch")]
 mod cls;
+#[cfg(feature = "torch")]
+mod compress;
 mod dedup;
 #[cfg(feature = "torch")]
 mod docs;

@@ -617,6 +617,12 @@ impl TrainConfig {
                 "the classification head is set by train.objective = \"cls\" and [cls], not in [model]",
             ));
         }
+        if !self.model.pruned.is_empty() {
+            return Err(Error::bad_config(
+                "model.pruned",
+                "pruned weights are recorded by `quern compress` in the model it writes; start from that model with init.from",
+            ));
+        }
         if let Some(w) = &self.cls.class_weights {
             if let Some((i, x)) = w.iter().enumerate().find(|(_, x)| !positive(**x)) {
                 return Err(Error::bad_config(

@@ -714,6 +714,8 @@ impl Trainer {
         let lr = optim::lr_at(&self.cfg.optim, self.step, self.cfg.train.max_steps);
         if finite {
             self.optimizer.step(self.model.trainable_mut(), lr)?;
+            // A pruned model's zeros stay zero (`model.pruned`, from `quern compress`).
+            self.model.apply_masks();
             self.consecutive_skips = 0;
         } else {
             self.skipped_steps += 1;
@@ -1321,6 +1323,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             }
         }
         checkpoint::restore_weights(&mut params, &w.tensors, &w.path)?;
+        // A pruned source's zeros are the masks the run keeps.
+        trainer.model.refresh_masks();
         if let Some(lora) = &cfg.lora {
             trainer.adapter = Some(AdapterRecord {
                 lora: lora.clone(),
@@ -1344,6 +1348,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         if let Some(dir) = checkpoint::latest(&cfg.out_dir)? {
             let ck = checkpoint::load(&dir)?;
             trainer.restore(&ck)?;
+            trainer.model.refresh_masks();
             resumed = Some(trainer.step);
         }
     }

@@ -14,7 +14,7 @@ mod imp {
         if c.batch_size == 0 {
             anyhow::bail!("--batch-size must be at least 1");
         }
-        let loaded = crate::generate::load_model(&c.model, &c.device, &c.dtype, c.threads)?;
+        let loaded = crate::generate::load_model(&c.model, &c.device, &c.dtype, c.threads, false)?;
         let weights = match loaded.kind {
             SourceKind::Gguf => loaded.path.clone(),
             _ => loaded.path.join(quern_models::store::WEIGHTS),

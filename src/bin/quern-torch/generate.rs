@@ -30,7 +30,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--batch-size must be at least 1");
     }
     let t0 = std::time::Instant::now();
-    let loaded = load_model(&args.model, &args.device, &args.dtype, args.threads)?;
+    let loaded = load_model(
+        &args.model,
+        &args.device,
+        &args.dtype,
+        args.threads,
+        !args.dequantize,
+    )?;
     let load_s = t0.elapsed().as_secs_f64();
     let special = loaded.meta.special.clone();
     let gen = Generator::new(&loaded.model, loaded.tokenizer.as_ref(), &special);
@@ -116,12 +122,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Sets libtorch up (device, `--threads`, the CPU allocator) and loads `model` cast to
-/// `dtype`: what `quern generate` and `quern eval` do first.
+/// `dtype`: what `quern generate` and `quern eval` do first. With `low_bit`, a quantized
+/// model's matrices run on libtorch's low-bit kernels (CPU, fp32 activations outside them).
 pub fn load_model(
     model: &std::path::Path,
     device: &str,
     dtype: &str,
     threads: Option<usize>,
+    low_bit: bool,
 ) -> anyhow::Result<quern_models::store::Loaded> {
     use anyhow::Context;
     let device = quern_models::device::parse(device)?;
@@ -138,6 +146,22 @@ pub fn load_model(
     let mut loaded = quern_models::store::load(model, device)
         .with_context(|| format!("loading the model {}", model.display()))?;
     loaded.model.cast(kind);
+    if low_bit && !loaded.quant.is_empty() {
+        if device == tch::Device::Cpu && kind == tch::Kind::Float {
+            let n = loaded.model.use_quantized(&loaded.quant)?;
+            if n < loaded.quant.len() {
+                eprintln!(
+                    "note: {} of {} quantized matrices run on low-bit kernels; the others (int4 with outputs not a multiple of 16) run dequantized",
+                    n,
+                    loaded.quant.len()
+                );
+            }
+        } else {
+            eprintln!(
+                "note: the quantized matrices run dequantized: low-bit kernels are used on the CPU with --dtype fp32"
+            );
+        }
+    }
     Ok(loaded)
 }
 
@@ -170,6 +194,7 @@ fn bench(
         "dtype": args.dtype,
         "threads": tch::get_num_threads(),
         "parameters": loaded.model.params().numel(),
+        "low_bit_matrices": loaded.model.low_bit_matrices(),
         "batch": batch.len(),
         "prompt_tokens": t.prompt_tokens,
         "new_tokens_per_row": cfg.max_new_tokens,

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use clap::Parser;
 use quern::cli::{Cli, Command};
 
+mod compress;
 mod demo;
 mod doctor;
 mod eval;
@@ -62,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(a) => sweep::run(a),
         Command::Import(a) => import::run(a),
         Command::Export(a) => export::run(a),
+        Command::Compress(a) => compress::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
