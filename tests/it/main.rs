@@ -24,6 +24,8 @@ mod light;
 #[cfg(feature = "torch")]
 mod lora;
 #[cfg(feature = "torch")]
+mod mix;
+#[cfg(feature = "torch")]
 mod models;
 #[cfg(feature = "torch")]
 mod nsp;

@@ -214,6 +214,28 @@ pub struct DataConfig {
     /// Directory of the validation split. Default: none (no evaluation).
     #[serde(default)]
     pub val: Option<PathBuf>,
+    /// `train`'s weight in a mixture with `mix` (relative to theirs). Default 1.
+    #[serde(default = "one")]
+    pub train_weight: f64,
+    /// More packed splits (`[[data.mix]]`: `split`, `weight`) read with `train` as one,
+    /// each giving its weight's share of the rows ([`crate::mix`]); a replay split of the
+    /// data a model was trained on before is one of them. Default: none.
+    #[serde(default)]
+    pub mix: Vec<MixSplit>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// One split of a data mixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSplit {
+    /// Directory of the split (tokenized like `train`: same tokenizer and seq_len).
+    pub split: PathBuf,
+    /// Its weight, relative to `train_weight` and the others'; >= 0.
+    pub weight: f64,
 }
 
 /// The learning-rate decay after warmup.
@@ -414,6 +436,8 @@ impl TrainConfig {
             data: DataConfig {
                 train: train.into(),
                 val: None,
+                train_weight: 1.0,
+                mix: Vec::new(),
             },
             init: InitConfig::default(),
             model: ModelConfig::default(),
@@ -513,6 +537,9 @@ impl TrainConfig {
         if let Some(v) = cfg.data.val.as_mut() {
             fix(v);
         }
+        for m in &mut cfg.data.mix {
+            fix(&mut m.split);
+        }
         if let Some(r) = cfg.dpo.reference.as_mut() {
             fix(r);
         }
@@ -565,7 +592,38 @@ impl TrainConfig {
             ">= 0 (0 turns clipping off)",
             o.grad_clip,
         )?;
+        let d = &self.data;
+        need(
+            non_negative(d.train_weight),
+            "data.train_weight",
+            ">= 0",
+            d.train_weight,
+        )?;
+        for (i, m) in d.mix.iter().enumerate() {
+            need(
+                non_negative(m.weight),
+                &format!("data.mix[{i}].weight"),
+                ">= 0",
+                m.weight,
+            )?;
+        }
+        if !d.mix.is_empty() && d.train_weight + d.mix.iter().map(|m| m.weight).sum::<f64>() <= 0.0
+        {
+            return Err(Error::bad_config(
+                "data.mix",
+                "every weight of the mixture is 0: give at least one split a positive weight",
+            ));
+        }
         let t = &self.train;
+        if !d.mix.is_empty() && !matches!(t.objective.as_str(), "clm" | "mlm") {
+            return Err(Error::bad_config(
+                "data.mix",
+                format!(
+                    "mixtures read packed clm or mlm splits; train.objective is `{}`",
+                    t.objective
+                ),
+            ));
+        }
         if !matches!(
             t.objective.as_str(),
             "clm" | "mlm" | "sft" | "cls" | "nsp" | "rm" | "dpo"

@@ -113,6 +113,10 @@ pub trait BatchSource: Send {
     fn cursor(&self) -> DataCursor;
     /// Moves to a position saved earlier.
     fn seek(&mut self, cursor: DataCursor) -> Result<()>;
+    /// A mixture ([`crate::mix::MixRows`]): the rows each of its splits gave so far.
+    fn mix_rows(&self) -> Option<Vec<u64>> {
+        None
+    }
 }
 
 /// What the trainer needs from a split's `meta.json`.

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: `run.toml`, validated before anything starts.
 //! - [`data`]: rows of token ids from tokenized shards, in a seeded, resumable order.
+//! - [`mix`]: several splits read as one by weight (`[[data.mix]]`), resumable.
 //! - [`model`]: the transformer, from `quern-models` (re-exported).
 //! - [`objective`]: `clm`, `mlm`, `sft`, `cls`, `nsp`, `rm` and `dpo`, behind one trait.
 //! - [`optim`]: AdamW with our own (checkpointed) state, clipping, the LR schedule.
@@ -24,6 +25,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod memory;
+pub mod mix;
 /// The transformer, which lives in `quern-models`; re-exported under its old path.
 pub mod model {
     pub use quern_models::transformer::*;

@@ -75,6 +75,22 @@ pub struct StepLog {
     /// `rm`, `dpo`: the step's pairs' scores.
     #[serde(flatten)]
     pub pairs: Option<PairMetrics>,
+    /// A mixture (`[[data.mix]]`): the rows each split gave so far (`data.train` first,
+    /// then `data.mix` in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix_rows: Option<Vec<u64>>,
+}
+
+/// One split of a mixture at the end of a run: its weight and the rows it gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixShare {
+    pub split: PathBuf,
+    /// Its weight, normalised over the mixture.
+    pub weight: f64,
+    /// Rows it gave over the run (resumed runs: since the start).
+    pub rows: u64,
+    /// `rows` over all the mixture's rows.
+    pub share: f64,
 }
 
 /// What the pairs of a step or an evaluation show (`rm`, `dpo`), from each pair's chosen and
@@ -183,6 +199,9 @@ pub struct TrainReport {
     /// fresh because `init.from` has none), as printed when it started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// A mixture's splits, weights and realised shares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mix: Vec<MixShare>,
 }
 
 impl TrainReport {
@@ -754,6 +773,7 @@ impl Trainer {
             nsp_loss: terms.map(|t| t.1),
             nsp_accuracy: terms.map(|t| t.2),
             pairs,
+            mix_rows: self.train_data.mix_rows(),
         })
     }
 
@@ -1204,7 +1224,28 @@ fn claim_out_dir(dir: &Path, opts: &TrainOptions) -> Result<()> {
 pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     cfg.validate()?;
     let device = resolve_device(cfg.train.device)?;
-    let (train_data, meta) = open_split(&cfg.data.train, cfg.train.seed, &cfg.train.objective)?;
+    let (mut train_data, meta) = open_split(&cfg.data.train, cfg.train.seed, &cfg.train.objective)?;
+    if !cfg.data.mix.is_empty() {
+        let mut sources = vec![train_data];
+        let mut weights = vec![cfg.data.train_weight];
+        for (i, m) in cfg.data.mix.iter().enumerate() {
+            let key = format!("data.mix[{i}].split");
+            let (src, mmeta) = open_split(&m.split, cfg.train.seed, &cfg.train.objective)
+                .map_err(|e| Error::bad_config(&key, format!("{}: {e}", m.split.display())))?;
+            if mmeta.tokenizer_hash != meta.tokenizer_hash || mmeta.seq_len != meta.seq_len {
+                return Err(Error::bad_config(
+                    &key,
+                    format!(
+                        "{} was tokenized differently from data.train (tokenizer hash or seq_len differ)",
+                        m.split.display()
+                    ),
+                ));
+            }
+            sources.push(src);
+            weights.push(m.weight);
+        }
+        train_data = Box::new(crate::mix::MixRows::new(sources, &weights)?);
+    }
     let val_data = match &cfg.data.val {
         Some(dir) => {
             let (v, vmeta) = open_split(dir, cfg.train.seed, &cfg.train.objective)?;
@@ -1560,6 +1601,27 @@ fn report_with_notes(
         },
         stopped_early: false,
         notes,
+        mix: match t.train_data.mix_rows() {
+            Some(rows) => {
+                let d = &t.cfg.data;
+                let splits: Vec<(&PathBuf, f64)> = std::iter::once((&d.train, d.train_weight))
+                    .chain(d.mix.iter().map(|m| (&m.split, m.weight)))
+                    .collect();
+                let wsum: f64 = splits.iter().map(|s| s.1).sum();
+                let total: u64 = rows.iter().sum();
+                splits
+                    .iter()
+                    .zip(&rows)
+                    .map(|((split, w), &r)| MixShare {
+                        split: (*split).clone(),
+                        weight: w / wsum,
+                        rows: r,
+                        share: r as f64 / total.max(1) as f64,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        },
     }
 }
 

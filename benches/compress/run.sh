@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# `quern compress` on SmolLM2-135M-Instruct (the registry's Q4_1 GGUF, dequantized to f32: the
+# "source"): perplexity of int8, int4 g128 (RTN and GPTQ), 50% unstructured and 2:4 pruning
+# (magnitude and Wanda) against the source, on two held-out splits; a plain PyTorch
+# implementation of Wanda and GPTQ (tests/peers/compress_ref.py, transformers' activations)
+# on the same model and calibration rows, evaluated the same way; and batch-1 decoding
+# speed of the int8 and int4 models on libtorch's low-bit kernels against quern fp32 and
+# transformers' `generate` fp32 on the exported model, in the same run.
+#
+#   benches/compress/run.sh            (QUERN_BIN=path/to/quern to skip the release build)
+#
+# Data (none of it looked at while writing the code): calibration on the GPL-3.0 text
+# (tests/data/train/gpl-3.0.txt); evaluation on the English documents of the tests' mixed
+# corpus (mail and man pages: tests/data/corpus/mixed.jsonl, lang "en") and on six licence
+# texts from Debian's common-licenses (Apache-2.0, MPL-2.0, GPL-2, LGPL-2.1, Artistic,
+# GFDL-1.3), each tokenized with SmolLM2's tokenizer, 256-token rows. EVAL_ROWS (40) and
+# CALIB_ROWS (32) bound the work on a 2-core machine. Prints JSON lines; BENCHMARKS.md
+# ("compress") reports them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source scripts/env.sh
+if [[ -z "${QUERN_BIN:-}" ]]; then scripts/build-release.sh >/dev/null; fi
+Q=$(realpath "${QUERN_BIN:-target/release/quern}")
+PY=$(realpath .venv/bin/python)
+REPO=$(pwd)
+EVAL_ROWS=${EVAL_ROWS:-40}
+CALIB_ROWS=${CALIB_ROWS:-32}
+THREADS=${THREADS:-2}
+NEW=${NEW:-48}
+CACHE=${QUERN_CACHE:-$HOME/.cache/quern}
+GGUF=$CACHE/models/smollm2-135m-instruct.Q4_1.gguf
+W=${WORK:-$(mktemp -d)}
+[[ -n "${WORK:-}" ]] || trap 'rm -rf "$W"' EXIT
+cd "$W"
+echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $W"
+
+[[ -d smollm2 ]] || $Q import "$GGUF" --out smollm2 >/dev/null
+"$PY" - "$REPO" <<'PY'
+import json, os, sys
+repo = sys.argv[1]
+docs = [json.loads(l) for l in open(f"{repo}/tests/data/corpus/mixed.jsonl")]
+with open("en.jsonl", "w") as f:
+    for d in docs:
+        if d.get("lang") == "en":
+            f.write(json.dumps({"id": d["id"], "text": d["text"]}) + "\n")
+with open("lic.jsonl", "w") as f:
+    for n in ["Apache-2.0", "MPL-2.0", "GPL-2", "LGPL-2.1", "Artistic", "GFDL-1.3"]:
+        f.write(json.dumps({"id": n, "text": open(f"/usr/share/common-licenses/{n}").read()}) + "\n")
+with open("cal.jsonl", "w") as f:
+    f.write(json.dumps({"id": "gpl-3.0", "text": open(f"{repo}/tests/data/train/gpl-3.0.txt").read()}) + "\n")
+PY
+for c in en lic cal; do
+  [[ -d tok_$c ]] && continue
+  $Q ingest $c.jsonl --out ing_$c >/dev/null
+  $Q tokenize --corpus ing_$c --tokenizer smollm2/tokenizer.json --objective clm --seq-len 256 --out tok_$c >/dev/null
+done
+
+ppl() { # model split rows -> perplexity
+  $Q eval ppl --model "$1" --data "$2" --max-rows "$3" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["overall"]["ppl"])'
+}
+run() { # name, flags...
+  local name=$1; shift
+  local t0=$(date +%s.%N)
+  $Q compress smollm2 --out "$name" --force --calib tok_cal/train --calib-rows "$CALIB_ROWS" "$@" --json > "$name.json"
+  local secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  local en=$(ppl "$name" tok_en/train "$EVAL_ROWS") lic=$(ppl "$name" tok_lic/train "$EVAL_ROWS")
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]+".json")); print(json.dumps({"model": sys.argv[1], "flags": sys.argv[6], "ppl_en": float(sys.argv[2]), "ppl_lic": float(sys.argv[3]), "stored_mb": r["bytes"]["compressed_stored"]/1e6, "sparsity": r["block_matrices"]["sparsity"], "compress_s": float(sys.argv[4]), "steps": r["steps"]}))' "$name" "$en" "$lic" "$secs" x "$*"
+}
+echo "{\"model\": \"source\", \"ppl_en\": $(ppl smollm2 tok_en/train "$EVAL_ROWS"), \"ppl_lic\": $(ppl smollm2 tok_lic/train "$EVAL_ROWS")}"
+run int8 --quant int8
+run int8-gptq --quant int8 --rounding gptq
+run int4-g128 --quant int4 --group 128
+run int4-g128-gptq --quant int4 --group 128 --rounding gptq
+run mag50 --prune magnitude --sparsity 0.5
+run wanda50 --prune wanda --sparsity 0.5
+run mag24 --prune magnitude --pattern 2:4
+run wanda24 --prune wanda --pattern 2:4
+
+# The plain PyTorch peer on the same model and calibration rows (Wanda 50%, GPTQ int4 g128),
+# its weights put into a copy of the source's Hugging Face export and evaluated by quern.
+[[ -d smollm2-hf ]] || $Q export smollm2 --format hf --out smollm2-hf >/dev/null
+"$PY" - "$REPO" "$CALIB_ROWS" <<'PY'
+import glob, json, sys
+import pyarrow.parquet as pq
+rows = []
+for f in sorted(glob.glob("tok_cal/train/*.parquet")):
+    for ids in pq.read_table(f).column("tokens").to_pylist():
+        rows.append(ids[:256])
+json.dump({"dir": "smollm2-hf", "calib": rows[: int(sys.argv[2])], "ops": [
+    {"kind": "wanda", "sparsity": 0.5, "pattern": "unstructured"},
+    {"kind": "gptq", "bits": 4, "group": 128, "damp": 0.01, "block": 128}]}, open("peer_task.json", "w"))
+PY
+t0=$(date +%s.%N)
+"$PY" "$REPO/tests/peers/compress_ref.py" peer_task.json peer.safetensors
+echo "{\"peer_s\": $(echo "$(date +%s.%N) - $t0" | bc)}"
+"$PY" - <<'PY'
+import shutil
+from safetensors.torch import load_file, save_file
+peer = load_file("peer.safetensors")
+base = load_file("smollm2-hf/model.safetensors")
+for i, name in enumerate(["peer-wanda50", "peer-int4-g128-gptq"]):
+    shutil.rmtree(name, ignore_errors=True)
+    shutil.copytree("smollm2-hf", name)
+    w = dict(base)
+    for k, v in peer.items():
+        if k.startswith(f"o{i}."):
+            w[k[len(f"o{i}."):]] = v
+    save_file(w, f"{name}/model.safetensors", metadata={"format": "pt"})
+PY
+for name in peer-wanda50 peer-int4-g128-gptq; do
+  echo "{\"model\": \"$name\", \"ppl_en\": $(ppl $name tok_en/train "$EVAL_ROWS"), \"ppl_lic\": $(ppl $name tok_lic/train "$EVAL_ROWS")}"
+done
+
+# Decoding at batch 1: quern fp32, int8 and int4 on the low-bit kernels, and transformers
+# fp32 on the exported model, interleaved, each REPEAT times (medians).
+for m in smollm2 int8 int4-g128 smollm2; do
+  $Q generate --model $m --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
+    --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m
+  if [[ $m == int8 ]]; then
+    OMP_NUM_THREADS=$THREADS "$PY" "$REPO/benches/generate/hf_generate.py" --hf smollm2-hf --batch 1 \
+      --prompt-tokens 16 --new-tokens "$NEW" --repeat 3 | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["tool"]="transformers"; print(json.dumps(r))'
+  fi
+done
