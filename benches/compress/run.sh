@@ -13,8 +13,8 @@
 # (tests/data/train/gpl-3.0.txt); evaluation on the English documents of the tests' mixed
 # corpus (mail and man pages: tests/data/corpus/mixed.jsonl, lang "en") and on six licence
 # texts from Debian's common-licenses (Apache-2.0, MPL-2.0, GPL-2, LGPL-2.1, Artistic,
-# GFDL-1.3), each tokenized with SmolLM2's tokenizer, 256-token rows. EVAL_ROWS (40) and
-# CALIB_ROWS (32) bound the work on a 2-core machine. Prints JSON lines; BENCHMARKS.md
+# GFDL-1.3), each tokenized with SmolLM2's tokenizer, 256-token rows. EVAL_ROWS (16) and
+# CALIB_ROWS (32) bound the work (EVAL_ROWS=16: 4,096 tokens of each split) on a 2-core machine. Prints JSON lines; BENCHMARKS.md
 # ("compress") reports them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -23,7 +23,7 @@ if [[ -z "${QUERN_BIN:-}" ]]; then scripts/build-release.sh >/dev/null; fi
 Q=$(realpath "${QUERN_BIN:-target/release/quern}")
 PY=$(realpath .venv/bin/python)
 REPO=$(pwd)
-EVAL_ROWS=${EVAL_ROWS:-40}
+EVAL_ROWS=${EVAL_ROWS:-16}
 CALIB_ROWS=${CALIB_ROWS:-32}
 THREADS=${THREADS:-2}
 NEW=${NEW:-48}
@@ -67,17 +67,32 @@ run() { # name, flags...
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]+".json")); print(json.dumps({"model": sys.argv[1], "flags": sys.argv[6], "ppl_en": float(sys.argv[2]), "ppl_lic": float(sys.argv[3]), "stored_mb": r["bytes"]["compressed_stored"]/1e6, "sparsity": r["block_matrices"]["sparsity"], "compress_s": float(sys.argv[4]), "steps": r["steps"]}))' "$name" "$en" "$lic" "$secs" x "$*"
 }
 echo "{\"model\": \"source\", \"ppl_en\": $(ppl smollm2 tok_en/train "$EVAL_ROWS"), \"ppl_lic\": $(ppl smollm2 tok_lic/train "$EVAL_ROWS")}"
-run int8 --quant int8
-run int8-gptq --quant int8 --rounding gptq
-run int4-g128 --quant int4 --group 128
-run int4-g128-gptq --quant int4 --group 128 --rounding gptq
-run mag50 --prune magnitude --sparsity 0.5
-run wanda50 --prune wanda --sparsity 0.5
-run mag24 --prune magnitude --pattern 2:4
-run wanda24 --prune wanda --pattern 2:4
+# CONFIGS picks a subset by name (default: all, in this order).
+CONFIGS=${CONFIGS:-"int8 int4-g128 decode int4-g128-gptq mag50 wanda50 mag24 wanda24 int8-gptq peer"}
+want() { [[ " $CONFIGS " == *" $1 "* ]]; }
+want int8 && run int8 --quant int8
+want int4-g128 && run int4-g128 --quant int4 --group 128
+# Decoding at batch 1: quern fp32, int8 and int4 on the low-bit kernels, and transformers
+# fp32 on the exported model, interleaved, each REPEAT times (medians).
+want decode && for m in smollm2 int8 int4-g128 smollm2; do
+  $Q generate --model $m --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
+    --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m
+  if [[ $m == int8 ]]; then
+    OMP_NUM_THREADS=$THREADS "$PY" "$REPO/benches/generate/hf_generate.py" --hf smollm2-hf --batch 1 \
+      --prompt-tokens 16 --new-tokens "$NEW" --repeat 3 | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["tool"]="transformers"; print(json.dumps(r))'
+  fi
+done
+
+want int4-g128-gptq && run int4-g128-gptq --quant int4 --group 128 --rounding gptq
+want mag50 && run mag50 --prune magnitude --sparsity 0.5
+want wanda50 && run wanda50 --prune wanda --sparsity 0.5
+want mag24 && run mag24 --prune magnitude --pattern 2:4
+want wanda24 && run wanda24 --prune wanda --pattern 2:4
+want int8-gptq && run int8-gptq --quant int8 --rounding gptq
 
 # The plain PyTorch peer on the same model and calibration rows (Wanda 50%, GPTQ int4 g128),
 # its weights put into a copy of the source's Hugging Face export and evaluated by quern.
+want peer || exit 0
 [[ -d smollm2-hf ]] || $Q export smollm2 --format hf --out smollm2-hf >/dev/null
 "$PY" - "$REPO" "$CALIB_ROWS" <<'PY'
 import glob, json, sys
@@ -111,13 +126,3 @@ for name in peer-wanda50 peer-int4-g128-gptq; do
   echo "{\"model\": \"$name\", \"ppl_en\": $(ppl $name tok_en/train "$EVAL_ROWS"), \"ppl_lic\": $(ppl $name tok_lic/train "$EVAL_ROWS")}"
 done
 
-# Decoding at batch 1: quern fp32, int8 and int4 on the low-bit kernels, and transformers
-# fp32 on the exported model, interleaved, each REPEAT times (medians).
-for m in smollm2 int8 int4-g128 smollm2; do
-  $Q generate --model $m --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
-    --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m
-  if [[ $m == int8 ]]; then
-    OMP_NUM_THREADS=$THREADS "$PY" "$REPO/benches/generate/hf_generate.py" --hf smollm2-hf --batch 1 \
-      --prompt-tokens 16 --new-tokens "$NEW" --repeat 3 | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["tool"]="transformers"; print(json.dumps(r))'
-  fi
-done
