@@ -32,7 +32,7 @@ GGUF=$CACHE/models/smollm2-135m-instruct.Q4_1.gguf
 W=${WORK:-$(mktemp -d)}
 [[ -n "${WORK:-}" ]] || trap 'rm -rf "$W"' EXIT
 cd "$W"
-echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $W"
+echo "# machine: $(nproc --all) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $W"
 
 [[ -d smollm2 ]] || $Q import "$GGUF" --out smollm2 >/dev/null
 "$PY" - "$REPO" <<'PY'

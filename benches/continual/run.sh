@@ -16,12 +16,12 @@ Q=$(realpath "${QUERN_BIN:-target/release/quern}")
 PY=$(realpath .venv/bin/python)
 REPO=$(pwd)
 REPLAY=${REPLAY:-0.25}
-PRE_STEPS=${PRE_STEPS:-400}
-NEW_STEPS=${NEW_STEPS:-200}
+PRE_STEPS=${PRE_STEPS:-200}
+NEW_STEPS=${NEW_STEPS:-100}
 W=${WORK:-$(mktemp -d)}
 [[ -n "${WORK:-}" ]] || trap 'rm -rf "$W"' EXIT
 cd "$W"
-echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $W"
+echo "# machine: $(nproc --all) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $W"
 "$PY" - "$REPO" <<'PY'
 import json, sys
 repo = sys.argv[1]
@@ -51,13 +51,13 @@ for s in old_train old_val new_train new_val; do
   $Q tokenize --corpus ing_$s --tokenizer tok_all/tokenizer.json --objective clm --seq-len 64 --out tok_$s >/dev/null
 done
 model='[model]
-layers = 4
+layers = 2
 heads = 4
-dim = 128
+dim = 64
 positions = "rotary"
 norm = "rmsnorm"
 mlp = "swiglu"'
-common() { printf '[train]\nmicro_batch = 16\neval_every = 0\nseed = 1\nmax_steps = %s\n[checkpoint]\nevery = 0\nkeep = 1\n' "$1"; }
+common() { printf '[train]\nmicro_batch = 8\neval_every = 0\nseed = 1\nmax_steps = %s\n[checkpoint]\nevery = 0\nkeep = 1\n' "$1"; }
 cat > pre.toml <<EOF
 out_dir = "pre"
 [data]
@@ -70,7 +70,7 @@ $(common "$PRE_STEPS")
 EOF
 for kind in plain replay; do
   mix=""
-  [[ $kind == replay ]] && mix="train_weight = $(echo "1 - $REPLAY" | bc)
+  [[ $kind == replay ]] && mix="train_weight = $(awk "BEGIN { print 1 - $REPLAY }")
 [[data.mix]]
 split = \"tok_old_train/train\"
 weight = $REPLAY"
