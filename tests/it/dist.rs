@@ -182,10 +182,25 @@ fn two_gloo_ranks_reach_the_weights_of_one_process_with_the_same_global_batch() 
     }
     let (w1, w2) = (final_weights(one.path()), final_weights(two.path()));
     let d = max_rel_diff(&w1, &w2);
+    eprintln!("2 ranks vs 1 process: relative weight difference {d:e}");
     assert!(
         d < 1e-4,
         "2 ranks vs 1 process: relative weight difference {d}"
     );
+    // The tolerance tells batches apart: one process on half the global batch (what a rank
+    // alone would train on) ends far from both.
+    let half = tempfile::tempdir().unwrap();
+    let cfg = setup(half.path(), 8, 2, 2, 6, "");
+    let out = quern()
+        .args(["train", "--quiet"])
+        .arg(&cfg)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert_all_ok(&[out]);
+    let off = max_rel_diff(&final_weights(half.path()), &w2);
+    eprintln!("half the batch on 1 process vs 2 ranks: relative weight difference {off:e}");
+    assert!(off > 100.0 * d.max(1e-6), "{off} vs {d}");
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(two.path().join("out/checkpoints/step-00000006/state.json")).unwrap(),
     )
