@@ -37,6 +37,7 @@ fn train_guide_documents_every_key_of_run_toml() {
         "cls",
         "rm",
         "dpo",
+        "dist",
     ] {
         cases.push((format!("[{t}]"), format!("{base}[{t}]\nzz_unknown = 1\n")));
     }

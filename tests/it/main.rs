@@ -9,6 +9,8 @@ mod cls;
 mod compress;
 mod dedup;
 #[cfg(feature = "torch")]
+mod dist;
+#[cfg(feature = "torch")]
 mod docs;
 #[cfg(feature = "torch")]
 mod eval;

@@ -35,8 +35,16 @@ pub struct CheckpointState {
     pub optimizer_steps: u64,
     /// Training tokens consumed.
     pub tokens_seen: u64,
-    /// Where the training data continues.
+    /// Where the training data continues (rank 0's in a data-parallel run).
     pub cursor: DataCursor,
+    /// Processes of the run that wrote it (`WORLD_SIZE`; absent: 1). `--resume` needs the
+    /// same.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub world_size: usize,
+    /// A data-parallel run's data cursors, one per rank in rank order (`cursor` is the
+    /// first); empty for one process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cursors: Vec<DataCursor>,
     /// The run's seed (per-step generators derive from it and the step).
     pub seed: u64,
     pub scaler: LossScaler,
@@ -60,6 +68,14 @@ pub struct CheckpointState {
     pub best: Option<Best>,
     #[serde(default)]
     pub evals_since_best: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// The best evaluation of a run.
@@ -102,7 +118,8 @@ pub fn checkpoints_dir(out_dir: &Path) -> PathBuf {
     out_dir.join("checkpoints")
 }
 
-fn step_dir(root: &Path, step: u64) -> PathBuf {
+/// The directory of the checkpoint of `step` under `root` (`checkpoints_dir`).
+pub fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 

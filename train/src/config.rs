@@ -112,6 +112,33 @@ pub struct TrainConfig {
     /// [`DpoConfig`].
     #[serde(default)]
     pub dpo: DpoConfig,
+    /// Data-parallel training under torchrun (read only when `RANK`/`WORLD_SIZE` are set;
+    /// docs/distributed.md). Default: see [`DistConfig`].
+    #[serde(default)]
+    pub dist: DistConfig,
+}
+
+/// `[dist]`: data-parallel training across processes, when `quern train` runs under
+/// torchrun (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set). Every key has a
+/// default (the [`Default`] impl is the one source of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    /// Seconds to wait for the store, for every rank to join, and for each collective
+    /// operation, > 0. A rank missing after this is named in the error. Default 300.
+    pub timeout_s: f64,
+    /// Most megabytes of gradients in one all-reduce bucket, > 0 (a larger gradient is a
+    /// bucket alone). Default 25 (PyTorch DDP's).
+    pub bucket_mb: f64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig {
+            timeout_s: 300.0,
+            bucket_mb: 25.0,
+        }
+    }
 }
 
 /// `[rm]`: the reward model's loss (`train.objective = "rm"` only).
@@ -448,6 +475,7 @@ impl TrainConfig {
             cls: ClsConfig::default(),
             rm: RmConfig::default(),
             dpo: DpoConfig::default(),
+            dist: DistConfig::default(),
         }
     }
 
@@ -754,6 +782,18 @@ impl TrainConfig {
             "train.loss_scale",
             "a positive number",
             t.loss_scale,
+        )?;
+        need(
+            positive(self.dist.timeout_s),
+            "dist.timeout_s",
+            "a positive number of seconds",
+            self.dist.timeout_s,
+        )?;
+        need(
+            positive(self.dist.bucket_mb),
+            "dist.bucket_mb",
+            "a positive number of megabytes",
+            self.dist.bucket_mb,
         )?;
         need(
             t.loss_scale_growth_interval >= 1,

@@ -11,6 +11,7 @@
 //! - [`optim`]: AdamW with our own (checkpointed) state, clipping, the LR schedule.
 //! - [`amp`]: bf16/fp16 autocast, TF32 and fused AdamW through the C++ sidecar, loss scaling.
 //! - [`checkpoint`]: atomic safetensors + JSON checkpoints.
+//! - [`dist`]: data-parallel training under torchrun (c10d process groups through the sidecar).
 //! - [`trainer`]: the loop, evaluation, metrics and [`train`], the entry point.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@ pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod memory;
 pub mod mix;
 /// The transformer, which lives in `quern-models`; re-exported under its old path.

@@ -29,6 +29,7 @@ use crate::config::{DeviceChoice, ModelConfig, Precision, TrainConfig};
 use crate::data::{
     BatchSource, ClsRows, DataCursor, NspRows, PrefRows, Rows, SftRows, ShardRows, SplitMeta,
 };
+use crate::dist::{DistEnv, ProcessGroup};
 use crate::memory;
 use crate::model::Transformer;
 use crate::objective::{Clm, Cls, Dpo, Mlm, Nsp, Objective, Pairs, Rm, Sft};
@@ -421,6 +422,12 @@ pub fn make_objective(cfg: &TrainConfig, meta: &SplitMeta) -> Result<Box<dyn Obj
     }
 }
 
+/// What a rank mixes into the seed of its per-step generator, so that ranks draw different
+/// masks and dropout; 0 for rank 0 (a single process draws as before).
+fn rank_salt(rank: usize) -> u64 {
+    (rank as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+}
+
 fn step_seed(seed: u64, step: u64) -> i64 {
     let mut r = crate::data::SplitMix64(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
     (r.next_u64() >> 1) as i64
@@ -453,6 +460,9 @@ pub struct Trainer {
     last_terms: Option<(f64, f64, f64)>,
     /// `rm`, `dpo`: the last step's pair metrics.
     last_pairs: Option<PairMetrics>,
+    /// The process group of a data-parallel run (set by [`train_with`] under torchrun):
+    /// target counts, losses and gradients are summed over it. `None`: one process.
+    pub dist: Option<ProcessGroup>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -581,7 +591,31 @@ impl Trainer {
             evals_since_best: 0,
             last_terms: None,
             last_pairs: None,
+            dist: None,
         })
+    }
+
+    /// This process's rank in a data-parallel run (0 alone).
+    pub fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, |d| d.rank)
+    }
+
+    /// The processes training together (1 alone).
+    pub fn world_size(&self) -> usize {
+        self.dist.as_ref().map_or(1, |d| d.world_size)
+    }
+
+    /// `values` summed over the ranks (themselves in one process).
+    fn global(&self, values: &[f64]) -> Result<Vec<f64>> {
+        match &self.dist {
+            Some(d) => d.sum(values),
+            None => Ok(values.to_vec()),
+        }
+    }
+
+    /// A count summed over the ranks.
+    fn global_count(&self, n: i64) -> Result<i64> {
+        Ok(self.global(&[n as f64])?[0].round() as i64)
     }
 
     /// Moves a micro-batch to the device; packed rows are cut to the training window
@@ -623,7 +657,9 @@ impl Trainer {
             .iter()
             .map(|r| self.objective.prepare_rows(&self.rows_to_device(r)))
             .collect::<Result<_>>()?;
-        let total: i64 = prepared.iter().map(|p| p.count).sum();
+        // Normalised by the targets of the whole step over every rank, so that the summed
+        // gradients are those of one batch of micro_batch x grad_accum x world_size rows.
+        let total = self.global_count(prepared.iter().map(|p| p.count).sum())?;
         let denom = total.max(1) as f64;
         if prepared.iter().any(|p| p.nsp.is_some()) {
             return self.accumulate_terms(&prepared, total, scale);
@@ -640,7 +676,10 @@ impl Trainer {
             loss_sum += sum.detach();
             (sum * (scale / denom)).backward();
         }
-        Ok((loss_sum.double_value(&[]) / denom, total))
+        Ok((
+            self.global(&[loss_sum.double_value(&[])])?[0] / denom,
+            total,
+        ))
     }
 
     /// [`accumulate_rows`](Self::accumulate_rows) for objectives of two terms (`nsp`): each
@@ -653,10 +692,12 @@ impl Trainer {
         total: i64,
         scale: f64,
     ) -> Result<(f64, i64)> {
-        let rows: i64 = prepared
-            .iter()
-            .filter_map(|p| p.nsp.as_ref().map(|n| n.rows()))
-            .sum();
+        let rows = self.global_count(
+            prepared
+                .iter()
+                .filter_map(|p| p.nsp.as_ref().map(|n| n.rows()))
+                .sum(),
+        )?;
         let (dm, dn) = (total.max(1) as f64, rows.max(1) as f64);
         let zero = || Tensor::from(0f32).to_device(self.device);
         let (mut mlm, mut nsp, mut correct) = (zero(), zero(), 0i64);
@@ -672,8 +713,9 @@ impl Trainer {
             correct += t.nsp_correct.int64_value(&[]);
             (t.mlm_sum * (scale / dm) + t.nsp_sum * (scale / dn)).backward();
         }
-        let (m, n) = (mlm.double_value(&[]) / dm, nsp.double_value(&[]) / dn);
-        self.last_terms = Some((m, n, correct as f64 / dn));
+        let sums = self.global(&[mlm.double_value(&[]), nsp.double_value(&[]), correct as f64])?;
+        let (m, n) = (sums[0] / dm, sums[1] / dn);
+        self.last_terms = Some((m, n, sums[2] / dn));
         Ok((m + n, total))
     }
 
@@ -700,15 +742,20 @@ impl Trainer {
             collect_scores(&pairs, &mut chosen, &mut rejected)?;
             (pairs.loss_sum * (scale / denom)).backward();
         }
+        // In a data-parallel run, the pair metrics are those of this rank's pairs.
         self.last_pairs = PairMetrics::of(&chosen, &rejected);
-        Ok((loss_sum.double_value(&[]) / denom, total))
+        Ok((
+            self.global(&[loss_sum.double_value(&[])])?[0] / denom,
+            total,
+        ))
     }
 
     /// One optimizer step on the next batch of training data.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();
+        let salt = rank_salt(self.rank());
         let t = &self.cfg.train;
-        tch::manual_seed(step_seed(t.seed, self.step));
+        tch::manual_seed(step_seed(t.seed ^ salt, self.step));
         let mut rows = Vec::with_capacity(t.grad_accum);
         for _ in 0..t.grad_accum {
             rows.push(self.train_data.next_batch(t.micro_batch)?);
@@ -717,10 +764,15 @@ impl Trainer {
             .iter()
             .map(|r| r.input_tokens(self.width as usize))
             .sum();
+        let tokens = self.global(&[tokens as f64])?[0].round() as u64;
         let scale = self.scaler.scale;
         self.last_terms = None;
         self.last_pairs = None;
         let (loss, _) = self.accumulate_rows(&rows, scale)?;
+        if let Some(d) = &self.dist {
+            let bucket = (self.cfg.dist.bucket_mb * 1024.0 * 1024.0).max(1.0) as u64;
+            d.all_reduce_grads(self.model.trainable(), bucket)?;
+        }
         let terms = self.last_terms.take();
         let pairs = self.last_pairs.take();
         let grad_norm = optim::unscale_and_clip(
@@ -757,8 +809,11 @@ impl Trainer {
         } else {
             None
         });
-        let mfu =
-            peak.map(|p| tokens_per_s * self.model.flops_per_token(self.width - 1) / (p * 1e12));
+        // tokens_per_s is the whole group's (tokens summed over the ranks); MFU is per device.
+        let mfu = peak.map(|p| {
+            tokens_per_s * self.model.flops_per_token(self.width - 1)
+                / (p * 1e12 * self.world_size() as f64)
+        });
         Ok(StepLog {
             step: self.step,
             loss,
@@ -892,6 +947,8 @@ impl Trainer {
             optimizer_steps: self.optimizer.step,
             tokens_seen: self.tokens_seen,
             cursor: self.train_data.cursor(),
+            world_size: self.world_size(),
+            cursors: Vec::new(),
             seed: self.cfg.train.seed,
             scaler: self.scaler.clone(),
             consecutive_skips: self.consecutive_skips,
@@ -905,12 +962,31 @@ impl Trainer {
         }
     }
 
-    /// Writes a checkpoint of the current step.
+    /// Writes a checkpoint of the current step. In a data-parallel run every rank calls it:
+    /// the ranks' data cursors are gathered and rank 0 alone writes.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let mut state = self.state();
+        if let Some(d) = &self.dist {
+            let c = self.train_data.cursor();
+            state.cursors = d
+                .gather_u64(&[c.epoch, c.position])?
+                .into_iter()
+                .map(|v| DataCursor {
+                    epoch: v[0],
+                    position: v[1],
+                })
+                .collect();
+            if d.rank != 0 {
+                return Ok(checkpoint::step_dir(
+                    &checkpoint::checkpoints_dir(&self.cfg.out_dir),
+                    self.step,
+                ));
+            }
+        }
         let opt = self.optimizer.state(self.model.trainable());
         checkpoint::save(
             &self.cfg.out_dir,
-            &self.state(),
+            &state,
             self.model.trainable(),
             &opt,
             self.cfg.checkpoint.keep,
@@ -920,6 +996,26 @@ impl Trainer {
     /// Restores weights, optimizer state, data position and counters from a checkpoint.
     pub fn restore(&mut self, ck: &Loaded) -> Result<()> {
         let s = &ck.state;
+        if s.world_size != self.world_size() {
+            return Err(Error::usage(format!(
+                "the checkpoint in {} was written by a run of WORLD_SIZE {}, but this run has WORLD_SIZE {}: \
+                 resume with the same number of ranks (each rank continues its own share of the data)",
+                ck.dir.display(),
+                s.world_size,
+                self.world_size()
+            )));
+        }
+        let cursor = match s.cursors.get(self.rank()) {
+            Some(c) => *c,
+            None if self.rank() == 0 => s.cursor,
+            None => {
+                return Err(Error::usage(format!(
+                    "the checkpoint in {} holds no data cursor for rank {}",
+                    ck.dir.display(),
+                    self.rank()
+                )))
+            }
+        };
         if &s.model != self.model.config() {
             return Err(Error::bad_config(
                 "model",
@@ -967,7 +1063,7 @@ impl Trainer {
         let get = |name: &str| Loaded::tensor(&ck.optimizer, &opt_file, name);
         self.optimizer
             .load_state(self.model.trainable(), s.optimizer_steps, &get)?;
-        self.train_data.seek(s.cursor)?;
+        self.train_data.seek(cursor)?;
         self.step = s.step;
         self.tokens_seen = s.tokens_seen;
         self.scaler = s.scaler.clone();
@@ -993,7 +1089,7 @@ impl Trainer {
                 val_loss: e.val_loss,
             });
             self.evals_since_best = 0;
-            if self.cfg.checkpoint.keep_best {
+            if self.cfg.checkpoint.keep_best && self.rank() == 0 {
                 checkpoint::save_best(&self.cfg.out_dir, &self.state(), self.model.trainable())?;
             }
         } else {
@@ -1074,7 +1170,7 @@ pub fn accuracy_macro_f1(gold: &[i64], pred: &[i64], classes: usize) -> (f64, f6
 fn evaluate_and_log(
     trainer: &mut Trainer,
     bar: &ProgressBar,
-    metrics: &mut Metrics,
+    metrics: &mut Option<Metrics>,
     evals: &mut Vec<EvalLog>,
 ) -> Result<bool> {
     let Some(e) = trainer.evaluate()? else {
@@ -1099,7 +1195,9 @@ fn evaluate_and_log(
             e.step, e.val_loss, e.val_ppl
         ),
     });
-    metrics.write("eval", &e)?;
+    if let Some(m) = metrics.as_mut() {
+        m.write("eval", &e)?;
+    }
     let stop = trainer.observe_eval(&e)?;
     evals.push(e);
     Ok(stop)
@@ -1157,24 +1255,31 @@ impl Metrics {
 
 /// Opens a split for the objective: `sft` rows for `sft`, packed rows otherwise; each refuses
 /// a split of the other kind, naming its meta.json.
-fn open_split(dir: &Path, seed: u64, objective: &str) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
+/// The rows are those of rank `rank` of `world` (every rank gets its own share).
+fn open_split(
+    dir: &Path,
+    seed: u64,
+    objective: &str,
+    rank: usize,
+    world: usize,
+) -> Result<(Box<dyn BatchSource>, SplitMeta)> {
     if objective == "cls" {
-        let (rows, meta) = ClsRows::open(dir, seed, 0, 1)?;
+        let (rows, meta) = ClsRows::open(dir, seed, rank, world)?;
         return Ok((Box::new(rows), meta));
     }
     if objective == "sft" {
-        let (rows, meta) = SftRows::open(dir, seed, 0, 1)?;
+        let (rows, meta) = SftRows::open(dir, seed, rank, world)?;
         return Ok((Box::new(rows), meta));
     }
     if objective == "nsp" {
-        let (rows, meta) = NspRows::open(dir, seed, 0, 1)?;
+        let (rows, meta) = NspRows::open(dir, seed, rank, world)?;
         return Ok((Box::new(rows), meta));
     }
     if matches!(objective, "rm" | "dpo") {
-        let (rows, meta) = PrefRows::open(dir, objective, seed, 0, 1)?;
+        let (rows, meta) = PrefRows::open(dir, objective, seed, rank, world)?;
         return Ok((Box::new(rows), meta));
     }
-    let (rows, meta) = ShardRows::open(dir, seed, 0, 1)?;
+    let (rows, meta) = ShardRows::open(dir, seed, rank, world)?;
     Ok((Box::new(rows), meta))
 }
 
@@ -1189,9 +1294,10 @@ const RUN_FILES: [&str; 5] = [
 
 /// Refuses an `out_dir` that holds another run (starting over would delete its metrics and
 /// mix its checkpoints with this run's), unless the run is resumed or `force`d; forced,
-/// removes that run's files and nothing else in the directory.
-fn claim_out_dir(dir: &Path, opts: &TrainOptions) -> Result<()> {
-    if opts.resume {
+/// removes that run's files and nothing else in the directory. In a data-parallel run only
+/// rank 0 removes; the other ranks check (so that a refusal stops every rank) unless forced.
+fn claim_out_dir(dir: &Path, opts: &TrainOptions, rank: usize) -> Result<()> {
+    if opts.resume || (opts.force && rank != 0) {
         return Ok(());
     }
     let found: Vec<&str> = RUN_FILES
@@ -1223,15 +1329,43 @@ fn claim_out_dir(dir: &Path, opts: &TrainOptions) -> Result<()> {
 /// Trains as `cfg` says, with the given options.
 pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     cfg.validate()?;
-    let device = resolve_device(cfg.train.device)?;
-    let (mut train_data, meta) = open_split(&cfg.data.train, cfg.train.seed, &cfg.train.objective)?;
+    let mut device = resolve_device(cfg.train.device)?;
+    // Under torchrun: join the process group (each rank on CUDA device LOCAL_RANK).
+    let env = DistEnv::from_env()?;
+    if let (Some(e), Device::Cuda(_)) = (&env, device) {
+        let n = tch::Cuda::device_count().max(0) as usize;
+        if e.local_rank >= n {
+            return Err(Error::usage(format!(
+                "LOCAL_RANK={} but libtorch sees {n} CUDA device(s): start at most {n} ranks per node",
+                e.local_rank
+            )));
+        }
+        device = Device::Cuda(e.local_rank);
+    }
+    let dist = match &env {
+        Some(e) => Some(ProcessGroup::join(
+            e,
+            std::time::Duration::from_secs_f64(cfg.dist.timeout_s),
+            device,
+        )?),
+        None => None,
+    };
+    let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.rank, d.world_size));
+    let (mut train_data, meta) = open_split(
+        &cfg.data.train,
+        cfg.train.seed,
+        &cfg.train.objective,
+        rank,
+        world,
+    )?;
     if !cfg.data.mix.is_empty() {
         let mut sources = vec![train_data];
         let mut weights = vec![cfg.data.train_weight];
         for (i, m) in cfg.data.mix.iter().enumerate() {
             let key = format!("data.mix[{i}].split");
-            let (src, mmeta) = open_split(&m.split, cfg.train.seed, &cfg.train.objective)
-                .map_err(|e| Error::bad_config(&key, format!("{}: {e}", m.split.display())))?;
+            let (src, mmeta) =
+                open_split(&m.split, cfg.train.seed, &cfg.train.objective, rank, world)
+                    .map_err(|e| Error::bad_config(&key, format!("{}: {e}", m.split.display())))?;
             if mmeta.tokenizer_hash != meta.tokenizer_hash || mmeta.seq_len != meta.seq_len {
                 return Err(Error::bad_config(
                     &key,
@@ -1248,7 +1382,9 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
     }
     let val_data = match &cfg.data.val {
         Some(dir) => {
-            let (v, vmeta) = open_split(dir, cfg.train.seed, &cfg.train.objective)?;
+            // Every rank evaluates on the whole validation split (the same rows, the same
+            // result), so every rank takes the same early-stopping decision.
+            let (v, vmeta) = open_split(dir, cfg.train.seed, &cfg.train.objective, 0, 1)?;
             if vmeta.tokenizer_hash != meta.tokenizer_hash || vmeta.seq_len != meta.seq_len {
                 return Err(Error::bad_config(
                     "data.val",
@@ -1338,8 +1474,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
                 .to_string(),
         );
     }
-    for n in &notes {
-        eprintln!("note: {n}");
+    if rank == 0 {
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
     }
     let objective = make_objective(cfg, &meta)?;
     let objective_name = objective.name().to_string();
@@ -1347,9 +1485,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         // Targets the model does not have are refused before anything is written.
         lora.resolve(&model_cfg)?;
     }
-    claim_out_dir(&cfg.out_dir, opts)?;
+    claim_out_dir(&cfg.out_dir, opts, rank)?;
     fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
     let mut trainer = Trainer::new(cfg, &model_cfg, objective, train_data, val_data, device)?;
+    trainer.dist = dist;
     if let Some(w) = &init {
         let mut params = quern_models::transformer::ParamStore::default();
         for p in &trainer.model.params().params {
@@ -1376,6 +1515,14 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             });
         }
     }
+    // Every rank starts from rank 0's weights (the same seed and files give the same ones;
+    // the broadcast makes sure).
+    if let Some(d) = &trainer.dist {
+        d.broadcast_params(trainer.model.params())?;
+        if cfg.lora.is_some() {
+            d.broadcast_params(trainer.model.trainable())?;
+        }
+    }
     if cfg.train.objective == "dpo" {
         let reference = dpo_reference(cfg, &trainer, &meta)?;
         trainer.objective = Box::new(Dpo {
@@ -1394,8 +1541,13 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         }
     }
     let start_step = trainer.step;
-    let mut metrics = Metrics::open(&cfg.out_dir, resumed)?;
-    let bar = if opts.progress {
+    // Rank 0 alone writes the metrics and shows progress.
+    let mut metrics = if rank == 0 {
+        Some(Metrics::open(&cfg.out_dir, resumed)?)
+    } else {
+        None
+    };
+    let bar = if opts.progress && rank == 0 {
         ProgressBar::new(cfg.train.max_steps)
     } else {
         ProgressBar::hidden()
@@ -1431,7 +1583,9 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             }
         ));
         if log.step % cfg.train.log_every == 0 || log.skipped || log.step == cfg.train.max_steps {
-            metrics.write("train", &log)?;
+            if let Some(m) = metrics.as_mut() {
+                m.write("train", &log)?;
+            }
         }
         if log.skipped {
             bar.println(format!(
@@ -1462,6 +1616,15 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
             && step < cfg.train.max_steps
         {
             last_ckpt = Some(trainer.save_checkpoint()?);
+        }
+        // Test hook (debug builds only): die after this step, as a killed run would.
+        #[cfg(debug_assertions)]
+        if std::env::var("QUERN_TEST_FAULT")
+            .ok()
+            .and_then(|v| v.strip_prefix("train_abort_after:")?.parse::<u64>().ok())
+            == Some(step)
+        {
+            std::process::abort();
         }
         if opts.stop_after == Some(step) {
             bar.abandon();
@@ -1495,8 +1658,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         last_ckpt,
     );
     r.stopped_early = stopped_early;
-    let path = cfg.out_dir.join("report.json");
-    quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    if rank == 0 {
+        let path = cfg.out_dir.join("report.json");
+        quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    }
     Ok(r)
 }
 
@@ -1592,7 +1757,9 @@ fn report_with_notes(
         skipped_steps: t.skipped_steps,
         elapsed_s: t0.elapsed().as_secs_f64(),
         tokens_per_s,
-        mfu: peak.map(|p| tokens_per_s * t.model.flops_per_token(t.width - 1) / (p * 1e12)),
+        mfu: peak.map(|p| {
+            tokens_per_s * t.model.flops_per_token(t.width - 1) / (p * 1e12 * t.world_size() as f64)
+        }),
         checkpoint,
         best: t.best,
         best_dir: {
@@ -1751,14 +1918,14 @@ mod tests {
             ..TrainOptions::default()
         };
         // A new, an empty, or a foreign directory is taken as it is.
-        claim_out_dir(&run, &opts(false, false)).unwrap();
+        claim_out_dir(&run, &opts(false, false), 0).unwrap();
         fs::create_dir_all(&run).unwrap();
         fs::write(run.join("run.toml"), "mine").unwrap();
-        claim_out_dir(&run, &opts(false, false)).unwrap();
+        claim_out_dir(&run, &opts(false, false), 0).unwrap();
         // Another run's records are refused, and left as they were.
         fs::write(run.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
         fs::create_dir_all(run.join("checkpoints/step-00000001")).unwrap();
-        let e = claim_out_dir(&run, &opts(false, false))
+        let e = claim_out_dir(&run, &opts(false, false), 0)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1770,9 +1937,9 @@ mod tests {
         );
         assert!(run.join("metrics.jsonl").exists() && run.join("checkpoints").exists());
         // Resuming keeps them; forcing removes the run's files and nothing else.
-        claim_out_dir(&run, &opts(true, false)).unwrap();
+        claim_out_dir(&run, &opts(true, false), 0).unwrap();
         assert!(run.join("metrics.jsonl").exists());
-        claim_out_dir(&run, &opts(false, true)).unwrap();
+        claim_out_dir(&run, &opts(false, true), 0).unwrap();
         assert!(!run.join("metrics.jsonl").exists() && !run.join("checkpoints").exists());
         assert_eq!(fs::read_to_string(run.join("run.toml")).unwrap(), "mine");
     }

@@ -19,6 +19,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = quern_train::train_with(&cfg, &opts)
         .with_context(|| format!("training {}", args.config.display()))?;
+    // Under torchrun, rank 0 alone writes the page and prints the summary.
+    let rank = quern_train::dist::DistEnv::from_env()?.map_or(0, |e| e.rank);
+    if rank != 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
     // The page of the run, from the files the trainer wrote (issue 19). The run itself has
     // succeeded and is checkpointed, so a page that cannot be written is a warning.
     let html = quern::report::write(&cfg.out_dir, None);
