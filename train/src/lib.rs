@@ -12,6 +12,7 @@
 //! - [`amp`]: bf16/fp16 autocast, TF32 and fused AdamW through the C++ sidecar, loss scaling.
 //! - [`checkpoint`]: atomic safetensors + JSON checkpoints.
 //! - [`trainer`]: the loop, evaluation, metrics and [`train`], the entry point.
+//! - [`rl`]: `quern rl`, reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO).
 //!
 //! ```no_run
 //! let cfg = quern_train::TrainConfig::load(std::path::Path::new("run.toml"))?;
@@ -32,6 +33,7 @@ pub mod model {
 }
 pub mod objective;
 pub mod optim;
+pub mod rl;
 pub mod runtime;
 pub mod trainer;
 
