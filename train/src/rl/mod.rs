@@ -245,6 +245,8 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         _ => w.path.join(store::WEIGHTS),
     };
     checkpoint::restore_weights(model.params_mut(), &w.tensors, &wfile)?;
+    // A pruned policy's zeros (`model.pruned`, from `quern compress`) stay zero.
+    model.refresh_masks();
     drop(w);
     let ctx = model.seq_len() as usize;
     let prompt_ids = encode_prompts(cfg, &task, &model, &tokenizer, &meta)?;
@@ -726,6 +728,7 @@ impl Run {
                 )));
             }
             self.optimizer.step(self.model.trainable_mut(), lr)?;
+            self.model.apply_masks();
             self.model.trainable_mut().zero_grad();
         }
         let train_s = t1.elapsed().as_secs_f64();
@@ -807,6 +810,8 @@ impl Run {
         let dest = root.join(format!("step-{:08}", self.step));
         let mut meta = self.meta.clone();
         meta.config = self.model.config().clone();
+        // The weights are written in fp32, whatever a quantized init.from stored.
+        meta.quant = None;
         meta.source = Some(format!("quern rl:{}", self.cfg.out_dir.display()));
         meta.quern_version = env!("CARGO_PKG_VERSION").into();
         let weights = self.model.params().named();
