@@ -8,6 +8,8 @@
 //!   the reference and two epochs per step (old log-probabilities, clipping).
 //! - The loss against plain PyTorch (`tests/peers/rl_loss.py`): the clipped objective with
 //!   the k3 KL, both length normalisations, and its gradient, on the same numbers.
+//! - A reward model trained by `quern train` (`rm`) as a reward term; one of another
+//!   vocabulary is refused.
 //! - Bad input: a reward command that crashes (the step is logged failed with its rows; past
 //!   `train.max_failed_steps` the run stops) or prints garbage (the run goes on), a prompts
 //!   line without an answer (the file and line are named), an unknown key, a reference with
@@ -538,5 +540,94 @@ fn the_guide_documents_every_key_of_rl_toml() {
         problems.is_empty(),
         "docs/rl.md disagrees with the code:\n{}",
         problems.join("\n")
+    );
+}
+
+/// A reward model trained by `quern train` (`rm`, on pairs tokenized with the policy's
+/// tokenizer: "7" then eos chosen over "3" then eos) scores the samples; one trained on
+/// another vocabulary is refused naming the term.
+#[test]
+fn a_trained_reward_model_is_a_reward_term() {
+    let tmp = setup();
+    let t = tmp.path();
+    let write_rm_split = |dir: &Path, extra: &[&str]| {
+        let rows: Vec<(Vec<i32>, Vec<i32>, Vec<i32>)> = (0..24)
+            .map(|i| {
+                (
+                    vec![15, 3 + i % 10, 16, 3 + (i * 3) % 10],
+                    vec![10, 0],
+                    vec![6, 0],
+                )
+            })
+            .collect();
+        let vocab = 3 + 10 + WORDS.len() + extra.len();
+        quern_train::data::write_pref_split(
+            dir,
+            quern_tokenize::Objective::Rm,
+            &rows,
+            24,
+            vocab,
+            [Some(0), None, Some(0), None],
+            "toy",
+        )
+        .unwrap();
+        std::fs::write(dir.join("tokenizer.json"), tokenizer_json(extra)).unwrap();
+    };
+    let rm_toml = |name: &str, split: &str| {
+        let p = t.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "out_dir = \"{name}\"\n[data]\ntrain = \"{split}\"\n[model]\nlayers = 1\nheads = 2\ndim = 32\n\
+                 positions = \"rotary\"\nnorm = \"rmsnorm\"\nmlp = \"swiglu\"\n\
+                 [optim]\nlr = 3e-3\n[train]\nobjective = \"rm\"\nmicro_batch = 8\nmax_steps = 20\ndevice = \"cpu\"\n\
+                 [checkpoint]\nevery = 0\nkeep = 1\nkeep_best = false\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    write_rm_split(&t.join("pairs"), &[]);
+    run_ok(
+        quern()
+            .args(["train", "--quiet"])
+            .arg(rm_toml("rmrun", "pairs")),
+    );
+    let body = "[generation]\ngroup_size = 4\nmax_new_tokens = 4\n\
+                [[reward]]\ntype = \"rm\"\nmodel = \"rmrun\"\n\
+                [train]\nsteps = 2\ndevice = \"cpu\"\n";
+    run_ok(
+        quern()
+            .args(["rl", "--quiet"])
+            .arg(write_toml(t, "withrm", body)),
+    );
+    let lines = read_jsonl(&t.join("withrm/metrics.jsonl"));
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let r = l["rewards"]["rm"].as_f64().unwrap();
+        assert!(
+            r.is_finite() && l["reward_mean"].as_f64().unwrap() == r,
+            "{l}"
+        );
+        assert!(
+            l["reward_std"].as_f64().unwrap() > 0.0,
+            "the samples differ: {l}"
+        );
+    }
+    // A reward model of another vocabulary cannot read the policy's ids.
+    write_rm_split(&t.join("pairs2"), &["extra"]);
+    run_ok(
+        quern()
+            .args(["train", "--quiet"])
+            .arg(rm_toml("rmother", "pairs2")),
+    );
+    let err = run_err(quern().args(["rl"]).arg(write_toml(
+        t,
+        "badrm",
+        &body.replace("\"rmrun\"", "\"rmother\""),
+    )));
+    assert!(
+        err.contains("reward[0].model") && err.contains("vocabulary"),
+        "{err}"
     );
 }
