@@ -14,6 +14,8 @@ STEPS=${1:-4}; THREADS=${2:-2}; NEW=${3:-64}
 PER=2; G=4
 GGUF=${QUERN_CACHE:-$HOME/.cache/quern}/models/smollm2-135m-instruct.Q4_1.gguf
 OUT=bench-data/rl; rm -rf "$OUT"; mkdir -p "$OUT"
+"$QUERN_PYTHON" -c "import trl, datasets" 2>/dev/null || "$QUERN_PYTHON" -m pip install -q \
+  torch==2.11.0 transformers==5.25.0 accelerate==1.16.0 trl==1.16.0 datasets
 cargo test --workspace --all-targets --no-run   # the one build every check uses (docs/DEVELOPING.md)
 Q=${CARGO_TARGET_DIR:-target}/debug/quern
 head -n 8 tests/data/gsm8k/test-100.jsonl > "$OUT/prompts.jsonl"
