@@ -503,6 +503,12 @@ impl RlConfig {
             ">= 0",
             a.beta,
         )?;
+        if self.init.reference.is_some() && a.beta == 0.0 {
+            return Err(Error::bad_config(
+                "init.reference",
+                "the reference is only used by the KL term: set algorithm.beta > 0, or remove init.reference",
+            ));
+        }
         need(a.epochs >= 1, "algorithm.epochs", "at least 1", a.epochs)?;
         need(
             positive(a.std_eps),
@@ -709,6 +715,11 @@ mod tests {
                 "[[reward]]",
             ),
             ("[prompts]\nfile = \"p\"\n".to_string(), "rl.toml", "init"),
+            (
+                MIN.replace("from = \"m\"\n", "from = \"m\"\nreference = \"r\"\n"),
+                "init.reference",
+                "algorithm.beta",
+            ),
         ];
         for (text, key, needle) in cases {
             let msg = RlConfig::from_toml(&text).unwrap_err().to_string();
