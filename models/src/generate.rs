@@ -149,6 +149,9 @@ pub struct Generation {
     /// The generated text (empty without a tokenizer).
     pub text: String,
     pub finish: Finish,
+    /// The id that ended the row when `finish` is `Stop` (an end-of-sequence or stop id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_id: Option<u32>,
     pub prompt_tokens: usize,
 }
 
@@ -305,6 +308,7 @@ impl<'a> Generator<'a> {
                 seen: p.clone(),
                 out: Vec::new(),
                 finish: None,
+                stop_id: None,
                 text_cut: None,
                 rng: SplitMix::new(cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             })
@@ -338,6 +342,7 @@ impl<'a> Generator<'a> {
                 let tok = next[slot];
                 if stops.contains(&tok) {
                     row.finish = Some(Finish::Stop);
+                    row.stop_id = Some(tok);
                     continue;
                 }
                 row.out.push(tok);
@@ -406,6 +411,7 @@ impl<'a> Generator<'a> {
                 tokens: row.out,
                 text,
                 finish: row.finish.unwrap_or(Finish::Length),
+                stop_id: row.stop_id,
             });
         }
         Ok((out, timing))
@@ -459,6 +465,7 @@ struct Row {
     seen: Vec<u32>,
     out: Vec<u32>,
     finish: Option<Finish>,
+    stop_id: Option<u32>,
     text_cut: Option<usize>,
     rng: SplitMix,
 }
@@ -643,6 +650,7 @@ mod tests {
         };
         let stopped = g.generate(&[vec![1, 2, 3]], &cfg).unwrap().0;
         assert_eq!(stopped[0].finish, Finish::Stop);
+        assert_eq!(stopped[0].stop_id, Some(stop_at));
         assert_eq!(stopped[0].tokens, free[0].tokens[..first].to_vec());
         // 38 prompt tokens leave room for 2 in a context of 40.
         let long: Vec<u32> = (0..38).map(|i| i % 50).collect();

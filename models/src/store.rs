@@ -209,57 +209,66 @@ pub fn load_weights(path: &Path) -> Result<Weights> {
             })
         }
         SourceKind::HuggingFace => crate::hf::load_weights(path),
-        SourceKind::QuernModel => {
-            let meta_path = path.join(MODEL_JSON);
-            let text = fs::read_to_string(&meta_path).at(&meta_path)?;
-            let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| {
+        SourceKind::QuernModel => quern_model_weights(path, kind),
+        SourceKind::Checkpoint => checkpoint_weights(path, kind),
+        SourceKind::Run => {
+            // A checkpoint that is also a model directory (`quern rl` writes the policy's
+            // model.json with its special ids and chat template) is read as one.
+            let ck = newest_checkpoint(path)?;
+            if ck.join(MODEL_JSON).exists() {
+                quern_model_weights(&ck, kind)
+            } else {
+                checkpoint_weights(&ck, kind)
+            }
+        }
+    }
+}
+
+/// A quern model directory: `model.json`, the weights, the tokenizer.
+fn quern_model_weights(path: &Path, kind: SourceKind) -> Result<Weights> {
+    let meta_path = path.join(MODEL_JSON);
+    let text = fs::read_to_string(&meta_path).at(&meta_path)?;
+    let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| {
+        Error::bad_input(
+            Place::file(&meta_path).with_line(e.line() as u64),
+            format!("not a quern model.json: {e}"),
+        )
+    })?;
+    if meta.format != FORMAT || meta.version != 1 {
+        return Err(Error::bad_input(
+            Place::file(&meta_path),
+            format!(
+                "format `{}` version {} is not `{FORMAT}` version 1",
+                meta.format, meta.version
+            ),
+        ));
+    }
+    meta.config.validate().map_err(|e| in_file(&meta_path, e))?;
+    let wpath = path.join(WEIGHTS);
+    let mut tensors = read_safetensors(&wpath)?;
+    let mut quant = HashMap::new();
+    if let Some(rec) = &meta.quant {
+        for name in &rec.tensors {
+            let (n, k) = crate::compress::weight_shape(&meta.config, name).ok_or_else(|| {
                 Error::bad_input(
-                    Place::file(&meta_path).with_line(e.line() as u64),
-                    format!("not a quern model.json: {e}"),
+                    Place::file(&meta_path),
+                    format!("quant.tensors: `{name}` is not a block matrix of this model"),
                 )
             })?;
-            if meta.format != FORMAT || meta.version != 1 {
-                return Err(Error::bad_input(
-                    Place::file(&meta_path),
-                    format!(
-                        "format `{}` version {} is not `{FORMAT}` version 1",
-                        meta.format, meta.version
-                    ),
-                ));
-            }
-            meta.config.validate().map_err(|e| in_file(&meta_path, e))?;
-            let wpath = path.join(WEIGHTS);
-            let mut tensors = read_safetensors(&wpath)?;
-            let mut quant = HashMap::new();
-            if let Some(rec) = &meta.quant {
-                for name in &rec.tensors {
-                    let (n, k) =
-                        crate::compress::weight_shape(&meta.config, name).ok_or_else(|| {
-                            Error::bad_input(
-                                Place::file(&meta_path),
-                                format!(
-                                    "quant.tensors: `{name}` is not a block matrix of this model"
-                                ),
-                            )
-                        })?;
-                    let q = QuantTensor::take_stored(&mut tensors, name, rec.scheme, n, k)
-                        .map_err(|m| Error::bad_input(Place::file(&wpath), m))?;
-                    tensors.insert(name.clone(), q.dequantize());
-                    quant.insert(name.clone(), q);
-                }
-            }
-            Ok(Weights {
-                kind,
-                path: path.to_path_buf(),
-                tensors,
-                tokenizer_json: read_optional(&path.join(TOKENIZER))?,
-                meta,
-                quant,
-            })
+            let q = QuantTensor::take_stored(&mut tensors, name, rec.scheme, n, k)
+                .map_err(|m| Error::bad_input(Place::file(&wpath), m))?;
+            tensors.insert(name.clone(), q.dequantize());
+            quant.insert(name.clone(), q);
         }
-        SourceKind::Checkpoint => checkpoint_weights(path, kind),
-        SourceKind::Run => checkpoint_weights(&newest_checkpoint(path)?, kind),
     }
+    Ok(Weights {
+        kind,
+        path: path.to_path_buf(),
+        tensors,
+        tokenizer_json: read_optional(&path.join(TOKENIZER))?,
+        meta,
+        quant,
+    })
 }
 
 /// The newest committed checkpoint (`checkpoints/step-N/` with a `state.json`) of a run.

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod label;
 pub mod merge;
 pub mod report;
+pub mod rl;
 pub mod sql;
 pub mod stages;
 pub mod sweep;
@@ -34,6 +35,7 @@ impl Command {
             Command::Doctor(_)
                 | Command::Demo(_)
                 | Command::Train(_)
+                | Command::Rl(_)
                 | Command::Sweep(_)
                 | Command::Import(_)
                 | Command::Export(_)

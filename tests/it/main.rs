@@ -35,6 +35,8 @@ mod nsp;
 mod pref;
 mod report;
 #[cfg(feature = "torch")]
+mod rl;
+#[cfg(feature = "torch")]
 mod sft;
 #[cfg(feature = "torch")]
 mod sft_pack;

@@ -13,6 +13,7 @@
 //! - [`checkpoint`]: atomic safetensors + JSON checkpoints.
 //! - [`dist`]: data-parallel training under torchrun (c10d process groups through the sidecar).
 //! - [`trainer`]: the loop, evaluation, metrics and [`train`], the entry point.
+//! - [`rl`]: `quern rl`, reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO).
 //!
 //! ```no_run
 //! let cfg = quern_train::TrainConfig::load(std::path::Path::new("run.toml"))?;
@@ -34,6 +35,7 @@ pub mod model {
 }
 pub mod objective;
 pub mod optim;
+pub mod rl;
 pub mod runtime;
 pub mod trainer;
 

@@ -15,6 +15,7 @@ mod export;
 mod generate;
 mod import;
 mod merge;
+mod rl;
 mod sweep;
 mod train;
 
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => doctor::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
+        Command::Rl(a) => rl::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Import(a) => import::run(a),
         Command::Export(a) => export::run(a),

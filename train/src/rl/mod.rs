@@ -1,0 +1,1039 @@
+//! `quern rl`: on-policy reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO).
+//!
+//! Each step takes `prompts.per_step` prompts (in a seeded order, epoch after epoch),
+//! samples `generation.group_size` completions of each from the policy with the KV-cache
+//! generator ([`quern_models::generate`]), scores them with the `[[reward]]` terms
+//! ([`reward`]), turns the rewards into advantages per group ([`algo::advantages`]) and
+//! takes `algorithm.epochs` optimizer steps of the clipped objective with the optional k3
+//! KL to a frozen reference ([`algo::policy_loss`]), gradients accumulated over micro-batches
+//! of `train.micro_batch` sequences. Training sequences are prompt + completion + the stop
+//! id when the sample stopped on one (so the policy learns to stop), right-padded; the
+//! log-probabilities are taken at the sampling temperature, without dropout.
+//!
+//! A step whose reward cannot be computed (a reward command crashed or printed garbage) is
+//! logged with its rows' ids and skipped; after `train.max_failed_steps` such steps the next
+//! one stops the run with the error.
+//!
+//! Determinism and resume: the prompt order comes from `(seed, epoch)`, the sampling from
+//! `(seed, step)`, and libtorch's generator is seeded from `(seed, step)` each step; a
+//! checkpoint (`checkpoints/step-N/`: the policy as a quern model directory, so `quern
+//! generate` and `quern eval` read it, plus `optimizer.safetensors` and `state.json` with
+//! the step, the prompt cursor and the counters) therefore lets `--resume` repeat an
+//! uninterrupted run exactly on CPU.
+
+pub mod algo;
+pub mod config;
+pub mod reward;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use quern_core::error::{IoContext, Place};
+use quern_core::{Error, Result};
+use quern_eval::generation::{prompt_text, GenTask, Problem};
+use quern_models::chat::{Message, DEFAULT_TEMPLATE};
+use quern_models::config::ModelConfig;
+use quern_models::generate::{Finish, GenerateConfig, Generator, Sampling};
+use quern_models::store::{self, ModelMeta};
+use quern_models::transformer::{Extras, Transformer};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint;
+use crate::data::SplitMix64;
+use crate::optim::{self, AdamW};
+use config::{Algorithm, PromptFormat, RlConfig};
+use reward::{Sample, Scorer};
+
+/// How [`run_with`] runs, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RlOptions {
+    /// A progress bar on stderr.
+    pub progress: bool,
+    /// Continue from the newest checkpoint in `out_dir`.
+    pub resume: bool,
+    /// Replace the run already in `out_dir`.
+    pub force: bool,
+    /// Stop after this step without a final checkpoint, as if killed (tests of resume).
+    pub stop_after: Option<u64>,
+}
+
+/// Where the prompts continue: the epoch and the position in its order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptCursor {
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// One step's line in `metrics.jsonl` (`"kind": "rl"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RlStepLog {
+    pub step: u64,
+    /// The reward could not be computed: no update this step.
+    pub failed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The failed step's samples (`<prompt id>#<sample>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_rows: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_std: Option<f64>,
+    /// Each term's mean (unweighted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rewards: BTreeMap<String, f64>,
+    /// Groups whose rewards were all equal (zero advantages), as a fraction of the groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_std_frac: Option<f64>,
+    /// Mean k3 KL to the reference per completion token (`algorithm.beta > 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
+    /// Mean entropy of the sampling distribution per completion token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<f64>,
+    /// Fraction of completion tokens whose ratio was clipped, over all epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_frac: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    pub lr: f64,
+    /// Mean completion length in tokens (with the stop id).
+    pub response_length: f64,
+    /// Generated tokens this step, and per second of generation.
+    pub gen_tokens: u64,
+    pub gen_tokens_per_s: f64,
+    /// Tokens (prompt + completion, no padding) run through the policy's training passes
+    /// per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tokens_per_s: Option<f64>,
+    pub gen_s: f64,
+    pub train_s: f64,
+    /// The whole step: generation, rewards, training.
+    pub step_s: f64,
+}
+
+/// What `state.json` of an RL checkpoint holds (besides the tensors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RlState {
+    pub step: u64,
+    pub optimizer_steps: u64,
+    pub cursor: PromptCursor,
+    pub seed: u64,
+    pub failed_steps: u64,
+    /// The policy's shape (also in model.json; `quern_models::store` reads either).
+    pub model: ModelConfig,
+    pub config: RlConfig,
+    pub quern_version: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RlReport {
+    pub algorithm: String,
+    pub device: String,
+    pub parameters: i64,
+    pub start_step: u64,
+    pub steps: u64,
+    pub failed_steps: u64,
+    pub seconds: f64,
+    pub checkpoint: Option<PathBuf>,
+    pub log: Vec<RlStepLog>,
+}
+
+impl RlReport {
+    /// Mean reward of the first and of the last `n` steps that have one.
+    pub fn reward_drift(&self, n: usize) -> Option<(f64, f64)> {
+        let r: Vec<f64> = self.log.iter().filter_map(|l| l.reward_mean).collect();
+        if r.len() < n || n == 0 {
+            return None;
+        }
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+        Some((mean(&r[..n]), mean(&r[r.len() - n..])))
+    }
+}
+
+/// The order of `n` prompts in `epoch`: a seeded Fisher–Yates shuffle, or file order.
+fn order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut r = SplitMix64(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5EED);
+        for i in (1..n).rev() {
+            let j = (r.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+    v
+}
+
+fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut r = SplitMix64(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x0051);
+    r.next_u64() >> 1
+}
+
+/// One sample of a step: its training ids and where its completion lies.
+struct Seq {
+    ids: Vec<i64>,
+    prompt_len: usize,
+    completion_len: usize,
+    text: String,
+}
+
+/// A run's state.
+struct Run {
+    cfg: RlConfig,
+    device: Device,
+    model: Transformer,
+    reference: Option<Transformer>,
+    optimizer: AdamW,
+    tokenizer: Tokenizer,
+    meta: ModelMeta,
+    tokenizer_json: String,
+    problems: Vec<Problem>,
+    prompt_ids: Vec<Vec<u32>>,
+    scorers: Vec<Scorer>,
+    term_names: Vec<String>,
+    step: u64,
+    cursor: PromptCursor,
+    failed_steps: u64,
+}
+
+/// Runs `quern rl` as `cfg` says.
+pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
+    cfg.validate()?;
+    let device = crate::trainer::resolve_device(cfg.train.device)?;
+    let task = GenTask::load(&cfg.prompts.file)?;
+    let w = store::load_weights(&cfg.init.from)
+        .map_err(|e| Error::bad_config("init.from", format!("{}: {e}", cfg.init.from.display())))?;
+    let meta = w.meta.clone();
+    if meta.config.post_norm {
+        return Err(Error::bad_config(
+            "init.from",
+            format!(
+                "{} is a BERT-like encoder: it cannot generate; start from a decoder",
+                cfg.init.from.display()
+            ),
+        ));
+    }
+    let tokenizer_json = w.tokenizer_json.clone().ok_or_else(|| {
+        Error::bad_config(
+            "init.from",
+            format!(
+                "{} has no tokenizer.json: rewards read the completions' text",
+                cfg.init.from.display()
+            ),
+        )
+    })?;
+    let tokenizer = Tokenizer::from_bytes(tokenizer_json.as_bytes())
+        .map_err(|e| Error::bad_config("init.from", format!("its tokenizer.json: {e}")))?;
+    // The policy: built, then its weights copied in (as `quern train` does from init.from),
+    // so every parameter is a trainable leaf.
+    let mut mcfg = meta.config.clone();
+    mcfg.head = None;
+    mcfg.mlm_head = None;
+    tch::manual_seed(cfg.train.seed as i64);
+    let mut model = Transformer::try_new(&mcfg, device)?;
+    let wfile = match w.kind {
+        store::SourceKind::Gguf => w.path.clone(),
+        _ => w.path.join(store::WEIGHTS),
+    };
+    checkpoint::restore_weights(model.params_mut(), &w.tensors, &wfile)?;
+    // A pruned policy's zeros (`model.pruned`, from `quern compress`) stay zero.
+    model.refresh_masks();
+    drop(w);
+    let ctx = model.seq_len() as usize;
+    let prompt_ids = encode_prompts(cfg, &task, &model, &tokenizer, &meta)?;
+    let longest =
+        prompt_ids.iter().map(Vec::len).max().unwrap_or(0) + cfg.generation.max_new_tokens + 1;
+    let longest = longest.min(ctx);
+    let vocab = tokenizer.get_vocab(true);
+    let reference = if cfg.algorithm.beta > 0.0 {
+        Some(load_reference(cfg, &model, &vocab, device)?)
+    } else {
+        None
+    };
+    let cmd_dir = command_dir(cfg);
+    let scorers = cfg
+        .reward
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Scorer::load(
+                i,
+                t,
+                cfg.generation.max_new_tokens,
+                cmd_dir.clone(),
+                &vocab,
+                longest,
+                device,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claim_out_dir(&cfg.out_dir, opts)?;
+    fs::create_dir_all(&cfg.out_dir).at(&cfg.out_dir)?;
+    if device.is_cuda() {
+        crate::amp::set_tf32(true)?;
+    } else {
+        quern_models::device::keep_freed_memory();
+    }
+    let optimizer = AdamW::new(&cfg.optim, model.trainable(), device);
+    let mut run = Run {
+        cfg: cfg.clone(),
+        device,
+        model,
+        reference,
+        optimizer,
+        tokenizer,
+        meta,
+        tokenizer_json,
+        problems: task.problems,
+        prompt_ids,
+        scorers,
+        term_names: cfg.term_names(),
+        step: 0,
+        cursor: PromptCursor::default(),
+        failed_steps: 0,
+    };
+    let mut resumed = None;
+    if opts.resume {
+        if let Some(dir) = checkpoint::latest(&cfg.out_dir)? {
+            run.restore(&dir)?;
+            resumed = Some(run.step);
+        }
+    }
+    let start_step = run.step;
+    let mut metrics = Metrics::open(&cfg.out_dir, resumed)?;
+    let bar = if opts.progress {
+        ProgressBar::new(cfg.train.steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} rl [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .map_err(|e| Error::bug(format!("progress template: {e}")))?
+            .progress_chars("=> "),
+    );
+    bar.set_position(run.step);
+    let t0 = Instant::now();
+    let mut log = Vec::new();
+    let mut last_ckpt = None;
+    while run.step < cfg.train.steps {
+        let l = run.step_once()?;
+        metrics.write(&l)?;
+        bar.set_position(l.step);
+        match (l.failed, l.reward_mean) {
+            (true, _) => bar.println(format!(
+                "step {}: reward failed for {} samples: {}",
+                l.step,
+                l.failed_rows.len(),
+                l.error.as_deref().unwrap_or("")
+            )),
+            (false, Some(r)) => bar.set_message(format!(
+                "reward {r:.3} len {:.0} {:.0} gen tok/s",
+                l.response_length, l.gen_tokens_per_s
+            )),
+            _ => {}
+        }
+        let failed = l.failed;
+        let err = l.error.clone();
+        log.push(l);
+        if failed && run.failed_steps > cfg.train.max_failed_steps {
+            bar.abandon();
+            return Err(Error::usage(format!(
+                "stopping at step {}: the reward failed in {} steps, more than train.max_failed_steps = {} \
+                 (see {}): {}",
+                run.step,
+                run.failed_steps,
+                cfg.train.max_failed_steps,
+                cfg.out_dir.join("metrics.jsonl").display(),
+                err.unwrap_or_default()
+            )));
+        }
+        let step = run.step;
+        if cfg.checkpoint.every > 0
+            && step.is_multiple_of(cfg.checkpoint.every)
+            && step < cfg.train.steps
+        {
+            last_ckpt = Some(run.save_checkpoint()?);
+        }
+        if opts.stop_after == Some(step) {
+            bar.abandon();
+            return Ok(run.report(start_step, log, t0, last_ckpt));
+        }
+    }
+    if run.step > start_step || last_ckpt.is_none() {
+        last_ckpt = Some(run.save_checkpoint()?);
+    }
+    bar.finish_and_clear();
+    let r = run.report(start_step, log, t0, last_ckpt);
+    let path = cfg.out_dir.join("report.json");
+    quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    Ok(r)
+}
+
+/// Where reward commands run: the TOML's directory ([`RlConfig::resolve`]), or the current
+/// directory for a configuration built in code.
+fn command_dir(cfg: &RlConfig) -> PathBuf {
+    cfg.config_dir
+        .clone()
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default())
+}
+
+/// Every prompt's ids, checked to leave room for at least one new token in the context.
+fn encode_prompts(
+    cfg: &RlConfig,
+    task: &GenTask,
+    model: &Transformer,
+    tokenizer: &Tokenizer,
+    meta: &ModelMeta,
+) -> Result<Vec<Vec<u32>>> {
+    let g = Generator::new(model, Some(tokenizer), &meta.special);
+    let ctx = model.seq_len() as usize;
+    let template = meta.chat_template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    task.problems
+        .iter()
+        .map(|p| {
+            let ids = match cfg.prompts.format {
+                PromptFormat::Plain => g.encode(&prompt_text(&[], p), false)?,
+                PromptFormat::Chat => g.encode_chat(
+                    template,
+                    &[Message {
+                        role: "user".into(),
+                        content: p.question.clone(),
+                    }],
+                )?,
+            };
+            if ids.len() + 1 > ctx {
+                return Err(Error::bad_input(
+                    Place::file(&task.path).with_line(p.line),
+                    format!(
+                        "the prompt is {} tokens, which leaves no room for an answer in the model's context of {ctx}",
+                        ids.len()
+                    ),
+                ));
+            }
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// The frozen reference: `init.reference` or `init.from` again, checked to share the
+/// policy's tokenizer.
+fn load_reference(
+    cfg: &RlConfig,
+    policy: &Transformer,
+    vocab: &HashMap<String, u32>,
+    device: Device,
+) -> Result<Transformer> {
+    let (key, path) = match &cfg.init.reference {
+        Some(p) => ("init.reference", p),
+        None => ("init.from", &cfg.init.from),
+    };
+    let bad = |m: String| Error::bad_config(key, format!("{}: {m}", path.display()));
+    let w = store::load_weights(path).map_err(|e| bad(e.to_string()))?;
+    let tok_ok = match &w.tokenizer_json {
+        Some(j) => Tokenizer::from_bytes(j.as_bytes())
+            .map(|t| &t.get_vocab(true) == vocab)
+            .unwrap_or(false),
+        None => false,
+    };
+    if !tok_ok || w.meta.config.vocab_size != policy.config().vocab_size {
+        return Err(bad(format!(
+            "the reference must share the policy's tokenizer and vocabulary ({} ids); it has {} ids{}",
+            policy.vocab_size(),
+            w.meta.config.vocab_size.unwrap_or(0),
+            if w.tokenizer_json.is_none() { " and no tokenizer.json" } else { " and another tokenizer" }
+        )));
+    }
+    let mut rcfg = w.meta.config.clone();
+    rcfg.head = None;
+    rcfg.mlm_head = None;
+    rcfg.dropout = 0.0;
+    let file = match w.kind {
+        store::SourceKind::Gguf => w.path.clone(),
+        _ => w.path.join(store::WEIGHTS),
+    };
+    let tensors: HashMap<String, Tensor> = w
+        .tensors
+        .into_iter()
+        .filter(|(n, _)| {
+            !n.starts_with(quern_models::head::PREFIX)
+                && !n.starts_with(quern_models::mlm_head::PREFIX)
+        })
+        .collect();
+    let _g = tch::no_grad_guard();
+    Transformer::from_weights(&rcfg, device, &tensors, &file).map_err(|e| bad(e.to_string()))
+}
+
+impl Run {
+    /// The next `k` prompts, moving the cursor (and into the next epoch's order).
+    fn next_prompts(&mut self, k: usize) -> Vec<usize> {
+        let n = self.problems.len();
+        let mut out = Vec::with_capacity(k);
+        let mut ord = order(
+            n,
+            self.cfg.train.seed,
+            self.cursor.epoch,
+            self.cfg.prompts.shuffle,
+        );
+        while out.len() < k {
+            if self.cursor.index as usize >= n {
+                self.cursor.epoch += 1;
+                self.cursor.index = 0;
+                ord = order(
+                    n,
+                    self.cfg.train.seed,
+                    self.cursor.epoch,
+                    self.cfg.prompts.shuffle,
+                );
+            }
+            out.push(ord[self.cursor.index as usize]);
+            self.cursor.index += 1;
+        }
+        out
+    }
+
+    fn row_id(&self, p: usize, k: usize) -> String {
+        let pr = &self.problems[p];
+        match &pr.id {
+            Some(id) => format!("{id}#{k}"),
+            None => format!("line {}#{k}", pr.line),
+        }
+    }
+
+    /// Samples the step's completions.
+    fn rollout(&self, picks: &[usize]) -> Result<(Vec<Seq>, f64)> {
+        let g = &self.cfg.generation;
+        let batch: Vec<Vec<u32>> = picks
+            .iter()
+            .flat_map(|&p| std::iter::repeat_n(self.prompt_ids[p].clone(), g.group_size))
+            .collect();
+        let seed = step_seed(self.cfg.train.seed, self.step);
+        let chunk = if g.batch_size == 0 {
+            batch.len()
+        } else {
+            g.batch_size
+        };
+        let generator = Generator::new(&self.model, Some(&self.tokenizer), &self.meta.special);
+        let t0 = Instant::now();
+        let mut outs = Vec::with_capacity(batch.len());
+        for (ci, part) in batch.chunks(chunk).enumerate() {
+            let gcfg = GenerateConfig {
+                max_new_tokens: g.max_new_tokens,
+                sampling: Sampling {
+                    temperature: g.temperature,
+                    top_k: g.top_k,
+                    top_p: g.top_p,
+                    repetition_penalty: 1.0,
+                },
+                stop_ids: Vec::new(),
+                stop_strings: g.stop.clone(),
+                ignore_eos: false,
+                seed: seed ^ (ci as u64).wrapping_mul(0x94D0_49BB_1331_11EB),
+            };
+            outs.extend(generator.generate(part, &gcfg)?.0);
+        }
+        let gen_s = t0.elapsed().as_secs_f64();
+        let seqs = batch
+            .iter()
+            .zip(outs)
+            .map(|(p, o)| {
+                let mut ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
+                ids.extend(o.tokens.iter().map(|&t| t as i64));
+                let mut completion_len = o.tokens.len();
+                if let (Finish::Stop, Some(s)) = (o.finish, o.stop_id) {
+                    ids.push(s as i64);
+                    completion_len += 1;
+                }
+                Seq {
+                    prompt_len: p.len(),
+                    completion_len,
+                    ids,
+                    text: o.text,
+                }
+            })
+            .collect();
+        Ok((seqs, gen_s))
+    }
+
+    /// One RL step (see the module docs).
+    fn step_once(&mut self) -> Result<RlStepLog> {
+        let t_step = Instant::now();
+        let c = self.cfg.clone();
+        let g = c.generation.group_size;
+        tch::manual_seed((step_seed(c.train.seed, self.step) ^ 0x7) as i64);
+        let lr = optim::lr_at(&c.optim, self.step, c.train.steps);
+        let picks = self.next_prompts(c.prompts.per_step);
+        let (seqs, gen_s) = self.rollout(&picks)?;
+        let n = seqs.len();
+        let gen_tokens: u64 = seqs
+            .iter()
+            .map(|s| (s.ids.len() - s.prompt_len) as u64)
+            .sum();
+        let response_length = seqs.iter().map(|s| s.completion_len as f64).sum::<f64>() / n as f64;
+        let ids: Vec<String> = picks
+            .iter()
+            .flat_map(|&p| (0..g).map(move |k| (p, k)))
+            .map(|(p, k)| self.row_id(p, k))
+            .collect();
+        let samples: Vec<Sample> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Sample {
+                id: ids[i].clone(),
+                problem: &self.problems[picks[i / g]],
+                completion: &s.text,
+                ids: &s.ids,
+                completion_tokens: s.completion_len,
+            })
+            .collect();
+        let mut total = vec![0.0; n];
+        let mut term_means = BTreeMap::new();
+        let mut failure = None;
+        for ((scorer, term), name) in self.scorers.iter().zip(&c.reward).zip(&self.term_names) {
+            match scorer.score(&samples) {
+                Ok(v) => {
+                    for (t, x) in total.iter_mut().zip(&v) {
+                        *t += term.weight * x;
+                    }
+                    term_means.insert(name.clone(), v.iter().sum::<f64>() / n as f64);
+                }
+                Err(e) => {
+                    failure = Some(format!("reward `{name}`: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(samples);
+        let mut log = RlStepLog {
+            step: self.step + 1,
+            failed: false,
+            error: None,
+            failed_rows: Vec::new(),
+            reward_mean: None,
+            reward_std: None,
+            rewards: BTreeMap::new(),
+            zero_std_frac: None,
+            kl: None,
+            entropy: None,
+            clip_frac: None,
+            loss: None,
+            grad_norm: None,
+            lr,
+            response_length,
+            gen_tokens,
+            gen_tokens_per_s: gen_tokens as f64 / gen_s.max(1e-9),
+            train_tokens_per_s: None,
+            gen_s,
+            train_s: 0.0,
+            step_s: 0.0,
+        };
+        if let Some(e) = failure {
+            self.failed_steps += 1;
+            self.step += 1;
+            log.failed = true;
+            log.error = Some(e);
+            log.failed_rows = ids;
+            log.step_s = t_step.elapsed().as_secs_f64();
+            return Ok(log);
+        }
+        let mean = total.iter().sum::<f64>() / n as f64;
+        let std = (total.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let (adv, zero) = algo::advantages(&total, g, c.algorithm.kind, c.algorithm.std_eps);
+        log.reward_mean = Some(mean);
+        log.reward_std = Some(std);
+        log.rewards = term_means;
+        log.zero_std_frac = Some(zero as f64 / picks.len() as f64);
+
+        let t1 = Instant::now();
+        let batches = self.micro_batches(&seqs, &adv)?;
+        let epochs = c.algorithm.epochs;
+        let temp = c.generation.temperature;
+        // The log-probabilities under the weights that sampled, for the ratio of later
+        // epochs (with one epoch the ratio is exactly 1: the current ones, detached).
+        let old: Option<Vec<Tensor>> = if epochs > 1 {
+            let _g = tch::no_grad_guard();
+            Some(
+                batches
+                    .iter()
+                    .map(|b| Ok(algo::token_logps(&b.logits(&self.model)?, &b.targets, temp)))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        let reference: Option<Vec<Tensor>> = match &self.reference {
+            Some(r) => {
+                let _g = tch::no_grad_guard();
+                Some(
+                    batches
+                        .iter()
+                        .map(|b| Ok(algo::token_logps(&b.logits(r)?, &b.targets, temp)))
+                        .collect::<Result<_>>()?,
+                )
+            }
+            None => None,
+        };
+        let eps_low = c.algorithm.epsilon;
+        let eps_high = c.algorithm.epsilon_high.unwrap_or(eps_low);
+        let norm = match c.algorithm.kind {
+            Algorithm::DrGrpo => Some(c.generation.max_new_tokens as f64),
+            _ => None,
+        };
+        let (mut clipped, mut counted) = (0.0, 0.0);
+        let (mut kl, mut entropy, mut loss, mut tokens) = (0.0, 0.0, 0.0, 0.0);
+        let mut grad_norm = 0.0;
+        for e in 0..epochs {
+            self.model.trainable_mut().zero_grad();
+            for (i, b) in batches.iter().enumerate() {
+                let logits = b.logits(&self.model)?;
+                let logp = algo::token_logps(&logits, &b.targets, temp);
+                let old_i = match &old {
+                    Some(o) => o[i].shallow_clone(),
+                    None => logp.detach(),
+                };
+                let parts = algo::policy_loss(
+                    &logp,
+                    &old_i,
+                    reference.as_ref().map(|r| &r[i]),
+                    &b.adv,
+                    &b.mask,
+                    eps_low,
+                    eps_high,
+                    c.algorithm.beta,
+                    norm,
+                );
+                clipped += parts.clipped;
+                counted += parts.tokens;
+                if e == 0 {
+                    kl += parts.kl_sum;
+                    tokens += parts.tokens;
+                    loss += parts.loss_sum.double_value(&[]);
+                    entropy += algo::entropy_sum(&(logits.detach() / temp), &b.mask);
+                }
+                (parts.loss_sum / n as f64).backward();
+            }
+            grad_norm = optim::unscale_and_clip(self.model.trainable_mut(), 1.0, c.optim.grad_clip);
+            if !grad_norm.is_finite() {
+                return Err(Error::usage(format!(
+                    "step {}: the gradient is not finite (norm {grad_norm}); lower optim.lr or generation.temperature",
+                    self.step + 1
+                )));
+            }
+            self.optimizer.step(self.model.trainable_mut(), lr)?;
+            self.model.apply_masks();
+            self.model.trainable_mut().zero_grad();
+        }
+        let train_s = t1.elapsed().as_secs_f64();
+        let seq_tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
+        log.loss = Some(loss / n as f64);
+        log.grad_norm = Some(grad_norm);
+        log.entropy = Some(entropy / tokens.max(1.0));
+        log.clip_frac = Some(clipped / counted.max(1.0));
+        log.kl = self.reference.as_ref().map(|_| kl / tokens.max(1.0));
+        log.train_s = train_s;
+        log.train_tokens_per_s = Some((seq_tokens * epochs) as f64 / train_s.max(1e-9));
+        log.step_s = t_step.elapsed().as_secs_f64();
+        self.step += 1;
+        Ok(log)
+    }
+
+    /// The step's sequences as right-padded micro-batches on the device.
+    fn micro_batches(&self, seqs: &[Seq], adv: &[f64]) -> Result<Vec<Batch>> {
+        let mb = self.cfg.train.micro_batch;
+        let mut out = Vec::new();
+        for (ci, chunk) in seqs.chunks(mb).enumerate() {
+            let w = chunk.iter().map(|s| s.ids.len()).max().unwrap_or(1);
+            // Logits are needed from the position before the earliest completion token.
+            let start = chunk.iter().map(|s| s.prompt_len).min().unwrap_or(1).max(1) - 1;
+            let l = w - 1 - start;
+            let b = chunk.len();
+            let mut ids = Vec::with_capacity(b * w);
+            let mut mask = Vec::with_capacity(b * l);
+            for s in chunk {
+                ids.extend_from_slice(&s.ids);
+                ids.extend(std::iter::repeat_n(0i64, w - s.ids.len()));
+                for j in 0..l {
+                    let t = start + 1 + j;
+                    let on = t >= s.prompt_len && t < s.prompt_len + s.completion_len;
+                    mask.push(if on { 1f32 } else { 0.0 });
+                }
+            }
+            let dev = self.device;
+            let ids = Tensor::from_slice(&ids)
+                .view([b as i64, w as i64])
+                .to_device(dev);
+            let targets = ids.narrow(1, start as i64 + 1, l as i64);
+            let a: Vec<f32> = adv[ci * mb..ci * mb + b]
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            out.push(Batch {
+                targets,
+                ids,
+                start: start as i64,
+                len: l as i64,
+                mask: Tensor::from_slice(&mask)
+                    .view([b as i64, l as i64])
+                    .to_device(dev),
+                adv: Tensor::from_slice(&a).to_device(dev),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The current state, for a checkpoint.
+    fn state(&self) -> RlState {
+        RlState {
+            step: self.step,
+            optimizer_steps: self.optimizer.step,
+            cursor: self.cursor,
+            seed: self.cfg.train.seed,
+            failed_steps: self.failed_steps,
+            model: self.model.config().clone(),
+            config: self.cfg.clone(),
+            quern_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Writes `checkpoints/step-N/` atomically and keeps the newest `checkpoint.keep`.
+    fn save_checkpoint(&self) -> Result<PathBuf> {
+        let root = checkpoint::checkpoints_dir(&self.cfg.out_dir);
+        fs::create_dir_all(&root).at(&root)?;
+        let dest = root.join(format!("step-{:08}", self.step));
+        let mut meta = self.meta.clone();
+        meta.config = self.model.config().clone();
+        // The weights are written in fp32, whatever a quantized init.from stored.
+        meta.quant = None;
+        meta.source = Some(format!("quern rl:{}", self.cfg.out_dir.display()));
+        meta.quern_version = env!("CARGO_PKG_VERSION").into();
+        let weights = self.model.params().named();
+        let opt = self.optimizer.state(self.model.trainable());
+        let state = self.state();
+        store::write_dir_atomically(&dest, true, |tmp| {
+            write_tensors(&tmp.join(store::WEIGHTS), &weights)?;
+            write_tensors(&tmp.join("optimizer.safetensors"), &opt)?;
+            for (name, bytes) in [
+                (store::MODEL_JSON, serde_json::to_vec_pretty(&meta)?),
+                (store::TOKENIZER, self.tokenizer_json.clone().into_bytes()),
+                ("state.json", serde_json::to_vec_pretty(&state)?),
+            ] {
+                let p = tmp.join(name);
+                fs::write(&p, bytes).at(&p)?;
+                store::sync_file(&p)?;
+            }
+            Ok(())
+        })?;
+        let all = checkpoint::list(&self.cfg.out_dir)?;
+        if all.len() > self.cfg.checkpoint.keep {
+            for (_, old) in &all[..all.len() - self.cfg.checkpoint.keep] {
+                fs::remove_dir_all(old).at(old)?;
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Continues from a checkpoint: weights, optimizer state, step, prompt cursor, counters.
+    fn restore(&mut self, dir: &Path) -> Result<()> {
+        let state_path = dir.join("state.json");
+        let text = fs::read_to_string(&state_path).at(&state_path)?;
+        let s: RlState = serde_json::from_str(&text).map_err(|e| {
+            Error::bad_input(
+                Place::file(&state_path).with_line(e.line() as u64),
+                format!("not a quern rl checkpoint state: {e}"),
+            )
+        })?;
+        if s.seed != self.cfg.train.seed {
+            return Err(Error::bad_config(
+                "train.seed",
+                format!(
+                    "the checkpoint in {} used seed {}; resuming with {} would not continue the same run",
+                    dir.display(),
+                    s.seed,
+                    self.cfg.train.seed
+                ),
+            ));
+        }
+        if &s.model != self.model.config() {
+            return Err(Error::bad_config(
+                "init.from",
+                format!(
+                    "the checkpoint in {} holds a policy of another shape than init.from; start a new out_dir",
+                    dir.display()
+                ),
+            ));
+        }
+        let wfile = dir.join(store::WEIGHTS);
+        let weights = store::read_safetensors(&wfile)?;
+        checkpoint::restore_weights(self.model.trainable_mut(), &weights, &wfile)?;
+        let ofile = dir.join("optimizer.safetensors");
+        let opt = store::read_safetensors(&ofile)?;
+        let get = |name: &str| checkpoint::Loaded::tensor(&opt, &ofile, name);
+        self.optimizer
+            .load_state(self.model.trainable(), s.optimizer_steps, &get)?;
+        self.step = s.step;
+        self.cursor = s.cursor;
+        self.failed_steps = s.failed_steps;
+        Ok(())
+    }
+
+    fn report(
+        &self,
+        start_step: u64,
+        log: Vec<RlStepLog>,
+        t0: Instant,
+        checkpoint: Option<PathBuf>,
+    ) -> RlReport {
+        RlReport {
+            algorithm: self.cfg.algorithm.kind.name().into(),
+            device: format!("{:?}", self.device),
+            parameters: self.model.params().numel(),
+            start_step,
+            steps: self.step,
+            failed_steps: self.failed_steps,
+            seconds: t0.elapsed().as_secs_f64(),
+            checkpoint,
+            log,
+        }
+    }
+}
+
+/// One micro-batch of training sequences.
+struct Batch {
+    /// `[b, w]` right-padded ids.
+    ids: Tensor,
+    /// `[b, len]`: the ids at positions `start + 1 ..`, the targets of the logits kept.
+    targets: Tensor,
+    start: i64,
+    len: i64,
+    /// `[b, len]` f32: 1 on completion targets.
+    mask: Tensor,
+    /// `[b]` f32.
+    adv: Tensor,
+}
+
+impl Batch {
+    /// Logits `[b, len, vocab]` (f32) predicting `targets` under `model`.
+    fn logits(&self, model: &Transformer) -> Result<Tensor> {
+        let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
+        Ok(model
+            .logits(&h.narrow(1, self.start, self.len))
+            .to_kind(Kind::Float))
+    }
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&cpu, path)
+        .map_err(|e| Error::usage(format!("writing {}: {e}", path.display())))?;
+    store::sync_file(path)
+}
+
+/// The files of a run in its out_dir.
+const RUN_FILES: [&str; 3] = ["metrics.jsonl", "checkpoints", "report.json"];
+
+/// Refuses an out_dir holding a run unless resumed or forced (forced: removes that run's
+/// files, nothing else).
+fn claim_out_dir(dir: &Path, opts: &RlOptions) -> Result<()> {
+    if opts.resume {
+        return Ok(());
+    }
+    let found: Vec<&str> = RUN_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !opts.force {
+        return Err(Error::usage(format!(
+            "{} already holds a run ({}); pass --resume to continue it, or --force to replace it, or choose another out_dir",
+            dir.display(),
+            found.join(", ")
+        )));
+    }
+    for f in found {
+        let p = dir.join(f);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).at(&p)?;
+        } else {
+            fs::remove_file(&p).at(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// `metrics.jsonl`, appended line by line; on resume the lines after the checkpoint's step
+/// are dropped first (those steps run again).
+struct Metrics {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Metrics {
+    fn open(out_dir: &Path, keep_until: Option<u64>) -> Result<Self> {
+        let path = out_dir.join("metrics.jsonl");
+        match keep_until {
+            Some(step) if path.exists() => {
+                let text = fs::read_to_string(&path).at(&path)?;
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                            .is_some_and(|s| s <= step)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                quern_core::shard::write_atomic(&path, kept.as_bytes())?;
+            }
+            Some(_) => {}
+            None => {
+                if path.exists() {
+                    fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        Ok(Metrics { path, file })
+    }
+
+    fn write(&mut self, row: &RlStepLog) -> Result<()> {
+        let mut v = serde_json::to_value(row)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), "rl".into());
+        }
+        writeln!(self.file, "{v}").at(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_order_is_a_seeded_permutation_per_epoch() {
+        let a = order(10, 7, 0, true);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(a, order(10, 7, 0, true));
+        assert_ne!(a, order(10, 7, 1, true));
+        assert_eq!(order(4, 7, 3, false), vec![0, 1, 2, 3]);
+    }
+}
