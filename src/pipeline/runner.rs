@@ -58,15 +58,15 @@ pub struct BuildReport {
 /// read these variables: a release build ignores them, so a stray variable cannot abort a
 /// real build.
 #[derive(Debug, Default)]
-struct Faults {
+pub(crate) struct Faults {
     before_commit: Option<usize>,
     after_commit: Option<usize>,
-    delay: Option<std::time::Duration>,
+    pub(crate) delay: Option<std::time::Duration>,
     committed: std::sync::atomic::AtomicUsize,
 }
 
 impl Faults {
-    fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
@@ -149,7 +149,7 @@ pub fn build_stages(p: &Pipeline, reg: &StageRegistry) -> Result<Vec<Box<dyn Sta
 
 /// Splits stages into phases: phase 0 holds the map stages before the first global stage;
 /// every later phase starts with a global stage.
-fn phases(stages: &[Box<dyn Stage>]) -> Vec<Vec<&dyn Stage>> {
+pub(crate) fn phases(stages: &[Box<dyn Stage>]) -> Vec<Vec<&dyn Stage>> {
     let mut out: Vec<Vec<&dyn Stage>> = vec![Vec::new()];
     for s in stages {
         if s.kind() == StageKind::Global {
@@ -160,7 +160,7 @@ fn phases(stages: &[Box<dyn Stage>]) -> Vec<Vec<&dyn Stage>> {
     out
 }
 
-fn ingest_options(p: &Pipeline) -> Result<quern_ingest::IngestOptions> {
+pub(crate) fn ingest_options(p: &Pipeline) -> Result<quern_ingest::IngestOptions> {
     let i = &p.config.input;
     let mut v = serde_json::json!({
         "text_field": i.text_field,
@@ -426,7 +426,7 @@ fn merge_counts(into: &mut Vec<StageCounts>, add: &[SeqCounts]) {
 
 /// Progress display: one bar for the bytes read, one line per stage; and the time each
 /// stage has spent, summed over the worker threads.
-struct Progress {
+pub(crate) struct Progress {
     _multi: MultiProgress,
     input: ProgressBar,
     stages: BTreeMap<String, ProgressBar>,
@@ -434,7 +434,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(enabled: bool, total_bytes: u64, stage_names: &[String]) -> Self {
+    pub(crate) fn new(enabled: bool, total_bytes: u64, stage_names: &[String]) -> Self {
         let multi = MultiProgress::with_draw_target(if enabled {
             ProgressDrawTarget::stderr_with_hz(5)
         } else {
@@ -486,7 +486,10 @@ impl Progress {
     }
 
     /// Seconds per stage, in pipeline order.
-    fn busy_seconds(&self, names: &[String]) -> serde_json::Map<String, serde_json::Value> {
+    pub(crate) fn busy_seconds(
+        &self,
+        names: &[String],
+    ) -> serde_json::Map<String, serde_json::Value> {
         names
             .iter()
             .map(|n| {
@@ -509,6 +512,113 @@ impl Progress {
 
 fn nanos_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One input file of phase 0: what [`run_input_unit`] needs.
+pub(crate) struct InputUnit<'a> {
+    pub seg: &'a [&'a dyn Stage],
+    pub ingest_opts: &'a quern_ingest::IngestOptions,
+    pub idx: usize,
+    pub file: &'a Path,
+    /// The file's name in document ids (see [`quern_ingest::relative_names`]).
+    pub name: &'a str,
+    /// The table kept documents go to.
+    pub table: &'a str,
+    pub out: &'a Path,
+    pub shard_opts: &'a ShardOptions,
+    pub progress: &'a Progress,
+}
+
+/// Reads one input file through phase 0's map stages and writes its shards; returns the unit
+/// record to commit (uncommitted: the caller records it in the manifest). The local runner
+/// and the cluster build's executors (`crate::cluster::build`) both run units through here.
+pub(crate) fn run_input_unit(u: &InputUnit) -> Result<UnitRecord> {
+    let InputUnit {
+        seg,
+        ingest_opts,
+        idx,
+        file,
+        name,
+        table,
+        out,
+        shard_opts,
+        progress,
+    } = *u;
+    let stem = format!("p0-u{idx:05}");
+    let unit = with_unit_writer(out, stem, shard_opts.clone(), |writers| {
+        let mut counts: Vec<StageCounts> = Vec::new();
+        let mut first_row = 0u64;
+        let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
+        let mut sink_failed = false;
+        // A reader that rejects records itself (WARC) counts them as a stage of
+        // its own, first in the funnel.
+        let reader_rejects = ingest_opts.format_of(file).ok() == Some(quern_ingest::Format::Warc);
+        let mut reader_stage = StageCounts::default();
+        let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
+            progress.input.inc(chunk.bytes);
+            seen_bytes += chunk.bytes;
+            seen_quarantined += chunk.quarantine.num_rows() as u64;
+            if reader_rejects {
+                quern_ingest::count_reader_stage(&chunk, &mut reader_stage);
+            }
+            seen_docs += chunk.rejected.num_rows() as u64;
+            writers.write(schema::QUARANTINE_TABLE, chunk.quarantine)?;
+            writers.write(schema::REJECTED_TABLE, chunk.rejected)?;
+            let n = chunk.docs.num_rows() as u64;
+            seen_docs += n;
+            let ctx = BatchCtx {
+                unit: idx as u64,
+                first_row,
+            };
+            first_row += n;
+            writers.run_segment(seg, &ctx, chunk.docs, table, &mut counts, progress)
+        };
+        let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
+            let r = sink(chunk);
+            sink_failed |= r.is_err();
+            r
+        };
+        let read = quern_ingest::read_file_named(file, name, ingest_opts, &mut on_chunk);
+        let fc: FileCounts = match read {
+            Ok(fc) => fc,
+            // A broken file (truncated archive, corrupt Parquet): what was read before the
+            // break is kept and the break is quarantined with its offset by the reader;
+            // the build goes on unless the input is strict.
+            Err(e)
+                if !ingest_opts.strict
+                    && !sink_failed
+                    && !matches!(
+                        e.root(),
+                        Error::BadConfig { .. } | Error::Usage(_) | Error::Bug(_)
+                    ) =>
+            {
+                progress.input.println(format!(
+                    "warning: {e} (kept what was read before the break)"
+                ));
+                FileCounts {
+                    file: file.display().to_string(),
+                    records: seen_docs + seen_quarantined,
+                    ingested: seen_docs,
+                    quarantined: seen_quarantined,
+                    bytes: seen_bytes,
+                }
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", file.display()));
+            }
+        };
+        if reader_rejects {
+            reader_stage.stage = quern_ingest::READER_STAGE.to_string();
+            counts.insert(0, reader_stage);
+        }
+        Ok((fc, counts))
+    });
+    let ((fc, counts), tables) = unit?;
+    Ok(UnitRecord {
+        tables,
+        files: vec![fc],
+        stages: counts,
+    })
 }
 
 /// Runs a build. See the [module docs](self).
@@ -577,88 +687,17 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
                         .inc(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0));
                     return Ok(());
                 }
-                let stem = format!("p0-u{idx:05}");
-                let unit = with_unit_writer(out, stem, shard_opts.clone(), |writers| {
-                    let mut counts: Vec<StageCounts> = Vec::new();
-                    let mut first_row = 0u64;
-                    let table = docs_table(0);
-                    let (mut seen_docs, mut seen_quarantined, mut seen_bytes) = (0u64, 0u64, 0u64);
-                    let mut sink_failed = false;
-                    // A reader that rejects records itself (WARC) counts them as a stage of
-                    // its own, first in the funnel.
-                    let reader_rejects =
-                        ingest_opts.format_of(file).ok() == Some(quern_ingest::Format::Warc);
-                    let mut reader_stage = StageCounts::default();
-                    let mut sink = |chunk: quern_ingest::Chunk| -> Result<()> {
-                        progress.input.inc(chunk.bytes);
-                        seen_bytes += chunk.bytes;
-                        seen_quarantined += chunk.quarantine.num_rows() as u64;
-                        if reader_rejects {
-                            quern_ingest::count_reader_stage(&chunk, &mut reader_stage);
-                        }
-                        seen_docs += chunk.rejected.num_rows() as u64;
-                        writers.write(schema::QUARANTINE_TABLE, chunk.quarantine)?;
-                        writers.write(schema::REJECTED_TABLE, chunk.rejected)?;
-                        let n = chunk.docs.num_rows() as u64;
-                        seen_docs += n;
-                        let ctx = BatchCtx {
-                            unit: idx as u64,
-                            first_row,
-                        };
-                        first_row += n;
-                        writers.run_segment(seg, &ctx, chunk.docs, &table, &mut counts, &progress)
-                    };
-                    let mut on_chunk = |chunk: quern_ingest::Chunk| -> Result<()> {
-                        let r = sink(chunk);
-                        sink_failed |= r.is_err();
-                        r
-                    };
-                    let read = quern_ingest::read_file_named(
-                        file,
-                        &file_names[idx],
-                        &ingest_opts,
-                        &mut on_chunk,
-                    );
-                    let fc: FileCounts = match read {
-                        Ok(fc) => fc,
-                        // A broken file (truncated archive, corrupt Parquet): what was read before the
-                        // break is kept and the break is quarantined with its offset by the reader;
-                        // the build goes on unless the input is strict.
-                        Err(e)
-                            if !ingest_opts.strict
-                                && !sink_failed
-                                && !matches!(
-                                    e.root(),
-                                    Error::BadConfig { .. } | Error::Usage(_) | Error::Bug(_)
-                                ) =>
-                        {
-                            progress.input.println(format!(
-                                "warning: {e} (kept what was read before the break)"
-                            ));
-                            FileCounts {
-                                file: file.display().to_string(),
-                                records: seen_docs + seen_quarantined,
-                                ingested: seen_docs,
-                                quarantined: seen_quarantined,
-                                bytes: seen_bytes,
-                            }
-                        }
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("reading {}", file.display()));
-                        }
-                    };
-                    if reader_rejects {
-                        reader_stage.stage = quern_ingest::READER_STAGE.to_string();
-                        counts.insert(0, reader_stage);
-                    }
-                    Ok((fc, counts))
-                });
-                let ((fc, counts), tables) = unit?;
-                let rec = UnitRecord {
-                    tables,
-                    files: vec![fc],
-                    stages: counts,
-                };
+                let rec = run_input_unit(&InputUnit {
+                    seg,
+                    ingest_opts: &ingest_opts,
+                    idx,
+                    file,
+                    name: &file_names[idx],
+                    table: &docs_table(0),
+                    out,
+                    shard_opts: &shard_opts,
+                    progress: &progress,
+                })?;
                 let mut m = manifest_lock.lock().expect("manifest lock");
                 faults.commit(|| {
                     m.units.insert(key, rec);
@@ -730,6 +769,28 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
         })?;
     }
     progress.finish();
+    finish_build(
+        p,
+        manifest,
+        &names,
+        started,
+        resumed,
+        progress.busy_seconds(&names),
+    )
+}
+
+/// Ends a build whose every unit is committed: checks the books, drops the work tables,
+/// marks the manifest complete and writes report.json and report.html. `stage_seconds` is
+/// the time each stage took, summed over workers (for report.json).
+pub(crate) fn finish_build(
+    p: &Pipeline,
+    mut manifest: Manifest,
+    names: &[String],
+    started: Instant,
+    resumed: bool,
+    stage_seconds: serde_json::Map<String, serde_json::Value>,
+) -> Result<BuildReport> {
+    let out = p.out.as_path();
 
     // Every unit of every phase is committed: check the books, drop the work tables.
     let mut accounting = manifest.compute_accounting();
@@ -764,7 +825,7 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
         "timing": {
             "wall_seconds": started.elapsed().as_secs_f64(),
             "resumed": resumed,
-            "stage_seconds": progress.busy_seconds(&names),
+            "stage_seconds": stage_seconds,
         },
     });
     quern_core::shard::write_atomic(
