@@ -30,6 +30,9 @@ pub enum Command {
     Tokenizer(crate::cmd::tokenizer::Args),
     /// Run a batch build from a pipeline file: inputs, stages, output; resumable.
     Build(crate::cmd::build::Args),
+    /// Run a node of a DataFusion Ballista cluster (scheduler or executor) with quern's SQL
+    /// functions and build kernels, for `quern sql --cluster` and `quern build --cluster`.
+    Cluster(crate::cmd::cluster::Args),
     /// Run the whole journey on a real corpus embedded in the binary, in a temporary directory.
     Demo(crate::cmd::demo::Args),
     /// List the stage types a pipeline can use.

@@ -5,6 +5,7 @@
 //! (`src/bin/quern-torch/`), which links libtorch. Each subcommand's arguments live in [`cmd`].
 
 pub mod cli;
+pub mod cluster;
 pub mod cmd;
 pub mod pipeline;
 pub mod report;

@@ -36,6 +36,11 @@ pub struct Args {
     /// Never draw progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the build on the Ballista cluster whose scheduler is at HOST:PORT (`quern
+    /// cluster`): inputs, pipeline files and the output directory must be at the same path
+    /// on every node. Map stages only so far (docs/cluster.md).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "check")]
+    pub cluster: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -59,7 +64,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };
-    let report = run_build(&pipeline, &reg, &opts)?;
+    let report = match &args.cluster {
+        Some(scheduler) => crate::cluster::build::run(&pipeline, scheduler, &opts)?,
+        None => run_build(&pipeline, &reg, &opts)?,
+    };
     if report.ran {
         eprintln!("built {} in {:.1}s", report.out.display(), report.seconds);
     } else {

@@ -2,6 +2,7 @@
 //! here; their code is in the `quern-torch` binary (`src/bin/quern-torch/`).
 
 pub mod build;
+pub mod cluster;
 pub mod compress;
 pub mod demo;
 pub mod doctor;
@@ -53,6 +54,7 @@ pub fn dispatch_data(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Build(a) => build::run(a),
+        Command::Cluster(a) => cluster::run(a),
         Command::Sql(a) => sql::run(a),
         Command::Label(a) => label::run(a),
         Command::Tokenize(a) => tokenize::run(a),

@@ -36,6 +36,10 @@ pub struct Args {
     /// Partitions each query runs on (default: one per CPU core).
     #[arg(long, value_name = "N")]
     pub partitions: Option<usize>,
+    /// Run the queries on the Ballista cluster whose scheduler is at HOST:PORT (`quern
+    /// cluster`); the corpus must be at the same path on every node (docs/cluster.md).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -46,7 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the query runtime")?;
-    let opts = SessionOptions::default().with_target_partitions(args.partitions.unwrap_or(0));
+    let opts = SessionOptions::default()
+        .with_target_partitions(args.partitions.unwrap_or(0))
+        .with_cluster(args.cluster.clone());
     let ctx = rt.block_on(sql::session(&args.corpus, &opts))?;
     let Some(query) = args.query.as_deref() else {
         if args.out.is_some() {

@@ -71,6 +71,9 @@ pub struct SessionOptions {
     /// Evaluate filters while decoding Parquet (late materialisation), so rows a `WHERE`
     /// drops are never decoded in full. Default true.
     pub pushdown_filters: bool,
+    /// Run queries on the Ballista cluster whose scheduler is at this HOST:PORT
+    /// ([`crate::cluster`]) instead of in this process. Default none.
+    pub cluster: Option<String>,
 }
 
 impl Default for SessionOptions {
@@ -79,6 +82,7 @@ impl Default for SessionOptions {
             target_partitions: 0,
             batch_size: 8192,
             pushdown_filters: true,
+            cluster: None,
         }
     }
 }
@@ -94,6 +98,10 @@ impl SessionOptions {
     }
     pub fn with_pushdown_filters(mut self, on: bool) -> Self {
         self.pushdown_filters = on;
+        self
+    }
+    pub fn with_cluster(mut self, scheduler: Option<String>) -> Self {
+        self.cluster = scheduler;
         self
     }
 
@@ -155,7 +163,19 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
         parquet.pushdown_filters = opts.pushdown_filters;
         parquet.reorder_filters = opts.pushdown_filters;
     }
-    let ctx = SessionContext::new_with_config(config);
+    // On a cluster, the client session carries quern's functions already (and every node
+    // has them too: see `crate::cluster`).
+    let ctx = match &opts.cluster {
+        Some(scheduler) => {
+            let url = crate::cluster::check_scheduler(scheduler)?;
+            crate::cluster::client_context(&url, config)?
+        }
+        None => {
+            let ctx = SessionContext::new_with_config(config);
+            register_functions(&ctx);
+            ctx
+        }
+    };
 
     let mut tables: BTreeMap<String, Vec<ShardInfo>> = manifest.tables();
     for t in TABLES {
@@ -183,8 +203,6 @@ pub async fn session(corpus: &Path, opts: &SessionOptions) -> anyhow::Result<Ses
         .map(Vec::as_slice)
         .unwrap_or_default();
     ctx.register_table(TOKEN_SPLITS, token_splits(corpus, token_shards)?)?;
-
-    register_functions(&ctx);
     Ok(ctx)
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod build;
 #[cfg(feature = "torch")]
 mod cls;
+mod cluster;
 #[cfg(feature = "torch")]
 mod compress;
 mod dedup;
