@@ -383,3 +383,80 @@ pub async fn run_executor(opts: &ExecutorOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("running the executor")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// In-memory tables cross the wire whole: every partition, in order, and an empty table
+    /// keeps its schema.
+    #[test]
+    fn the_codec_carries_in_memory_tables_by_partition() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(v))]).unwrap()
+        };
+        let parts = vec![
+            vec![batch(vec![1, 2]), batch(vec![3])],
+            vec![],
+            vec![batch(vec![4])],
+        ];
+        let codec = QuernCodec::default();
+        let table = TableReference::bare("t");
+        let ctx = TaskContext::default();
+        let mut buf = Vec::new();
+        let mem = Arc::new(MemTable::try_new(schema.clone(), parts.clone()).unwrap());
+        codec
+            .try_encode_table_provider(&table, mem, &mut buf)
+            .unwrap();
+        let back = codec
+            .try_decode_table_provider(&buf, &table, schema.clone(), &ctx)
+            .unwrap();
+        let back = back.downcast_ref::<MemTable>().unwrap();
+        let got: Vec<Vec<RecordBatch>> = back
+            .batches
+            .iter()
+            .map(|p| p.try_read().unwrap().clone())
+            .collect();
+        assert_eq!(got, parts);
+
+        let mut buf = Vec::new();
+        let empty = Arc::new(EmptyTable::new(schema.clone()));
+        codec
+            .try_encode_table_provider(&table, empty, &mut buf)
+            .unwrap();
+        let back = codec
+            .try_decode_table_provider(&buf, &table, schema.clone(), &ctx)
+            .unwrap();
+        assert_eq!(back.schema(), schema);
+        let mem = back.downcast_ref::<MemTable>().unwrap();
+        assert!(mem.batches[0].try_read().unwrap().is_empty());
+
+        // A truncated message is an error, not a panic.
+        let mut buf = Vec::new();
+        let mem = Arc::new(MemTable::try_new(schema.clone(), parts).unwrap());
+        codec
+            .try_encode_table_provider(&table, mem, &mut buf)
+            .unwrap();
+        buf.truncate(buf.len() - 5);
+        assert!(codec
+            .try_decode_table_provider(&buf, &table, schema, &ctx)
+            .is_err());
+    }
+
+    #[test]
+    fn scheduler_addresses_are_checked() {
+        assert_eq!(parse_addr("127.0.0.1:7", "--cluster").unwrap().1, 7);
+        let e = parse_addr("somewhere", "--cluster")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected HOST:PORT"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse_addr("127.0.0.1:http", "--cluster").unwrap_err()
+        );
+        assert!(e.contains("not a port number"), "{e}");
+    }
+}
