@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
 if [[ -z "${QUERN_BIN:-}" ]]; then scripts/build-release.sh >/dev/null; fi
 Q=$(realpath "${QUERN_BIN:-target/release/quern}")
-PY=$(realpath .venv/bin/python)
+PY=$(pwd)/.venv/bin/python  # not realpath: that resolves the venv to its base interpreter
 REPO=$(pwd)
 EVAL_ROWS=${EVAL_ROWS:-16}
 CALIB_ROWS=${CALIB_ROWS:-32}
@@ -74,6 +74,7 @@ want int8 && run int8 --quant int8
 want int4-g128 && run int4-g128 --quant int4 --group 128
 # Decoding at batch 1: quern fp32, int8 and int4 on the low-bit kernels, and transformers
 # fp32 on the exported model, interleaved, each REPEAT times (medians).
+want decode && { [[ -d smollm2-hf ]] || $Q export smollm2 --format hf --out smollm2-hf >/dev/null; }
 want decode && for m in smollm2 int8 int4-g128 smollm2; do
   $Q generate --model $m --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
     --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m

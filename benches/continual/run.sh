@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/env.sh
 if [[ -z "${QUERN_BIN:-}" ]]; then scripts/build-release.sh >/dev/null; fi
 Q=$(realpath "${QUERN_BIN:-target/release/quern}")
-PY=$(realpath .venv/bin/python)
+PY=$(pwd)/.venv/bin/python  # not realpath: that resolves the venv to its base interpreter
 REPO=$(pwd)
 REPLAY=${REPLAY:-0.25}
 PRE_STEPS=${PRE_STEPS:-200}
