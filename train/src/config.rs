@@ -455,6 +455,33 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// Deserializes a config document (TOML turned into JSON), an error naming the key's full
+/// path (`optim.lr`), or `file` when the document itself is wrong.
+pub(crate) fn deserialize_named<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    file: &str,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." || path.is_empty() {
+            file.to_string()
+        } else {
+            path
+        };
+        Error::bad_config(key, e.inner().to_string())
+    })
+}
+
+/// Adds the config file's path to a config error's message.
+pub(crate) fn in_config_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::BadConfig { key, message } => {
+            Error::bad_config(key, format!("{message} (in {})", path.display()))
+        }
+        e => e,
+    }
+}
+
 impl TrainConfig {
     /// A configuration with defaults everywhere, training on `train` (for code and the demo).
     pub fn new(train: impl Into<PathBuf>, out_dir: impl Into<PathBuf>) -> Self {
@@ -529,15 +556,7 @@ impl TrainConfig {
         }
         let value =
             serde_json::to_value(table).map_err(|e| Error::bug(format!("TOML to JSON: {e}")))?;
-        let cfg: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." || path.is_empty() {
-                "run.toml".to_string()
-            } else {
-                path
-            };
-            Error::bad_config(key, e.inner().to_string())
-        })?;
+        let cfg: TrainConfig = deserialize_named(value, "run.toml")?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -545,12 +564,7 @@ impl TrainConfig {
     /// Reads a TOML file, validates it, and resolves relative paths against its directory.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg = Self::from_toml(&text).map_err(|e| match e {
-            Error::BadConfig { key, message } => {
-                Error::bad_config(key, format!("{message} (in {})", path.display()))
-            }
-            e => e,
-        })?;
+        let mut cfg = Self::from_toml(&text).map_err(|e| in_config_file(e, path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {

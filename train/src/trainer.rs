@@ -1203,8 +1203,8 @@ fn evaluate_and_log(
     Ok(stop)
 }
 
-/// Appends JSON lines to `metrics.jsonl`.
-struct Metrics {
+/// Appends JSON lines to `metrics.jsonl` (the trainer's and `quern rl`'s).
+pub(crate) struct Metrics {
     path: PathBuf,
     file: fs::File,
 }
@@ -1212,7 +1212,7 @@ struct Metrics {
 impl Metrics {
     /// Opens the log; on resume, first drops lines of steps after `keep_until` (the
     /// interrupted run's steps that will be repeated).
-    fn open(out_dir: &Path, keep_until: Option<u64>) -> Result<Self> {
+    pub(crate) fn open(out_dir: &Path, keep_until: Option<u64>) -> Result<Self> {
         let path = out_dir.join("metrics.jsonl");
         match keep_until {
             Some(step) if path.exists() => {
@@ -1227,7 +1227,7 @@ impl Metrics {
                     })
                     .map(|l| format!("{l}\n"))
                     .collect();
-                fs::write(&path, kept).at(&path)?;
+                quern_core::shard::write_atomic(&path, kept.as_bytes())?;
             }
             Some(_) => {}
             None => {
@@ -1244,7 +1244,8 @@ impl Metrics {
         Ok(Metrics { path, file })
     }
 
-    fn write<T: Serialize>(&mut self, kind: &str, row: &T) -> Result<()> {
+    /// Appends `row` with `"kind": kind`.
+    pub(crate) fn write<T: Serialize>(&mut self, kind: &str, row: &T) -> Result<()> {
         let mut v = serde_json::to_value(row)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("kind".into(), kind.into());

@@ -361,15 +361,7 @@ impl RlConfig {
                 }
             }
         }
-        let cfg: RlConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." || path.is_empty() {
-                "rl.toml".to_string()
-            } else {
-                path
-            };
-            Error::bad_config(key, e.inner().to_string())
-        })?;
+        let cfg: RlConfig = crate::config::deserialize_named(value, "rl.toml")?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -377,12 +369,7 @@ impl RlConfig {
     /// Reads a file, validates it and resolves its paths against its directory.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg = Self::from_toml(&text).map_err(|e| match e {
-            Error::BadConfig { key, message } => {
-                Error::bad_config(key, format!("{message} (in {})", path.display()))
-            }
-            e => e,
-        })?;
+        let mut cfg = Self::from_toml(&text).map_err(|e| crate::config::in_config_file(e, path))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

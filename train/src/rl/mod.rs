@@ -26,8 +26,7 @@ pub mod config;
 pub mod reward;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -309,7 +308,7 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         }
     }
     let start_step = run.step;
-    let mut metrics = Metrics::open(&cfg.out_dir, resumed)?;
+    let mut metrics = crate::trainer::Metrics::open(&cfg.out_dir, resumed)?;
     let bar = if opts.progress {
         ProgressBar::new(cfg.train.steps)
     } else {
@@ -326,7 +325,7 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     let mut last_ckpt = None;
     while run.step < cfg.train.steps {
         let l = run.step_once()?;
-        metrics.write(&l)?;
+        metrics.write("rl", &l)?;
         bar.set_position(l.step);
         match (l.failed, l.reward_mean) {
             (true, _) => bar.println(format!(
@@ -971,55 +970,6 @@ fn claim_out_dir(dir: &Path, opts: &RlOptions) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `metrics.jsonl`, appended line by line; on resume the lines after the checkpoint's step
-/// are dropped first (those steps run again).
-struct Metrics {
-    path: PathBuf,
-    file: fs::File,
-}
-
-impl Metrics {
-    fn open(out_dir: &Path, keep_until: Option<u64>) -> Result<Self> {
-        let path = out_dir.join("metrics.jsonl");
-        match keep_until {
-            Some(step) if path.exists() => {
-                let text = fs::read_to_string(&path).at(&path)?;
-                let kept: String = text
-                    .lines()
-                    .filter(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .ok()
-                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                            .is_some_and(|s| s <= step)
-                    })
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                quern_core::shard::write_atomic(&path, kept.as_bytes())?;
-            }
-            Some(_) => {}
-            None => {
-                if path.exists() {
-                    fs::remove_file(&path).at(&path)?;
-                }
-            }
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .at(&path)?;
-        Ok(Metrics { path, file })
-    }
-
-    fn write(&mut self, row: &RlStepLog) -> Result<()> {
-        let mut v = serde_json::to_value(row)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("kind".into(), "rl".into());
-        }
-        writeln!(self.file, "{v}").at(&self.path)
-    }
 }
 
 #[cfg(test)]
