@@ -33,7 +33,8 @@ use quern_core::stage::{Stage, StageKind};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::runner::{
-    build_stages, finish_build, ingest_options, run_input_unit, Faults, InputUnit, Progress,
+    build_stages, finish_build, ingest_options, open_build, run_input_unit, Faults, InputUnit,
+    Opened, Progress,
 };
 use crate::pipeline::{BuildOptions, BuildReport, Pipeline};
 
@@ -183,26 +184,15 @@ pub fn run(
     refuse_global(&stages, &p)?;
     ingest_options(&p)?;
     let url = super::check_scheduler(scheduler)?;
-    let files = quern_ingest::expand_inputs(&p.input_paths()).context("expanding [input] paths")?;
-    if files.is_empty() {
-        bail!("input.paths matched no files (in {})", p.file.display());
-    }
-    let file_names = quern_ingest::relative_names(&files);
-    let mut manifest = Manifest::open_output(&p.out, "build", p.manifest_config(), opts.force)?;
-    if manifest.complete {
-        let accounting = manifest
-            .accounting
-            .clone()
-            .unwrap_or_else(|| manifest.compute_accounting());
-        return Ok(BuildReport {
-            out: p.out.clone(),
-            accounting,
-            ran: false,
-            seconds: 0.0,
-        });
-    }
-    let resumed = !manifest.units.is_empty();
-    manifest.save(&p.out)?;
+    let (files, file_names, mut manifest, resumed) = match open_build(&p, opts)? {
+        Opened::Done(report) => return Ok(report),
+        Opened::Todo {
+            files,
+            file_names,
+            manifest,
+            resumed,
+        } => (files, file_names, manifest, resumed),
+    };
     let key = |idx: usize| format!("p0/{idx:05}");
     let pending: Vec<usize> = (0..files.len())
         .filter(|&i| !manifest.units.contains_key(&key(i)))

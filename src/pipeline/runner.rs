@@ -621,33 +621,64 @@ pub(crate) fn run_input_unit(u: &InputUnit) -> Result<UnitRecord> {
     })
 }
 
-/// Runs a build. See the [module docs](self).
-pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Result<BuildReport> {
-    let started = Instant::now();
-    let stages = build_stages(p, reg)?;
-    let ingest_opts = ingest_options(p)?;
+/// Where a build starts: a finished output directory (its report, nothing to run), or the
+/// input files, the manifest (saved, so the directory is claimed) and whether units were
+/// committed already. The local and the cluster build both start here.
+pub(crate) enum Opened {
+    Done(BuildReport),
+    Todo {
+        files: Vec<PathBuf>,
+        file_names: Vec<String>,
+        manifest: Manifest,
+        resumed: bool,
+    },
+}
+
+pub(crate) fn open_build(p: &Pipeline, opts: &BuildOptions) -> Result<Opened> {
     let files = quern_ingest::expand_inputs(&p.input_paths()).context("expanding [input] paths")?;
-    let file_names = quern_ingest::relative_names(&files);
     if files.is_empty() {
         return Err(Error::bad_config("input.paths", "matched no files"));
     }
-    let mut manifest = Manifest::open_output(&p.out, "build", p.manifest_config(), opts.force)?;
+    let file_names = quern_ingest::relative_names(&files);
+    let manifest = Manifest::open_output(&p.out, "build", p.manifest_config(), opts.force)?;
     if manifest.complete {
         let accounting = manifest
             .accounting
             .clone()
             .unwrap_or_else(|| manifest.compute_accounting());
-        return Ok(BuildReport {
+        return Ok(Opened::Done(BuildReport {
             out: p.out.clone(),
             accounting,
             ran: false,
             seconds: 0.0,
-        });
+        }));
     }
     let resumed = !manifest.units.is_empty();
     // Claim the directory before the first shard lands, so a crash before the first commit
     // leaves a directory this build recognises and resumes.
     manifest.save(&p.out)?;
+    Ok(Opened::Todo {
+        files,
+        file_names,
+        manifest,
+        resumed,
+    })
+}
+
+/// Runs a build. See the [module docs](self).
+pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let stages = build_stages(p, reg)?;
+    let ingest_opts = ingest_options(p)?;
+    let (files, file_names, mut manifest, resumed) = match open_build(p, opts)? {
+        Opened::Done(report) => return Ok(report),
+        Opened::Todo {
+            files,
+            file_names,
+            manifest,
+            resumed,
+        } => (files, file_names, manifest, resumed),
+    };
     let phases = phases(&stages);
     let faults = Faults::from_env();
     let shard_opts = p.config.output.shard_options();
