@@ -156,45 +156,26 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
             "{name}: low-bit logits differ by {rel} relative"
         );
         assert!(rel > 0.0, "{name}: the kernels did not run");
-        let out = run_ok(quern().current_dir(root).args([
-            "generate",
-            "--model",
-            name,
-            "--prompt-tokens",
-            "4",
-            "--batch-size",
-            "1",
-            "--max-tokens",
-            "4",
-            "--bench",
-            "--json",
-            "--repeat",
-            "1",
-            "--threads",
-            "1",
-        ]));
-        let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(row["low_bit_matrices"], 10, "{row}");
-        let out = run_ok(quern().current_dir(root).args([
-            "generate",
-            "--model",
-            name,
-            "--prompt-tokens",
-            "4",
-            "--batch-size",
-            "1",
-            "--max-tokens",
-            "4",
-            "--bench",
-            "--json",
-            "--repeat",
-            "1",
-            "--threads",
-            "1",
-            "--dequantize",
-        ]));
-        let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(row["low_bit_matrices"], 0, "{row}");
+        // `quern generate` names the kernels it ran on; --dequantize runs none.
+        for (extra, want) in [(None, 10), (Some("--dequantize"), 0)] {
+            let out = run_ok(
+                quern()
+                    .current_dir(root)
+                    .args(["generate", "--model", name, "--prompt-tokens", "4"])
+                    .args([
+                        "--batch-size",
+                        "1",
+                        "--max-tokens",
+                        "4",
+                        "--bench",
+                        "--json",
+                    ])
+                    .args(["--repeat", "1", "--threads", "1"])
+                    .args(extra),
+            );
+            let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(row["low_bit_matrices"], want, "{extra:?}: {row}");
+        }
     }
 }
 

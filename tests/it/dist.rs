@@ -98,6 +98,16 @@ fn run_ranks(cfg: &Path, world: usize, args: &[&str], env: &[(&str, &str)]) -> V
         .collect()
 }
 
+/// `quern train` of `cfg` in one process (no torchrun variables), one libtorch thread.
+fn train_alone(cfg: &Path) -> Output {
+    quern()
+        .args(["train", "--quiet"])
+        .arg(cfg)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap()
+}
+
 fn assert_all_ok(outs: &[Output]) {
     for (r, o) in outs.iter().enumerate() {
         assert!(
@@ -153,13 +163,7 @@ fn train_losses(root: &Path) -> Vec<f64> {
 fn two_gloo_ranks_reach_the_weights_of_one_process_with_the_same_global_batch() {
     let one = tempfile::tempdir().unwrap();
     let cfg = setup(one.path(), 8, 4, 2, 6, "");
-    let out = quern()
-        .args(["train", "--quiet"])
-        .arg(&cfg)
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    assert_all_ok(&[out]);
+    assert_all_ok(&[train_alone(&cfg)]);
 
     let two = tempfile::tempdir().unwrap();
     let cfg = setup(two.path(), 8, 2, 2, 6, "");
@@ -191,13 +195,7 @@ fn two_gloo_ranks_reach_the_weights_of_one_process_with_the_same_global_batch() 
     // alone would train on) ends far from both.
     let half = tempfile::tempdir().unwrap();
     let cfg = setup(half.path(), 8, 2, 2, 6, "");
-    let out = quern()
-        .args(["train", "--quiet"])
-        .arg(&cfg)
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    assert_all_ok(&[out]);
+    assert_all_ok(&[train_alone(&cfg)]);
     let off = max_rel_diff(&final_weights(half.path()), &w2);
     eprintln!("half the batch on 1 process vs 2 ranks: relative weight difference {off:e}");
     assert!(off > 100.0 * d.max(1e-6), "{off} vs {d}");

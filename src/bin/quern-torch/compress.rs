@@ -99,13 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         pruned = compress::prune(&mut tensors, &opts, &taps)?;
         steps.push(format!(
-            "prune: {} {}{}, {:?} scope, {} matrices",
+            "prune: {} {}, {:?} scope, {} matrices",
             format!("{method:?}").to_lowercase(),
             match pattern {
                 compress::Pattern::TwoFour => "2:4".to_string(),
                 compress::Pattern::Unstructured => format!("unstructured {}", opts.sparsity),
             },
-            "",
             scope,
             pruned.len()
         ));
