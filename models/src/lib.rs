@@ -24,6 +24,8 @@
 //! - [`mlm_head`]: BERT's masked-LM prediction head (transform, tied decoder, bias).
 //! - [`compress`]: pruning (magnitude, Wanda, 2:4, MLP neurons) and quantization (int8,
 //!   int4 groups; round-to-nearest or GPTQ) of the block matrices.
+//! - [`kernels`]: decoding's matrix products for one to eight rows on the CPU (AVX2/FMA,
+//!   f32 and int8 weights, SwiGLU in one pass), on libtorch's thread pool.
 //! - [`lora`]: LoRA adapters on a frozen model, and merging them into full weights.
 
 pub mod chat;
@@ -36,6 +38,7 @@ pub mod gguf_export;
 pub mod head;
 pub mod hf;
 pub mod hf_export;
+pub mod kernels;
 pub mod lora;
 pub mod mlm_head;
 pub mod store;

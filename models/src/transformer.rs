@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use crate::compress::{QuantTensor, Scheme, Tap, Taps};
 use crate::config::{Mlp, ModelConfig, Norm, Positions};
 use crate::head::ClsHead;
+use crate::kernels;
 use crate::lora::{Adapter, LoraConfig, Target};
 use crate::mlm_head::MlmHead;
 use quern_core::error::Place;
@@ -209,7 +210,7 @@ impl LowBit {
             Scheme::Int8 => Some(LowBit::Int8 {
                 codes: q.codes.contiguous(),
                 ones: Tensor::ones([n], (Kind::BFloat16, q.codes.device())),
-                scale: q.scale.to_kind(Kind::Float),
+                scale: q.scale.to_kind(Kind::Float).contiguous(),
             }),
             Scheme::Int4 { group } => {
                 // The kernel wants N in multiples of 16 and whole groups.
@@ -292,15 +293,23 @@ impl Linear {
                 t.add(x);
             }
         }
-        let y = match &self.low {
-            Some(low) => {
+        let fast = match &self.low {
+            Some(LowBit::Int8 { codes, scale, .. }) => {
+                kernels::linear_i8(x, codes, scale, self.b.as_ref())
+            }
+            Some(LowBit::Int4 { .. }) => None,
+            None => kernels::linear(x, &self.w, self.b.as_ref()),
+        };
+        let y = match (fast, &self.low) {
+            (Some(y), _) => y,
+            (None, Some(low)) => {
                 let y = low.matmul(x);
                 match &self.b {
                     Some(b) => y + b,
                     None => y,
                 }
             }
-            None => x.linear(&self.w, self.b.as_ref()),
+            (None, None) => x.linear(&self.w, self.b.as_ref()),
         };
         if self.lora.is_empty() {
             y
@@ -1188,7 +1197,8 @@ impl Transformer {
         let out = self.lm_head.as_ref().unwrap_or(&self.tok_emb);
         match &self.mlm_head {
             Some(m) => m.logits(hidden, out),
-            None => hidden.linear(out, None::<Tensor>),
+            None => kernels::linear(hidden, out, None)
+                .unwrap_or_else(|| hidden.linear(out, None::<Tensor>)),
         }
     }
 
@@ -1239,7 +1249,6 @@ impl Transformer {
                 )));
             }
         }
-        let d = self.cfg.dim as i64;
         let heads = self.cfg.heads as i64;
         let kvh = self.cfg.kv_heads() as i64;
         let hd = self.cfg.head_dim() as i64;
@@ -1281,7 +1290,20 @@ impl Transformer {
         }
         let mask = self.attention_mask(extras.key_mask, extras.segments, b, t, past, causal)?;
         let is_causal = causal && mask.is_none() && past == 0 && t > 1;
-        let gqa = kvh != heads;
+        // One new token per row after a cache, at inference: the decoding kernel's
+        // attention, which rotates, caches and attends in one call per layer.
+        let step = match &cache {
+            Some(_) if t == 1 && causal && p == 0.0 && self.kind == Kind::Float => {
+                kernels::DecodeStep::new(
+                    b,
+                    past,
+                    self.rope.as_ref().map(|(c, s)| (c, s)),
+                    positions.as_ref(),
+                    mask.as_ref(),
+                )
+            }
+            _ => None,
+        };
         for (i, blk) in self.blocks.iter().enumerate() {
             let hin = if self.cfg.post_norm {
                 x.shallow_clone()
@@ -1289,41 +1311,25 @@ impl Transformer {
                 blk.ln1.forward(&x)
             };
             let qkv = blk.qkv.forward(&hin, train);
-            let mut q = qkv
-                .narrow(2, 0, heads * hd)
-                .view([b, t, heads, hd])
-                .transpose(1, 2);
-            let mut k = qkv
-                .narrow(2, heads * hd, kvh * hd)
-                .view([b, t, kvh, hd])
-                .transpose(1, 2);
-            let mut v = qkv
-                .narrow(2, (heads + kvh) * hd, kvh * hd)
-                .view([b, t, kvh, hd])
-                .transpose(1, 2);
-            if let Some((cos, sin)) = &rope {
-                q = apply_rotary(&q, cos, sin);
-                k = apply_rotary(&k, cos, sin);
-            }
-            if let Some(c) = cache.as_deref_mut() {
-                c.k[i].narrow(2, past, t).copy_(&k);
-                c.v[i].narrow(2, past, t).copy_(&v);
-                k = c.k[i].narrow(2, 0, total);
-                v = c.v[i].narrow(2, 0, total);
-            }
-            let y = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                mask.as_ref(),
-                p,
-                is_causal,
-                None::<f64>,
-                gqa,
-            );
-            let y = blk
-                .proj
-                .forward(&y.transpose(1, 2).reshape([b, t, d]), train);
+            let fast = match (&step, cache.as_deref()) {
+                (Some(st), Some(c)) => {
+                    kernels::decode_attention(&qkv, heads, kvh, hd, st, &c.k[i], &c.v[i])
+                }
+                _ => None,
+            };
+            let attn = match fast {
+                Some(y) => y,
+                None => self.attention(
+                    &qkv,
+                    rope.as_ref(),
+                    cache.as_deref_mut(),
+                    i,
+                    (b, t, past, total),
+                    mask.as_ref(),
+                    (p, is_causal),
+                ),
+            };
+            let y = blk.proj.forward(&attn, train);
             if self.cfg.post_norm {
                 x = blk.ln1.forward(&(x + drop(y, p, train)));
                 let m = mlp(blk, &x, train);
@@ -1341,6 +1347,58 @@ impl Transformer {
             Some(n) => n.forward(&x),
             None => x,
         })
+    }
+
+    /// Attention of one layer through libtorch: split `qkv [b, t, (heads + 2 kvh) hd]`,
+    /// rotate, append to the cache, scaled-dot-product attention. Returns `[b, t, dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        qkv: &Tensor,
+        rope: Option<&(Tensor, Tensor)>,
+        cache: Option<&mut KvCache>,
+        layer: usize,
+        (b, t, past, total): (i64, i64, i64, i64),
+        mask: Option<&Tensor>,
+        (p, is_causal): (f64, bool),
+    ) -> Tensor {
+        let d = self.cfg.dim as i64;
+        let heads = self.cfg.heads as i64;
+        let kvh = self.cfg.kv_heads() as i64;
+        let hd = self.cfg.head_dim() as i64;
+        let mut q = qkv
+            .narrow(2, 0, heads * hd)
+            .view([b, t, heads, hd])
+            .transpose(1, 2);
+        let mut k = qkv
+            .narrow(2, heads * hd, kvh * hd)
+            .view([b, t, kvh, hd])
+            .transpose(1, 2);
+        let mut v = qkv
+            .narrow(2, (heads + kvh) * hd, kvh * hd)
+            .view([b, t, kvh, hd])
+            .transpose(1, 2);
+        if let Some((cos, sin)) = rope {
+            q = apply_rotary(&q, cos, sin);
+            k = apply_rotary(&k, cos, sin);
+        }
+        if let Some(c) = cache {
+            c.k[layer].narrow(2, past, t).copy_(&k);
+            c.v[layer].narrow(2, past, t).copy_(&v);
+            k = c.k[layer].narrow(2, 0, total);
+            v = c.v[layer].narrow(2, 0, total);
+        }
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            p,
+            is_causal,
+            None::<f64>,
+            kvh != heads,
+        );
+        y.transpose(1, 2).reshape([b, t, d])
     }
 
     /// A boolean mask `[B, 1, T, past + T]` (true = attend), or `None` when SDPA's own
@@ -1434,10 +1492,30 @@ pub fn positions_from_segments(segments: &Tensor) -> Tensor {
 
 fn mlp(blk: &Block, h: &Tensor, train: bool) -> Tensor {
     let m = match &blk.up {
-        Some(up) => blk.fc.forward(h, train).silu() * up.forward(h, train),
+        Some(up) => fused_swiglu(&blk.fc, up, h)
+            .unwrap_or_else(|| blk.fc.forward(h, train).silu() * up.forward(h, train)),
         None => blk.fc.forward(h, train).gelu(blk.gelu),
     };
     blk.out.forward(&m, train)
+}
+
+/// `silu(gate(h)) * up(h)` in one pass of the decoding kernels, where both matrices are
+/// plain (no bias, adapters or calibration taps) and of one kind (f32, or int8 codes).
+fn fused_swiglu(gate: &Linear, up: &Linear, h: &Tensor) -> Option<Tensor> {
+    let plain = |l: &Linear| l.b.is_none() && l.lora.is_empty() && l.tap.is_none();
+    if !plain(gate) || !plain(up) {
+        return None;
+    }
+    fn weight(l: &Linear) -> Option<kernels::GluWeight<'_>> {
+        match &l.low {
+            None => Some(kernels::GluWeight::F32(&l.w)),
+            Some(LowBit::Int8 { codes, scale, .. }) => {
+                Some(kernels::GluWeight::Int8 { codes, scale })
+            }
+            Some(LowBit::Int4 { .. }) => None,
+        }
+    }
+    kernels::swiglu(h, weight(gate)?, weight(up)?)
 }
 
 /// `(cos, sin)` tables `[seq_len, head_dim]` for rotary positions.
@@ -1571,7 +1649,11 @@ mod tests {
     #[test]
     fn kv_cache_decoding_equals_a_full_pass() {
         let _rng = crate::torch_rng_lock();
-        for cfg in families().into_iter().filter(|c| !c.post_norm) {
+        // With autograd on, libtorch's products and attention; under `no_grad`, the decoding
+        // kernels for the one-token steps (the full pass, 30 rows, stays libtorch's).
+        for (fast, cfg) in kernel_cases() {
+            let _g = fast.then(tch::no_grad_guard);
+            let calls = crate::kernels::calls_here();
             tch::manual_seed(2);
             let m = Transformer::new(&cfg, Device::Cpu);
             let ids = Tensor::randint(40, [3, 10], (Kind::Int64, Device::Cpu));
@@ -1601,7 +1683,33 @@ mod tests {
             let stepped = Tensor::cat(&parts, 1);
             let diff = max_diff(&full, &stepped);
             assert!(diff < 1e-5, "{}: cache differs by {diff}", cfg.family());
+            kernels_used(fast, calls);
         }
+    }
+
+    /// Every non-post-norm family, first with the decoding kernels out of the way (autograd
+    /// on), then in their way (autograd off) where this CPU runs them.
+    fn kernel_cases() -> Vec<(bool, ModelConfig)> {
+        let modes = if crate::kernels::available() {
+            vec![false, true]
+        } else {
+            vec![false]
+        };
+        modes
+            .into_iter()
+            .flat_map(|f| {
+                families()
+                    .into_iter()
+                    .filter(|c| !c.post_norm)
+                    .map(move |c| (f, c))
+            })
+            .collect()
+    }
+
+    /// The kernels ran (or did not) since `calls`.
+    fn kernels_used(fast: bool, calls: u64) {
+        let ran = crate::kernels::calls_here() > calls;
+        assert_eq!(ran, fast, "kernel calls: fast = {fast}");
     }
 
     /// A left-padded row with positions from its mask gives the logits it has alone, with
@@ -1609,7 +1717,9 @@ mod tests {
     #[test]
     fn left_padding_with_mask_positions_equals_the_unpadded_row() {
         let _rng = crate::torch_rng_lock();
-        for cfg in families().into_iter().filter(|c| !c.post_norm) {
+        for (fast, cfg) in kernel_cases() {
+            let _g = fast.then(tch::no_grad_guard);
+            let calls = crate::kernels::calls_here();
             tch::manual_seed(3);
             let m = Transformer::new(&cfg, Device::Cpu);
             let short = Tensor::from_slice(&[5i64, 6, 7]).view([1, 3]);
@@ -1665,6 +1775,7 @@ mod tests {
             let d3 = max_diff(&step.get(0).get(0), &want0.get(0).get(3));
             let d4 = max_diff(&step.get(1).get(0), &want1.get(0).get(6));
             assert!(d3 < 1e-5 && d4 < 1e-5, "{}: {d3} {d4}", cfg.family());
+            kernels_used(fast, calls);
         }
     }
 
