@@ -358,7 +358,7 @@ impl<S: TokenSink> Tokenizer<'_, S> {
         while i < len && !matches!(b[i], b'\t' | b'\n' | b'\x0C' | b' ' | b'/' | b'>') {
             i += 1;
         }
-        let name_end = i;
+        let name = tag_name(&self.s[j..i]);
         let mut attrs: Vec<Attribute> = Vec::new();
         let mut self_closing = false;
         loop {
@@ -427,7 +427,7 @@ impl<S: TokenSink> Tokenizer<'_, S> {
             if kind == TagKind::EndTag {
                 continue;
             }
-            let Some(kept) = kept_attr(&b[an..an_end]) else {
+            let Some(kept) = kept_attr(&name, &b[an..an_end]) else {
                 continue;
             };
             if attrs.iter().any(|a| a.name.local == kept) {
@@ -439,7 +439,6 @@ impl<S: TokenSink> Tokenizer<'_, S> {
             });
         }
         self.at = i;
-        let name = tag_name(&self.s[j..name_end]);
         self.flush();
         let token = Token::TagToken(Tag {
             kind,
@@ -493,11 +492,13 @@ fn is_ws_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\x0C' | ' ')
 }
 
-/// Attributes kept on tags: those the extraction reads, and those the tree builder looks at
-/// (`type` of `<input>`, `encoding` of `<annotation-xml>`, `color`/`face`/`size` of `<font>`
-/// in foreign content, `shadowrootmode` of `<template>`). Every other attribute is skipped
-/// without being copied. Returns the attribute's atom when `name` (any ASCII case) is kept.
-fn kept_attr(name: &[u8]) -> Option<LocalName> {
+/// Attributes kept on tags: those the extraction reads (`class`, `id`, `style`, `role`,
+/// `hidden`, `aria-hidden`, `itemprop` anywhere; `lang` of `<html>`; `name`, `property`,
+/// `http-equiv`, `content` of `<meta>`) and those the tree builder looks at (`type` of
+/// `<input>`, `encoding` of `<annotation-xml>`, `color`/`face`/`size` of `<font>`,
+/// `shadowrootmode` of `<template>`). Every other attribute is skipped without being copied.
+/// Returns the attribute's atom when `name` (any ASCII case) is kept on element `tag`.
+fn kept_attr(tag: &LocalName, name: &[u8]) -> Option<LocalName> {
     let mut buf = [0u8; 16];
     if name.len() > buf.len() {
         return None;
@@ -505,52 +506,51 @@ fn kept_attr(name: &[u8]) -> Option<LocalName> {
     let buf = &mut buf[..name.len()];
     buf.copy_from_slice(name);
     buf.make_ascii_lowercase();
-    Some(match &*buf {
-        b"class" => local_name!("class"),
-        b"id" => local_name!("id"),
-        b"style" => local_name!("style"),
-        b"role" => local_name!("role"),
-        b"hidden" => local_name!("hidden"),
-        b"aria-hidden" => local_name!("aria-hidden"),
-        b"itemprop" => local_name!("itemprop"),
-        b"lang" => local_name!("lang"),
-        b"xml:lang" => local_name!("xml:lang"),
-        b"name" => local_name!("name"),
-        b"property" => local_name!("property"),
-        b"http-equiv" => local_name!("http-equiv"),
-        b"content" => local_name!("content"),
-        b"type" => local_name!("type"),
-        b"encoding" => local_name!("encoding"),
-        b"color" => local_name!("color"),
-        b"face" => local_name!("face"),
-        b"size" => local_name!("size"),
-        b"shadowrootmode" => local_name!("shadowrootmode"),
+    let (attr, on) = match &*buf {
+        b"class" => (local_name!("class"), None),
+        b"id" => (local_name!("id"), None),
+        b"style" => (local_name!("style"), None),
+        b"role" => (local_name!("role"), None),
+        b"hidden" => (local_name!("hidden"), None),
+        b"aria-hidden" => (local_name!("aria-hidden"), None),
+        b"itemprop" => (local_name!("itemprop"), None),
+        b"lang" => (local_name!("lang"), Some(local_name!("html"))),
+        b"xml:lang" => (local_name!("xml:lang"), Some(local_name!("html"))),
+        b"name" => (local_name!("name"), Some(local_name!("meta"))),
+        b"property" => (local_name!("property"), Some(local_name!("meta"))),
+        b"http-equiv" => (local_name!("http-equiv"), Some(local_name!("meta"))),
+        b"content" => (local_name!("content"), Some(local_name!("meta"))),
+        b"type" => (local_name!("type"), Some(local_name!("input"))),
+        b"encoding" => (local_name!("encoding"), Some(local_name!("annotation-xml"))),
+        b"color" => (local_name!("color"), Some(local_name!("font"))),
+        b"face" => (local_name!("face"), Some(local_name!("font"))),
+        b"size" => (local_name!("size"), Some(local_name!("font"))),
+        b"shadowrootmode" => (local_name!("shadowrootmode"), Some(local_name!("template"))),
         _ => return None,
-    })
+    };
+    match on {
+        Some(t) if t != *tag => None,
+        _ => Some(attr),
+    }
 }
 
-/// A tag's name as the tokenizer gives it: ASCII letters lowercased, NUL replaced. Short
-/// names are lowercased on the stack; the commonest are atoms without a lookup.
+/// A tag's name as the tokenizer gives it: ASCII letters lowercased, NUL replaced. The
+/// commonest names are atoms without a lookup.
 fn tag_name(s: &str) -> LocalName {
-    let mut buf = [0u8; 24];
-    if s.len() > buf.len() || s.bytes().any(|c| c == 0) {
+    if s.bytes().any(|c| c.is_ascii_uppercase() || c == 0) {
         return LocalName::from(&*lower_tendril(s));
     }
-    let buf = &mut buf[..s.len()];
-    buf.copy_from_slice(s.as_bytes());
-    buf.make_ascii_lowercase();
-    match &*buf {
-        b"a" => local_name!("a"),
-        b"div" => local_name!("div"),
-        b"span" => local_name!("span"),
-        b"p" => local_name!("p"),
-        b"li" => local_name!("li"),
-        b"img" => local_name!("img"),
-        b"br" => local_name!("br"),
-        b"td" => local_name!("td"),
-        b"tr" => local_name!("tr"),
-        // Only ASCII bytes were changed: still UTF-8.
-        _ => LocalName::from(std::str::from_utf8(buf).unwrap_or(s)),
+    match s {
+        "a" => local_name!("a"),
+        "div" => local_name!("div"),
+        "span" => local_name!("span"),
+        "p" => local_name!("p"),
+        "li" => local_name!("li"),
+        "img" => local_name!("img"),
+        "br" => local_name!("br"),
+        "td" => local_name!("td"),
+        "tr" => local_name!("tr"),
+        _ => LocalName::from(s),
     }
 }
 
@@ -716,7 +716,7 @@ mod tests {
                     Kind::Element { attrs, .. } => {
                         let mut a: Vec<String> = attrs
                             .iter()
-                            .filter(|a| kept_attr(a.name.local.as_bytes()).is_some())
+                            .filter(|a| kept_attr(&n.name.local, a.name.local.as_bytes()).is_some())
                             .map(|a| format!(" {}={:?}", &*a.name.local, &*a.value))
                             .collect();
                         a.sort();
@@ -999,13 +999,20 @@ mod tests {
 
     #[test]
     fn only_the_kept_attributes_are_on_elements() {
-        let d = Dom::parse("<p data-a='x' class=k onclick=\"f()\" ID=i>a</p>");
-        let p = d.nodes.iter().find(|n| n.tag() == "p").unwrap();
-        let Kind::Element { attrs, .. } = &p.kind else {
-            unreachable!()
+        let d = Dom::parse(
+            "<html lang=en><meta name=d content=c><p data-a='x' class=k onclick=\"f()\" ID=i \
+             lang=fr><a name=n type=t>a</a></p>",
+        );
+        let names = |tag: &str| -> Vec<String> {
+            let n = d.nodes.iter().find(|n| n.tag() == tag).unwrap();
+            let Kind::Element { attrs, .. } = &n.kind else {
+                unreachable!()
+            };
+            attrs.iter().map(|a| a.name.local.to_string()).collect()
         };
-        let names: Vec<&str> = attrs.iter().map(|a| &*a.name.local).collect();
-        assert_eq!(names, ["class", "id"]);
-        assert_eq!(p.attr("id"), Some("i"));
+        assert_eq!(names("html"), ["lang"]);
+        assert_eq!(names("meta"), ["name", "content"]);
+        assert_eq!(names("p"), ["class", "id"]);
+        assert!(names("a").is_empty());
     }
 }
