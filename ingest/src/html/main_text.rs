@@ -88,93 +88,33 @@ fn block_tag(tag: &str) -> bool {
     )
 }
 
-/// Class/id words that mark boilerplate (whole words of the attribute, split at `-`, `_`,
-/// spaces and case changes are not considered).
-fn boiler_word(word: &str) -> bool {
-    matches!(
-        word,
-        "nav"
-            | "navbar"
-            | "navigation"
-            | "menu"
-            | "footer"
-            | "sidebar"
-            | "breadcrumb"
-            | "breadcrumbs"
-            | "comment"
-            | "comments"
-            | "share"
-            | "sharing"
-            | "social"
-            | "related"
-            | "cookie"
-            | "cookies"
-            | "banner"
-            | "advert"
-            | "advertisement"
-            | "ad"
-            | "ads"
-            | "adsense"
-            | "sponsor"
-            | "sponsored"
-            | "promo"
-            | "newsletter"
-            | "subscribe"
-            | "subscription"
-            | "widget"
-            | "popup"
-            | "modal"
-            | "masthead"
-            | "toolbar"
-            | "pagination"
-            | "pager"
-            | "hidden"
-            | "hide"
-            | "skip"
-            | "signup"
-            | "login"
-            | "byline"
-            | "dateline"
-            | "timestamp"
-            | "caption"
-            | "credit"
-            | "tags"
-            | "tagcloud"
-            | "recommended"
-            | "trending"
-            | "outbrain"
-            | "taboola"
-            | "disqus"
-            | "print"
-            | "copyright"
-            | "rss"
-            | "sharebar"
-            | "most"
-            | "popular"
-            | "header"
-    )
+/// Class/id words that mark boilerplate (`Boiler`) or content containers (`Good`): whole
+/// words of the attribute (split at `-`, `_`, spaces; case changes are not considered),
+/// lowercased.
+fn class_word(word: &[u8]) -> Option<Hint> {
+    match word {
+        b"ad" | b"ads" | b"adsense" | b"advert" | b"advertisement" | b"banner" | b"breadcrumb"
+        | b"breadcrumbs" | b"byline" | b"caption" | b"comment" | b"comments" | b"cookie"
+        | b"cookies" | b"copyright" | b"credit" | b"dateline" | b"disqus" | b"footer"
+        | b"header" | b"hidden" | b"hide" | b"login" | b"masthead" | b"menu" | b"modal"
+        | b"most" | b"nav" | b"navbar" | b"navigation" | b"newsletter" | b"outbrain" | b"pager"
+        | b"pagination" | b"popular" | b"popup" | b"print" | b"promo" | b"recommended"
+        | b"related" | b"rss" | b"share" | b"sharebar" | b"sharing" | b"sidebar" | b"signup"
+        | b"skip" | b"social" | b"sponsor" | b"sponsored" | b"subscribe" | b"subscription"
+        | b"taboola" | b"tagcloud" | b"tags" | b"timestamp" | b"toolbar" | b"trending"
+        | b"widget" => Some(Hint::Boiler),
+        b"article" | b"blog" | b"body" | b"content" | b"entry" | b"hentry" | b"main" | b"page"
+        | b"paragraph" | b"post" | b"prose" | b"story" | b"storytext" | b"text" | b"zn" => {
+            Some(Hint::Good)
+        }
+        _ => None,
+    }
 }
 
-/// Class/id words of content containers.
-fn good_word(word: &str) -> bool {
-    matches!(
-        word,
-        "article"
-            | "body"
-            | "content"
-            | "entry"
-            | "hentry"
-            | "main"
-            | "page"
-            | "post"
-            | "text"
-            | "blog"
-            | "story"
-            | "paragraph"
-            | "prose"
-            | "zn"
-            | "storytext"
-    )
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hint {
+    Boiler,
+    Good,
 }
 
 /// ARIA roles of boilerplate regions.
@@ -207,9 +147,11 @@ fn class_id_hints(value: &str) -> (bool, bool) {
         let buf = &mut buf[..w.len()];
         buf.copy_from_slice(w);
         buf.make_ascii_lowercase();
-        let w = std::str::from_utf8(buf).unwrap_or("");
-        boiler |= boiler_word(w);
-        good |= good_word(w);
+        match class_word(buf) {
+            Some(Hint::Boiler) => boiler = true,
+            Some(Hint::Good) => good = true,
+            None => {}
+        }
     }
     (boiler, good)
 }
@@ -822,6 +764,13 @@ fn join<'a>(blocks: impl Iterator<Item = &'a Block>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_and_id_words_are_matched_whole_and_lowercased() {
+        assert_eq!(class_id_hints("Main-Nav menu_x"), (true, true));
+        assert_eq!(class_id_hints("storytext"), (false, true));
+        assert_eq!(class_id_hints("navigational adsx"), (false, false));
+    }
 
     fn run(html: &str) -> MainText {
         main_text(&Dom::parse(html))
