@@ -1,7 +1,8 @@
 //! An HTML5 document as a flat arena of nodes, built by html5ever's tree builder.
 //!
-//! html5ever parses as browsers do (the WHATWG algorithm: misnested tags, implied `<p>`
-//! ends, tables, foster parenting), but leaves the tree to a [`TreeSink`]. The sink here
+//! html5ever's tree builder, fed tokens by [`super::tokenize`], builds the tree as browsers
+//! do (the WHATWG algorithm: misnested tags, implied `<p>` ends, tables, foster parenting),
+//! but leaves the tree to a [`TreeSink`]. The sink here
 //! keeps nodes in one `Vec` addressed by index, with parent/sibling links, instead of the
 //! reference-counted nodes of `markup5ever_rcdom` (which html5ever publishes as unsupported,
 //! for its own tests): one allocation per document instead of one per node, and no
