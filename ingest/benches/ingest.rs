@@ -1,13 +1,17 @@
 //! Criterion bench of the readers: JSONL (plain and gzip), a JSON array and CSV, built from
 //! the real fixture corpus (`tests/data/corpus/mixed.jsonl`, repeated to about 8 MB), read
 //! through `read_file` with the output batches dropped. Throughput is in input bytes.
+//!
+//! And of HTML main-text extraction (`html::extract`: charset, parse, boilerplate removal)
+//! on newspaper4k's 30 real news pages, when `scripts/fetch_web_data.sh` has fetched them
+//! (`$QUERN_CACHE`, default `~/.cache/quern`); throughput is in pages.
 
 use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use quern_ingest::{read_file, IngestOptions};
+use quern_ingest::{html, read_file, IngestOptions};
 
 fn corpus_lines() -> Vec<String> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/corpus/mixed.jsonl");
@@ -71,5 +75,49 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// newspaper4k's pages, when fetched: (name, bytes), sorted by name.
+fn web_pages() -> Option<Vec<(String, Vec<u8>)>> {
+    let cache = std::env::var_os("QUERN_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/quern")))?;
+    let dir = cache.join("newspaper4k-0.9.6/tests/data/html");
+    let mut pages: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let name = p.file_name()?.to_str()?.strip_suffix(".html")?.to_string();
+            Some((name, std::fs::read(&p).ok()?))
+        })
+        .collect();
+    pages.sort();
+    (!pages.is_empty()).then_some(pages)
+}
+
+fn bench_html(c: &mut Criterion) {
+    let Some(pages) = web_pages() else {
+        eprintln!("html_extract: no pages (run scripts/fetch_web_data.sh); skipped");
+        return;
+    };
+    let urls: Vec<String> = pages
+        .iter()
+        .map(|(n, _)| format!("http://example.com/{n}.html"))
+        .collect();
+    let mut g = c.benchmark_group("html_extract");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(pages.len() as u64));
+    g.bench_function("newspaper4k_pages", |b| {
+        b.iter(|| {
+            let mut chars = 0;
+            for ((_, bytes), url) in pages.iter().zip(&urls) {
+                chars += black_box(html::extract(bytes, Some("text/html"), Some(url)))
+                    .text
+                    .len();
+            }
+            chars
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_html);
 criterion_main!(benches);

@@ -683,7 +683,10 @@ fn process(r: &RawRecord, max: u64) -> Outcome {
             if text.trim().is_empty() {
                 return reject("no_main_text", meta);
             }
-            return Outcome::Doc { text, meta };
+            return Outcome::Doc {
+                text: text.into_owned(),
+                meta,
+            };
         }
         "" => return reject("warc_untyped", meta),
         other => {

@@ -9,6 +9,8 @@
 //! `iso-8859-1` mean windows-1252, as in browsers). A declared label that names no encoding
 //! is ignored. Bytes invalid in the chosen encoding become U+FFFD; decoding never fails.
 
+use std::borrow::Cow;
+
 use encoding_rs::Encoding;
 
 /// Where the charset came from, for the `charset` column's consumers and for tests.
@@ -92,42 +94,50 @@ fn tld(url: Option<&str>) -> Option<&[u8]> {
     (!t.is_empty() && t.bytes().all(|c| c.is_ascii_alphabetic())).then_some(t.as_bytes())
 }
 
-/// Decodes a page. `header` is the HTTP `Content-Type` value, when known.
-pub fn decode(
-    bytes: &[u8],
+/// Decodes a page. `header` is the HTTP `Content-Type` value, when known. A page that is
+/// already UTF-8 is borrowed, not copied.
+pub fn decode<'a>(
+    bytes: &'a [u8],
     header: Option<&str>,
     url: Option<&str>,
-) -> (String, &'static Encoding, CharsetSource) {
-    let (enc, src) = choose(bytes, header, url);
+) -> (Cow<'a, str>, &'static Encoding, CharsetSource) {
+    let (enc, src) = match choose(bytes, header, url) {
+        Choice::Utf8(text) => {
+            return (Cow::Borrowed(text), encoding_rs::UTF_8, CharsetSource::Utf8)
+        }
+        Choice::Declared(enc, src) => (enc, src),
+    };
     // `decode` strips a BOM of the encoding it sniffs, which wins over `enc` (as in
     // browsers); without a BOM it decodes with `enc`.
     let (text, used, _) = enc.decode(bytes);
-    (text.into_owned(), used, src)
+    (text, used, src)
 }
 
-fn choose(
-    bytes: &[u8],
-    header: Option<&str>,
-    url: Option<&str>,
-) -> (&'static Encoding, CharsetSource) {
+enum Choice<'a> {
+    /// Undeclared and valid UTF-8 (checked once, here).
+    Utf8(&'a str),
+    Declared(&'static Encoding, CharsetSource),
+}
+
+fn choose<'a>(bytes: &'a [u8], header: Option<&str>, url: Option<&str>) -> Choice<'a> {
     if let Some((e, _)) = Encoding::for_bom(bytes) {
-        return (e, CharsetSource::Bom);
+        return Choice::Declared(e, CharsetSource::Bom);
     }
     if let Some(e) = header
         .and_then(charset_param)
         .and_then(|l| Encoding::for_label(l.as_bytes()))
     {
-        return (utf16_as_utf8(e), CharsetSource::Header);
+        return Choice::Declared(utf16_as_utf8(e), CharsetSource::Header);
     }
     if let Some(e) = meta_charset(bytes) {
-        return (utf16_as_utf8(e), CharsetSource::Meta);
+        return Choice::Declared(utf16_as_utf8(e), CharsetSource::Meta);
     }
-    if std::str::from_utf8(bytes).is_ok() {
-        return (encoding_rs::UTF_8, CharsetSource::Utf8);
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Choice::Utf8(text);
     }
     let mut det = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
     det.feed(bytes, true);
-    (
+    Choice::Declared(
         det.guess(tld(url), chardetng::Utf8Detection::Allow),
         CharsetSource::Detected,
     )

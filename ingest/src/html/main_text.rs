@@ -1,6 +1,8 @@
 //! Main-content extraction over a parsed page: drop boilerplate, cut blocks, score, pick.
 //! See the [parent module](super) for the method.
 
+use html5ever::local_name;
+
 use super::dom::{Dom, Kind, Node, NONE};
 
 /// What the page holds besides its markup.
@@ -12,241 +14,257 @@ pub(crate) struct MainText {
 }
 
 /// Elements never holding main text: their whole subtree is skipped.
-const SKIP_TAGS: &[&str] = &[
-    "script",
-    "style",
-    "noscript",
-    "template",
-    "svg",
-    "math",
-    "iframe",
-    "object",
-    "embed",
-    "canvas",
-    "select",
-    "option",
-    "button",
-    "textarea",
-    "input",
-    "nav",
-    "aside",
-    "footer",
-    "header",
-    "menu",
-    "dialog",
-    "head",
-    "figure",
-    "figcaption",
-    "video",
-    "audio",
-    "map",
-    "form",
-];
-
-/// Block-level elements: text inside one is cut into a block of its own.
-const BLOCK_TAGS: &[&str] = &[
-    "address",
-    "article",
-    "blockquote",
-    "body",
-    "center",
-    "dd",
-    "details",
-    "div",
-    "dl",
-    "dt",
-    "fieldset",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "hr",
-    "li",
-    "main",
-    "ol",
-    "p",
-    "pre",
-    "section",
-    "summary",
-    "table",
-    "tbody",
-    "thead",
-    "tfoot",
-    "tr",
-    "ul",
-    "caption",
-    "html",
-];
-
-/// Class/id words that mark boilerplate (whole words of the attribute, split at `-`, `_`,
-/// spaces and case changes are not considered).
-const BOILER_WORDS: &[&str] = &[
-    "nav",
-    "navbar",
-    "navigation",
-    "menu",
-    "footer",
-    "sidebar",
-    "breadcrumb",
-    "breadcrumbs",
-    "comment",
-    "comments",
-    "share",
-    "sharing",
-    "social",
-    "related",
-    "cookie",
-    "cookies",
-    "banner",
-    "advert",
-    "advertisement",
-    "ad",
-    "ads",
-    "adsense",
-    "sponsor",
-    "sponsored",
-    "promo",
-    "newsletter",
-    "subscribe",
-    "subscription",
-    "widget",
-    "popup",
-    "modal",
-    "masthead",
-    "toolbar",
-    "pagination",
-    "pager",
-    "hidden",
-    "hide",
-    "skip",
-    "signup",
-    "login",
-    "byline",
-    "dateline",
-    "timestamp",
-    "caption",
-    "credit",
-    "tags",
-    "tagcloud",
-    "recommended",
-    "trending",
-    "outbrain",
-    "taboola",
-    "disqus",
-    "print",
-    "copyright",
-    "rss",
-    "sharebar",
-    "most",
-    "popular",
-    "header",
-];
-
-/// Class/id words of content containers.
-const GOOD_WORDS: &[&str] = &[
-    "article",
-    "body",
-    "content",
-    "entry",
-    "hentry",
-    "main",
-    "page",
-    "post",
-    "text",
-    "blog",
-    "story",
-    "paragraph",
-    "prose",
-    "zn",
-    "storytext",
-];
-
-/// ARIA roles of boilerplate regions.
-const BOILER_ROLES: &[&str] = &[
-    "navigation",
-    "banner",
-    "contentinfo",
-    "complementary",
-    "menu",
-    "menubar",
-    "dialog",
-    "alert",
-    "search",
-];
-
-/// Words of a class or id attribute, lowercased.
-fn words(attr: &str) -> impl Iterator<Item = String> + '_ {
-    attr.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_ascii_lowercase())
+fn skip_tag(tag: &str) -> bool {
+    matches!(
+        tag,
+        "script"
+            | "style"
+            | "noscript"
+            | "template"
+            | "svg"
+            | "math"
+            | "iframe"
+            | "object"
+            | "embed"
+            | "canvas"
+            | "select"
+            | "option"
+            | "button"
+            | "textarea"
+            | "input"
+            | "nav"
+            | "aside"
+            | "footer"
+            | "header"
+            | "menu"
+            | "dialog"
+            | "head"
+            | "figure"
+            | "figcaption"
+            | "video"
+            | "audio"
+            | "map"
+            | "form"
+    )
 }
 
-fn class_id(n: &Node) -> impl Iterator<Item = String> + '_ {
-    words(n.attr("class").unwrap_or("")).chain(words(n.attr("id").unwrap_or("")))
+/// Block-level elements: text inside one is cut into a block of its own.
+fn block_tag(tag: &str) -> bool {
+    matches!(
+        tag,
+        "address"
+            | "article"
+            | "blockquote"
+            | "body"
+            | "center"
+            | "dd"
+            | "details"
+            | "div"
+            | "dl"
+            | "dt"
+            | "fieldset"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "hr"
+            | "li"
+            | "main"
+            | "ol"
+            | "p"
+            | "pre"
+            | "section"
+            | "summary"
+            | "table"
+            | "tbody"
+            | "thead"
+            | "tfoot"
+            | "tr"
+            | "ul"
+            | "caption"
+            | "html"
+    )
+}
+
+/// Class/id words that mark boilerplate (`Boiler`) or content containers (`Good`): whole
+/// words of the attribute (split at `-`, `_`, spaces; case changes are not considered),
+/// lowercased.
+fn class_word(word: &[u8]) -> Option<Hint> {
+    match word {
+        b"ad" | b"ads" | b"adsense" | b"advert" | b"advertisement" | b"banner" | b"breadcrumb"
+        | b"breadcrumbs" | b"byline" | b"caption" | b"comment" | b"comments" | b"cookie"
+        | b"cookies" | b"copyright" | b"credit" | b"dateline" | b"disqus" | b"footer"
+        | b"header" | b"hidden" | b"hide" | b"login" | b"masthead" | b"menu" | b"modal"
+        | b"most" | b"nav" | b"navbar" | b"navigation" | b"newsletter" | b"outbrain" | b"pager"
+        | b"pagination" | b"popular" | b"popup" | b"print" | b"promo" | b"recommended"
+        | b"related" | b"rss" | b"share" | b"sharebar" | b"sharing" | b"sidebar" | b"signup"
+        | b"skip" | b"social" | b"sponsor" | b"sponsored" | b"subscribe" | b"subscription"
+        | b"taboola" | b"tagcloud" | b"tags" | b"timestamp" | b"toolbar" | b"trending"
+        | b"widget" => Some(Hint::Boiler),
+        b"article" | b"blog" | b"body" | b"content" | b"entry" | b"hentry" | b"main" | b"page"
+        | b"paragraph" | b"post" | b"prose" | b"story" | b"storytext" | b"text" | b"zn" => {
+            Some(Hint::Good)
+        }
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hint {
+    Boiler,
+    Good,
+}
+
+/// ARIA roles of boilerplate regions.
+fn boiler_role(role: &str) -> bool {
+    matches!(
+        role,
+        "navigation"
+            | "banner"
+            | "contentinfo"
+            | "complementary"
+            | "menu"
+            | "menubar"
+            | "dialog"
+            | "alert"
+            | "search"
+    )
+}
+
+/// Whether some word of a class or id value (split at every byte that is not an ASCII
+/// letter or digit, compared lowercased) is a boilerplate word, and whether one is a content
+/// word.
+fn class_id_hints(value: &str) -> (bool, bool) {
+    let (mut boiler, mut good) = (false, false);
+    for w in value.as_bytes().split(|c| !c.is_ascii_alphanumeric()) {
+        // Longer than any listed word (or empty): cannot match.
+        let mut buf = [0u8; 16];
+        if w.is_empty() || w.len() > buf.len() {
+            continue;
+        }
+        let buf = &mut buf[..w.len()];
+        buf.copy_from_slice(w);
+        buf.make_ascii_lowercase();
+        match class_word(buf) {
+            Some(Hint::Boiler) => boiler = true,
+            Some(Hint::Good) => good = true,
+            None => {}
+        }
+    }
+    (boiler, good)
+}
+
+/// What the walks need to know about a node, computed once per node ([`flags`]).
+type Flags = u16;
+const ELEMENT: Flags = 1;
+/// Removed whatever it holds: by tag ([`skip_tag`]), `hidden`, `aria-hidden="true"`, a
+/// hiding `style`, or a boilerplate ARIA role.
+const HARD: Flags = 1 << 1;
+/// A boilerplate class or id word, on an element other than `html`, `body`, `main` and
+/// `article` (see [`skipped`]).
+const HINT: Flags = 1 << 2;
+/// A content class or id word ([`class_weight`]).
+const GOOD: Flags = 1 << 3;
+const BLOCK: Flags = 1 << 4;
+const LINK: Flags = 1 << 5;
+const PRE: Flags = 1 << 6;
+const BR: Flags = 1 << 7;
+const CELL: Flags = 1 << 8;
+
+fn flags(d: &Dom) -> Vec<Flags> {
+    d.nodes
+        .iter()
+        .map(|n| {
+            let Kind::Element { attrs, .. } = &n.kind else {
+                return 0;
+            };
+            let tag = n.tag();
+            let mut f = ELEMENT;
+            if skip_tag(tag) {
+                f |= HARD;
+            }
+            if block_tag(tag) {
+                f |= BLOCK;
+            }
+            f |= match tag {
+                "a" => LINK,
+                "pre" => PRE,
+                "br" => BR,
+                "td" | "th" => CELL,
+                _ => 0,
+            };
+            // One pass over the attributes (each name appears once: the tokenizer and the
+            // tree builder drop repeats).
+            let (mut boiler, mut good) = (false, false);
+            for a in attrs {
+                let v = &*a.value;
+                match a.name.local {
+                    local_name!("class") | local_name!("id") => {
+                        let (b, g) = class_id_hints(v);
+                        boiler |= b;
+                        good |= g;
+                    }
+                    local_name!("hidden") => f |= HARD,
+                    local_name!("aria-hidden") if v == "true" => f |= HARD,
+                    local_name!("style") if hidden_style(v) => f |= HARD,
+                    local_name!("role") if boiler_role(&v.trim().to_ascii_lowercase()) => f |= HARD,
+                    _ => {}
+                }
+            }
+            if boiler && !matches!(tag, "html" | "body" | "main" | "article") {
+                f |= HINT;
+            }
+            if good {
+                f |= GOOD;
+            }
+            f
+        })
+        .collect()
 }
 
 /// Whether an element's subtree is boilerplate by its tag or attributes. A class or id
 /// hint alone does not remove an element holding much text that is not links (`raw_chars`
 /// and `raw_links` of its subtree): pages put words like `nav` on the classes of containers
 /// that wrap the whole page.
-fn skipped(n: &Node, raw_chars: usize, raw_links: usize) -> bool {
-    if hard_skipped(n) {
+fn skipped(f: Flags, raw_chars: usize, raw_links: usize) -> bool {
+    if f & HARD != 0 {
         return true;
     }
-    let tag = n.tag();
-    if matches!(tag, "html" | "body" | "main" | "article") {
-        return false;
-    }
     let big = raw_chars.saturating_sub(raw_links) >= CLASS_HINT_MAX_CHARS;
-    !big && class_id(n).any(|w| BOILER_WORDS.contains(&w.as_str()))
+    !big && f & HINT != 0
 }
 
 /// Elements with at least this much text outside links are not removed for a class or id
 /// hint alone (the scoring decides about them).
 const CLASS_HINT_MAX_CHARS: usize = 500;
 
-/// Removed whatever they hold: by tag, hidden, or a boilerplate ARIA role.
-fn hard_skipped(n: &Node) -> bool {
-    let tag = n.tag();
-    if SKIP_TAGS.contains(&tag) {
-        return true;
-    }
-    if n.attr("hidden").is_some() || n.attr("aria-hidden") == Some("true") {
-        return true;
-    }
-    if let Some(style) = n.attr("style") {
-        let s: String = style
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        if s.contains("display:none") || s.contains("visibility:hidden") {
-            return true;
-        }
-    }
-    if let Some(role) = n.attr("role") {
-        if BOILER_ROLES.contains(&role.trim().to_ascii_lowercase().as_str()) {
-            return true;
-        }
-    }
-    false
+/// A `style` that hides the element.
+fn hidden_style(style: &str) -> bool {
+    let s: String = style
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    s.contains("display:none") || s.contains("visibility:hidden")
 }
 
-/// Text and link characters under every node, counting only what [`hard_skipped`] keeps.
-fn raw_counts(d: &Dom) -> (Vec<usize>, Vec<usize>) {
+/// Text and link characters under every node, counting only what is not [`HARD`] skipped;
+/// for a text node, its own count (which [`Walk::text`] reuses).
+fn raw_counts(d: &Dom, flags: &[Flags]) -> (Vec<usize>, Vec<usize>) {
     let n = d.nodes.len();
     let (mut chars, mut links) = (vec![0usize; n], vec![0usize; n]);
     let mut in_link = 0usize;
     let cell = std::cell::RefCell::new((&mut chars, &mut links, &mut in_link));
     d.preorder(
         0,
-        |_, node| {
+        |i, node| {
             let mut c = cell.borrow_mut();
             match &node.kind {
                 Kind::Text(t) => {
                     let k = nonspace(t);
+                    c.0[i as usize] = k;
                     if node.parent != NONE {
                         c.0[node.parent as usize] += k;
                         if *c.2 > 0 {
@@ -256,10 +274,11 @@ fn raw_counts(d: &Dom) -> (Vec<usize>, Vec<usize>) {
                     false
                 }
                 Kind::Element { .. } => {
-                    if hard_skipped(node) {
+                    let f = flags[i as usize];
+                    if f & HARD != 0 {
                         return false;
                     }
-                    if node.tag() == "a" {
+                    if f & LINK != 0 {
                         *c.2 += 1;
                     }
                     true
@@ -270,7 +289,7 @@ fn raw_counts(d: &Dom) -> (Vec<usize>, Vec<usize>) {
         },
         |i, node| {
             let mut c = cell.borrow_mut();
-            if node.tag() == "a" {
+            if flags[i as usize] & LINK != 0 {
                 *c.2 = c.2.saturating_sub(1);
             }
             if node.parent != NONE {
@@ -284,9 +303,9 @@ fn raw_counts(d: &Dom) -> (Vec<usize>, Vec<usize>) {
     (chars, links)
 }
 
-fn class_weight(n: &Node) -> f64 {
+fn class_weight(n: &Node, f: Flags) -> f64 {
     let mut w = 0.0;
-    if class_id(n).any(|w| GOOD_WORDS.contains(&w.as_str())) {
+    if f & GOOD != 0 {
         w += 25.0;
     }
     if matches!(n.tag(), "article" | "main") || n.attr("itemprop") == Some("articleBody") {
@@ -326,6 +345,13 @@ struct Block {
 
 /// Counts non-whitespace characters.
 fn nonspace(s: &str) -> usize {
+    if s.is_ascii() {
+        // `char::is_whitespace` on ASCII.
+        return s
+            .bytes()
+            .filter(|c| !matches!(c, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' '))
+            .count();
+    }
     s.chars().filter(|c| !c.is_whitespace()).count()
 }
 
@@ -349,6 +375,7 @@ struct Walk<'d> {
     /// Subtree text characters and link characters per node.
     chars: Vec<usize>,
     link_chars: Vec<usize>,
+    flags: Vec<Flags>,
 }
 
 impl Walk<'_> {
@@ -389,27 +416,32 @@ impl Walk<'_> {
         });
     }
 
-    fn text(&mut self, t: &str) {
-        let n = nonspace(t);
-        self.cur_chars += n;
+    /// Appends a text node's text; `chars` is its count of non-whitespace characters.
+    fn text(&mut self, t: &str, chars: usize) {
+        self.cur_chars += chars;
         if self.links > 0 {
-            self.cur_links += n;
+            self.cur_links += chars;
         }
         if self.pre > 0 {
             self.cur.push_str(t);
             return;
         }
+        // Runs of whitespace become one space (none at the start of a line); words are copied
+        // whole.
         let mut space = self.cur.is_empty() || self.cur.ends_with([' ', '\n']);
-        for c in t.chars() {
-            if c.is_whitespace() {
-                if !space {
-                    self.cur.push(' ');
-                    space = true;
-                }
-            } else {
-                self.cur.push(c);
-                space = false;
+        let mut rest = t;
+        loop {
+            let word = rest.trim_start();
+            if word.len() != rest.len() && !space {
+                self.cur.push(' ');
             }
+            if word.is_empty() {
+                break;
+            }
+            let end = word.find(char::is_whitespace).unwrap_or(word.len());
+            self.cur.push_str(&word[..end]);
+            space = false;
+            rest = &word[end..];
         }
     }
 }
@@ -502,7 +534,8 @@ fn metadata(d: &Dom) -> (Option<String>, Option<String>, Option<String>) {
 pub(crate) fn main_text(d: &Dom) -> MainText {
     let (title, lang, description) = metadata(d);
     let n = d.nodes.len();
-    let (raw_chars, raw_links) = raw_counts(d);
+    let flags = flags(d);
+    let (raw_chars, raw_links) = raw_counts(d, &flags);
     let mut w = Walk {
         dom: d,
         blocks: Vec::new(),
@@ -514,6 +547,7 @@ pub(crate) fn main_text(d: &Dom) -> MainText {
         pre: 0,
         chars: vec![0; n],
         link_chars: vec![0; n],
+        flags,
     };
     // Text per node is credited when its block is flushed; subtree sums come from the leave
     // callback (children always leave before their parent).
@@ -526,7 +560,7 @@ pub(crate) fn main_text(d: &Dom) -> MainText {
                 Kind::Text(t) => {
                     let before = w.cur_chars;
                     let links_before = w.cur_links;
-                    w.text(t);
+                    w.text(t, raw_chars[i as usize]);
                     let (c, l) = (w.cur_chars - before, w.cur_links - links_before);
                     if node.parent != NONE {
                         w.chars[node.parent as usize] += c;
@@ -535,23 +569,26 @@ pub(crate) fn main_text(d: &Dom) -> MainText {
                     false
                 }
                 Kind::Element { .. } => {
-                    if skipped(node, raw_chars[i as usize], raw_links[i as usize]) {
+                    let f = w.flags[i as usize];
+                    if skipped(f, raw_chars[i as usize], raw_links[i as usize]) {
                         return false;
                     }
-                    let tag = node.tag();
-                    match tag {
-                        "br" => {
-                            w.cur.push('\n');
-                            return false;
-                        }
-                        "a" => w.links += 1,
-                        "pre" => w.pre += 1,
-                        "td" | "th" if !w.cur.trim().is_empty() => w.cur.push_str(" | "),
-                        _ => {}
+                    if f & BR != 0 {
+                        w.cur.push('\n');
+                        return false;
                     }
-                    if BLOCK_TAGS.contains(&tag) {
+                    if f & LINK != 0 {
+                        w.links += 1;
+                    }
+                    if f & PRE != 0 {
+                        w.pre += 1;
+                    }
+                    if f & CELL != 0 && !w.cur.trim().is_empty() {
+                        w.cur.push_str(" | ");
+                    }
+                    if f & BLOCK != 0 {
                         w.flush();
-                        w.owners.push((i, kind_of(tag)));
+                        w.owners.push((i, kind_of(node.tag())));
                     }
                     true
                 }
@@ -561,15 +598,16 @@ pub(crate) fn main_text(d: &Dom) -> MainText {
         },
         |i, node| {
             let mut w = wc.borrow_mut();
-            let tag = node.tag();
-            if BLOCK_TAGS.contains(&tag) && matches!(node.kind, Kind::Element { .. }) {
+            let f = w.flags[i as usize];
+            if f & BLOCK != 0 {
                 w.flush();
                 w.owners.pop();
             }
-            match tag {
-                "a" => w.links = w.links.saturating_sub(1),
-                "pre" => w.pre = w.pre.saturating_sub(1),
-                _ => {}
+            if f & LINK != 0 {
+                w.links = w.links.saturating_sub(1);
+            }
+            if f & PRE != 0 {
+                w.pre = w.pre.saturating_sub(1);
             }
             if node.parent != NONE {
                 let p = node.parent as usize;
@@ -609,7 +647,7 @@ fn select(w: &Walk<'_>) -> String {
         let s = &mut score[i as usize];
         if s.is_nan() {
             let n = &d.nodes[i as usize];
-            *s = tag_weight(n.tag()) + class_weight(n);
+            *s = tag_weight(n.tag()) + class_weight(n, w.flags[i as usize]);
         }
     };
     for b in &w.blocks {
@@ -726,6 +764,13 @@ fn join<'a>(blocks: impl Iterator<Item = &'a Block>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_and_id_words_are_matched_whole_and_lowercased() {
+        assert_eq!(class_id_hints("Main-Nav menu_x"), (true, true));
+        assert_eq!(class_id_hints("storytext"), (false, true));
+        assert_eq!(class_id_hints("navigational adsx"), (false, false));
+    }
 
     fn run(html: &str) -> MainText {
         main_text(&Dom::parse(html))
