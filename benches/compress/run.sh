@@ -4,8 +4,9 @@
 # (magnitude and Wanda) against the source, on two held-out splits; a plain PyTorch
 # implementation of Wanda and GPTQ (tests/peers/compress_ref.py, transformers' activations)
 # on the same model and calibration rows, evaluated the same way; and batch-1 decoding
-# speed of the int8 and int4 models on libtorch's low-bit kernels against quern fp32 and
-# transformers' `generate` fp32 on the exported model, in the same run.
+# speed of the int8 and int4 models on the low-bit products (quern's int8 decoding kernel,
+# libtorch's int4) against quern fp32 and transformers' `generate` fp32 on the exported model,
+# in the same run; the int8 model also with QUERN_MATVEC=libtorch (libtorch's int8 product).
 #
 #   benches/compress/run.sh            (QUERN_BIN=path/to/quern to skip the release build)
 #
@@ -72,17 +73,19 @@ CONFIGS=${CONFIGS:-"int8 int4-g128 decode int4-g128-gptq mag50 wanda50 mag24 wan
 want() { [[ " $CONFIGS " == *" $1 "* ]]; }
 want int8 && run int8 --quant int8
 want int4-g128 && run int4-g128 --quant int4 --group 128
-# Decoding at batch 1: quern fp32, int8 and int4 on the low-bit kernels, and transformers
+# Decoding at batch 1: quern fp32, int8 and int4 on the low-bit products, and transformers
 # fp32 on the exported model, interleaved, each REPEAT times (medians).
 want decode && { [[ -d smollm2-hf ]] || $Q export smollm2 --format hf --out smollm2-hf >/dev/null; }
-want decode && for m in smollm2 int8 int4-g128 smollm2; do
-  $Q generate --model $m --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
+want decode && for m in smollm2 int8 int4-g128 int8-libtorch smollm2; do
+  if [[ $m == int8-libtorch ]]; then dir=int8; export QUERN_MATVEC=libtorch; else dir=$m; unset QUERN_MATVEC; fi
+  $Q generate --model $dir --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
     --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m
   if [[ $m == int8 ]]; then
     OMP_NUM_THREADS=$THREADS "$PY" "$REPO/benches/generate/hf_generate.py" --hf smollm2-hf --batch 1 \
       --prompt-tokens 16 --new-tokens "$NEW" --repeat 3 | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); r["tool"]="transformers"; print(json.dumps(r))'
   fi
 done
+unset QUERN_MATVEC
 
 want int4-g128-gptq && run int4-g128-gptq --quant int4 --group 128 --rounding gptq
 want mag50 && run mag50 --prune magnitude --sparsity 0.5

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Decoding speed, quern vs transformers, side by side on the same model, prompt ids and
-# machine: batch 1 and 8, greedy with the KV cache, fp32 on CPU. Also the GGUF import time
-# of both, and the memory-bandwidth bound of batch-1 decoding (bytes of weights per token
-# over the machine's measured read bandwidth).
+# machine: batch 1 and 8, greedy with the KV cache, fp32 on CPU; quern also with
+# QUERN_MATVEC=libtorch (libtorch's products instead of quern's decoding kernels). Also the
+# GGUF import time of both, and the memory-bandwidth bound of batch-1 decoding (bytes of
+# weights per token over the machine's measured read bandwidth).
 #
 #   benches/generate/run.sh [NEW_TOKENS]      (default 32)
 #
@@ -60,8 +61,11 @@ $Q import "$WORK/tiny-hf" --out "$WORK/tiny" >/dev/null
 for model in tiny smollm2; do
   for b in 1 8; do
     if [[ $model == tiny ]]; then peer=(--hf "$WORK/tiny-hf"); else peer=(--gguf "$GGUF"); fi
-    q=$($Q generate --model "$WORK/$model" --bench --json --device cpu ${THREADS:+--threads $THREADS} --prompt-tokens 16 --batch-size $b --max-tokens "$N" --repeat 3)
+    gen=($Q generate --model "$WORK/$model" --bench --json --device cpu ${THREADS:+--threads $THREADS} --prompt-tokens 16 --batch-size $b --max-tokens "$N" --repeat 3)
+    q=$("${gen[@]}")
+    # The same with libtorch's products and attention instead of quern's decoding kernels.
+    ql=$(QUERN_MATVEC=libtorch "${gen[@]}")
     h=$(${THREADS:+env OMP_NUM_THREADS=$THREADS} $PY benches/generate/hf_generate.py "${peer[@]}" --batch $b --prompt-tokens 16 --new-tokens "$N" --repeat 3)
-    echo "{\"measure\": \"decode\", \"model\": \"$model\", \"batch\": $b, \"quern\": $q, \"transformers\": $h}"
+    echo "{\"measure\": \"decode\", \"model\": \"$model\", \"batch\": $b, \"quern\": $q, \"quern_libtorch\": $ql, \"transformers\": $h}"
   done
 done

@@ -469,8 +469,11 @@ mod tests {
 
                 let want = x.linear(&deq, Some(&b));
                 let got = linear_i8(&x, &codes, &scale, Some(&b)).expect("the kernel applies");
-                // int16 activations: relative error about 2^-16 per input.
-                assert!(max_rel(&got, &want) < 2e-4, "int8 k={k} n={n} m={m}");
+                // int16 activations: each input off by up to 2^-16 of the row's largest, so a
+                // short dot product (k = 8, 13) can be off by ~1e-4 of the largest output;
+                // libtorch's bf16 activations are 2^-9 per input.
+                let e = max_rel(&got, &want);
+                assert!(e < 1e-3, "int8 k={k} n={n} m={m}: {e}");
 
                 let want = x.linear(&w, None::<Tensor>).silu() * x.linear(&u, None::<Tensor>);
                 let got = swiglu(&x, GluWeight::F32(&w), GluWeight::F32(&u)).expect("applies");
@@ -488,7 +491,8 @@ mod tests {
                     },
                 )
                 .expect("applies");
-                assert!(max_rel(&got, &want) < 2e-4, "swiglu int8 k={k} n={n} m={m}");
+                let e = max_rel(&got, &want);
+                assert!(e < 1e-3, "swiglu int8 k={k} n={n} m={m}: {e}");
             }
         }
     }
