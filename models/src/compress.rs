@@ -36,8 +36,9 @@
 //! ([`QuantTensor`], `NAME.q`, `NAME.scale`, and for int4 `NAME.min`; int4 codes two to a
 //! byte) and records the scheme in `model.json`. Loading dequantizes them, so a quantized
 //! model trains, evaluates and exports like any other; [`crate::Transformer::use_quantized`]
-//! runs generation on libtorch's low-bit matrix products instead (`_weight_int8pack_mm`,
-//! `_weight_int4pack_mm_for_cpu`).
+//! runs generation on low-bit matrix products instead: int8 on quern's decoding kernel for
+//! one to eight rows ([`crate::kernels`]) and libtorch's `_weight_int8pack_mm` for longer
+//! inputs, int4 on libtorch's `_weight_int4pack_mm_for_cpu`.
 //!
 //! **Calibration** statistics (Wanda's input norms, GPTQ's Hessians) come from one pass of the
 //! source model over calibration rows ([`crate::Transformer::set_taps`]): every layer sees

@@ -829,8 +829,9 @@ impl Transformer {
             .count()
     }
 
-    /// Runs the block matrices that `quant` holds on libtorch's low-bit matrix products
-    /// instead of their f32 weights (CPU; inference only: no gradient reaches the codes).
+    /// Runs the block matrices that `quant` holds on low-bit matrix products (int8: the
+    /// decoding kernel for one to eight rows, libtorch's beyond; int4: libtorch's) instead
+    /// of their f32 weights (CPU; inference only: no gradient reaches the codes).
     /// Returns how many matrices run low-bit; those the kernels cannot take (int4 with
     /// outputs not a multiple of 16) keep their dequantized weights.
     pub fn use_quantized(&mut self, quant: &HashMap<String, QuantTensor>) -> Result<usize> {

@@ -76,7 +76,8 @@ pub struct Args {
     #[arg(long)]
     pub prompt_tokens: Option<usize>,
     /// Run a quantized model (`quern compress --quant`) dequantized in f32 instead of on
-    /// libtorch's low-bit matrix products.
+    /// the low-bit matrix products (int8: quern's decoding kernel, libtorch's for prompts;
+    /// int4: libtorch's).
     #[arg(long)]
     pub dequantize: bool,
     /// With --bench: timed repetitions after one warm-up.

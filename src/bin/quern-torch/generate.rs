@@ -123,7 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Sets libtorch up (device, `--threads`, the CPU allocator) and loads `model` cast to
 /// `dtype`: what `quern generate` and `quern eval` do first. With `low_bit`, a quantized
-/// model's matrices run on libtorch's low-bit kernels (CPU, fp32 activations outside them).
+/// model's matrices run on low-bit products (CPU, fp32 activations outside them; int8 on
+/// quern's decoding kernel for one to eight rows).
 pub fn load_model(
     model: &std::path::Path,
     device: &str,
