@@ -143,7 +143,7 @@ fn enabled_for(x: &Tensor) -> Option<(i64, i64)> {
     Some((m, k))
 }
 
-/// A contiguous CPU tensor of `kind` and shape `dims`, or `None`.
+/// Whether `t` is a contiguous CPU tensor of `kind` and shape `dims`.
 fn fits(t: &Tensor, kind: Kind, dims: &[i64]) -> bool {
     t.device() == Device::Cpu && t.kind() == kind && t.size() == dims && t.is_contiguous()
 }
@@ -156,63 +156,10 @@ fn out_shape(x: &Tensor, n: i64) -> Vec<i64> {
     s
 }
 
-/// `x · wᵀ (+ b)` for f32 `w [n, k]`, or `None` where the kernel does not apply.
-pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tensor> {
-    let (m, k) = enabled_for(x)?;
-    let n = *w.size().first()?;
-    if !fits(w, Kind::Float, &[n, k]) || b.is_some_and(|b| !fits(b, Kind::Float, &[n])) {
-        return None;
-    }
-    let xc = x.contiguous();
-    let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
-    count();
-    // SAFETY: every pointer is a live contiguous f32 CPU buffer of the checked shape: x
-    // [m, k], w [n, k], b [n], y [m, n]; xc and y outlive the call.
-    unsafe {
-        quern_linear_f32(
-            xc.data_ptr() as *const f32,
-            m,
-            k,
-            w.data_ptr() as *const f32,
-            n,
-            b.map_or(std::ptr::null(), |b| b.data_ptr() as *const f32),
-            y.data_ptr() as *mut f32,
-        );
-    }
-    Some(y.view(out_shape(x, n).as_slice()))
-}
-
-/// `(x · codesᵀ) · scale (+ b)` for int8 `codes [n, k]` with f32 row scales `[n]`.
-pub fn linear_i8(x: &Tensor, codes: &Tensor, scale: &Tensor, b: Option<&Tensor>) -> Option<Tensor> {
-    let (m, k) = enabled_for(x)?;
-    let n = *codes.size().first()?;
-    if !fits(codes, Kind::Int8, &[n, k])
-        || !fits(scale, Kind::Float, &[n])
-        || b.is_some_and(|b| !fits(b, Kind::Float, &[n]))
-    {
-        return None;
-    }
-    let xc = x.contiguous();
-    let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
-    count();
-    // SAFETY: as in `linear`, with codes int8 [n, k] and scale f32 [n].
-    unsafe {
-        quern_linear_i8(
-            xc.data_ptr() as *const f32,
-            m,
-            k,
-            codes.data_ptr() as *const i8,
-            scale.data_ptr() as *const f32,
-            n,
-            b.map_or(std::ptr::null(), |b| b.data_ptr() as *const f32),
-            y.data_ptr() as *mut f32,
-        );
-    }
-    Some(y.view(out_shape(x, n).as_slice()))
-}
-
-/// One matrix of SwiGLU's pair: f32 weights, or int8 codes with f32 row scales.
-pub enum GluWeight<'a> {
+/// A weight matrix `[n, k]` as the kernels read it: f32, or int8 codes with f32 row scales
+/// `[n]`.
+#[derive(Clone, Copy)]
+pub enum Weight<'a> {
     F32(&'a Tensor),
     Int8 {
         codes: &'a Tensor,
@@ -220,70 +167,83 @@ pub enum GluWeight<'a> {
     },
 }
 
-/// `silu(x · gᵀ) * (x · uᵀ)` in one pass over both matrices `[n, k]` (both of one kind).
-pub fn swiglu(x: &Tensor, g: GluWeight<'_>, u: GluWeight<'_>) -> Option<Tensor> {
-    let (m, k) = enabled_for(x)?;
-    let xc = x.contiguous();
-    match (g, u) {
-        (GluWeight::F32(g), GluWeight::F32(u)) => {
-            let n = *g.size().first()?;
-            if !fits(g, Kind::Float, &[n, k]) || !fits(u, Kind::Float, &[n, k]) {
-                return None;
+impl Weight<'_> {
+    /// Its output size `n`, when it is a contiguous CPU matrix `[n, k]` of its kind.
+    fn rows(&self, k: i64) -> Option<i64> {
+        match *self {
+            Weight::F32(w) => {
+                let n = *w.size().first()?;
+                fits(w, Kind::Float, &[n, k]).then_some(n)
             }
-            let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+            Weight::Int8 { codes, scale } => {
+                let n = *codes.size().first()?;
+                (fits(codes, Kind::Int8, &[n, k]) && fits(scale, Kind::Float, &[n])).then_some(n)
+            }
+        }
+    }
+
+    /// The weights' and the scales' pointers (null scales for f32).
+    fn ptrs(&self) -> (*const std::ffi::c_void, *const f32) {
+        match *self {
+            Weight::F32(w) => (w.data_ptr() as *const _, std::ptr::null()),
+            Weight::Int8 { codes, scale } => {
+                (codes.data_ptr() as *const _, scale.data_ptr() as *const f32)
+            }
+        }
+    }
+}
+
+/// `x · wᵀ (+ b)`, the int8 codes' product times their row scales, or `None` where the
+/// kernel does not apply.
+pub fn linear(x: &Tensor, w: Weight<'_>, b: Option<&Tensor>) -> Option<Tensor> {
+    let (m, k) = enabled_for(x)?;
+    let n = w.rows(k)?;
+    if b.is_some_and(|b| !fits(b, Kind::Float, &[n])) {
+        return None;
+    }
+    let xc = x.contiguous();
+    let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+    let (xp, yp) = (xc.data_ptr() as *const f32, y.data_ptr() as *mut f32);
+    let bp = b.map_or(std::ptr::null(), |b| b.data_ptr() as *const f32);
+    let (wp, sp) = w.ptrs();
+    count();
+    // SAFETY: every pointer is a live contiguous CPU buffer of the checked shape and kind:
+    // x [m, k] f32, w [n, k] (f32, or int8 with f32 scales [n]), b [n] f32, y [m, n] f32;
+    // xc and y outlive the call.
+    unsafe {
+        match w {
+            Weight::F32(_) => quern_linear_f32(xp, m, k, wp as *const f32, n, bp, yp),
+            Weight::Int8 { .. } => quern_linear_i8(xp, m, k, wp as *const i8, sp, n, bp, yp),
+        }
+    }
+    Some(y.view(out_shape(x, n).as_slice()))
+}
+
+/// `silu(x · gᵀ) * (x · uᵀ)` in one pass over both matrices `[n, k]` (both of one kind).
+pub fn swiglu(x: &Tensor, g: Weight<'_>, u: Weight<'_>) -> Option<Tensor> {
+    let (m, k) = enabled_for(x)?;
+    let n = g.rows(k)?;
+    if u.rows(k)? != n {
+        return None;
+    }
+    let xc = x.contiguous();
+    let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+    let (xp, yp) = (xc.data_ptr() as *const f32, y.data_ptr() as *mut f32);
+    let ((gp, gs), (up, us)) = (g.ptrs(), u.ptrs());
+    match (g, u) {
+        (Weight::F32(_), Weight::F32(_)) => {
             count();
             // SAFETY: x [m, k], g and u [n, k], y [m, n], all contiguous f32, live.
-            unsafe {
-                quern_swiglu_f32(
-                    xc.data_ptr() as *const f32,
-                    m,
-                    k,
-                    g.data_ptr() as *const f32,
-                    u.data_ptr() as *const f32,
-                    n,
-                    y.data_ptr() as *mut f32,
-                );
-            }
-            Some(y.view(out_shape(x, n).as_slice()))
+            unsafe { quern_swiglu_f32(xp, m, k, gp as *const f32, up as *const f32, n, yp) }
         }
-        (
-            GluWeight::Int8 {
-                codes: g,
-                scale: sg,
-            },
-            GluWeight::Int8 {
-                codes: u,
-                scale: su,
-            },
-        ) => {
-            let n = *g.size().first()?;
-            if !fits(g, Kind::Int8, &[n, k])
-                || !fits(u, Kind::Int8, &[n, k])
-                || !fits(sg, Kind::Float, &[n])
-                || !fits(su, Kind::Float, &[n])
-            {
-                return None;
-            }
-            let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+        (Weight::Int8 { .. }, Weight::Int8 { .. }) => {
             count();
             // SAFETY: as above, with int8 codes [n, k] and f32 scales [n].
-            unsafe {
-                quern_swiglu_i8(
-                    xc.data_ptr() as *const f32,
-                    m,
-                    k,
-                    g.data_ptr() as *const i8,
-                    sg.data_ptr() as *const f32,
-                    u.data_ptr() as *const i8,
-                    su.data_ptr() as *const f32,
-                    n,
-                    y.data_ptr() as *mut f32,
-                );
-            }
-            Some(y.view(out_shape(x, n).as_slice()))
+            unsafe { quern_swiglu_i8(xp, m, k, gp as *const i8, gs, up as *const i8, us, n, yp) }
         }
-        _ => None,
+        _ => return None,
     }
+    Some(y.view(out_shape(x, n).as_slice()))
 }
 
 /// What one decoding step of attention needs besides the layer's own tensors, prepared once
@@ -433,6 +393,10 @@ pub fn decode_attention(
 mod tests {
     use super::*;
 
+    fn i8w<'a>(codes: &'a Tensor, scale: &'a Tensor) -> Weight<'a> {
+        Weight::Int8 { codes, scale }
+    }
+
     fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
         let d = (a - b).abs().max().double_value(&[]);
         d / b.abs().max().double_value(&[]).max(1e-12)
@@ -461,14 +425,14 @@ mod tests {
                 // [m, k] and [m, 1, k]: a batch of single tokens as decoding has them.
                 let x = Tensor::randn([m, 1, k], (Kind::Float, Device::Cpu));
                 let want = x.linear(&w, Some(&b));
-                let got = linear(&x, &w, Some(&b)).expect("the kernel applies");
+                let got = linear(&x, Weight::F32(&w), Some(&b)).expect("the kernel applies");
                 assert_eq!(got.size(), want.size());
                 assert!(max_rel(&got, &want) < 1e-5, "f32 k={k} n={n} m={m}");
-                let got = linear(&x, &w, None).expect("the kernel applies");
+                let got = linear(&x, Weight::F32(&w), None).expect("the kernel applies");
                 assert!(max_rel(&got, &x.linear(&w, None::<Tensor>)) < 1e-5);
 
                 let want = x.linear(&deq, Some(&b));
-                let got = linear_i8(&x, &codes, &scale, Some(&b)).expect("the kernel applies");
+                let got = linear(&x, i8w(&codes, &scale), Some(&b)).expect("the kernel applies");
                 // int16 activations: each input off by up to 2^-16 of the row's largest, so a
                 // short dot product (k = 8, 13) can be off by ~1e-4 of the largest output;
                 // libtorch's bf16 activations are 2^-9 per input.
@@ -476,21 +440,10 @@ mod tests {
                 assert!(e < 1e-3, "int8 k={k} n={n} m={m}: {e}");
 
                 let want = x.linear(&w, None::<Tensor>).silu() * x.linear(&u, None::<Tensor>);
-                let got = swiglu(&x, GluWeight::F32(&w), GluWeight::F32(&u)).expect("applies");
+                let got = swiglu(&x, Weight::F32(&w), Weight::F32(&u)).expect("applies");
                 assert!(max_rel(&got, &want) < 1e-5, "swiglu k={k} n={n} m={m}");
                 let want = x.linear(&deq, None::<Tensor>).silu() * x.linear(&udeq, None::<Tensor>);
-                let got = swiglu(
-                    &x,
-                    GluWeight::Int8 {
-                        codes: &codes,
-                        scale: &scale,
-                    },
-                    GluWeight::Int8 {
-                        codes: &ucodes,
-                        scale: &uscale,
-                    },
-                )
-                .expect("applies");
+                let got = swiglu(&x, i8w(&codes, &scale), i8w(&ucodes, &uscale)).expect("applies");
                 let e = max_rel(&got, &want);
                 assert!(e < 1e-3, "swiglu int8 k={k} n={n} m={m}: {e}");
             }
@@ -502,19 +455,19 @@ mod tests {
         let w = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
         let x = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
         // Autograd on: libtorch's product, which records the graph.
-        assert!(linear(&x, &w, None).is_none());
+        assert!(linear(&x, Weight::F32(&w), None).is_none());
         let _g = tch::no_grad_guard();
         // Too many rows, another dtype, a transposed weight, a wrong bias, turned off.
         let big = Tensor::randn([MAX_ROWS + 1, 8], (Kind::Float, Device::Cpu));
-        assert!(linear(&big, &w, None).is_none());
-        assert!(linear(&x.to_kind(Kind::Double), &w, None).is_none());
+        assert!(linear(&big, Weight::F32(&w), None).is_none());
+        assert!(linear(&x.to_kind(Kind::Double), Weight::F32(&w), None).is_none());
         let wt = Tensor::randn([8, 4], (Kind::Float, Device::Cpu)).tr();
-        assert!(linear(&x, &wt, None).is_none());
+        assert!(linear(&x, Weight::F32(&wt), None).is_none());
         let b = Tensor::randn([5], (Kind::Float, Device::Cpu));
-        assert!(linear(&x, &w, Some(&b)).is_none());
+        assert!(linear(&x, Weight::F32(&w), Some(&b)).is_none());
         set_enabled_here(false);
-        assert!(linear(&x, &w, None).is_none());
+        assert!(linear(&x, Weight::F32(&w), None).is_none());
         set_enabled_here(true);
-        assert_eq!(linear(&x, &w, None).is_some(), available());
+        assert_eq!(linear(&x, Weight::F32(&w), None).is_some(), available());
     }
 }

@@ -286,6 +286,15 @@ impl LowBit {
 }
 
 impl Linear {
+    /// The matrix its product reads, as the decoding kernels take it (not int4).
+    fn kernel_weight(&self) -> Option<kernels::Weight<'_>> {
+        match &self.low {
+            None => Some(kernels::Weight::F32(&self.w)),
+            Some(LowBit::Int8 { codes, scale, .. }) => Some(kernels::Weight::Int8 { codes, scale }),
+            Some(LowBit::Int4 { .. }) => None,
+        }
+    }
+
     /// `train` turns the adapters' dropout on.
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         if let Some(tap) = &self.tap {
@@ -293,13 +302,9 @@ impl Linear {
                 t.add(x);
             }
         }
-        let fast = match &self.low {
-            Some(LowBit::Int8 { codes, scale, .. }) => {
-                kernels::linear_i8(x, codes, scale, self.b.as_ref())
-            }
-            Some(LowBit::Int4 { .. }) => None,
-            None => kernels::linear(x, &self.w, self.b.as_ref()),
-        };
+        let fast = self
+            .kernel_weight()
+            .and_then(|w| kernels::linear(x, w, self.b.as_ref()));
         let y = match (fast, &self.low) {
             (Some(y), _) => y,
             (None, Some(low)) => {
@@ -1198,7 +1203,7 @@ impl Transformer {
         let out = self.lm_head.as_ref().unwrap_or(&self.tok_emb);
         match &self.mlm_head {
             Some(m) => m.logits(hidden, out),
-            None => kernels::linear(hidden, out, None)
+            None => kernels::linear(hidden, kernels::Weight::F32(out), None)
                 .unwrap_or_else(|| hidden.linear(out, None::<Tensor>)),
         }
     }
@@ -1507,16 +1512,7 @@ fn fused_swiglu(gate: &Linear, up: &Linear, h: &Tensor) -> Option<Tensor> {
     if !plain(gate) || !plain(up) {
         return None;
     }
-    fn weight(l: &Linear) -> Option<kernels::GluWeight<'_>> {
-        match &l.low {
-            None => Some(kernels::GluWeight::F32(&l.w)),
-            Some(LowBit::Int8 { codes, scale, .. }) => {
-                Some(kernels::GluWeight::Int8 { codes, scale })
-            }
-            Some(LowBit::Int4 { .. }) => None,
-        }
-    }
-    kernels::swiglu(h, weight(gate)?, weight(up)?)
+    kernels::swiglu(h, gate.kernel_weight()?, up.kernel_weight()?)
 }
 
 /// `(cos, sin)` tables `[seq_len, head_dim]` for rotary positions.
