@@ -39,10 +39,10 @@ unsafe extern "C" {
     ) -> *mut c_char;
 }
 
-/// Turns the sidecar's error message (NULL on success) into a `Result`.
-fn check(err: *mut c_char, what: &str) -> Result<()> {
+/// The sidecar's error message (NULL on success, for every function of `csrc/`), freed.
+pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
     if err.is_null() {
-        return Ok(());
+        return None;
     }
     // SAFETY: the sidecar returns either NULL or a NUL-terminated string from malloc, which we
     // copy and then free exactly once.
@@ -50,7 +50,15 @@ fn check(err: *mut c_char, what: &str) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     unsafe { quern_free_error(err) };
-    Err(Error::usage(format!("libtorch refused {what}: {msg}")))
+    Some(msg)
+}
+
+/// Turns the sidecar's error message (NULL on success) into a `Result`.
+fn check(err: *mut c_char, what: &str) -> Result<()> {
+    match take_error(err) {
+        None => Ok(()),
+        Some(msg) => Err(Error::usage(format!("libtorch refused {what}: {msg}"))),
+    }
 }
 
 fn is_cuda(device: Device) -> c_int {

@@ -10,7 +10,7 @@
 //! (`csrc/dist.cpp`). Without those variables nothing here runs and training is the
 //! single-process loop, unchanged. What the trainer synchronises: docs/distributed.md.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 
 use quern_core::{Error, Result};
@@ -20,7 +20,6 @@ use torch_sys::C_tensor;
 use crate::model::ParamStore;
 
 unsafe extern "C" {
-    fn quern_free_error(err: *mut c_char);
     fn quern_dist_backends() -> c_int;
     fn quern_dist_init(
         addr: *const c_char,
@@ -48,15 +47,10 @@ unsafe extern "C" {
 
 /// Turns the sidecar's message (NULL on success) into a `Result`.
 fn check(err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
+    match crate::amp::take_error(err) {
+        None => Ok(()),
+        Some(msg) => Err(Error::usage(msg)),
     }
-    // SAFETY: NULL or a NUL-terminated malloc'd string, copied then freed exactly once.
-    let msg = unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { quern_free_error(err) };
-    Err(Error::usage(msg))
 }
 
 /// Whether this build can make a process group on the CPU (Gloo) and on CUDA (NCCL).
