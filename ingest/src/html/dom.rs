@@ -341,24 +341,26 @@ impl Dom {
     }
 }
 
+/// Every text node's text in document order (for tests).
+#[cfg(test)]
+pub(crate) fn text_of(d: &Dom) -> String {
+    let mut s = String::new();
+    d.preorder(
+        0,
+        |_, n| {
+            if let Kind::Text(t) = &n.kind {
+                s.push_str(t);
+            }
+            true
+        },
+        |_, _| {},
+    );
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text_of(d: &Dom) -> String {
-        let mut s = String::new();
-        d.preorder(
-            0,
-            |_, n| {
-                if let Kind::Text(t) = &n.kind {
-                    s.push_str(t);
-                }
-                true
-            },
-            |_, _| {},
-        );
-        s
-    }
 
     #[test]
     fn misnested_markup_is_repaired_as_browsers_do() {

@@ -49,6 +49,14 @@ fn is_ws(c: u8) -> bool {
     matches!(c, b'\t' | b'\n' | b'\x0C' | b' ')
 }
 
+/// The first index at or after `i` that is not HTML whitespace (`b.len()` when none is).
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_ws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
 /// Where text goes between tags.
 enum Mode {
     Data,
@@ -362,9 +370,7 @@ impl<S: TokenSink> Tokenizer<'_, S> {
         let mut attrs: Vec<Attribute> = Vec::new();
         let mut self_closing = false;
         loop {
-            while i < len && is_ws(b[i]) {
-                i += 1;
-            }
+            i = skip_ws(b, i);
             if i >= len {
                 self.at = len;
                 return None;
@@ -392,15 +398,11 @@ impl<S: TokenSink> Tokenizer<'_, S> {
                 i += 1;
             }
             let an_end = i;
-            while i < len && is_ws(b[i]) {
-                i += 1;
-            }
+            i = skip_ws(b, i);
             let mut value = (i, i);
             if i < len && b[i] == b'=' {
                 i += 1;
-                while i < len && is_ws(b[i]) {
-                    i += 1;
-                }
+                i = skip_ws(b, i);
                 if i >= len {
                     self.at = len;
                     return None;
@@ -949,21 +951,6 @@ mod tests {
         false
     }
 
-    fn all_text(d: &Dom) -> String {
-        let mut s = String::new();
-        d.preorder(
-            0,
-            |_, n| {
-                if let Kind::Text(t) = &n.kind {
-                    s.push_str(t);
-                }
-                true
-            },
-            |_, _| {},
-        );
-        s
-    }
-
     #[test]
     fn script_and_style_text_is_stepped_over_and_nothing_else() {
         let cases = [
@@ -989,7 +976,7 @@ mod tests {
         ];
         for (html, want) in cases {
             let d = Dom::parse(html);
-            assert_eq!(all_text(&d), want, "{html}");
+            assert_eq!(crate::html::dom::text_of(&d), want, "{html}");
         }
         let d = Dom::parse("<p>a</p><script>x</script><style>y</style>");
         for tag in ["script", "style"] {
