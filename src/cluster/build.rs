@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::runner::{
     build_stages, finish_build, ingest_options, open_build, run_input_unit, Faults, InputUnit,
-    Opened, Progress,
+    Opened, Progress, Todo,
 };
 use crate::pipeline::{BuildOptions, BuildReport, Pipeline};
 
@@ -184,14 +184,14 @@ pub fn run(
     refuse_global(&stages, &p)?;
     ingest_options(&p)?;
     let url = super::check_scheduler(scheduler)?;
-    let (files, file_names, mut manifest, resumed) = match open_build(&p, opts)? {
+    let Todo {
+        files,
+        file_names,
+        mut manifest,
+        resumed,
+    } = match open_build(&p, opts)? {
         Opened::Done(report) => return Ok(report),
-        Opened::Todo {
-            files,
-            file_names,
-            manifest,
-            resumed,
-        } => (files, file_names, manifest, resumed),
+        Opened::Todo(todo) => todo,
     };
     let key = |idx: usize| format!("p0/{idx:05}");
     let pending: Vec<usize> = (0..files.len())

@@ -626,12 +626,16 @@ pub(crate) fn run_input_unit(u: &InputUnit) -> Result<UnitRecord> {
 /// committed already. The local and the cluster build both start here.
 pub(crate) enum Opened {
     Done(BuildReport),
-    Todo {
-        files: Vec<PathBuf>,
-        file_names: Vec<String>,
-        manifest: Manifest,
-        resumed: bool,
-    },
+    Todo(Todo),
+}
+
+/// A build with work left: its input files, their names in the manifest, the manifest, and
+/// whether an earlier run's units are being resumed.
+pub(crate) struct Todo {
+    pub files: Vec<PathBuf>,
+    pub file_names: Vec<String>,
+    pub manifest: Manifest,
+    pub resumed: bool,
 }
 
 pub(crate) fn open_build(p: &Pipeline, opts: &BuildOptions) -> Result<Opened> {
@@ -657,12 +661,12 @@ pub(crate) fn open_build(p: &Pipeline, opts: &BuildOptions) -> Result<Opened> {
     // Claim the directory before the first shard lands, so a crash before the first commit
     // leaves a directory this build recognises and resumes.
     manifest.save(&p.out)?;
-    Ok(Opened::Todo {
+    Ok(Opened::Todo(Todo {
         files,
         file_names,
         manifest,
         resumed,
-    })
+    }))
 }
 
 /// Runs a build. See the [module docs](self).
@@ -670,14 +674,14 @@ pub fn run_build(p: &Pipeline, reg: &StageRegistry, opts: &BuildOptions) -> Resu
     let started = Instant::now();
     let stages = build_stages(p, reg)?;
     let ingest_opts = ingest_options(p)?;
-    let (files, file_names, mut manifest, resumed) = match open_build(p, opts)? {
+    let Todo {
+        files,
+        file_names,
+        mut manifest,
+        resumed,
+    } = match open_build(p, opts)? {
         Opened::Done(report) => return Ok(report),
-        Opened::Todo {
-            files,
-            file_names,
-            manifest,
-            resumed,
-        } => (files, file_names, manifest, resumed),
+        Opened::Todo(todo) => todo,
     };
     let phases = phases(&stages);
     let faults = Faults::from_env();

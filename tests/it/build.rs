@@ -31,18 +31,6 @@ fn make_inputs(dir: &Path, files: usize) -> (PathBuf, usize) {
     (input, records)
 }
 
-fn write_pipeline(dir: &Path, name: &str, stages: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!(
-            "[input]\npaths = [\"input\"]\n\n[output]\ndir = \"out-{name}\"\nshard_rows = 50\nrow_group_rows = 16\n\n{stages}"
-        ),
-    )
-    .unwrap();
-    p
-}
-
 const STAGES: &str = r#"
 [[stages]]
 type = "pass"
@@ -56,8 +44,8 @@ fn manifest(out: &Path) -> serde_json::Value {
 fn build_accounts_for_every_record_and_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (_, records) = make_inputs(dir.path(), 6);
-    let a = write_pipeline(dir.path(), "a.toml", STAGES);
-    let b = write_pipeline(dir.path(), "b.toml", STAGES);
+    let a = pipeline_file(dir.path(), "a.toml", 50, STAGES);
+    let b = pipeline_file(dir.path(), "b.toml", 50, STAGES);
     let out = run_ok(quern().arg("build").arg(&a));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("total"), "funnel table printed: {stdout}");
@@ -115,7 +103,7 @@ fn build_accounts_for_every_record_and_is_deterministic() {
 fn a_different_config_is_refused_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 2);
-    let p = write_pipeline(dir.path(), "p.toml", STAGES);
+    let p = pipeline_file(dir.path(), "p.toml", 50, STAGES);
     run_ok(quern().arg("build").arg(&p));
     // Same output dir, another stage list.
     let text = std::fs::read_to_string(&p)
@@ -167,12 +155,12 @@ fn killed_dedup_builds_resume_to_identical_clusters() {
 fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 12);
-    let reference = write_pipeline(dir.path(), "ref.toml", stages);
+    let reference = pipeline_file(dir.path(), "ref.toml", 50, stages);
     run_ok(quern().arg("build").arg(&reference));
     let ref_out = dir.path().join("out-ref.toml");
 
     for (i, fault) in faults.iter().enumerate() {
-        let p = write_pipeline(dir.path(), &format!("f{i}.toml"), stages);
+        let p = pipeline_file(dir.path(), &format!("f{i}.toml"), 50, stages);
         let out = quern()
             .arg("build")
             .arg(&p)
@@ -201,7 +189,7 @@ fn kill_and_resume(stages: &str, faults: &[&str], delays_ms: &[u64]) {
     }
 
     for (i, delay_ms) in delays_ms.iter().enumerate() {
-        let p = write_pipeline(dir.path(), &format!("k{i}.toml"), stages);
+        let p = pipeline_file(dir.path(), &format!("k{i}.toml"), 50, stages);
         let out = dir.path().join(format!("out-k{i}.toml"));
         let units = kill_mid_build(&p, &out, *delay_ms);
         eprintln!("{}: killed after {units} committed units", p.display());
@@ -343,7 +331,7 @@ fn bad_configs_name_the_offending_key() {
 fn an_output_dir_with_foreign_files_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 1);
-    let p = write_pipeline(dir.path(), "p.toml", STAGES);
+    let p = pipeline_file(dir.path(), "p.toml", 50, STAGES);
     let out = dir.path().join("out-p.toml");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("thesis.tex"), "precious").unwrap();
@@ -369,7 +357,7 @@ fn sql_queries_docs_rejected_and_quarantine_of_a_build() {
         std::fs::copy(&p, copy).unwrap();
     }
     let stages = "[[stages]]\ntype = \"exact_dedup\"\n\n[[stages]]\ntype = \"gopher_quality\"\n";
-    let cfg = write_pipeline(dir.path(), "q.toml", stages);
+    let cfg = pipeline_file(dir.path(), "q.toml", 50, stages);
     run_ok(quern().arg("build").arg(&cfg));
     let out = dir.path().join("out-q.toml");
     let acc = manifest(&out)["accounting"].clone();
@@ -484,7 +472,7 @@ model = "models/spam.qcls"
 type = "exact_dedup"
 spill_dir = "spill"
 "#;
-    let p = write_pipeline(&project, "p.toml", stages);
+    let p = pipeline_file(&project, "p.toml", 50, stages);
     run_ok(
         quern()
             .arg("build")

@@ -129,20 +129,6 @@ fn make_inputs(dir: &Path, files: usize) -> PathBuf {
     input
 }
 
-/// A pipeline file in `dir` (an absolute path: a cluster build resolves every path
-/// absolutely, and so must the local build it is compared with).
-fn pipeline(dir: &Path, name: &str, stages: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!(
-            "[input]\npaths = [\"input\"]\n\n[output]\ndir = \"out-{name}\"\nshard_rows = 40\nrow_group_rows = 16\n\n{stages}"
-        ),
-    )
-    .unwrap();
-    p
-}
-
 /// Map stages from three crates: rewriting (normalize, pii), signals and drops, labels and
 /// the split (a function of each row's id).
 const MAP_STAGES: &str = r#"
@@ -194,7 +180,7 @@ fn files_under(dir: &Path) -> usize {
 fn sql_on_a_cluster_gives_the_local_rows() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 4);
-    let p = pipeline(dir.path(), "p.toml", MAP_STAGES);
+    let p = pipeline_file(dir.path(), "p.toml", 40, MAP_STAGES);
     run_ok(quern().arg("build").arg(&p));
     let corpus = dir.path().join("out-p.toml");
     let cluster = Cluster::start(2, 1, &[]);
@@ -249,8 +235,8 @@ fn sql_on_a_cluster_gives_the_local_rows() {
 fn build_on_a_cluster_equals_the_local_build() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 6);
-    let local = pipeline(dir.path(), "local.toml", MAP_STAGES);
-    let remote = pipeline(dir.path(), "remote.toml", MAP_STAGES);
+    let local = pipeline_file(dir.path(), "local.toml", 40, MAP_STAGES);
+    let remote = pipeline_file(dir.path(), "remote.toml", 40, MAP_STAGES);
     run_ok(quern().arg("build").arg(&local));
     let cluster = Cluster::start(2, 1, &[]);
     let out = run_ok(
@@ -289,7 +275,7 @@ fn build_on_a_cluster_equals_the_local_build() {
              [[stages]]\ntype = \"split\"\nstratify_by = \"rules\"\n",
         ),
     ] {
-        let p = pipeline(dir.path(), &format!("{ty}.toml"), stages);
+        let p = pipeline_file(dir.path(), &format!("{ty}.toml"), 40, stages);
         let err = run_err(quern().arg("build").arg(&p).args(["--cluster", &cluster.addr]));
         assert!(
             err.contains(&format!("cannot run stage `{ty}`")),
@@ -303,7 +289,7 @@ fn build_on_a_cluster_equals_the_local_build() {
 fn an_unreachable_scheduler_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 2);
-    let p = pipeline(dir.path(), "p.toml", MAP_STAGES);
+    let p = pipeline_file(dir.path(), "p.toml", 40, MAP_STAGES);
     run_ok(quern().arg("build").arg(&p));
     let nobody = format!("127.0.0.1:{}", free_port());
     let err = run_err(
@@ -317,7 +303,7 @@ fn an_unreachable_scheduler_is_a_clear_error() {
         err.contains(&format!("cannot reach the Ballista scheduler at {nobody}")),
         "{err}"
     );
-    let q = pipeline(dir.path(), "q.toml", MAP_STAGES);
+    let q = pipeline_file(dir.path(), "q.toml", 40, MAP_STAGES);
     let err = run_err(quern().arg("build").arg(&q).args(["--cluster", &nobody]));
     assert!(err.contains("cannot reach the Ballista scheduler"), "{err}");
     assert!(!dir.path().join("out-q.toml").exists(), "nothing written");
@@ -337,8 +323,8 @@ fn an_unreachable_scheduler_is_a_clear_error() {
 fn a_killed_executor_leaves_nothing_half_written() {
     let dir = tempfile::tempdir().unwrap();
     make_inputs(dir.path(), 6);
-    let local = pipeline(dir.path(), "local.toml", MAP_STAGES);
-    let remote = pipeline(dir.path(), "remote.toml", MAP_STAGES);
+    let local = pipeline_file(dir.path(), "local.toml", 40, MAP_STAGES);
+    let remote = pipeline_file(dir.path(), "remote.toml", 40, MAP_STAGES);
     run_ok(quern().arg("build").arg(&local));
     // Each unit stays on its executor for 800 ms after writing its shards.
     let mut cluster = Cluster::start(2, 1, &[("QUERN_TEST_UNIT_DELAY_MS", "800")]);

@@ -12,6 +12,20 @@ pub fn quern() -> Command {
     c
 }
 
+/// A pipeline file `dir/name` reading `dir/input` into `out-{name}` in shards of
+/// `shard_rows` rows (row groups of 16), with `stages` (TOML `[[stages]]` tables).
+pub fn pipeline_file(dir: &Path, name: &str, shard_rows: usize, stages: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "[input]\npaths = [\"input\"]\n\n[output]\ndir = \"out-{name}\"\nshard_rows = {shard_rows}\nrow_group_rows = 16\n\n{stages}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,14 +67,19 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert_success(&format!("{cmd:?}"), &out);
+    out
+}
+
+/// Panics with the output of `what` (a command, a rank) unless it succeeded.
+pub fn assert_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
-        "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        "{what} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 /// Runs a command that must fail, and returns its stderr.

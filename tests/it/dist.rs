@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use crate::common::{python, quern, read_jsonl};
+use crate::common::{assert_success, python, quern, read_jsonl};
 
 /// A free loopback port (a race with another process taking it in between is possible but
 /// harmless: that test then fails to serve the store and says so).
@@ -110,13 +110,7 @@ fn train_alone(cfg: &Path) -> Output {
 
 fn assert_all_ok(outs: &[Output]) {
     for (r, o) in outs.iter().enumerate() {
-        assert!(
-            o.status.success(),
-            "rank {r} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_success(&format!("rank {r}"), o);
     }
 }
 
