@@ -43,7 +43,7 @@ pub enum Command {
     /// Train a model (causal LM, masked LM, sft, a classifier or BERT pretraining) on tokenized shards from a run.toml, from scratch
     /// or from `[init] from` a model: mixed precision, gradient accumulation, LR schedule, evaluation, resumable checkpoints.
     Train(crate::cmd::train::Args),
-    /// Reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO) from an rl.toml: samples
+    /// Reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO, PPO) from an rl.toml: samples
     /// from the policy, scores them (checkers, a command, a reward model), resumable.
     Rl(crate::cmd::rl::Args),
     /// Run a grid or seeded random search over run.toml keys (learning rate, batch, steps,

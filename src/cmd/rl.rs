@@ -1,4 +1,4 @@
-//! `quern rl rl.toml`: reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO) on a
+//! `quern rl rl.toml`: reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO, PPO) on a
 //! policy, with the KV-cache generator sampling and `[[reward]]` terms scoring
 //! (`docs/rl.md`). The code is in the `quern-torch` binary.
 

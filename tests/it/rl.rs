@@ -8,6 +8,10 @@
 //!   the reference and two epochs per step (old log-probabilities, clipping).
 //! - The loss against plain PyTorch (`tests/peers/rl_loss.py`): the clipped objective with
 //!   the k3 KL, both length normalisations, and its gradient, on the same numbers.
+//! - PPO against plain PyTorch (`tests/peers/ppo_loss.py`, laid out as TRL's PPOTrainer):
+//!   per-token rewards with the KL, GAE, whitening across micro-batches, the clipped policy
+//!   and value losses and their gradients; PPO raises the reward on the same task, and a
+//!   resumed PPO run (value head, its optimizer state) equals an uninterrupted one.
 //! - A reward model trained by `quern train` (`rm`) as a reward term; one of another
 //!   vocabulary is refused.
 //! - Bad input: a reward command that crashes (the step is logged failed with its rows; past
@@ -629,5 +633,267 @@ fn a_trained_reward_model_is_a_reward_term() {
     assert!(
         err.contains("reward[0].model") && err.contains("vocabulary"),
         "{err}"
+    );
+}
+
+const PPO: &str = "[generation]\ngroup_size = 4\nmax_new_tokens = 4\ntemperature = 1.0\n\
+                   [algorithm]\ntype = \"ppo\"\nepochs = 2\nlam = 0.9\nvf_coef = 0.5\n\
+                   [[reward]]\ntype = \"exact_match\"\n\
+                   [optim]\nlr = 1e-2\n\
+                   [train]\nsteps = 30\nseed = 3\ndevice = \"cpu\"\nmicro_batch = 16\n\
+                   [checkpoint]\nevery = 0\nkeep = 1\n";
+
+#[test]
+fn ppo_raises_the_reward_on_a_verifiable_task() {
+    let tmp = setup();
+    let t = tmp.path();
+    run_ok(
+        quern()
+            .args(["rl", "--quiet"])
+            .arg(write_toml(t, "ppo", PPO)),
+    );
+    let r = rewards(&t.join("ppo/metrics.jsonl"));
+    assert_eq!(r.len(), 30);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (before, after) = (mean(&r[..5]), mean(&r[25..]));
+    eprintln!("ppo mean reward: first 5 steps {before:.3}, last 5 steps {after:.3}");
+    assert!(
+        after > before + 0.3 && after > 0.5,
+        "the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
+    );
+    let lines = read_jsonl(&t.join("ppo/metrics.jsonl"));
+    for key in [
+        "value_loss",
+        "value_clip_frac",
+        "clip_frac",
+        "entropy",
+        "grad_norm",
+    ] {
+        assert!(
+            lines[0][key].as_f64().is_some(),
+            "{key} missing: {}",
+            lines[0]
+        );
+    }
+    // PPO has no groups: no zero-std fraction; the second epoch clips some values.
+    assert!(lines.iter().all(|l| l.get("zero_std_frac").is_none()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["value_clip_frac"].as_f64().unwrap() > 0.0),
+        "{lines:?}"
+    );
+    // The value head is saved beside the policy, which stays a plain model directory.
+    let ckpt = t.join("ppo/checkpoints/step-00000030");
+    let v: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(ckpt.join("value_head.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(v["value_head.weight"].size(), vec![1, 32]);
+    assert!(
+        v["value_head.weight"]
+            .abs()
+            .sum(Kind::Double)
+            .double_value(&[])
+            > 0.0
+    );
+    let out = run_ok(
+        quern()
+            .args([
+                "generate",
+                "--device",
+                "cpu",
+                "--max-tokens",
+                "4",
+                "--json",
+                "--model",
+            ])
+            .arg(t.join("ppo"))
+            .arg("Question: add 1 and 2\nAnswer:"),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completion"));
+}
+
+#[test]
+fn a_resumed_ppo_run_equals_an_uninterrupted_one() {
+    let tmp = setup();
+    let t = tmp.path();
+    let body = "[generation]\ngroup_size = 2\nmax_new_tokens = 5\n\
+                [algorithm]\ntype = \"ppo\"\nbeta = 0.1\nepochs = 2\ngamma = 0.99\n\
+                [[reward]]\ntype = \"exact_match\"\n[[reward]]\ntype = \"length\"\nweight = -0.5\n\
+                [optim]\nlr = 5e-3\n\
+                [train]\nsteps = 4\nseed = 11\ndevice = \"cpu\"\nmicro_batch = 3\n\
+                [checkpoint]\nevery = 2\nkeep = 2\n";
+    let load =
+        |name: &str| quern_train::rl::config::RlConfig::load(&write_toml(t, name, body)).unwrap();
+    let opts = |resume, stop_after| quern_train::rl::RlOptions {
+        progress: false,
+        resume,
+        force: false,
+        stop_after,
+    };
+    quern_train::rl::run_with(&load("whole"), &opts(false, None)).unwrap();
+    let cut = load("cut");
+    quern_train::rl::run_with(&cut, &opts(false, Some(3))).unwrap();
+    let rest = quern_train::rl::run_with(&cut, &opts(true, None)).unwrap();
+    assert_eq!(rest.start_step, 2);
+    let a = without_timings(read_jsonl(&t.join("whole/metrics.jsonl")));
+    let b = without_timings(read_jsonl(&t.join("cut/metrics.jsonl")));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b);
+    assert!(
+        a.iter().skip(1).all(|l| l["kl"].as_f64().unwrap() != 0.0),
+        "{a:?}"
+    );
+    for file in [
+        "model.safetensors",
+        "value_head.safetensors",
+        "optimizer.safetensors",
+    ] {
+        let read = |run: &str| {
+            std::fs::read(t.join(run).join("checkpoints/step-00000004").join(file)).unwrap()
+        };
+        assert!(read("whole") == read("cut"), "{file} differs");
+    }
+    // A GRPO checkpoint does not resume as PPO.
+    let grpo = body
+        .replace("type = \"ppo\"", "type = \"grpo\"")
+        .replace("gamma = 0.99\n", "");
+    let g = quern_train::rl::config::RlConfig::load(&write_toml(t, "mixed", &grpo)).unwrap();
+    quern_train::rl::run_with(&g, &opts(false, Some(2))).unwrap();
+    let ppo = quern_train::rl::config::RlConfig::load(&write_toml(t, "mixed", body)).unwrap();
+    let err = quern_train::rl::run_with(&ppo, &opts(true, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("algorithm.type") && err.contains("grpo"),
+        "{err}"
+    );
+}
+
+/// PPO's arithmetic against plain PyTorch, on two micro-batches whitened together.
+#[test]
+fn ppo_losses_and_gradients_equal_plain_pytorch() {
+    use quern_train::rl::algo::{gae, ppo_loss, ppo_rewards, whiten};
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, l) = (3usize, 6usize);
+    let mut s = 29u64;
+    let mut draw = |n: usize, lo: f64, hi: f64| -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                lo + (hi - lo) * ((s >> 11) as f64 / (1u64 << 53) as f64)
+            })
+            .collect()
+    };
+    let n = b * l;
+    let logp = draw(n, -3.0, -0.1);
+    let old: Vec<f64> = logp
+        .iter()
+        .zip(draw(n, -0.4, 0.4))
+        .map(|(x, d)| x + d)
+        .collect();
+    let reference: Vec<f64> = old
+        .iter()
+        .zip(draw(n, -0.5, 0.5))
+        .map(|(x, d)| x + d)
+        .collect();
+    let old_values = draw(n, -1.0, 1.0);
+    // Current values within ±0.5 of the stored ones: some beyond the value clip of 0.2.
+    let values: Vec<f64> = old_values
+        .iter()
+        .zip(draw(n, -0.5, 0.5))
+        .map(|(x, d)| x + d)
+        .collect();
+    // Row 0: completion from position 0, cut short; row 1: a prompt position first, to the
+    // end; row 2: two prompt positions, three tokens.
+    let mask = vec![
+        1.0, 1.0, 1.0, 1.0, 0.0, 0.0, //
+        0.0, 1.0, 1.0, 1.0, 1.0, 1.0, //
+        0.0, 0.0, 1.0, 1.0, 1.0, 0.0,
+    ];
+    let scores = [1.0, -0.5, 2.0];
+    let (beta, gamma, lam, lo, hi, cv, vf) = (0.1, 0.97, 0.9, 0.2, 0.28, 0.2, 0.3);
+    let task = serde_json::json!({
+        "logp": logp, "old": old, "ref": reference, "values": values,
+        "old_values": old_values, "mask": mask, "scores": scores, "shape": [b, l],
+        "beta": beta, "gamma": gamma, "lam": lam, "eps_low": lo, "eps_high": hi,
+        "clip_value": cv, "vf_coef": vf,
+    });
+    let out = run_peer(tmp.path(), "ppo_loss.py", &task, "peer.safetensors");
+    let peer: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .collect();
+    // As the loop does it: micro-batches of rows [0, 1] and [2].
+    let parts = [0..2 * l, 2 * l..n];
+    let kl: Vec<f64> = old.iter().zip(&reference).map(|(o, r)| o - r).collect();
+    let mut advs = Vec::new();
+    let mut rets = Vec::new();
+    let mut masks = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let rows = p.len() / l;
+        let sc = if i == 0 { &scores[..2] } else { &scores[2..] };
+        let r = ppo_rewards(Some(&kl[p.clone()]), &mask[p.clone()], l, sc, beta);
+        assert_eq!(r.len(), rows * l);
+        let (a, ret) = gae(&r, &old_values[p.clone()], &mask[p.clone()], l, gamma, lam);
+        advs.push(a);
+        rets.push(ret);
+        masks.push(mask[p.clone()].to_vec());
+    }
+    whiten(&mut advs, &masks);
+    let flat = |v: &[Vec<f64>]| v.concat();
+    let diff = |a: &[f64], name: &str| {
+        let want = Vec::<f64>::try_from(peer[name].reshape([-1])).unwrap();
+        let d = a
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-9, "{name} differs by {d}: {a:?} vs {want:?}");
+    };
+    diff(&flat(&advs), "advantages");
+    diff(&flat(&rets), "returns");
+    let t = |v: &[f64], rows: usize| Tensor::from_slice(v).view([rows as i64, l as i64]);
+    let tokens: f64 = mask.iter().sum();
+    let lp = t(&logp, b).set_requires_grad(true);
+    let v = t(&values, b).set_requires_grad(true);
+    let (mut loss, mut vf_sum, mut vf_clipped) = (0.0, 0.0, 0.0);
+    for (i, p) in parts.iter().enumerate() {
+        let (r0, rows) = ((p.start / l) as i64, (p.len() / l) as i64);
+        let sl = |x: &[f64]| t(&x[p.clone()], rows as usize);
+        let part = ppo_loss(
+            &lp.narrow(0, r0, rows),
+            &sl(&old),
+            &t(&advs[i], rows as usize),
+            &v.narrow(0, r0, rows),
+            &sl(&old_values),
+            &t(&rets[i], rows as usize),
+            &sl(&mask),
+            lo,
+            hi,
+            cv,
+            vf,
+        );
+        vf_sum += part.vf_sum;
+        vf_clipped += part.vf_clipped;
+        let scaled = part.loss_sum / tokens;
+        loss += scaled.double_value(&[]);
+        scaled.backward();
+    }
+    diff(&[loss], "loss");
+    diff(&[vf_sum / tokens], "vf_loss");
+    assert_eq!(vf_clipped, peer["vf_clipped"].double_value(&[]));
+    assert!(vf_clipped > 0.0, "the numbers should clip some values");
+    diff(
+        &Vec::<f64>::try_from(lp.grad().reshape([-1])).unwrap(),
+        "logp_grad",
+    );
+    diff(
+        &Vec::<f64>::try_from(v.grad().reshape([-1])).unwrap(),
+        "values_grad",
     );
 }

@@ -18,7 +18,7 @@
 //! max_new_tokens = 128
 //! temperature = 1.0
 //! [algorithm]
-//! type = "grpo"                   # grpo | dr_grpo | rloo
+//! type = "grpo"                   # grpo | dr_grpo | rloo | ppo
 //! beta = 0.04                     # KL to the reference (k3); 0 = none
 //! [[reward]]
 //! type = "exact_match"            # the final number against the answer's `#### N`
@@ -50,7 +50,7 @@ pub struct RlConfig {
     /// Sampling of the completions. Default: see [`GenerationConfig`].
     #[serde(default)]
     pub generation: GenerationConfig,
-    /// GRPO, Dr. GRPO or RLOO and their coefficients. Default: see [`AlgorithmConfig`].
+    /// GRPO, Dr. GRPO, RLOO or PPO and their coefficients. Default: see [`AlgorithmConfig`].
     #[serde(default)]
     pub algorithm: AlgorithmConfig,
     /// The reward: a weighted sum of these terms (`[[reward]]`, at least one).
@@ -181,6 +181,9 @@ pub enum Algorithm {
     DrGrpo,
     /// Leave-one-out baseline `r − mean of the others`, per-sequence token means.
     Rloo,
+    /// PPO: a value head, per-token rewards (the KL penalty on every token, the score on
+    /// the last), GAE, clipped policy and value losses, token means over the step.
+    Ppo,
 }
 
 impl Algorithm {
@@ -189,6 +192,7 @@ impl Algorithm {
             Algorithm::Grpo => "grpo",
             Algorithm::DrGrpo => "dr_grpo",
             Algorithm::Rloo => "rloo",
+            Algorithm::Ppo => "ppo",
         }
     }
 }
@@ -197,20 +201,53 @@ impl Algorithm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgorithmConfig {
-    /// `grpo`, `dr_grpo` or `rloo`. Default `grpo`.
+    /// `grpo`, `dr_grpo`, `rloo` or `ppo`. Default `grpo`.
     #[serde(rename = "type")]
     pub kind: Algorithm,
     /// ε of the clipped ratio (lower side: `1 − epsilon`), in (0, 1). Default 0.2.
     pub epsilon: f64,
     /// Upper side `1 + epsilon_high`, > 0. Default: `epsilon`.
     pub epsilon_high: Option<f64>,
-    /// β of the k3 KL to the reference, >= 0; 0 loads no reference. Default 0.
+    /// β of the KL to the reference, >= 0; 0 loads no reference. Default 0. GRPO, Dr. GRPO
+    /// and RLOO add `β · k3` to the loss; PPO subtracts `β · (old − ref)` (k1) from each
+    /// token's reward, as TRL's `kl_coef`.
     pub beta: f64,
     /// Optimisation passes over each step's samples (μ), >= 1; one optimizer step each.
     /// Default 1.
     pub epochs: usize,
     /// ε in GRPO's `(r − mean) / (std + ε)`, > 0. Default 1e-4.
     pub std_eps: f64,
+    /// PPO's discount γ, in [0, 1]. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// PPO's GAE λ, in [0, 1]. Default 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lam: Option<f64>,
+    /// PPO's weight of the value loss, > 0. Default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf_coef: Option<f64>,
+    /// PPO's value clip around the stored values, > 0. Default 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_value: Option<f64>,
+}
+
+impl AlgorithmConfig {
+    /// PPO's γ.
+    pub fn gamma(&self) -> f64 {
+        self.gamma.unwrap_or(1.0)
+    }
+    /// PPO's λ.
+    pub fn lam(&self) -> f64 {
+        self.lam.unwrap_or(0.95)
+    }
+    /// PPO's value-loss weight.
+    pub fn vf_coef(&self) -> f64 {
+        self.vf_coef.unwrap_or(0.1)
+    }
+    /// PPO's value clip.
+    pub fn clip_value(&self) -> f64 {
+        self.clip_value.unwrap_or(0.2)
+    }
 }
 
 impl Default for AlgorithmConfig {
@@ -222,6 +259,10 @@ impl Default for AlgorithmConfig {
             beta: 0.0,
             epochs: 1,
             std_eps: 1e-4,
+            gamma: None,
+            lam: None,
+            vf_coef: None,
+            clip_value: None,
         }
     }
 }
@@ -433,12 +474,21 @@ impl RlConfig {
         }
         let positive = |x: f64| x > 0.0 && x.is_finite();
         let g = &self.generation;
-        need(
-            g.group_size >= 2,
-            "generation.group_size",
-            "at least 2 (advantages compare the samples of a prompt)",
-            g.group_size,
-        )?;
+        if self.algorithm.kind == Algorithm::Ppo {
+            need(
+                g.group_size >= 1,
+                "generation.group_size",
+                "at least 1",
+                g.group_size,
+            )?;
+        } else {
+            need(
+                g.group_size >= 2,
+                "generation.group_size",
+                "at least 2 (advantages compare the samples of a prompt; ppo needs only 1)",
+                g.group_size,
+            )?;
+        }
         need(
             g.max_new_tokens >= 1,
             "generation.max_new_tokens",
@@ -511,6 +561,35 @@ impl RlConfig {
                     a.kind.name()
                 ),
             ));
+        }
+        let ppo_keys = [
+            ("algorithm.gamma", a.gamma, 0.0, 1.0),
+            ("algorithm.lam", a.lam, 0.0, 1.0),
+            ("algorithm.vf_coef", a.vf_coef, f64::MIN_POSITIVE, f64::MAX),
+            (
+                "algorithm.clip_value",
+                a.clip_value,
+                f64::MIN_POSITIVE,
+                f64::MAX,
+            ),
+        ];
+        for (key, v, lo, hi) in ppo_keys {
+            let Some(v) = v else { continue };
+            if a.kind != Algorithm::Ppo {
+                return Err(Error::bad_config(
+                    key,
+                    format!(
+                        "only ppo has a value head and per-token returns; algorithm.type is `{}`",
+                        a.kind.name()
+                    ),
+                ));
+            }
+            let rule = if hi == 1.0 {
+                "in [0, 1]"
+            } else {
+                "a positive number"
+            };
+            need(v.is_finite() && v >= lo && v <= hi, key, rule, v)?;
         }
         if self.reward.is_empty() {
             return Err(Error::bad_config(
@@ -656,9 +735,29 @@ mod tests {
             ),
             (format!("{MIN}zz = 1\n"), "reward[0]", "zz"),
             (
-                format!("{MIN}[algorithm]\ntype = \"ppo\"\n"),
+                format!("{MIN}[algorithm]\ntype = \"ppo2\"\n"),
                 "algorithm.type",
-                "ppo",
+                "ppo2",
+            ),
+            (
+                format!("{MIN}[algorithm]\nlam = 0.9\n"),
+                "algorithm.lam",
+                "only ppo",
+            ),
+            (
+                format!("{MIN}[algorithm]\ntype = \"ppo\"\ngamma = 1.5\n"),
+                "algorithm.gamma",
+                "[0, 1]",
+            ),
+            (
+                format!("{MIN}[algorithm]\ntype = \"ppo\"\nvf_coef = 0.0\n"),
+                "algorithm.vf_coef",
+                "positive",
+            ),
+            (
+                format!("{MIN}[generation]\ngroup_size = 0\n[algorithm]\ntype = \"ppo\"\n"),
+                "generation.group_size",
+                "at least 1",
             ),
             (
                 format!("{MIN}[generation]\ngroup_size = 1\n"),

@@ -1,4 +1,4 @@
-//! `quern rl`: on-policy reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO).
+//! `quern rl`: on-policy reinforcement learning from rewards (GRPO, Dr. GRPO, RLOO, PPO).
 //!
 //! Each step takes `prompts.per_step` prompts (in a seeded order, epoch after epoch),
 //! samples `generation.group_size` completions of each from the policy with the KV-cache
@@ -6,7 +6,9 @@
 //! ([`reward`]), turns the rewards into advantages per group ([`algo::advantages`]) and
 //! takes `algorithm.epochs` optimizer steps of the clipped objective with the optional k3
 //! KL to a frozen reference ([`algo::policy_loss`]), gradients accumulated over micro-batches
-//! of `train.micro_batch` sequences. Training sequences are prompt + completion + the stop
+//! of `train.micro_batch` sequences. PPO instead learns a value head on the policy's last
+//! hidden states and takes per-token advantages from GAE ([`algo::gae`],
+//! [`algo::ppo_loss`]). Training sequences are prompt + completion + the stop
 //! id when the sample stopped on one (so the policy learns to stop), right-padded; the
 //! log-probabilities are taken at the sampling temperature, without dropout.
 //!
@@ -38,7 +40,7 @@ use quern_models::chat::{Message, DEFAULT_TEMPLATE};
 use quern_models::config::ModelConfig;
 use quern_models::generate::{Finish, GenerateConfig, Generator, Sampling};
 use quern_models::store::{self, ModelMeta};
-use quern_models::transformer::{Extras, Transformer};
+use quern_models::transformer::{Extras, Param, ParamStore, Role, Transformer};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
@@ -99,6 +101,13 @@ pub struct RlStepLog {
     /// Fraction of completion tokens whose ratio was clipped, over all epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_frac: Option<f64>,
+    /// PPO: the first epoch's value loss `½ (v − R)²` (clipped form) per completion token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_loss: Option<f64>,
+    /// PPO: fraction of completion tokens whose clipped value term was taken, over all
+    /// epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_clip_frac: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +199,8 @@ struct Run {
     cfg: RlConfig,
     device: Device,
     model: Transformer,
+    /// PPO's value head (`value_head.weight` `[1, dim]`, `value_head.bias` `[1]`).
+    value: Option<ParamStore>,
     reference: Option<Transformer>,
     optimizer: AdamW,
     tokenizer: Tokenizer,
@@ -282,11 +293,13 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     } else {
         quern_models::device::keep_freed_memory();
     }
-    let optimizer = AdamW::new(&cfg.optim, model.trainable(), device);
+    let value = (cfg.algorithm.kind == Algorithm::Ppo).then(|| value_head(&model, device));
+    let optimizer = AdamW::new(&cfg.optim, &trained(&model, value.as_ref()), device);
     let mut run = Run {
         cfg: cfg.clone(),
         device,
         model,
+        value,
         reference,
         optimizer,
         tokenizer,
@@ -375,6 +388,57 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     let path = cfg.out_dir.join("report.json");
     quern_core::shard::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
     Ok(r)
+}
+
+/// File of PPO's value head in a checkpoint.
+const VALUE_HEAD: &str = "value_head.safetensors";
+
+/// PPO's fresh value head: zero weights, so every value starts at 0 (the score's scale is
+/// unknown; a zero baseline is the neutral one).
+fn value_head(model: &Transformer, device: Device) -> ParamStore {
+    let dim = model.config().dim as i64;
+    let p = |name: &str, shape: &[i64], role| Param {
+        name: name.into(),
+        tensor: Tensor::zeros(shape, (Kind::Float, device)).set_requires_grad(true),
+        role,
+    };
+    ParamStore {
+        params: vec![
+            p("value_head.weight", &[1, dim], Role::Matrix),
+            p("value_head.bias", &[1], Role::NormOrBias),
+        ],
+    }
+}
+
+/// What the optimizer updates: the policy's trainable parameters, then PPO's value head
+/// (handles sharing the tensors, so updates and gradients reach both).
+fn trained(model: &Transformer, value: Option<&ParamStore>) -> ParamStore {
+    shallow(
+        model
+            .trainable()
+            .params
+            .iter()
+            .chain(value.map_or(&[][..], |v| &v.params[..])),
+    )
+}
+
+/// A store of handles to `params`' tensors (shared storage and gradients).
+fn shallow<'a>(params: impl Iterator<Item = &'a Param>) -> ParamStore {
+    let params = params
+        .map(|p| Param {
+            name: p.name.clone(),
+            tensor: p.tensor.shallow_clone(),
+            role: p.role,
+        })
+        .collect();
+    ParamStore { params }
+}
+
+/// Values `[b, len]` (f32) of the value head on hidden states `[b, len, dim]`.
+fn values(head: &ParamStore, h: &Tensor) -> Tensor {
+    let w = &head.params[0].tensor;
+    let b = &head.params[1].tensor;
+    h.to_kind(Kind::Float).linear(w, Some(b)).squeeze_dim(-1)
 }
 
 /// Where reward commands run: the TOML's directory ([`RlConfig::resolve`]), or the current
@@ -623,6 +687,8 @@ impl Run {
             kl: None,
             entropy: None,
             clip_frac: None,
+            value_loss: None,
+            value_clip_frac: None,
             loss: None,
             grad_norm: None,
             lr,
@@ -645,14 +711,38 @@ impl Run {
         }
         let mean = total.iter().sum::<f64>() / n as f64;
         let std = (total.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-        let (adv, zero) = algo::advantages(&total, g, c.algorithm.kind, c.algorithm.std_eps);
         log.reward_mean = Some(mean);
         log.reward_std = Some(std);
         log.rewards = term_means;
-        log.zero_std_frac = Some(zero as f64 / picks.len() as f64);
-
         let t1 = Instant::now();
-        let batches = self.micro_batches(&seqs, &adv)?;
+        if c.algorithm.kind == Algorithm::Ppo {
+            let batches = self.micro_batches(&seqs, &vec![0.0; n])?;
+            self.train_ppo(&batches, &total, lr, &mut log)?;
+        } else {
+            let (adv, zero) = algo::advantages(&total, g, c.algorithm.kind, c.algorithm.std_eps);
+            log.zero_std_frac = Some(zero as f64 / picks.len() as f64);
+            let batches = self.micro_batches(&seqs, &adv)?;
+            self.train_groups(&batches, n, lr, &mut log)?;
+        }
+        let train_s = t1.elapsed().as_secs_f64();
+        let seq_tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
+        log.train_s = train_s;
+        log.train_tokens_per_s = Some((seq_tokens * c.algorithm.epochs) as f64 / train_s.max(1e-9));
+        log.step_s = t_step.elapsed().as_secs_f64();
+        self.step += 1;
+        Ok(log)
+    }
+
+    /// GRPO, Dr. GRPO and RLOO: `algorithm.epochs` updates of the clipped objective with
+    /// the sequences' advantages; fills the log's loss, KL, entropy and clip fraction.
+    fn train_groups(
+        &mut self,
+        batches: &[Batch],
+        n: usize,
+        lr: f64,
+        log: &mut RlStepLog,
+    ) -> Result<()> {
+        let c = self.cfg.clone();
         let epochs = c.algorithm.epochs;
         let temp = c.generation.temperature;
         // The log-probabilities under the weights that sampled, for the ratio of later
@@ -668,18 +758,7 @@ impl Run {
         } else {
             None
         };
-        let reference: Option<Vec<Tensor>> = match &self.reference {
-            Some(r) => {
-                let _g = tch::no_grad_guard();
-                Some(
-                    batches
-                        .iter()
-                        .map(|b| Ok(algo::token_logps(&b.logits(r)?, &b.targets, temp)))
-                        .collect::<Result<_>>()?,
-                )
-            }
-            None => None,
-        };
+        let reference = self.reference_logps(batches)?;
         let eps_low = c.algorithm.epsilon;
         let eps_high = c.algorithm.epsilon_high.unwrap_or(eps_low);
         let norm = match c.algorithm.kind {
@@ -719,29 +798,173 @@ impl Run {
                 }
                 (parts.loss_sum / n as f64).backward();
             }
-            grad_norm = optim::unscale_and_clip(self.model.trainable_mut(), 1.0, c.optim.grad_clip);
-            if !grad_norm.is_finite() {
-                return Err(Error::usage(format!(
-                    "step {}: the gradient is not finite (norm {grad_norm}); lower optim.lr or generation.temperature",
-                    self.step + 1
-                )));
-            }
-            self.optimizer.step(self.model.trainable_mut(), lr)?;
-            self.model.apply_masks();
-            self.model.trainable_mut().zero_grad();
+            grad_norm = self.update(lr)?;
         }
-        let train_s = t1.elapsed().as_secs_f64();
-        let seq_tokens: usize = seqs.iter().map(|s| s.ids.len()).sum();
         log.loss = Some(loss / n as f64);
         log.grad_norm = Some(grad_norm);
         log.entropy = Some(entropy / tokens.max(1.0));
         log.clip_frac = Some(clipped / counted.max(1.0));
         log.kl = self.reference.as_ref().map(|_| kl / tokens.max(1.0));
-        log.train_s = train_s;
-        log.train_tokens_per_s = Some((seq_tokens * epochs) as f64 / train_s.max(1e-9));
-        log.step_s = t_step.elapsed().as_secs_f64();
-        self.step += 1;
-        Ok(log)
+        Ok(())
+    }
+
+    /// The reference's log-probabilities of each batch's targets (with `algorithm.beta > 0`).
+    fn reference_logps(&self, batches: &[Batch]) -> Result<Option<Vec<Tensor>>> {
+        let Some(r) = &self.reference else {
+            return Ok(None);
+        };
+        let _g = tch::no_grad_guard();
+        let temp = self.cfg.generation.temperature;
+        batches
+            .iter()
+            .map(|b| Ok(algo::token_logps(&b.logits(r)?, &b.targets, temp)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// PPO (see [`algo`]): the log-probabilities and values before any update, per-token
+    /// rewards from `scores` and the KL, GAE, whitened advantages, then `algorithm.epochs`
+    /// updates of the clipped policy and value losses, token means over the step.
+    fn train_ppo(
+        &mut self,
+        batches: &[Batch],
+        scores: &[f64],
+        lr: f64,
+        log: &mut RlStepLog,
+    ) -> Result<()> {
+        let c = self.cfg.clone();
+        let a = &c.algorithm;
+        let temp = c.generation.temperature;
+        // Handles, so `self` stays free for the updates.
+        let head = shallow(
+            self.value
+                .as_ref()
+                .ok_or_else(|| Error::bug("ppo without a value head"))?
+                .params
+                .iter(),
+        );
+        let reference = self.reference_logps(batches)?;
+        let to_vec = |t: &Tensor| -> Result<Vec<f64>> {
+            Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1]))
+                .map_err(|e| Error::bug(format!("reading a tensor: {e}")))
+        };
+        let (mut olds, mut old_values, mut advs, mut rets, mut masks) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut kl, mut tokens) = (0.0, 0.0);
+        {
+            let _g = tch::no_grad_guard();
+            for (i, b) in batches.iter().enumerate() {
+                let h = b.hidden(&self.model)?;
+                let logits = self.model.logits(&h).to_kind(Kind::Float);
+                let old = algo::token_logps(&logits, &b.targets, temp);
+                let v = values(&head, &h);
+                let mask = to_vec(&b.mask)?;
+                let k1 = match &reference {
+                    Some(r) => {
+                        let d = to_vec(&(&old - &r[i]))?;
+                        kl += d.iter().zip(&mask).map(|(d, m)| d * m).sum::<f64>();
+                        Some(d)
+                    }
+                    None => None,
+                };
+                tokens += mask.iter().sum::<f64>();
+                let width = b.len as usize;
+                let rows = b.ids.size()[0] as usize;
+                let r = algo::ppo_rewards(
+                    k1.as_deref(),
+                    &mask,
+                    width,
+                    &scores[b.first..b.first + rows],
+                    a.beta,
+                );
+                let (adv, ret) = algo::gae(&r, &to_vec(&v)?, &mask, width, a.gamma(), a.lam());
+                olds.push(old);
+                old_values.push(v);
+                advs.push(adv);
+                rets.push(ret);
+                masks.push(mask);
+            }
+        }
+        algo::whiten(&mut advs, &masks);
+        let shaped = |v: &[f64], like: &Tensor| {
+            Tensor::from_slice(v)
+                .to_kind(Kind::Float)
+                .view(like.size().as_slice())
+                .to_device(self.device)
+        };
+        let advs: Vec<Tensor> = advs
+            .iter()
+            .zip(batches)
+            .map(|(x, b)| shaped(x, &b.mask))
+            .collect();
+        let rets: Vec<Tensor> = rets
+            .iter()
+            .zip(batches)
+            .map(|(x, b)| shaped(x, &b.mask))
+            .collect();
+        let eps_low = a.epsilon;
+        let eps_high = a.epsilon_high.unwrap_or(eps_low);
+        let denom = tokens.max(1.0);
+        let (mut clipped, mut vf_clipped, mut counted) = (0.0, 0.0, 0.0);
+        let (mut entropy, mut loss, mut vf_loss) = (0.0, 0.0, 0.0);
+        let mut grad_norm = 0.0;
+        for e in 0..a.epochs {
+            trained(&self.model, self.value.as_ref()).zero_grad();
+            for (i, b) in batches.iter().enumerate() {
+                let h = b.hidden(&self.model)?;
+                let logits = self.model.logits(&h).to_kind(Kind::Float);
+                let logp = algo::token_logps(&logits, &b.targets, temp);
+                let v = values(&head, &h);
+                let parts = algo::ppo_loss(
+                    &logp,
+                    &olds[i],
+                    &advs[i],
+                    &v,
+                    &old_values[i],
+                    &rets[i],
+                    &b.mask,
+                    eps_low,
+                    eps_high,
+                    a.clip_value(),
+                    a.vf_coef(),
+                );
+                clipped += parts.clipped;
+                vf_clipped += parts.vf_clipped;
+                counted += parts.tokens;
+                if e == 0 {
+                    loss += parts.pg_sum + a.vf_coef() * parts.vf_sum;
+                    vf_loss += parts.vf_sum;
+                    entropy += algo::entropy_sum(&(logits.detach() / temp), &b.mask);
+                }
+                (parts.loss_sum / denom).backward();
+            }
+            grad_norm = self.update(lr)?;
+        }
+        log.loss = Some(loss / denom);
+        log.value_loss = Some(vf_loss / denom);
+        log.grad_norm = Some(grad_norm);
+        log.entropy = Some(entropy / denom);
+        log.clip_frac = Some(clipped / counted.max(1.0));
+        log.value_clip_frac = Some(vf_clipped / counted.max(1.0));
+        log.kl = self.reference.as_ref().map(|_| kl / denom);
+        Ok(())
+    }
+
+    /// One optimizer step on the accumulated gradients: clipped to `optim.grad_clip`,
+    /// refused when not finite; pruned weights stay zero. Returns the norm before clipping.
+    fn update(&mut self, lr: f64) -> Result<f64> {
+        let mut store = trained(&self.model, self.value.as_ref());
+        let grad_norm = optim::unscale_and_clip(&mut store, 1.0, self.cfg.optim.grad_clip);
+        if !grad_norm.is_finite() {
+            return Err(Error::usage(format!(
+                "step {}: the gradient is not finite (norm {grad_norm}); lower optim.lr or generation.temperature",
+                self.step + 1
+            )));
+        }
+        self.optimizer.step(&mut store, lr)?;
+        self.model.apply_masks();
+        store.zero_grad();
+        Ok(grad_norm)
     }
 
     /// The step's sequences as right-padded micro-batches on the device.
@@ -775,6 +998,7 @@ impl Run {
                 .map(|&x| x as f32)
                 .collect();
             out.push(Batch {
+                first: ci * mb,
                 targets,
                 ids,
                 start: start as i64,
@@ -814,11 +1038,17 @@ impl Run {
         meta.source = Some(format!("quern rl:{}", self.cfg.out_dir.display()));
         meta.quern_version = env!("CARGO_PKG_VERSION").into();
         let weights = self.model.params().named();
-        let opt = self.optimizer.state(self.model.trainable());
+        let opt = self
+            .optimizer
+            .state(&trained(&self.model, self.value.as_ref()));
+        let value = self.value.as_ref().map(ParamStore::named);
         let state = self.state();
         store::write_dir_atomically(&dest, true, |tmp| {
             write_tensors(&tmp.join(store::WEIGHTS), &weights)?;
             write_tensors(&tmp.join("optimizer.safetensors"), &opt)?;
+            if let Some(v) = &value {
+                write_tensors(&tmp.join(VALUE_HEAD), v)?;
+            }
             for (name, bytes) in [
                 (store::MODEL_JSON, serde_json::to_vec_pretty(&meta)?),
                 (store::TOKENIZER, self.tokenizer_json.clone().into_bytes()),
@@ -860,6 +1090,17 @@ impl Run {
                 ),
             ));
         }
+        if s.config.algorithm.kind != self.cfg.algorithm.kind {
+            return Err(Error::bad_config(
+                "algorithm.type",
+                format!(
+                    "the checkpoint in {} is a `{}` run; resuming it as `{}` would not continue the same run",
+                    dir.display(),
+                    s.config.algorithm.kind.name(),
+                    self.cfg.algorithm.kind.name()
+                ),
+            ));
+        }
         if &s.model != self.model.config() {
             return Err(Error::bad_config(
                 "init.from",
@@ -872,11 +1113,19 @@ impl Run {
         let wfile = dir.join(store::WEIGHTS);
         let weights = store::read_safetensors(&wfile)?;
         checkpoint::restore_weights(self.model.trainable_mut(), &weights, &wfile)?;
+        if let Some(v) = &mut self.value {
+            let vfile = dir.join(VALUE_HEAD);
+            let w = store::read_safetensors(&vfile)?;
+            checkpoint::restore_weights(v, &w, &vfile)?;
+        }
         let ofile = dir.join("optimizer.safetensors");
         let opt = store::read_safetensors(&ofile)?;
         let get = |name: &str| checkpoint::Loaded::tensor(&opt, &ofile, name);
-        self.optimizer
-            .load_state(self.model.trainable(), s.optimizer_steps, &get)?;
+        self.optimizer.load_state(
+            &trained(&self.model, self.value.as_ref()),
+            s.optimizer_steps,
+            &get,
+        )?;
         self.step = s.step;
         self.cursor = s.cursor;
         self.failed_steps = s.failed_steps;
@@ -906,6 +1155,8 @@ impl Run {
 
 /// One micro-batch of training sequences.
 struct Batch {
+    /// The step's index of the first sequence.
+    first: usize,
     /// `[b, w]` right-padded ids.
     ids: Tensor,
     /// `[b, len]`: the ids at positions `start + 1 ..`, the targets of the logits kept.
@@ -919,12 +1170,15 @@ struct Batch {
 }
 
 impl Batch {
+    /// The last hidden states `[b, len, dim]` of the positions predicting `targets`.
+    fn hidden(&self, model: &Transformer) -> Result<Tensor> {
+        let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
+        Ok(h.narrow(1, self.start, self.len))
+    }
+
     /// Logits `[b, len, vocab]` (f32) predicting `targets` under `model`.
     fn logits(&self, model: &Transformer) -> Result<Tensor> {
-        let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
-        Ok(model
-            .logits(&h.narrow(1, self.start, self.len))
-            .to_kind(Kind::Float))
+        Ok(model.logits(&self.hidden(model)?).to_kind(Kind::Float))
     }
 }
 
