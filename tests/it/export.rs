@@ -514,6 +514,104 @@ fn tiny_llama_exports_to_gguf_in_every_type() {
     assert!(!out.exists());
 }
 
+/// `--format gguf` for a GPT-2-like model (llama.cpp's `gpt2` architecture), with biases
+/// and every weight drawn and a small byte-level BPE tokenizer (the loaders take the
+/// vocabulary's size from its tokens): the `gguf` reader sees `gpt2` tensors, the block
+/// matrices in the type asked for and biases, norms and position embeddings in F32, and
+/// `transformers`' GGUF loader gives the logits quern computes from the same file (which
+/// `quern import` reads back: every weight to the bit in f32, tied) within 1e-4, and those
+/// stay within 0.25 of the fp32 model's in q8_0. The erf GELU, which llama.cpp's `gpt2` does not compute, is refused naming `model.mlp`.
+#[test]
+fn tiny_gpt2_exports_to_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    // transformers' GGUF loader builds GPT-2 with its default 1024 positions (it maps
+    // `gpt2.context_length` to `n_ctx`, which GPT2Config does not size by).
+    let cfg = sized(ModelConfig::gpt2()).with_seq_len(1024);
+    assert_eq!(cfg.mlp, Mlp::Gelu);
+    let q = tmp.path().join("gpt2.quern");
+    let m = tiny(&q, &cfg);
+    // Printable ASCII as byte-level BPE tokens (ids 0..93); the loaders pad the rest.
+    let vocab: serde_json::Map<String, serde_json::Value> = (0x21u8..0x7f)
+        .enumerate()
+        .map(|(i, c)| ((c as char).to_string(), serde_json::Value::from(i)))
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                          "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                    "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+    })
+    .to_string();
+    let mut meta = ModelMeta::new(cfg.clone());
+    meta.special = special();
+    store::save(&q, &meta, &m.params().named(), Some(&tokenizer), true).unwrap();
+    let ids = vec![(0..10)
+        .map(|i| 3 + (i * 11 + 2) % (VOCAB - 3))
+        .collect::<Vec<i64>>()];
+    let want = tch::no_grad(|| m.forward(&t2(&ids), true, false));
+    let types = [("f32", 0i64, 1e-4), ("q8_0", 8, 0.25)];
+    let mut tasks = Vec::new();
+    let mut quern_logits = Vec::new();
+    for (ty, _, _) in &types {
+        let f = tmp.path().join(format!("gpt2-{ty}.gguf"));
+        export(&q, &f, &["--format", "gguf", "--dtype", ty]);
+        // quern reads its own GGUF back: every weight to the bit in f32, tied again.
+        let back = store::load(&f, Device::Cpu).unwrap();
+        if *ty == "f32" {
+            assert!(back.model.config().tie_embeddings);
+            assert_eq!(back.model.params().params.len(), m.params().params.len());
+            for (n, t) in m.params().named() {
+                assert!(
+                    t.equal(back.model.params().get(&n).unwrap()),
+                    "{n} changed through f32"
+                );
+            }
+        }
+        quern_logits.push(tch::no_grad(|| back.model.forward(&t2(&ids), true, false)));
+        tasks.push(serde_json::json!({"gguf": f, "ids": ids, "arch": "gpt2"}));
+    }
+    let got = peer(tmp.path(), serde_json::json!({"tasks": tasks}));
+    for (i, (ty, id, near)) in types.iter().enumerate() {
+        let tys = Vec::<i64>::try_from(&got[&format!("t{i}_types")]).unwrap();
+        // token_embd, position_embd, per block 6 weights and 6 biases, output_norm weight
+        // and bias, output.
+        assert_eq!(tys.len(), 2 + 12 * 2 + 3, "{ty}");
+        let matrices = tys.iter().filter(|&&t| t == *id).count();
+        if *id != 0 {
+            // token_embd, 4 per block, output; the rest F32.
+            assert_eq!(matrices, 1 + 4 * 2 + 1, "{ty}: {tys:?}");
+            assert!(tys.iter().all(|&t| t == *id || t == 0), "{ty}: {tys:?}");
+        }
+        let d = max_diff(&got[&format!("t{i}_logits")], &quern_logits[i]);
+        assert!(
+            d <= 1e-4,
+            "{ty}: transformers' logits differ from quern's on the same file by {d}"
+        );
+        let e = max_diff(&quern_logits[i], &want);
+        assert!(e <= *near, "{ty}: logits moved {e} from the fp32 model");
+    }
+    let mut erf = sized(ModelConfig::gpt2());
+    erf.mlp = Mlp::GeluErf;
+    let e = tmp.path().join("erf.quern");
+    tiny(&e, &erf);
+    let out = tmp.path().join("erf.gguf");
+    let err = run_err(
+        quern()
+            .arg("export")
+            .arg(&e)
+            .args(["--format", "gguf", "--out"])
+            .arg(&out),
+    );
+    assert!(err.contains("model.mlp"), "{err}");
+    assert!(!out.exists());
+}
+
 /// SmolLM2 out of its own GGUF and back through quern: in f32, the config, special ids,
 /// chat template and every weight come back equal, and the tokenizer rebuilt from the
 /// exported metadata gives the source tokenizer's ids; in q8_0 (145 MB instead of 540), the

@@ -45,14 +45,15 @@ def main():
 
 def run_gguf(task):
     """A GGUF file as llama.cpp's Python reader and transformers' GGUF loader see it:
-    {"gguf": path, "ids": [[...]] (optional), "texts": [...] (optional)} -> types (int64
+    {"gguf": path, "arch": "llama" (default) or "gpt2", "ids": [[...]] (optional), "texts": [...]
+    (optional)} -> types (int64
     ggml type of each tensor, in file order), logits (transformers' model from the file, when
     "ids"), text_<i> (transformers' tokenizer from the file)."""
     import gguf
 
     r = gguf.GGUFReader(task["gguf"])
     arch = r.fields["general.architecture"].contents()
-    if arch != "llama":
+    if arch != task.get("arch", "llama"):
         fail(f"general.architecture is {arch}")
     out = {"types": torch.tensor([int(t.tensor_type) for t in r.tensors], dtype=torch.long)}
     d, name = os.path.split(task["gguf"])
