@@ -2253,11 +2253,14 @@ mod tests {
     #[test]
     fn llama_import_errors_name_what_is_wrong() {
         let open = |b: Vec<u8>| GgufFile::from_bytes("tiny.gguf", b).unwrap();
-        let msg = err_text(import_llama_file(&open(tiny_llama("gpt2", false, None))));
+        let msg = err_text(import_llama_file(&open(tiny_llama("falcon", false, None))));
         assert!(
-            msg.contains("tiny.gguf") && msg.contains("`general.architecture` is `gpt2`"),
+            msg.contains("tiny.gguf") && msg.contains("`general.architecture` is `falcon`"),
             "{msg}"
         );
+        // A `gpt2` file is read by the GPT-2 path, which names its own missing keys.
+        let msg = err_text(import_llama_file(&open(tiny_llama("gpt2", false, None))));
+        assert!(msg.contains("`gpt2.block_count` is missing"), "{msg}");
         let msg = err_text(import_llama_file(&open(tiny_llama(
             "llama",
             false,
