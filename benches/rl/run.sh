@@ -6,7 +6,8 @@
 # exact-match reward, beta 0, lr 1e-6, fp32, the same number of torch threads.
 #   benches/rl/run.sh [STEPS] [THREADS] [MAX_NEW_TOKENS]
 # Prints seconds per step and generated tokens per second of each, and their ratios (the
-# first step of each is left out as warm-up).
+# first step of each is left out as warm-up). With PPO=1 it also runs quern's PPO on the same
+# settings (value head, GAE, one epoch) and prints its step time against quern's GRPO.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
@@ -45,6 +46,11 @@ TOML
 t0=$(date +%s.%N)
 OMP_NUM_THREADS=$THREADS "$Q" rl --quiet "$OUT/rl.toml"
 t1=$(date +%s.%N)
+if [ "${PPO:-0}" = 1 ]; then
+  sed -e 's|^out_dir = "run"|out_dir = "run-ppo"|' "$OUT/rl.toml" > "$OUT/ppo.toml"
+  printf '[algorithm]\ntype = "ppo"\n' >> "$OUT/ppo.toml"
+  OMP_NUM_THREADS=$THREADS "$Q" rl --quiet "$OUT/ppo.toml"
+fi
 "$QUERN_PYTHON" benches/rl/trl_grpo.py "$OUT/smollm2-hf" "$OUT/prompts.jsonl" "$OUT/trl.json" \
   "$STEPS" "$PER" "$G" "$NEW" "$THREADS"
 "$QUERN_PYTHON" - "$OUT" "$t0" "$t1" <<'PY'
@@ -64,4 +70,12 @@ print(f"TRL GRPOTrainer: {sum(ts)/len(ts):.2f} s/step, {rate(ttok, ts):.1f} gene
 print(f"ratio (TRL time / quern time per step): {(sum(ts)/len(ts)) / (sum(qs)/len(qs)):.2f}x; "
       f"per generated token: {rate(qtok, qs) / rate(ttok, ts):.2f}x")
 print("mean reward per step: quern", [round(l["reward_mean"], 3) for l in q], "TRL", t["reward"])
+import os
+if os.path.exists(f"{out}/run-ppo/metrics.jsonl"):
+    p = [json.loads(l) for l in open(f"{out}/run-ppo/metrics.jsonl")][1:]
+    ps = [l["step_s"] for l in p]
+    print(f"quern rl (ppo): {sum(ps)/len(ps):.2f} s/step "
+          f"(train {sum(l['train_s'] for l in p)/len(p):.2f} s, gen {sum(l['gen_s'] for l in p)/len(p):.2f} s); "
+          f"grpo: train {sum(l['train_s'] for l in q[1:])/len(q[1:]):.2f} s, gen {sum(l['gen_s'] for l in q[1:])/len(q[1:]):.2f} s; "
+          f"ppo / grpo step time {(sum(ps)/len(ps)) / (sum(qs)/len(qs)):.2f}x")
 PY

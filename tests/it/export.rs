@@ -93,6 +93,23 @@ fn export(model: &Path, out: &Path, extra: &[&str]) {
     run_ok(&mut cmd);
 }
 
+/// A tiny model of `cfg` named `name` in `dir`, exported as `format`: the export must fail
+/// and write nothing; its error message.
+fn refused_export(dir: &Path, name: &str, cfg: &ModelConfig, format: &str) -> String {
+    let q = dir.join(format!("{name}.quern"));
+    tiny(&q, cfg);
+    let out = dir.join(format!("{name}.{format}"));
+    let err = run_err(
+        quern()
+            .arg("export")
+            .arg(&q)
+            .args(["--format", format, "--out"])
+            .arg(&out),
+    );
+    assert!(!out.exists(), "nothing is written for a refused export");
+    err
+}
+
 /// Runs `tests/peers/hf_export.py` on `{"tasks": [...]}` in `dir`; its tensors by name.
 fn peer(dir: &Path, tasks: serde_json::Value) -> HashMap<String, Tensor> {
     let out = run_peer(dir, "hf_export.py", &tasks, "out.safetensors");
@@ -323,31 +340,12 @@ fn export_round_trips_and_refuses_clearly() {
     }
     let mut gpt2_cls = sized(ModelConfig::gpt2());
     gpt2_cls.head = Some(head(Pooling::Last, false, 2));
-    let q = tmp.path().join("gpt2_cls.quern");
-    tiny(&q, &gpt2_cls);
-    let out = tmp.path().join("gpt2_cls.hf");
-    let err = run_err(
-        quern()
-            .arg("export")
-            .arg(&q)
-            .args(["--format", "hf", "--out"])
-            .arg(&out),
-    );
+    let err = refused_export(tmp.path(), "gpt2_cls", &gpt2_cls, "hf");
     assert!(err.contains("model.head"), "{err}");
-    assert!(!out.exists(), "nothing is written for a refused export");
     let mut bert_mean = sized(ModelConfig::bert());
     bert_mean.head = Some(head(Pooling::Mean, false, 2));
-    let q = tmp.path().join("bert_mean.quern");
-    tiny(&q, &bert_mean);
-    let err = run_err(
-        quern()
-            .arg("export")
-            .arg(&q)
-            .args(["--format", "hf", "--out"])
-            .arg(&out),
-    );
+    let err = refused_export(tmp.path(), "bert_mean", &bert_mean, "hf");
     assert!(err.contains("model.head") && err.contains("mean"), "{err}");
-    assert!(!out.exists());
 }
 
 /// The real SmolLM2-135M-Instruct, straight from its GGUF: `transformers` loads the export
@@ -500,18 +498,8 @@ fn tiny_llama_exports_to_gguf_in_every_type() {
         let e = max_diff(&quern_logits[i], &want);
         assert!(e <= *near, "{ty}: logits moved {e} from the fp32 model");
     }
-    let b = tmp.path().join("bert.quern");
-    tiny(&b, &sized(ModelConfig::bert()));
-    let out = tmp.path().join("bert.gguf");
-    let err = run_err(
-        quern()
-            .arg("export")
-            .arg(&b)
-            .args(["--format", "gguf", "--out"])
-            .arg(&out),
-    );
+    let err = refused_export(tmp.path(), "bert", &sized(ModelConfig::bert()), "gguf");
     assert!(err.contains("model.post_norm"), "{err}");
-    assert!(!out.exists());
 }
 
 /// `--format gguf` for a GPT-2-like model (llama.cpp's `gpt2` architecture), with biases
@@ -598,18 +586,8 @@ fn tiny_gpt2_exports_to_gguf() {
     }
     let mut erf = sized(ModelConfig::gpt2());
     erf.mlp = Mlp::GeluErf;
-    let e = tmp.path().join("erf.quern");
-    tiny(&e, &erf);
-    let out = tmp.path().join("erf.gguf");
-    let err = run_err(
-        quern()
-            .arg("export")
-            .arg(&e)
-            .args(["--format", "gguf", "--out"])
-            .arg(&out),
-    );
+    let err = refused_export(tmp.path(), "erf", &erf, "gguf");
     assert!(err.contains("model.mlp"), "{err}");
-    assert!(!out.exists());
 }
 
 /// SmolLM2 out of its own GGUF and back through quern: in f32, the config, special ids,

@@ -146,25 +146,32 @@ fn rewards(metrics: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Runs the 30-step run `body` as `name` in `t` and asserts that the mean reward of its last
+/// 5 steps is above 0.5 and 0.3 above the first 5 steps'; its metrics lines.
+fn assert_reward_rises(t: &Path, name: &str, body: &str) -> Vec<serde_json::Value> {
+    run_ok(
+        quern()
+            .args(["rl", "--quiet"])
+            .arg(write_toml(t, name, body)),
+    );
+    let metrics = t.join(name).join("metrics.jsonl");
+    let r = rewards(&metrics);
+    assert_eq!(r.len(), 30);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (before, after) = (mean(&r[..5]), mean(&r[25..]));
+    eprintln!("{name} mean reward: first 5 steps {before:.3}, last 5 steps {after:.3}");
+    assert!(
+        after > before + 0.3 && after > 0.5,
+        "{name}: the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
+    );
+    read_jsonl(&metrics)
+}
+
 #[test]
 fn grpo_raises_the_reward_on_a_verifiable_task() {
     let tmp = setup();
     let t = tmp.path();
-    run_ok(
-        quern()
-            .args(["rl", "--quiet"])
-            .arg(write_toml(t, "grpo", GRPO)),
-    );
-    let r = rewards(&t.join("grpo/metrics.jsonl"));
-    assert_eq!(r.len(), 30);
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (before, after) = (mean(&r[..5]), mean(&r[25..]));
-    eprintln!("mean reward: first 5 steps {before:.3}, last 5 steps {after:.3}");
-    assert!(
-        after > before + 0.3 && after > 0.5,
-        "the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
-    );
-    let lines = read_jsonl(&t.join("grpo/metrics.jsonl"));
+    let lines = assert_reward_rises(t, "grpo", GRPO);
     for key in [
         "reward_std",
         "zero_std_frac",
@@ -647,21 +654,7 @@ const PPO: &str = "[generation]\ngroup_size = 4\nmax_new_tokens = 4\ntemperature
 fn ppo_raises_the_reward_on_a_verifiable_task() {
     let tmp = setup();
     let t = tmp.path();
-    run_ok(
-        quern()
-            .args(["rl", "--quiet"])
-            .arg(write_toml(t, "ppo", PPO)),
-    );
-    let r = rewards(&t.join("ppo/metrics.jsonl"));
-    assert_eq!(r.len(), 30);
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (before, after) = (mean(&r[..5]), mean(&r[25..]));
-    eprintln!("ppo mean reward: first 5 steps {before:.3}, last 5 steps {after:.3}");
-    assert!(
-        after > before + 0.3 && after > 0.5,
-        "the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
-    );
-    let lines = read_jsonl(&t.join("ppo/metrics.jsonl"));
+    let lines = assert_reward_rises(t, "ppo", PPO);
     for key in [
         "value_loss",
         "value_clip_frac",
