@@ -1098,11 +1098,7 @@ fn gpt2_model(file: &GgufFile) -> Result<(ModelConfig, Vec<(String, Tensor)>)> {
             "the gpt2.* metadata describe a model quern cannot build: {e}"
         ))
     })?;
-    let mut w = WeightLoader {
-        file,
-        scratch: Vec::new(),
-        qkv: Vec::new(),
-    };
+    let mut w = WeightLoader::new(file);
     let emb = w.tensor("token_embd.weight", &[vocab, dim])?;
     let mut out = vec![
         ("tok_emb.weight".to_string(), emb.shallow_clone()),
@@ -1267,7 +1263,15 @@ struct WeightLoader<'f> {
     qkv: Vec<f32>,
 }
 
-impl WeightLoader<'_> {
+impl<'f> WeightLoader<'f> {
+    fn new(file: &'f GgufFile) -> Self {
+        WeightLoader {
+            file,
+            scratch: Vec::new(),
+            qkv: Vec::new(),
+        }
+    }
+
     /// Decodes a tensor into `scratch`, its shape (PyTorch order) checked against the config.
     fn load(&mut self, name: &str, want: &[usize]) -> Result<&[f32]> {
         let info = self.file.tensor_info(name)?;
@@ -1292,11 +1296,7 @@ fn llama_weights(file: &GgufFile, cfg: &ModelConfig) -> Result<Vec<(String, Tens
     let (heads, kv) = (cfg.heads, cfg.kv_heads());
     let hidden = cfg.hidden();
     let vocab = cfg.vocab_size.unwrap_or(0);
-    let mut w = WeightLoader {
-        file,
-        scratch: Vec::new(),
-        qkv: Vec::new(),
-    };
+    let mut w = WeightLoader::new(file);
     let mut out = Vec::with_capacity(cfg.layers * 7 + 3);
     out.push((
         "tok_emb.weight".to_string(),

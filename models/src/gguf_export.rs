@@ -36,16 +36,15 @@
 //! (`quern_core::shard::write_atomic`): an interrupted export leaves nothing at the
 //! destination.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use quern_core::{Error, Result};
 use serde_json::Value as Json;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::config::{Mlp, ModelConfig};
 use crate::gguf::Value;
-use crate::hf_export::{Exported, Family};
+use crate::hf_export::{Exported, Family, Source};
 use crate::store::ModelMeta;
 
 const ALIGNMENT: usize = 32;
@@ -146,14 +145,9 @@ fn permute(w: &Tensor, n_head: i64) -> Tensor {
 }
 
 /// The tensors under llama.cpp's names, in the converter's order.
-fn llama_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-    let map: HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let get = |n: &str| -> Result<Tensor> {
-        map.get(n)
-            .map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float))
-            .ok_or_else(|| Error::bug(format!("gguf export: the model has no tensor `{n}`")))
-    };
-    let hd = c.head_dim() as i64;
+fn llama_tensors(src: &Source) -> Result<Vec<(String, Tensor)>> {
+    let c = src.cfg;
+    let get = |n: &str| src.get(n);
     let (heads, kv) = (c.heads as i64, c.kv_heads() as i64);
     let mut out = vec![("token_embd.weight".to_string(), get("tok_emb.weight")?)];
     for i in 0..c.layers {
@@ -162,11 +156,12 @@ fn llama_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(S
             format!("{b}.attn_norm.weight"),
             get(&format!("{q}.ln1.weight"))?,
         ));
-        let qkv = get(&format!("{q}.attn.qkv.weight"))?;
-        let parts = qkv.split_with_sizes([heads * hd, kv * hd, kv * hd], 0);
-        out.push((format!("{b}.attn_q.weight"), permute(&parts[0], heads)));
-        out.push((format!("{b}.attn_k.weight"), permute(&parts[1], kv)));
-        out.push((format!("{b}.attn_v.weight"), parts[2].shallow_clone()));
+        let [wq, wk, wv] = src
+            .qkv(i, "weight")?
+            .ok_or_else(|| Error::bug("gguf export: a block without its qkv weight"))?;
+        out.push((format!("{b}.attn_q.weight"), permute(&wq, heads)));
+        out.push((format!("{b}.attn_k.weight"), permute(&wk, kv)));
+        out.push((format!("{b}.attn_v.weight"), wv));
         for (ours, theirs) in [
             ("attn.proj", "attn_output"),
             ("ln2", "ffn_norm"),
@@ -188,20 +183,11 @@ fn llama_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(S
 }
 
 /// GPT-2's tensors under llama.cpp's converter's names, in its order (see the module docs).
-fn gpt2_tensors(c: &ModelConfig, weights: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-    let map: HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let get = |n: &str| -> Result<Tensor> {
-        map.get(n)
-            .map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float))
-            .ok_or_else(|| Error::bug(format!("gguf export: the model has no tensor `{n}`")))
-    };
+fn gpt2_tensors(src: &Source) -> Result<Vec<(String, Tensor)>> {
+    let c = src.cfg;
+    let get = |n: &str| src.get(n);
     // GPT-2 has every bias; a bias-free model gets zeros of the layer's output size.
-    let bias = |n: &str, size: usize| -> Result<Tensor> {
-        match map.get(n) {
-            Some(_) => get(n),
-            None => Ok(Tensor::zeros([size as i64], (Kind::Float, Device::Cpu))),
-        }
-    };
+    let bias = |n: &str, size: usize| src.bias(n, size);
     let (d, hidden) = (c.dim, c.hidden());
     let embd = get("tok_emb.weight")?;
     let mut out = vec![
@@ -557,9 +543,10 @@ pub fn export(
     if let Some(j) = tokenizer_json {
         kvs.extend(tokenizer_kvs(meta, j, vocab)?);
     }
+    let src = Source::new(weights, c);
     let tensors = match family {
-        Family::Gpt2 => gpt2_tensors(c, weights)?,
-        _ => llama_tensors(c, weights)?,
+        Family::Gpt2 => gpt2_tensors(&src)?,
+        _ => llama_tensors(&src)?,
     };
     write(out, &kvs, &tensors, ty)?;
     Ok(Exported {
@@ -646,6 +633,7 @@ fn write(
 mod tests {
     use super::*;
     use crate::gguf::{dequantize, GgmlType};
+    use tch::Device;
 
     /// Each quantizer's blocks decode (with the reader's dequantizer) to within half a step
     /// of every value (Q4_0: except the clipped far end of its asymmetric range), and zero

@@ -193,20 +193,28 @@ pub(crate) fn family(c: &ModelConfig) -> Result<Family> {
 }
 
 /// The named weights being exported, looked up by quern name.
-struct Source<'a> {
+pub(crate) struct Source<'a> {
     tensors: HashMap<&'a str, &'a Tensor>,
-    cfg: &'a ModelConfig,
+    pub(crate) cfg: &'a ModelConfig,
 }
 
-impl Source<'_> {
-    fn get(&self, name: &str) -> Result<Tensor> {
+impl<'a> Source<'a> {
+    /// The model's `weights` by name, with its config.
+    pub(crate) fn new(weights: &'a [(String, Tensor)], cfg: &'a ModelConfig) -> Self {
+        Source {
+            tensors: weights.iter().map(|(n, t)| (n.as_str(), t)).collect(),
+            cfg,
+        }
+    }
+    /// A weight as an f32 CPU tensor.
+    pub(crate) fn get(&self, name: &str) -> Result<Tensor> {
         self.tensors
             .get(name)
             .map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float))
             .ok_or_else(|| Error::bug(format!("export: the model has no tensor `{name}`")))
     }
     /// A bias, or zeros of `n` when the model has no biases.
-    fn bias(&self, name: &str, n: usize) -> Result<Tensor> {
+    pub(crate) fn bias(&self, name: &str, n: usize) -> Result<Tensor> {
         if self.tensors.contains_key(name) {
             self.get(name)
         } else {
@@ -214,7 +222,7 @@ impl Source<'_> {
         }
     }
     /// q, k and v split out of block `i`'s fused `attn.qkv.<what>`.
-    fn qkv(&self, i: usize, what: &str) -> Result<Option<[Tensor; 3]>> {
+    pub(crate) fn qkv(&self, i: usize, what: &str) -> Result<Option<[Tensor; 3]>> {
         let name = format!("blocks.{i}.attn.qkv.{what}");
         if what == "bias" && !self.tensors.contains_key(name.as_str()) {
             return Ok(None);
@@ -244,10 +252,7 @@ pub fn export(
 ) -> Result<Exported> {
     let cfg = &meta.config;
     let fam = family(cfg)?;
-    let src = Source {
-        tensors: weights.iter().map(|(n, t)| (n.as_str(), t)).collect(),
-        cfg,
-    };
+    let src = Source::new(weights, cfg);
     let (architecture, mut tensors, mut config) = match fam {
         Family::Llama => llama(&src)?,
         Family::Gpt2 => gpt2(&src)?,

@@ -116,11 +116,8 @@ pub fn policy_loss(
     length_norm: Option<f64>,
 ) -> LossParts {
     let k = logp.kind();
-    let a = adv.view([-1, 1]);
-    let ratio = (logp - old).exp();
-    let plain = &ratio * &a;
-    let clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * &a;
-    let surrogate = -plain.minimum(&clipped);
+    let (surrogate, clipped) =
+        clipped_surrogate(logp, old, &adv.view([-1, 1]), mask, eps_low, eps_high);
     let (per_token, kl_sum) = match (reference, beta > 0.0) {
         (Some(r), true) => {
             let d = r - logp;
@@ -130,11 +127,6 @@ pub fn policy_loss(
         }
         _ => (surrogate, 0.0),
     };
-    let is_clipped = {
-        let low = ratio.lt(1.0 - eps_low).logical_and(&a.lt(0.0));
-        let high = ratio.gt(1.0 + eps_high).logical_and(&a.gt(0.0));
-        low.logical_or(&high).to_kind(k) * mask
-    };
     let per_seq_sum = (per_token * mask).sum_dim_intlist(1, false, k);
     let per_seq = match length_norm {
         Some(n) => per_seq_sum / n,
@@ -143,9 +135,31 @@ pub fn policy_loss(
     LossParts {
         loss_sum: per_seq.sum(k),
         kl_sum,
-        clipped: is_clipped.sum(Kind::Double).double_value(&[]),
+        clipped,
         tokens: mask.sum(Kind::Double).double_value(&[]),
     }
+}
+
+/// The clipped ratio objective per token, `−min(ratio · A, clip(ratio, 1 − ε_low, 1 + ε_high)
+/// · A)` with `ratio = exp(logp − old)` and `adv` broadcast to `[B, L]`, and the number of
+/// masked tokens whose clipped term was taken (see the module docs).
+fn clipped_surrogate(
+    logp: &Tensor,
+    old: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    eps_low: f64,
+    eps_high: f64,
+) -> (Tensor, f64) {
+    let ratio = (logp - old).exp();
+    let plain = &ratio * adv;
+    let clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv;
+    let low = ratio.lt(1.0 - eps_low).logical_and(&adv.lt(0.0));
+    let high = ratio.gt(1.0 + eps_high).logical_and(&adv.gt(0.0));
+    let taken = (low.logical_or(&high).to_kind(logp.kind()) * mask)
+        .sum(Kind::Double)
+        .double_value(&[]);
+    (-plain.minimum(&clipped), taken)
 }
 
 /// PPO's per-token rewards of one micro-batch (`[B, L]` row-major, `width` = L): `−kl_coef ·
@@ -269,15 +283,7 @@ pub fn ppo_loss(
     vf_coef: f64,
 ) -> PpoParts {
     let k = logp.kind();
-    let ratio = (logp - old).exp();
-    let plain = &ratio * adv;
-    let clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv;
-    let pg = -plain.minimum(&clipped);
-    let is_clipped = {
-        let low = ratio.lt(1.0 - eps_low).logical_and(&adv.lt(0.0));
-        let high = ratio.gt(1.0 + eps_high).logical_and(&adv.gt(0.0));
-        low.logical_or(&high).to_kind(k) * mask
-    };
+    let (pg, clipped) = clipped_surrogate(logp, old, adv, mask, eps_low, eps_high);
     let v_clip = values.clamp_tensor(Some(old_values - clip_value), Some(old_values + clip_value));
     let l1 = (values - returns).square();
     let l2 = (&v_clip - returns).square();
@@ -292,7 +298,7 @@ pub fn ppo_loss(
         pg_sum: sum(&pg),
         vf_sum: sum(&vf),
         loss_sum: (pg + vf * vf_coef).sum(k),
-        clipped: is_clipped.sum(Kind::Double).double_value(&[]),
+        clipped,
         vf_clipped,
         tokens: mask.sum(Kind::Double).double_value(&[]),
     }

@@ -747,14 +747,8 @@ impl Run {
         let temp = c.generation.temperature;
         // The log-probabilities under the weights that sampled, for the ratio of later
         // epochs (with one epoch the ratio is exactly 1: the current ones, detached).
-        let old: Option<Vec<Tensor>> = if epochs > 1 {
-            let _g = tch::no_grad_guard();
-            Some(
-                batches
-                    .iter()
-                    .map(|b| Ok(algo::token_logps(&b.logits(&self.model)?, &b.targets, temp)))
-                    .collect::<Result<_>>()?,
-            )
+        let old = if epochs > 1 {
+            Some(frozen_logps(&self.model, batches, temp)?)
         } else {
             None
         };
@@ -810,16 +804,11 @@ impl Run {
 
     /// The reference's log-probabilities of each batch's targets (with `algorithm.beta > 0`).
     fn reference_logps(&self, batches: &[Batch]) -> Result<Option<Vec<Tensor>>> {
-        let Some(r) = &self.reference else {
-            return Ok(None);
-        };
-        let _g = tch::no_grad_guard();
         let temp = self.cfg.generation.temperature;
-        batches
-            .iter()
-            .map(|b| Ok(algo::token_logps(&b.logits(r)?, &b.targets, temp)))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        self.reference
+            .as_ref()
+            .map(|r| frozen_logps(r, batches, temp))
+            .transpose()
     }
 
     /// PPO (see [`algo`]): the log-probabilities and values before any update, per-token
@@ -854,8 +843,7 @@ impl Run {
         {
             let _g = tch::no_grad_guard();
             for (i, b) in batches.iter().enumerate() {
-                let h = b.hidden(&self.model)?;
-                let logits = self.model.logits(&h).to_kind(Kind::Float);
+                let (h, logits) = b.outputs(&self.model)?;
                 let old = algo::token_logps(&logits, &b.targets, temp);
                 let v = values(&head, &h);
                 let mask = to_vec(&b.mask)?;
@@ -911,8 +899,7 @@ impl Run {
         for e in 0..a.epochs {
             trained(&self.model, self.value.as_ref()).zero_grad();
             for (i, b) in batches.iter().enumerate() {
-                let h = b.hidden(&self.model)?;
-                let logits = self.model.logits(&h).to_kind(Kind::Float);
+                let (h, logits) = b.outputs(&self.model)?;
                 let logp = algo::token_logps(&logits, &b.targets, temp);
                 let v = values(&head, &h);
                 let parts = algo::ppo_loss(
@@ -1170,16 +1157,29 @@ struct Batch {
 }
 
 impl Batch {
-    /// The last hidden states `[b, len, dim]` of the positions predicting `targets`.
-    fn hidden(&self, model: &Transformer) -> Result<Tensor> {
+    /// The last hidden states `[b, len, dim]` of the positions predicting `targets` and
+    /// their logits `[b, len, vocab]` (f32) under `model`.
+    fn outputs(&self, model: &Transformer) -> Result<(Tensor, Tensor)> {
         let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
-        Ok(h.narrow(1, self.start, self.len))
+        let h = h.narrow(1, self.start, self.len);
+        let logits = model.logits(&h).to_kind(Kind::Float);
+        Ok((h, logits))
     }
 
     /// Logits `[b, len, vocab]` (f32) predicting `targets` under `model`.
     fn logits(&self, model: &Transformer) -> Result<Tensor> {
-        Ok(model.logits(&self.hidden(model)?).to_kind(Kind::Float))
+        Ok(self.outputs(model)?.1)
     }
+}
+
+/// Log-probabilities of each batch's targets under `model` at `temp`, without gradients (the
+/// reference's, or the policy's before an update).
+fn frozen_logps(model: &Transformer, batches: &[Batch], temp: f64) -> Result<Vec<Tensor>> {
+    let _g = tch::no_grad_guard();
+    batches
+        .iter()
+        .map(|b| Ok(algo::token_logps(&b.logits(model)?, &b.targets, temp)))
+        .collect()
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
