@@ -434,6 +434,34 @@ fn smollm2_exports_with_tokenizer_and_chat_template() {
     assert_eq!(cfg["tie_word_embeddings"], true);
 }
 
+/// Exports the model directory `q` (holding `m`) as a GGUF file `f` of type `ty` and reads it
+/// back with quern; in f32 every weight of `m` must come back to the bit.
+fn gguf_read_back(q: &Path, f: &Path, ty: &str, m: &Transformer) -> Transformer {
+    export(q, f, &["--format", "gguf", "--dtype", ty]);
+    let back = store::load(f, Device::Cpu).unwrap().model;
+    if ty == "f32" {
+        for (n, t) in m.params().named() {
+            assert!(
+                t.equal(back.params().get(&n).unwrap()),
+                "{n} changed through f32"
+            );
+        }
+    }
+    back
+}
+
+/// transformers' logits from a GGUF file of type `ty` equal quern's from the same file
+/// within 1e-4, and those stay within `near` of the fp32 model's `want`.
+fn assert_gguf_logits(ty: &str, theirs: &Tensor, ours: &Tensor, want: &Tensor, near: f64) {
+    let d = max_diff(theirs, ours);
+    assert!(
+        d <= 1e-4,
+        "{ty}: transformers' logits differ from quern's on the same file by {d}"
+    );
+    let e = max_diff(ours, want);
+    assert!(e <= near, "{ty}: logits moved {e} from the fp32 model");
+}
+
 /// `--format gguf`, checked against llama.cpp's Python reader (`gguf`) and `transformers`'
 /// GGUF loader on a tiny Llama (grouped-query attention, untied output, every weight drawn)
 /// in every type: the reader sees each matrix in the type asked for and the norms in F32,
@@ -466,17 +494,8 @@ fn tiny_llama_exports_to_gguf_in_every_type() {
     let mut quern_logits = Vec::new();
     for (ty, _, _) in &types {
         let f = tmp.path().join(format!("tiny-{ty}.gguf"));
-        export(&q, &f, &["--format", "gguf", "--dtype", ty]);
-        let back = store::load(&f, Device::Cpu).unwrap();
-        if *ty == "f32" {
-            for (n, t) in m.params().named() {
-                assert!(
-                    t.equal(back.model.params().get(&n).unwrap()),
-                    "{n} changed through f32"
-                );
-            }
-        }
-        quern_logits.push(tch::no_grad(|| back.model.forward(&x, true, false)));
+        let back = gguf_read_back(&q, &f, ty, &m);
+        quern_logits.push(tch::no_grad(|| back.forward(&x, true, false)));
         tasks.push(serde_json::json!({"gguf": f, "ids": ids}));
     }
     let got = peer(tmp.path(), serde_json::json!({"tasks": tasks}));
@@ -490,13 +509,13 @@ fn tiny_llama_exports_to_gguf_in_every_type() {
         if *id != 0 {
             assert_eq!(norms, 2 * 2 + 1, "{ty}: norms stay F32");
         }
-        let d = max_diff(&got[&format!("t{i}_logits")], &quern_logits[i]);
-        assert!(
-            d <= 1e-4,
-            "{ty}: transformers' logits differ from quern's on the same file by {d}"
+        assert_gguf_logits(
+            ty,
+            &got[&format!("t{i}_logits")],
+            &quern_logits[i],
+            &want,
+            *near,
         );
-        let e = max_diff(&quern_logits[i], &want);
-        assert!(e <= *near, "{ty}: logits moved {e} from the fp32 model");
     }
     let err = refused_export(tmp.path(), "bert", &sized(ModelConfig::bert()), "gguf");
     assert!(err.contains("model.post_norm"), "{err}");
@@ -548,20 +567,11 @@ fn tiny_gpt2_exports_to_gguf() {
     let mut quern_logits = Vec::new();
     for (ty, _, _) in &types {
         let f = tmp.path().join(format!("gpt2-{ty}.gguf"));
-        export(&q, &f, &["--format", "gguf", "--dtype", ty]);
         // quern reads its own GGUF back: every weight to the bit in f32, tied again.
-        let back = store::load(&f, Device::Cpu).unwrap();
-        if *ty == "f32" {
-            assert!(back.model.config().tie_embeddings);
-            assert_eq!(back.model.params().params.len(), m.params().params.len());
-            for (n, t) in m.params().named() {
-                assert!(
-                    t.equal(back.model.params().get(&n).unwrap()),
-                    "{n} changed through f32"
-                );
-            }
-        }
-        quern_logits.push(tch::no_grad(|| back.model.forward(&t2(&ids), true, false)));
+        let back = gguf_read_back(&q, &f, ty, &m);
+        assert!(back.config().tie_embeddings);
+        assert_eq!(back.params().params.len(), m.params().params.len());
+        quern_logits.push(tch::no_grad(|| back.forward(&t2(&ids), true, false)));
         tasks.push(serde_json::json!({"gguf": f, "ids": ids, "arch": "gpt2"}));
     }
     let got = peer(tmp.path(), serde_json::json!({"tasks": tasks}));
@@ -576,13 +586,13 @@ fn tiny_gpt2_exports_to_gguf() {
             assert_eq!(matrices, 1 + 4 * 2 + 1, "{ty}: {tys:?}");
             assert!(tys.iter().all(|&t| t == *id || t == 0), "{ty}: {tys:?}");
         }
-        let d = max_diff(&got[&format!("t{i}_logits")], &quern_logits[i]);
-        assert!(
-            d <= 1e-4,
-            "{ty}: transformers' logits differ from quern's on the same file by {d}"
+        assert_gguf_logits(
+            ty,
+            &got[&format!("t{i}_logits")],
+            &quern_logits[i],
+            &want,
+            *near,
         );
-        let e = max_diff(&quern_logits[i], &want);
-        assert!(e <= *near, "{ty}: logits moved {e} from the fp32 model");
     }
     let mut erf = sized(ModelConfig::gpt2());
     erf.mlp = Mlp::GeluErf;

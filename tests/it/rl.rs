@@ -147,8 +147,9 @@ fn rewards(metrics: &Path) -> Vec<f64> {
 }
 
 /// Runs the 30-step run `body` as `name` in `t` and asserts that the mean reward of its last
-/// 5 steps is above 0.5 and 0.3 above the first 5 steps'; its metrics lines.
-fn assert_reward_rises(t: &Path, name: &str, body: &str) -> Vec<serde_json::Value> {
+/// 5 steps is above 0.5 and 0.3 above the first 5 steps', and that the first metrics line
+/// has a number for each of `keys`; its metrics lines.
+fn assert_reward_rises(t: &Path, name: &str, body: &str, keys: &[&str]) -> Vec<serde_json::Value> {
     run_ok(
         quern()
             .args(["rl", "--quiet"])
@@ -164,33 +165,19 @@ fn assert_reward_rises(t: &Path, name: &str, body: &str) -> Vec<serde_json::Valu
         after > before + 0.3 && after > 0.5,
         "{name}: the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
     );
-    read_jsonl(&metrics)
-}
-
-#[test]
-fn grpo_raises_the_reward_on_a_verifiable_task() {
-    let tmp = setup();
-    let t = tmp.path();
-    let lines = assert_reward_rises(t, "grpo", GRPO);
-    for key in [
-        "reward_std",
-        "zero_std_frac",
-        "entropy",
-        "clip_frac",
-        "response_length",
-        "gen_tokens_per_s",
-        "train_tokens_per_s",
-        "grad_norm",
-    ] {
+    let lines = read_jsonl(&metrics);
+    for key in keys {
         assert!(
             lines[0][key].as_f64().is_some(),
             "{key} missing: {}",
             lines[0]
         );
     }
-    // With one epoch the ratio is 1: nothing is clipped.
-    assert!(lines.iter().all(|l| l["clip_frac"].as_f64() == Some(0.0)));
-    // The final checkpoint is a model `quern generate` reads, and it now says 7.
+    lines
+}
+
+/// The greedy completion (4 tokens) of the model in `dir` for a prompt of the task.
+fn greedy_completion(dir: &Path) -> String {
     let out = run_ok(
         quern()
             .args([
@@ -202,12 +189,33 @@ fn grpo_raises_the_reward_on_a_verifiable_task() {
                 "--json",
                 "--model",
             ])
-            .arg(t.join("grpo"))
+            .arg(dir)
             .arg("Question: add 1 and 2\nAnswer:"),
     );
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    let text = v["completion"].as_str().unwrap();
+    v["completion"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn grpo_raises_the_reward_on_a_verifiable_task() {
+    let tmp = setup();
+    let t = tmp.path();
+    let keys = [
+        "reward_std",
+        "zero_std_frac",
+        "entropy",
+        "clip_frac",
+        "response_length",
+        "gen_tokens_per_s",
+        "train_tokens_per_s",
+        "grad_norm",
+    ];
+    let lines = assert_reward_rises(t, "grpo", GRPO, &keys);
+    // With one epoch the ratio is 1: nothing is clipped.
+    assert!(lines.iter().all(|l| l["clip_frac"].as_f64() == Some(0.0)));
+    // The final checkpoint is a model `quern generate` reads, and it now says 7.
+    let text = greedy_completion(&t.join("grpo"));
     assert!(
         text.contains('7'),
         "greedy completion after training: {text:?}"
@@ -234,6 +242,46 @@ fn without_timings(lines: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
         .collect()
 }
 
+fn rl_opts(resume: bool, stop_after: Option<u64>) -> quern_train::rl::RlOptions {
+    quern_train::rl::RlOptions {
+        progress: false,
+        resume,
+        force: false,
+        stop_after,
+    }
+}
+
+/// Runs `body` (`steps` steps, a checkpoint every 2) in `t` as `whole`, uninterrupted, and as
+/// `cut`, stopped after step 3 and resumed from the checkpoint of step 2. Asserts that both
+/// write the same metrics but for the timings, and the same bytes in each of `files` of the
+/// final checkpoint; returns the metrics lines.
+fn assert_resume_is_exact(
+    t: &Path,
+    body: &str,
+    steps: u64,
+    files: &[&str],
+) -> Vec<serde_json::Value> {
+    use quern_train::rl::{config::RlConfig, run_with};
+    let load = |name: &str| RlConfig::load(&write_toml(t, name, body)).unwrap();
+    let whole = run_with(&load("whole"), &rl_opts(false, None)).unwrap();
+    assert_eq!(whole.steps, steps);
+    let cut = load("cut");
+    let first = run_with(&cut, &rl_opts(false, Some(3))).unwrap();
+    assert_eq!(first.steps, 3);
+    let rest = run_with(&cut, &rl_opts(true, None)).unwrap();
+    assert_eq!(rest.start_step, 2, "resumes from the checkpoint of step 2");
+    let a = without_timings(read_jsonl(&t.join("whole/metrics.jsonl")));
+    let b = without_timings(read_jsonl(&t.join("cut/metrics.jsonl")));
+    assert_eq!(a.len() as u64, steps);
+    assert_eq!(a, b);
+    let last = format!("checkpoints/step-{steps:08}");
+    for file in files {
+        let read = |run: &str| std::fs::read(t.join(run).join(&last).join(file)).unwrap();
+        assert!(read("whole") == read("cut"), "the final {file} differs");
+    }
+    a
+}
+
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let tmp = setup();
@@ -244,24 +292,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
                 [optim]\nlr = 5e-3\ndecay = \"cosine\"\nwarmup_steps = 2\n\
                 [train]\nsteps = 6\nseed = 9\ndevice = \"cpu\"\nmicro_batch = 5\n\
                 [checkpoint]\nevery = 2\nkeep = 2\n";
-    let load =
-        |name: &str| quern_train::rl::config::RlConfig::load(&write_toml(t, name, body)).unwrap();
-    let opts = |resume, stop_after| quern_train::rl::RlOptions {
-        progress: false,
-        resume,
-        force: false,
-        stop_after,
-    };
-    let whole = quern_train::rl::run_with(&load("whole"), &opts(false, None)).unwrap();
-    let cut = load("cut");
-    let first = quern_train::rl::run_with(&cut, &opts(false, Some(3))).unwrap();
-    assert_eq!(first.steps, 3);
-    let rest = quern_train::rl::run_with(&cut, &opts(true, None)).unwrap();
-    assert_eq!(rest.start_step, 2, "resumes from the checkpoint of step 2");
-    let a = without_timings(read_jsonl(&t.join("whole/metrics.jsonl")));
-    let b = without_timings(read_jsonl(&t.join("cut/metrics.jsonl")));
-    assert_eq!(a.len(), 6);
-    assert_eq!(a, b);
+    let a = assert_resume_is_exact(t, body, 6, &["model.safetensors"]);
     // Clipping happened in the second epochs, and the KL was measured.
     assert!(
         a.iter().any(|l| l["clip_frac"].as_f64().unwrap() > 0.0),
@@ -271,25 +302,12 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         a.iter().skip(1).all(|l| l["kl"].as_f64().unwrap() > 0.0),
         "{a:?}"
     );
-    let w = |run: &str| {
-        std::fs::read(
-            t.join(run)
-                .join("checkpoints/step-00000006/model.safetensors"),
-        )
-        .unwrap()
-    };
-    assert!(w("whole") == w("cut"), "the final weights differ");
-    assert_eq!(whole.steps, 6);
 }
 
-/// The clipped objective and the k3 KL against plain PyTorch on the same log-probabilities.
-#[test]
-fn the_loss_and_its_gradient_equal_plain_pytorch() {
-    use quern_train::rl::algo::policy_loss;
-    let tmp = tempfile::tempdir().unwrap();
-    let (b, l) = (3i64, 5i64);
-    let mut s = 17u64;
-    let mut draw = |n: i64, lo: f64, hi: f64| -> Vec<f64> {
+/// Draws of `n` numbers uniform in `[lo, hi)` from a seeded LCG (the same on every run).
+fn uniform(seed: u64) -> impl FnMut(usize, f64, f64) -> Vec<f64> {
+    let mut s = seed;
+    move |n, lo, hi| {
         (0..n)
             .map(|_| {
                 s = s
@@ -298,17 +316,26 @@ fn the_loss_and_its_gradient_equal_plain_pytorch() {
                 lo + (hi - lo) * ((s >> 11) as f64 / (1u64 << 53) as f64)
             })
             .collect()
-    };
-    let logp = draw(b * l, -3.0, -0.1);
+    }
+}
+
+/// The clipped objective and the k3 KL against plain PyTorch on the same log-probabilities.
+#[test]
+fn the_loss_and_its_gradient_equal_plain_pytorch() {
+    use quern_train::rl::algo::policy_loss;
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, l) = (3i64, 5i64);
+    let mut draw = uniform(17);
+    let logp = draw((b * l) as usize, -3.0, -0.1);
     // Old log-probabilities within ±0.4 of the current ones: ratios on both sides of the clip.
     let old: Vec<f64> = logp
         .iter()
-        .zip(draw(b * l, -0.4, 0.4))
+        .zip(draw((b * l) as usize, -0.4, 0.4))
         .map(|(x, d)| x + d)
         .collect();
     let reference: Vec<f64> = logp
         .iter()
-        .zip(draw(b * l, -0.5, 0.5))
+        .zip(draw((b * l) as usize, -0.5, 0.5))
         .map(|(x, d)| x + d)
         .collect();
     let adv = vec![1.3, -0.7, 0.4];
@@ -654,20 +681,14 @@ const PPO: &str = "[generation]\ngroup_size = 4\nmax_new_tokens = 4\ntemperature
 fn ppo_raises_the_reward_on_a_verifiable_task() {
     let tmp = setup();
     let t = tmp.path();
-    let lines = assert_reward_rises(t, "ppo", PPO);
-    for key in [
+    let keys = [
         "value_loss",
         "value_clip_frac",
         "clip_frac",
         "entropy",
         "grad_norm",
-    ] {
-        assert!(
-            lines[0][key].as_f64().is_some(),
-            "{key} missing: {}",
-            lines[0]
-        );
-    }
+    ];
+    let lines = assert_reward_rises(t, "ppo", PPO, &keys);
     // PPO has no groups: no zero-std fraction; the second epoch clips some values.
     assert!(lines.iter().all(|l| l.get("zero_std_frac").is_none()));
     assert!(
@@ -691,21 +712,8 @@ fn ppo_raises_the_reward_on_a_verifiable_task() {
             .double_value(&[])
             > 0.0
     );
-    let out = run_ok(
-        quern()
-            .args([
-                "generate",
-                "--device",
-                "cpu",
-                "--max-tokens",
-                "4",
-                "--json",
-                "--model",
-            ])
-            .arg(t.join("ppo"))
-            .arg("Question: add 1 and 2\nAnswer:"),
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("completion"));
+    // It generates: the JSON line has a completion.
+    greedy_completion(&t.join("ppo"));
 }
 
 #[test]
@@ -718,45 +726,28 @@ fn a_resumed_ppo_run_equals_an_uninterrupted_one() {
                 [optim]\nlr = 5e-3\n\
                 [train]\nsteps = 4\nseed = 11\ndevice = \"cpu\"\nmicro_batch = 3\n\
                 [checkpoint]\nevery = 2\nkeep = 2\n";
-    let load =
-        |name: &str| quern_train::rl::config::RlConfig::load(&write_toml(t, name, body)).unwrap();
-    let opts = |resume, stop_after| quern_train::rl::RlOptions {
-        progress: false,
-        resume,
-        force: false,
-        stop_after,
-    };
-    quern_train::rl::run_with(&load("whole"), &opts(false, None)).unwrap();
-    let cut = load("cut");
-    quern_train::rl::run_with(&cut, &opts(false, Some(3))).unwrap();
-    let rest = quern_train::rl::run_with(&cut, &opts(true, None)).unwrap();
-    assert_eq!(rest.start_step, 2);
-    let a = without_timings(read_jsonl(&t.join("whole/metrics.jsonl")));
-    let b = without_timings(read_jsonl(&t.join("cut/metrics.jsonl")));
-    assert_eq!(a.len(), 4);
-    assert_eq!(a, b);
+    let a = assert_resume_is_exact(
+        t,
+        body,
+        4,
+        &[
+            "model.safetensors",
+            "value_head.safetensors",
+            "optimizer.safetensors",
+        ],
+    );
     assert!(
         a.iter().skip(1).all(|l| l["kl"].as_f64().unwrap() != 0.0),
         "{a:?}"
     );
-    for file in [
-        "model.safetensors",
-        "value_head.safetensors",
-        "optimizer.safetensors",
-    ] {
-        let read = |run: &str| {
-            std::fs::read(t.join(run).join("checkpoints/step-00000004").join(file)).unwrap()
-        };
-        assert!(read("whole") == read("cut"), "{file} differs");
-    }
     // A GRPO checkpoint does not resume as PPO.
     let grpo = body
         .replace("type = \"ppo\"", "type = \"grpo\"")
         .replace("gamma = 0.99\n", "");
     let g = quern_train::rl::config::RlConfig::load(&write_toml(t, "mixed", &grpo)).unwrap();
-    quern_train::rl::run_with(&g, &opts(false, Some(2))).unwrap();
+    quern_train::rl::run_with(&g, &rl_opts(false, Some(2))).unwrap();
     let ppo = quern_train::rl::config::RlConfig::load(&write_toml(t, "mixed", body)).unwrap();
-    let err = quern_train::rl::run_with(&ppo, &opts(true, None))
+    let err = quern_train::rl::run_with(&ppo, &rl_opts(true, None))
         .unwrap_err()
         .to_string();
     assert!(
@@ -771,17 +762,7 @@ fn ppo_losses_and_gradients_equal_plain_pytorch() {
     use quern_train::rl::algo::{gae, ppo_loss, ppo_rewards, whiten};
     let tmp = tempfile::tempdir().unwrap();
     let (b, l) = (3usize, 6usize);
-    let mut s = 29u64;
-    let mut draw = |n: usize, lo: f64, hi: f64| -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                lo + (hi - lo) * ((s >> 11) as f64 / (1u64 << 53) as f64)
-            })
-            .collect()
-    };
+    let mut draw = uniform(29);
     let n = b * l;
     let logp = draw(n, -3.0, -0.1);
     let old: Vec<f64> = logp
