@@ -6,7 +6,14 @@
 # on the same model and calibration rows, evaluated the same way; and batch-1 decoding
 # speed of the int8 and int4 models on the low-bit products (quern's int8 decoding kernel,
 # libtorch's int4) against quern fp32 and transformers' `generate` fp32 on the exported model,
-# in the same run; the int8 model also with QUERN_MATVEC=libtorch (libtorch's int8 product).
+# in the same run; the int8 model also with QUERN_MATVEC=libtorch (libtorch's int8 product);
+# with the `mmlu` config, MMLU (every MMLU_EVERY-th question, default 47: 299 questions, all
+# 57 subjects) of the source and of every model this run compressed, through `quern eval mc`.
+# Wanda and GPTQ calibrate block by block (the default, --calib-stats sequential);
+# int4-g128-gptq-src is GPTQ on the source model's statistics (one pass), for comparison;
+# int4-g128-search is round-to-nearest with searched ranges (--range search) and
+# int4-g128-gptq-act GPTQ in act order with searched ranges; int8-head is int8 with the
+# output projection quantized too (--quant-head), decoded beside the others.
 #
 #   benches/compress/run.sh            (QUERN_BIN=path/to/quern to skip the release build)
 #
@@ -59,24 +66,31 @@ done
 ppl() { # model split rows -> perplexity
   $Q eval ppl --model "$1" --data "$2" --max-rows "$3" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["overall"]["ppl"])'
 }
+MADE=()
 run() { # name, flags...
   local name=$1; shift
+  MADE+=("$name")
   local t0=$(date +%s.%N)
-  $Q compress smollm2 --out "$name" --force --calib tok_cal/train --calib-rows "$CALIB_ROWS" "$@" --json > "$name.json"
+  local cal=()  # calibration rows for the methods that read them
+  if [[ " $* " == *" wanda "* || " $* " == *" gptq "* ]]; then cal=(--calib tok_cal/train --calib-rows "$CALIB_ROWS"); fi
+  $Q compress smollm2 --out "$name" --force "${cal[@]}" "$@" --json > "$name.json"
   local secs=$(echo "$(date +%s.%N) - $t0" | bc)
   local en=$(ppl "$name" tok_en/train "$EVAL_ROWS") lic=$(ppl "$name" tok_lic/train "$EVAL_ROWS")
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]+".json")); print(json.dumps({"model": sys.argv[1], "flags": sys.argv[6], "ppl_en": float(sys.argv[2]), "ppl_lic": float(sys.argv[3]), "stored_mb": r["bytes"]["compressed_stored"]/1e6, "sparsity": r["block_matrices"]["sparsity"], "compress_s": float(sys.argv[4]), "steps": r["steps"]}))' "$name" "$en" "$lic" "$secs" x "$*"
 }
 echo "{\"model\": \"source\", \"ppl_en\": $(ppl smollm2 tok_en/train "$EVAL_ROWS"), \"ppl_lic\": $(ppl smollm2 tok_lic/train "$EVAL_ROWS")}"
 # CONFIGS picks a subset by name (default: all, in this order).
-CONFIGS=${CONFIGS:-"int8 int4-g128 decode int4-g128-gptq mag50 wanda50 mag24 wanda24 int8-gptq peer"}
+CONFIGS=${CONFIGS:-"int8 int4-g128 int8-head decode int4-g128-search int4-g128-gptq int4-g128-gptq-src int4-g128-gptq-act mag50 wanda50 mag24 wanda24 int8-gptq mmlu peer"}
 want() { [[ " $CONFIGS " == *" $1 "* ]]; }
 want int8 && run int8 --quant int8
 want int4-g128 && run int4-g128 --quant int4 --group 128
+want int8-head && run int8-head --quant int8 --quant-head
 # Decoding at batch 1: quern fp32, int8 and int4 on the low-bit products, and transformers
 # fp32 on the exported model, interleaved, each REPEAT times (medians).
 want decode && { [[ -d smollm2-hf ]] || $Q export smollm2 --format hf --out smollm2-hf >/dev/null; }
-want decode && for m in smollm2 int8 int4-g128 int8-libtorch smollm2; do
+DECODE="smollm2 int8 int4-g128 int8-libtorch"
+want int8-head && DECODE="$DECODE int8-head"
+want decode && for m in $DECODE smollm2; do
   if [[ $m == int8-libtorch ]]; then dir=int8; export QUERN_MATVEC=libtorch; else dir=$m; unset QUERN_MATVEC; fi
   $Q generate --model $dir --bench --prompt-tokens 16 --batch-size 1 --max-tokens "$NEW" \
     --threads "$THREADS" --repeat 3 --json | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(json.dumps({"tool": "quern", "model": sys.argv[1], "decode_tokens_per_s": r["decode_tokens_per_s"], "low_bit_matrices": r["low_bit_matrices"], "weight_mb_per_step": r["weight_bytes_per_step"]/1e6}))' $m
@@ -88,11 +102,38 @@ done
 unset QUERN_MATVEC
 
 want int4-g128-gptq && run int4-g128-gptq --quant int4 --group 128 --rounding gptq
+want int4-g128-gptq-src && run int4-g128-gptq-src --quant int4 --group 128 --rounding gptq --calib-stats source
+want int4-g128-search && run int4-g128-search --quant int4 --group 128 --range search
+want int4-g128-gptq-act && run int4-g128-gptq-act --quant int4 --group 128 --rounding gptq --act-order --range search
 want mag50 && run mag50 --prune magnitude --sparsity 0.5
 want wanda50 && run wanda50 --prune wanda --sparsity 0.5
 want mag24 && run mag24 --prune magnitude --pattern 2:4
 want wanda24 && run wanda24 --prune wanda --pattern 2:4
 want int8-gptq && run int8-gptq --quant int8 --rounding gptq
+
+# MMLU of the source and of each model compressed above: accuracy, and two measures finer
+# than accuracy at a model this near chance: the mean probability of the right letter among
+# the four, and the share of questions whose answer equals the source's.
+if want mmlu; then
+  awk -v k="${MMLU_EVERY:-47}" '(NR - 1) % k == 0 || /"correct_answer": "answer"/' "$(cd "$REPO" && benches/eval/mmlu.sh)" > mmlu.jsonl
+  for m in smollm2 "${MADE[@]}"; do
+    $Q eval mc --model "$m" --task mmlu.jsonl --format mmlu --batch-size 8 --json --details "$m.mmlu.jsonl" > "$m.mmlu.json"
+    "$PY" - "$m" <<'PY'
+import json, math, sys
+m = sys.argv[1]
+r = json.load(open(f"{m}.mmlu.json"))["result"]
+d = [json.loads(l) for l in open(f"{m}.mmlu.jsonl")]
+s = [json.loads(l) for l in open("smollm2.mmlu.jsonl")]
+def p_gold(x):
+    z = max(x["loglik"])
+    e = [math.exp(v - z) for v in x["loglik"]]
+    return e[x["gold"]] / sum(e)
+print(json.dumps({"model": m, "mmlu_questions": r["overall"]["questions"], "mmlu_acc": r["overall"]["acc"],
+                  "mmlu_acc_stderr": r["acc_stderr"], "mmlu_p_gold": sum(map(p_gold, d)) / len(d),
+                  "same_answer_as_source": sum(a["pred"] == b["pred"] for a, b in zip(d, s)) / len(d)}))
+PY
+  done
+fi
 
 # The plain PyTorch peer on the same model and calibration rows (Wanda 50%, GPTQ int4 g128),
 # its weights put into a copy of the source's Hugging Face export and evaluated by quern.
@@ -106,8 +147,9 @@ for f in sorted(glob.glob("tok_cal/train/*.parquet")):
     for ids in pq.read_table(f).column("tokens").to_pylist():
         rows.append(ids[:256])
 json.dump({"dir": "smollm2-hf", "calib": rows[: int(sys.argv[2])], "ops": [
-    {"kind": "wanda", "sparsity": 0.5, "pattern": "unstructured"},
-    {"kind": "gptq", "bits": 4, "group": 128, "damp": 0.01, "block": 128}]}, open("peer_task.json", "w"))
+    {"kind": "wanda", "sparsity": 0.5, "pattern": "unstructured", "sequential": True},
+    {"kind": "gptq", "bits": 4, "group": 128, "damp": 0.01, "block": 128, "sequential": True}]},
+    open("peer_task.json", "w"))
 PY
 t0=$(date +%s.%N)
 "$PY" "$REPO/tests/peers/compress_ref.py" peer_task.json peer.safetensors

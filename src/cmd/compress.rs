@@ -7,7 +7,8 @@
 //! [--scope row|layer|global]`, and structured `--prune-neurons SHARE` (whole MLP neurons).
 //! Quantization: `--quant int8|int4 [--group G] [--rounding rtn|gptq]`. Wanda, GPTQ and the
 //! activation-aware neuron score read calibration rows from `--calib SPLIT` (a tokenized
-//! `clm` split). See `docs/compress.md`.
+//! `clm` split), block by block after the blocks before them are compressed
+//! (`--calib-stats sequential`) or from the source model (`source`). See `docs/compress.md`.
 
 use std::path::PathBuf;
 
@@ -58,6 +59,27 @@ pub enum Rounding {
     Gptq,
 }
 
+/// How an int4 group's scale and minimum are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Range {
+    /// The group's minimum and maximum.
+    Minmax,
+    /// The range [p·min, p·max] (p from 1 down to 0.22) with the least Σ|w − q(w)|^2.4
+    /// (the GPTQ code's `mse` search): clips a few weights for a finer grid.
+    Search,
+}
+
+/// Where the calibration statistics of Wanda and GPTQ come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CalibStats {
+    /// One block at a time: block i's inputs have passed through blocks 0..i as already
+    /// pruned or quantized (the papers' order; the default).
+    Sequential,
+    /// One pass of the source model: every block's inputs as the uncompressed model makes
+    /// them (needed for --scope global).
+    Source,
+}
+
 /// Arguments of `quern compress`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -84,6 +106,10 @@ pub struct Args {
     /// Quantize block matrices.
     #[arg(long, value_enum)]
     pub quant: Option<Quant>,
+    /// Also quantize the output projection (same scheme, rounded to nearest); a model with
+    /// tied embeddings gets its own `lm_head` (the token embeddings stay f32).
+    #[arg(long)]
+    pub quant_head: bool,
     /// int4 group size (inputs per scale).
     #[arg(long, default_value_t = 128)]
     pub group: i64,
@@ -96,12 +122,23 @@ pub struct Args {
     /// GPTQ's column block.
     #[arg(long, default_value_t = 128)]
     pub block: i64,
+    /// GPTQ: columns in order of decreasing Hessian diagonal, int4 groups' parameters fixed
+    /// before the error feedback (static groups).
+    #[arg(long)]
+    pub act_order: bool,
+    /// How int4 groups' ranges are chosen.
+    #[arg(long, value_enum, default_value = "minmax")]
+    pub range: Range,
     /// A tokenized clm split to calibrate on (wanda, gptq, activation-aware neurons).
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Calibration rows to read from --calib.
     #[arg(long, default_value_t = 64)]
     pub calib_rows: usize,
+    /// Where Wanda's and GPTQ's input statistics come from (default: sequential, or source
+    /// for --scope global).
+    #[arg(long, value_enum)]
+    pub calib_stats: Option<CalibStats>,
     /// A tokenized split to measure perplexity on, before and after, for the report.
     #[arg(long)]
     pub eval: Option<PathBuf>,

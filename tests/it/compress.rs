@@ -75,14 +75,22 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
     let root = dir.path();
     let base = setup(root);
     let src = store::load_weights(&base).unwrap();
+    let mut step_bytes = HashMap::new();
     for (flags, name, scheme) in [
         (vec!["--quant", "int8"], "q8", compress::Scheme::Int8),
+        (
+            vec!["--quant", "int8", "--quant-head"],
+            "q8h",
+            compress::Scheme::Int8,
+        ),
         (
             vec!["--quant", "int4", "--group", "32"],
             "q4",
             compress::Scheme::Int4 { group: 32 },
         ),
     ] {
+        let head = name.ends_with('h');
+        let n_quant = 10 + usize::from(head);
         let mut args = vec![
             "base",
             "--out",
@@ -122,9 +130,11 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
                 }
             }
         }
+        assert_eq!(raw.contains_key("lm_head.weight.q"), head);
+        assert_eq!(raw.contains_key("lm_head.weight"), !head);
         // Loaded: dequantized within half a step; the rest bit for bit.
         let back = store::load_weights(&out).unwrap();
-        assert_eq!(back.quant.len(), 10);
+        assert_eq!(back.quant.len(), n_quant);
         for (n, w) in &src.tensors {
             let b = &back.tensors[n];
             match back.quant.get(n) {
@@ -145,7 +155,7 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
         // Low-bit kernels against the dequantized model.
         let mut low = store::load(&out, Device::Cpu).unwrap();
         let dense = store::load(&out, Device::Cpu).unwrap();
-        assert_eq!(low.model.use_quantized(&low.quant).unwrap(), 10);
+        assert_eq!(low.model.use_quantized(&low.quant).unwrap(), n_quant);
         let ids =
             Tensor::from_slice(&[70i64, 114, 101, 101, 32, 115, 111, 102, 116, 119]).view([2, 5]);
         let a = low.model.forward(&ids, true, false);
@@ -157,7 +167,7 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
         );
         assert!(rel > 0.0, "{name}: the kernels did not run");
         // `quern generate` names the kernels it ran on; --dequantize runs none.
-        for (extra, want) in [(None, 10), (Some("--dequantize"), 0)] {
+        for (extra, want) in [(None, n_quant), (Some("--dequantize"), 0)] {
             let out = run_ok(
                 quern()
                     .current_dir(root)
@@ -175,8 +185,63 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
             );
             let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(row["low_bit_matrices"], want, "{extra:?}: {row}");
+            if extra.is_none() {
+                step_bytes.insert(name, row["weight_bytes_per_step"].as_f64().unwrap());
+            }
         }
     }
+    // The int8 head reads about a quarter of the f32 head's bytes per step (codes, an f32
+    // scale and a bf16 one per row: 3 bytes a weight and 6 a row saved at dim 64).
+    let saved = step_bytes["q8"] - step_bytes["q8h"];
+    let f32_head = (src.tensors["lm_head.weight"].numel() * 4) as f64;
+    assert!(
+        saved > 0.7 * f32_head && saved < 0.76 * f32_head,
+        "{step_bytes:?}"
+    );
+}
+
+/// `--quant-head` on a model with tied embeddings unties it: the token embeddings stay as
+/// they were in f32, the output projection becomes int8 codes within half a step of them,
+/// and the low-bit head gives the dequantized model's logits.
+#[test]
+fn a_tied_head_is_untied_and_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cfg = quern_models::ModelConfig::llama()
+        .with_dim(32)
+        .with_layers(1)
+        .with_seq_len(16)
+        .with_vocab_size(64);
+    assert!(cfg.tie_embeddings);
+    let m = quern_models::Transformer::new(&cfg, Device::Cpu);
+    store::save(
+        &root.join("m"),
+        &store::ModelMeta::new(cfg),
+        &m.params().named(),
+        None,
+        false,
+    )
+    .unwrap();
+    compress_json(
+        &["m", "--out", "h", "--quant", "int8", "--quant-head"],
+        root,
+    );
+    let back = store::load_weights(&root.join("h")).unwrap();
+    assert!(!back.meta.config.tie_embeddings);
+    let emb = &m.params().get("tok_emb.weight").unwrap();
+    assert!(back.tensors["tok_emb.weight"].equal(emb));
+    let q = &back.quant["lm_head.weight"];
+    let step = q.scale.view([-1, 1]).expand_as(emb);
+    let over = (&back.tensors["lm_head.weight"] - *emb).abs() - step / 2.0 - 1e-6;
+    assert!(over.max().double_value(&[]) <= 0.0);
+    let mut low = store::load(&root.join("h"), Device::Cpu).unwrap();
+    let dense = store::load(&root.join("h"), Device::Cpu).unwrap();
+    assert_eq!(low.model.use_quantized(&low.quant).unwrap(), 6);
+    let ids = Tensor::from_slice(&[5i64, 9, 33, 2]).view([1, 4]);
+    let a = low.model.forward(&ids, true, false);
+    let b = dense.model.forward(&ids, true, false);
+    let rel = (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[]);
+    assert!(rel > 0.0 && rel < 2e-2, "{rel}");
 }
 
 /// Magnitude pruning per matrix zeroes exactly its share of each matrix; 2:4 Wanda leaves
@@ -300,7 +365,9 @@ fn pruning_keeps_its_pattern_through_training() {
 
 /// Wanda (unstructured and 2:4) and GPTQ (int8, int4 g32) equal a plain PyTorch
 /// implementation of the papers' formulas run by transformers on quern's Hugging Face export
-/// of the same model, with the same calibration rows: the same zeros (Wanda), the same
+/// of the same model, with the same calibration rows, block by block (the default) and, for
+/// int4 GPTQ, from the source model's statistics; int4 GPTQ in act order with searched
+/// ranges, and round-to-nearest with searched ranges: the same zeros (Wanda), the same
 /// dequantized weights (GPTQ, allowing a few codes one step apart where float rounding in
 /// the statistics tips a tie).
 #[test]
@@ -313,7 +380,7 @@ fn wanda_and_gptq_equal_plain_pytorch_on_the_same_model() {
     let calib = reader.next_rows(rows).unwrap().narrow(1, 0, SEQ as i64);
     let calib: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(&calib).unwrap();
     let n_rows = rows.to_string();
-    let runs: [(&str, Vec<&str>); 4] = [
+    let runs: [(&str, Vec<&str>); 7] = [
         ("wanda50", vec!["--prune", "wanda", "--sparsity", "0.5"]),
         ("wanda24", vec!["--prune", "wanda", "--pattern", "2:4"]),
         ("gptq8", vec!["--quant", "int8", "--rounding", "gptq"]),
@@ -321,17 +388,43 @@ fn wanda_and_gptq_equal_plain_pytorch_on_the_same_model() {
             "gptq4",
             vec!["--quant", "int4", "--group", "32", "--rounding", "gptq"],
         ),
+        (
+            "gptq4src",
+            vec![
+                "--quant",
+                "int4",
+                "--group",
+                "32",
+                "--rounding",
+                "gptq",
+                "--calib-stats",
+                "source",
+            ],
+        ),
+        (
+            "gptq4act",
+            vec![
+                "--quant",
+                "int4",
+                "--group",
+                "32",
+                "--rounding",
+                "gptq",
+                "--act-order",
+                "--range",
+                "search",
+            ],
+        ),
+        (
+            "rtn4search",
+            vec!["--quant", "int4", "--group", "32", "--range", "search"],
+        ),
     ];
     for (name, flags) in &runs {
-        let mut args = vec![
-            "base",
-            "--out",
-            name,
-            "--calib",
-            "tokens/train",
-            "--calib-rows",
-            &n_rows,
-        ];
+        let mut args = vec!["base", "--out", name];
+        if !name.starts_with("rtn") {
+            args.extend(["--calib", "tokens/train", "--calib-rows", &n_rows]);
+        }
         args.extend(flags.iter().copied());
         compress_json(&args, root);
         run_ok(
@@ -350,15 +443,28 @@ fn wanda_and_gptq_equal_plain_pytorch_on_the_same_model() {
         "dir": root.join("base-hf"),
         "calib": calib,
         "ops": [
-            {"kind": "wanda", "sparsity": 0.5, "pattern": "unstructured"},
-            {"kind": "wanda", "sparsity": 0.5, "pattern": "2:4"},
-            {"kind": "gptq", "bits": 8, "group": 0, "damp": 0.01, "block": 128},
+            {"kind": "wanda", "sparsity": 0.5, "pattern": "unstructured", "sequential": true},
+            {"kind": "wanda", "sparsity": 0.5, "pattern": "2:4", "sequential": true},
+            {"kind": "gptq", "bits": 8, "group": 0, "damp": 0.01, "block": 128, "sequential": true},
+            {"kind": "gptq", "bits": 4, "group": 32, "damp": 0.01, "block": 128, "sequential": true},
             {"kind": "gptq", "bits": 4, "group": 32, "damp": 0.01, "block": 128},
+            {"kind": "gptq", "bits": 4, "group": 32, "damp": 0.01, "block": 128,
+             "act_order": true, "range": "search", "sequential": true},
+            {"kind": "rtn", "bits": 4, "group": 32, "range": "search"},
         ],
     });
     let peer =
         store::read_safetensors(&run_peer(root, "compress_ref.py", &task, "ref.safetensors"))
             .unwrap();
+    // The two orders differ after the first layer, so agreeing with both says quern follows
+    // the order asked for.
+    let seq = &peer["o3.model.layers.1.mlp.down_proj.weight"];
+    let src = &peer["o4.model.layers.1.mlp.down_proj.weight"];
+    let moved = (seq - src).abs().gt(1e-5).sum(Kind::Int64).int64_value(&[]);
+    assert!(
+        moved as f64 > 0.05 * seq.numel() as f64,
+        "sequential and source statistics gave nearly the same weights ({moved} differ)"
+    );
     for (i, (name, _)) in runs.iter().enumerate() {
         let ours =
             store::read_safetensors(&root.join(format!("{name}-hf/model.safetensors"))).unwrap();
@@ -411,8 +517,9 @@ fn wanda_and_gptq_equal_plain_pytorch_on_the_same_model() {
     }
 }
 
-/// Bad requests: nothing to do, Wanda or GPTQ without calibration data, int4 on a pruned
-/// model, a sparsity out of range, an existing output: each named, nothing written.
+/// Bad requests: nothing to do, Wanda or GPTQ without calibration data, calibration data or
+/// statistics for methods that read none, sequential statistics for a global scope, int4 on a
+/// pruned model, a sparsity out of range, an existing output: each named, nothing written.
 #[test]
 fn bad_requests_are_refused_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -432,8 +539,48 @@ fn bad_requests_are_refused_naming_the_flag() {
         false,
     )
     .unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["m", "--out", "x"], "nothing to do"),
+        (
+            &["m", "--out", "x", "--quant", "int8", "--calib", "c"],
+            "none of them is asked for",
+        ),
+        (
+            &["m", "--out", "x", "--quant", "int8", "--range", "search"],
+            "--range",
+        ),
+        (
+            &["m", "--out", "x", "--quant", "int4", "--act-order"],
+            "--rounding gptq",
+        ),
+        (
+            &[
+                "m",
+                "--out",
+                "x",
+                "--quant",
+                "int8",
+                "--calib-stats",
+                "source",
+            ],
+            "--calib-stats",
+        ),
+        (
+            &[
+                "m",
+                "--out",
+                "x",
+                "--prune",
+                "wanda",
+                "--scope",
+                "global",
+                "--calib-stats",
+                "sequential",
+                "--calib",
+                "c",
+            ],
+            "--calib-stats source",
+        ),
         (&["m", "--out", "x", "--prune", "wanda"], "--calib"),
         (
             &["m", "--out", "x", "--quant", "int4", "--rounding", "gptq"],

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use quern::cmd::compress::{Args, Pattern, Prune, Quant, Rounding, Scope};
+use quern::cmd::compress::{Args, CalibStats, Pattern, Prune, Quant, Range, Rounding, Scope};
 use quern_models::compress::{self, PruneMethod, PruneOptions, QuantRecord, Scheme, Taps};
 use quern_models::store::{self, ModelMeta};
 use quern_models::Transformer;
@@ -83,10 +83,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Pattern::Unstructured => compress::Pattern::Unstructured,
             Pattern::TwoFour => compress::Pattern::TwoFour,
         };
-        let taps = match (method, &calib) {
-            (PruneMethod::Wanda, Some(rows)) => calibrate(&cfg, &tensors, rows, false)?,
-            _ => Taps::new(),
-        };
         let opts = PruneOptions {
             method,
             sparsity: if pattern == compress::Pattern::TwoFour {
@@ -97,7 +93,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             pattern,
             scope,
         };
-        pruned = compress::prune(&mut tensors, &opts, &taps)?;
+        let global = scope == compress::Scope::Global;
+        pruned = match (method, &calib) {
+            (PruneMethod::Wanda, Some(rows))
+                if stats_of(&args, global) == CalibStats::Sequential =>
+            {
+                let mut names = Vec::new();
+                sequential(&cfg, &mut tensors, rows, false, |taps, tensors| {
+                    // This block's matrices, pruned alone (row or layer scope).
+                    let mut block: HashMap<String, Tensor> = taps
+                        .keys()
+                        .map(|n| (n.clone(), tensors[n].shallow_clone()))
+                        .collect();
+                    names.extend(compress::prune(&mut block, &opts, taps)?);
+                    tensors.extend(block);
+                    Ok(())
+                })?;
+                names.sort();
+                names
+            }
+            (PruneMethod::Wanda, Some(rows)) => {
+                let taps = calibrate(&cfg, &tensors, rows, false)?;
+                compress::prune(&mut tensors, &opts, &taps)?
+            }
+            _ => compress::prune(&mut tensors, &opts, &Taps::new())?,
+        };
         steps.push(format!(
             "prune: {} {}, {:?} scope, {} matrices",
             format!("{method:?}").to_lowercase(),
@@ -123,49 +143,110 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Rounding::Gptq => compress::Rounding::Gptq {
                 damp: args.damp,
                 block: args.block,
+                act_order: args.act_order,
             },
         };
-        let taps = match (&rounding, &calib) {
-            (compress::Rounding::Gptq { .. }, Some(rows)) => calibrate(&cfg, &tensors, rows, true)?,
-            _ => Taps::new(),
+        let range = match args.range {
+            Range::Minmax => compress::Range::MinMax,
+            Range::Search => compress::Range::Search,
         };
-        let mut names: Vec<String> = tensors
-            .keys()
-            .filter(|n| compress::compressible(n))
-            .cloned()
-            .collect();
-        names.sort();
-        for name in &names {
-            let w = &tensors[name];
-            let h = match taps.get(name) {
-                Some(t) => t
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("a poisoned tap"))?
-                    .hessian(),
-                None => None,
-            };
-            let mut qt = compress::quantize(w, scheme, rounding, h.as_ref())
+        let quantize = |name: &str, w: &Tensor, tap: Option<&compress::Tap>| {
+            let h = tap.and_then(|t| t.hessian());
+            let mut qt = compress::quantize(w, scheme, rounding, range, h.as_ref())
                 .with_context(|| format!("quantizing {name}"))?;
-            if pruned.contains(name) {
+            if pruned.iter().any(|p| p == name) {
                 // Pruned zeros stay zero: int8 code 0 is exactly 0 (GPTQ may have moved
                 // rounding error onto them).
                 qt.codes = &qt.codes * w.ne(0.0).to_kind(qt.codes.kind());
             }
-            quant.push((name.clone(), qt));
+            anyhow::Ok(qt)
+        };
+        let gptq = matches!(rounding, compress::Rounding::Gptq { .. });
+        match &calib {
+            Some(rows) if gptq && stats_of(&args, false) == CalibStats::Sequential => {
+                sequential(&cfg, &mut tensors, rows, true, |taps, tensors| {
+                    for (name, tap) in taps {
+                        let tap = tap.lock().map_err(|_| anyhow::anyhow!("a poisoned tap"))?;
+                        let qt = quantize(name, &tensors[name], Some(&tap))?;
+                        // The next blocks calibrate on what this block computes now.
+                        tensors.insert(name.clone(), qt.dequantize());
+                        quant.push((name.clone(), qt));
+                    }
+                    Ok(())
+                })?;
+            }
+            _ => {
+                let taps = match &calib {
+                    Some(rows) if gptq => calibrate(&cfg, &tensors, rows, true)?,
+                    _ => Taps::new(),
+                };
+                let mut names: Vec<&String> = tensors
+                    .keys()
+                    .filter(|n| compress::compressible(n))
+                    .collect();
+                names.sort();
+                for name in names {
+                    let qt = match taps.get(name) {
+                        Some(t) => {
+                            let tap = t.lock().map_err(|_| anyhow::anyhow!("a poisoned tap"))?;
+                            quantize(name, &tensors[name], Some(&tap))?
+                        }
+                        None => quantize(name, &tensors[name], None)?,
+                    };
+                    quant.push((name.clone(), qt));
+                }
+            }
         }
+        if args.quant_head {
+            // The output projection: untied first, so the token embeddings stay exact.
+            if cfg.tie_embeddings {
+                let emb = tensors
+                    .get("tok_emb.weight")
+                    .context("the model has no tok_emb.weight")?
+                    .copy();
+                tensors.insert(compress::HEAD.to_string(), emb);
+                cfg.tie_embeddings = false;
+            }
+            let w = tensors
+                .get(compress::HEAD)
+                .context("the model has no output projection (lm_head.weight)")?;
+            let qt = compress::quantize(w, scheme, compress::Rounding::Rtn, range, None)
+                .context("quantizing lm_head.weight")?;
+            quant.push((compress::HEAD.to_string(), qt));
+        }
+        quant.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<String> = quant.iter().map(|(n, _)| n.clone()).collect();
         steps.push(format!(
-            "quant: {} {}, {} matrices",
+            "quant: {}{} {}, {} matrices",
             scheme.name(),
+            if range == compress::Range::Search {
+                " (range search)"
+            } else {
+                ""
+            },
             match rounding {
                 compress::Rounding::Rtn => "round-to-nearest".to_string(),
-                compress::Rounding::Gptq { damp, block } =>
-                    format!("GPTQ (damp {damp}, block {block})"),
+                compress::Rounding::Gptq {
+                    damp,
+                    block,
+                    act_order,
+                } => format!(
+                    "GPTQ (damp {damp}, block {block}{})",
+                    if act_order { ", act order" } else { "" }
+                ),
             },
-            names.len()
+            names.len() - usize::from(args.quant_head)
         ));
+        if args.quant_head {
+            steps.push(format!(
+                "quant: lm_head.weight {}, round-to-nearest (its own copy; the token embeddings stay f32)",
+                scheme.name()
+            ));
+        }
         record = Some(QuantRecord {
             scheme,
             rounding,
+            range,
             tensors: names,
         });
     }
@@ -243,6 +324,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         "calibration": args.calib.as_ref().map(|c| json!({
             "split": c.display().to_string(),
+            "stats": match stats_of(&args, args.scope == Some(Scope::Global)) {
+                CalibStats::Sequential => "sequential",
+                CalibStats::Source => "source",
+            },
             "rows": calib.as_ref().map_or(0, |r| r.size()[0]),
             "tokens": calib.as_ref().map_or(0, |r| r.numel()),
         })),
@@ -268,6 +353,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn check_args(a: &Args) -> anyhow::Result<()> {
+    if a.quant_head && a.quant.is_none() {
+        bail!(
+            "--quant-head quantizes the output projection like the blocks: give --quant int8|int4"
+        );
+    }
     if a.prune.is_none() && a.prune_neurons.is_none() && a.quant.is_none() {
         bail!("nothing to do: give --prune, --prune-neurons or --quant");
     }
@@ -293,6 +383,12 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
     if a.quant.is_none() && a.rounding == Rounding::Gptq {
         bail!("--rounding gptq rounds a quantization: give --quant int8|int4");
     }
+    if a.act_order && a.rounding != Rounding::Gptq {
+        bail!("--act-order orders GPTQ's columns: give --rounding gptq");
+    }
+    if a.range == Range::Search && a.quant != Some(Quant::Int4) {
+        bail!("--range chooses int4 groups' ranges: give --quant int4");
+    }
     if !(a.damp > 0.0 && a.damp.is_finite()) || a.block < 1 {
         bail!("--damp must be positive and --block at least 1");
     }
@@ -309,6 +405,23 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
                 "{what} reads the model's activations: give --calib SPLIT (a tokenized clm split, e.g. the training data's val split)"
             );
         }
+    }
+    if a.calib_stats.is_some()
+        && a.prune != Some(Prune::Wanda)
+        && !(a.quant.is_some() && a.rounding == Rounding::Gptq)
+    {
+        bail!("--calib-stats chooses Wanda's and GPTQ's statistics: give --prune wanda or --rounding gptq");
+    }
+    if a.calib_stats == Some(CalibStats::Sequential) && a.scope == Some(Scope::Global) {
+        bail!(
+            "--scope global ranks every matrix at once, so its statistics come from the source model: use --calib-stats source"
+        );
+    }
+    let reads_calib = a.prune == Some(Prune::Wanda)
+        || (a.quant.is_some() && a.rounding == Rounding::Gptq)
+        || a.prune_neurons.is_some();
+    if a.calib.is_some() && !reads_calib {
+        bail!("--calib feeds --prune wanda, --rounding gptq and --prune-neurons; none of them is asked for");
     }
     if a.calib_rows == 0 {
         bail!("--calib-rows must be at least 1");
@@ -335,6 +448,59 @@ fn read_calibration(split: &Path, rows: usize, model: &Transformer) -> anyhow::R
     let ids = reader.next_rows(n)?;
     let width = (reader.row_width() as i64 - 1).min(model.seq_len());
     Ok(ids.narrow(1, 0, width))
+}
+
+/// Where Wanda's and GPTQ's statistics come from: `--calib-stats`, by default sequential,
+/// or the source model's for a global scope (whose matrices compete all at once).
+fn stats_of(args: &Args, global: bool) -> CalibStats {
+    args.calib_stats.unwrap_or(if global {
+        CalibStats::Source
+    } else {
+        CalibStats::Sequential
+    })
+}
+
+/// Calibrates and compresses one block at a time, in the order of the GPTQ and Wanda papers:
+/// block i's taps (with the Gram matrix when `gram`) see inputs that passed through blocks
+/// 0..i as `compress` already left them; `compress` gets them and replaces the block's
+/// matrices in `tensors`, which the model then computes with. Costs about two passes over
+/// the calibration rows, whatever the depth.
+fn sequential(
+    cfg: &quern_models::ModelConfig,
+    tensors: &mut HashMap<String, Tensor>,
+    rows: &Tensor,
+    gram: bool,
+    mut compress: impl FnMut(&Taps, &mut HashMap<String, Tensor>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let _g = tch::no_grad_guard();
+    let mut model = Transformer::from_weights(cfg, Device::Cpu, tensors, Path::new("(compress)"))?;
+    let causal = !cfg.post_norm;
+    let n = rows.size()[0];
+    let mut xs = Vec::new();
+    let mut at = 0;
+    while at < n {
+        let b = 8.min(n - at);
+        xs.push(model.embed(&rows.narrow(0, at, b))?);
+        at += b;
+    }
+    for i in 0..cfg.layers {
+        let prefix = format!("blocks.{i}.");
+        let taps = model.set_taps_on(gram, |name| name.starts_with(&prefix));
+        for x in &xs {
+            let _ = model.block_forward(i, x, causal)?;
+        }
+        model.clear_taps();
+        compress(&taps, tensors)?;
+        for name in taps.keys() {
+            model.set_weight(name, &tensors[name])?;
+        }
+        if i + 1 < cfg.layers {
+            for x in xs.iter_mut() {
+                *x = model.block_forward(i, x, causal)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One pass of the model of `tensors` over the calibration rows, collecting every block
