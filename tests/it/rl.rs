@@ -166,12 +166,24 @@ fn assert_reward_rises(t: &Path, name: &str, body: &str, keys: &[&str]) -> Vec<s
         "{name}: the reward did not rise: {before:.3} -> {after:.3} ({r:?})"
     );
     let lines = read_jsonl(&metrics);
-    for key in keys {
+    for key in keys.iter().chain(&["truncated_frac", "response_length"]) {
         assert!(
             lines[0][key].as_f64().is_some(),
             "{key} missing: {}",
             lines[0]
         );
+    }
+    // Every task here generates at most 4 tokens (a stop id counts as one): a step whose
+    // completions were all cut off has exactly 4 each.
+    for l in &lines {
+        let (cut, len) = (
+            l["truncated_frac"].as_f64().unwrap(),
+            l["response_length"].as_f64().unwrap(),
+        );
+        assert!((0.0..=1.0).contains(&cut), "{l}");
+        if cut == 1.0 {
+            assert_eq!(len, 4.0, "{l}");
+        }
     }
     lines
 }

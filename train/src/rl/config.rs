@@ -280,6 +280,10 @@ pub enum RewardKind {
     /// The completion's tokens divided by `generation.max_new_tokens` (give it a negative
     /// weight to favour short answers).
     Length,
+    /// 1 when the completion ran out of `generation.max_new_tokens` (or the context)
+    /// without an end-of-sequence id or stop string, else 0: with `weight = -P` it is TRL's
+    /// `missing_eos_penalty = P`.
+    Truncated,
     /// An external program's score: JSONL on stdin, one JSON number per line on stdout.
     Command,
     /// A reward model trained by `quern train` (`objective = "rm"`): its score of prompt +
@@ -302,7 +306,7 @@ pub enum Extract {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardTerm {
-    /// `exact_match`, `regex`, `format`, `length`, `command` or `rm`. Required.
+    /// `exact_match`, `regex`, `format`, `length`, `truncated`, `command` or `rm`. Required.
     #[serde(rename = "type")]
     pub kind: RewardKind,
     /// The term's weight in the sum (finite). Default 1.
@@ -335,6 +339,7 @@ impl RewardTerm {
             RewardKind::Regex => "regex",
             RewardKind::Format => "format",
             RewardKind::Length => "length",
+            RewardKind::Truncated => "truncated",
             RewardKind::Command => "command",
             RewardKind::Rm => "rm",
         }
@@ -610,7 +615,7 @@ impl RlConfig {
                 RewardKind::Regex => &["pattern"],
                 RewardKind::Command => &["command"],
                 RewardKind::Rm => &["model"],
-                RewardKind::Format | RewardKind::Length => &[],
+                RewardKind::Format | RewardKind::Length | RewardKind::Truncated => &[],
             };
             let given = [
                 ("extract", t.extract.is_some()),

@@ -115,6 +115,10 @@ pub struct RlStepLog {
     pub lr: f64,
     /// Mean completion length in tokens (with the stop id).
     pub response_length: f64,
+    /// Fraction of completions cut off by `max_new_tokens` or the context (TRL's
+    /// `completions/clipped_ratio`).
+    #[serde(default)]
+    pub truncated_frac: f64,
     /// Generated tokens this step, and per second of generation.
     pub gen_tokens: u64,
     pub gen_tokens_per_s: f64,
@@ -192,6 +196,8 @@ struct Seq {
     prompt_len: usize,
     completion_len: usize,
     text: String,
+    /// Cut off by `max_new_tokens` or the context, not stopped.
+    truncated: bool,
 }
 
 /// A run's state.
@@ -620,6 +626,7 @@ impl Run {
                     completion_len,
                     ids,
                     text: o.text,
+                    truncated: matches!(o.finish, Finish::Length | Finish::Context),
                 }
             })
             .collect();
@@ -641,6 +648,7 @@ impl Run {
             .map(|s| (s.ids.len() - s.prompt_len) as u64)
             .sum();
         let response_length = seqs.iter().map(|s| s.completion_len as f64).sum::<f64>() / n as f64;
+        let truncated_frac = seqs.iter().filter(|s| s.truncated).count() as f64 / n as f64;
         let ids: Vec<String> = picks
             .iter()
             .flat_map(|&p| (0..g).map(move |k| (p, k)))
@@ -655,6 +663,7 @@ impl Run {
                 completion: &s.text,
                 ids: &s.ids,
                 completion_tokens: s.completion_len,
+                truncated: s.truncated,
             })
             .collect();
         let mut total = vec![0.0; n];
@@ -693,6 +702,7 @@ impl Run {
             grad_norm: None,
             lr,
             response_length,
+            truncated_frac,
             gen_tokens,
             gen_tokens_per_s: gen_tokens as f64 / gen_s.max(1e-9),
             train_tokens_per_s: None,

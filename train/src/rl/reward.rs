@@ -7,6 +7,9 @@
 //! - `regex`: 1 when the pattern matches somewhere in the completion.
 //! - `format`: 1 when the completion has a `#### N` final answer.
 //! - `length`: completion tokens / `generation.max_new_tokens`.
+//! - `truncated`: 1 when the completion hit `generation.max_new_tokens` or the context
+//!   without stopping (no end-of-sequence id, no stop string); a negative weight is TRL's
+//!   `missing_eos_penalty`.
 //! - `command`: an external program. It gets one JSON object per sample on stdin (`id`,
 //!   `prompt` (the question), `completion`, `answer` (the final answer after `####`),
 //!   `reference` (the whole answer)) and must print one JSON number per line, in order, and
@@ -36,6 +39,8 @@ pub struct Sample<'a> {
     /// Prompt + completion ids (as trained on) and the completion's length.
     pub ids: &'a [i64],
     pub completion_tokens: usize,
+    /// Whether generation cut it off (length or context) rather than it stopping.
+    pub truncated: bool,
 }
 
 /// A reward that could not be computed for a step's samples.
@@ -51,6 +56,7 @@ pub enum Scorer {
     Regex(regex::Regex),
     Format,
     Length(usize),
+    Truncated,
     Command { argv: Vec<String>, dir: PathBuf },
     Rm(Box<Transformer>),
 }
@@ -62,6 +68,7 @@ impl std::fmt::Debug for Scorer {
             Scorer::Regex(r) => write!(f, "Regex({})", r.as_str()),
             Scorer::Format => write!(f, "Format"),
             Scorer::Length(n) => write!(f, "Length({n})"),
+            Scorer::Truncated => write!(f, "Truncated"),
             Scorer::Command { argv, .. } => write!(f, "Command({argv:?})"),
             Scorer::Rm(_) => write!(f, "Rm"),
         }
@@ -92,6 +99,7 @@ impl Scorer {
             ),
             RewardKind::Format => Scorer::Format,
             RewardKind::Length => Scorer::Length(max_new_tokens),
+            RewardKind::Truncated => Scorer::Truncated,
             RewardKind::Command => Scorer::Command {
                 argv: t.command.clone().unwrap_or_default(),
                 dir,
@@ -162,6 +170,10 @@ impl Scorer {
             Scorer::Length(n) => samples
                 .iter()
                 .map(|s| s.completion_tokens as f64 / *n as f64)
+                .collect(),
+            Scorer::Truncated => samples
+                .iter()
+                .map(|s| f64::from(u8::from(s.truncated)))
                 .collect(),
             Scorer::Command { argv, dir } => run_command(argv, dir, samples)?,
             Scorer::Rm(m) => rm_scores(m, samples).map_err(|e| e.to_string())?,
@@ -312,6 +324,7 @@ mod tests {
                 completion: t,
                 ids: &ids,
                 completion_tokens: i + 1,
+                truncated: i == 3,
             })
             .collect();
         let flex = Scorer::ExactMatch(Extract::Flexible)
@@ -330,6 +343,10 @@ mod tests {
             Scorer::Length(4).score(&samples).unwrap(),
             vec![0.25, 0.5, 0.75, 1.0]
         );
+        assert_eq!(
+            Scorer::Truncated.score(&samples).unwrap(),
+            vec![0.0, 0.0, 0.0, 1.0]
+        );
     }
 
     #[test]
@@ -345,6 +362,7 @@ mod tests {
                 completion: t,
                 ids: &ids,
                 completion_tokens: 1,
+                truncated: false,
             })
             .collect();
         let dir = std::env::temp_dir();
