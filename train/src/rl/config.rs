@@ -65,6 +65,10 @@ pub struct RlConfig {
     /// Checkpoints. Default: see [`RlCheckpoint`].
     #[serde(default)]
     pub checkpoint: RlCheckpoint,
+    /// LoRA adapters on the policy (`rank`, `alpha`, `targets`, as in `run.toml`; `dropout`
+    /// must be 0): only they (and PPO's value head) train, and checkpoints hold only them.
+    #[serde(default)]
+    pub lora: Option<crate::config::LoraConfig>,
     /// The TOML's directory, where reward commands run (set by [`RlConfig::resolve`]; not
     /// a key of the file).
     #[serde(skip)]
@@ -478,6 +482,18 @@ impl RlConfig {
             }
         }
         let positive = |x: f64| x > 0.0 && x.is_finite();
+        if let Some(l) = &self.lora {
+            l.validate()?;
+            if l.dropout != 0.0 {
+                return Err(Error::bad_config(
+                    "lora.dropout",
+                    format!(
+                        "must be 0 in quern rl, got {}: the policy's log-probabilities are taken without dropout, as the samples' were",
+                        l.dropout
+                    ),
+                ));
+            }
+        }
         let g = &self.generation;
         if self.algorithm.kind == Algorithm::Ppo {
             need(

@@ -22,6 +22,11 @@
 //! generate` and `quern eval` read it, plus `optimizer.safetensors` and `state.json` with
 //! the step, the prompt cursor and the counters) therefore lets `--resume` repeat an
 //! uninterrupted run exactly on CPU.
+//!
+//! With `[lora]` the policy is `init.from` plus LoRA adapters (B = 0 at the start), the only
+//! weights that train beside PPO's value head; a checkpoint then holds the adapters alone
+//! and a `lora` record in `state.json` (no `model.json`), which every model reader merges
+//! into the recorded base, as for `quern train`'s LoRA checkpoints.
 
 pub mod algo;
 pub mod config;
@@ -39,6 +44,7 @@ use quern_eval::generation::{prompt_text, GenTask, Problem};
 use quern_models::chat::{Message, DEFAULT_TEMPLATE};
 use quern_models::config::ModelConfig;
 use quern_models::generate::{Finish, GenerateConfig, Generator, Sampling};
+use quern_models::lora::AdapterRecord;
 use quern_models::store::{self, ModelMeta};
 use quern_models::transformer::{Extras, Param, ParamStore, Role, Transformer};
 use serde::{Deserialize, Serialize};
@@ -142,6 +148,10 @@ pub struct RlState {
     pub failed_steps: u64,
     /// The policy's shape (also in model.json; `quern_models::store` reads either).
     pub model: ModelConfig,
+    /// With `[lora]`: the adapters' record (the base model and its hash), so that every
+    /// model reader merges this checkpoint's adapters into that base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<AdapterRecord>,
     pub config: RlConfig,
     pub quern_version: String,
 }
@@ -209,6 +219,8 @@ struct Run {
     value: Option<ParamStore>,
     reference: Option<Transformer>,
     optimizer: AdamW,
+    /// With `[lora]`: what the checkpoints record about the adapters.
+    adapter: Option<AdapterRecord>,
     tokenizer: Tokenizer,
     meta: ModelMeta,
     tokenizer_json: String,
@@ -263,6 +275,20 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     checkpoint::restore_weights(model.params_mut(), &w.tensors, &wfile)?;
     // A pruned policy's zeros (`model.pruned`, from `quern compress`) stay zero.
     model.refresh_masks();
+    // LoRA: adapters (B = 0, so the policy starts as init.from) are all that train.
+    let adapter = match &cfg.lora {
+        Some(lora) => {
+            model.add_lora(lora)?;
+            Some(AdapterRecord {
+                lora: lora.clone(),
+                base: fs::canonicalize(&w.path).at(&w.path)?,
+                base_hash: quern_models::lora::weights_hash(&w.tensors),
+                head: None,
+                mlm_head: false,
+            })
+        }
+        None => None,
+    };
     drop(w);
     let ctx = model.seq_len() as usize;
     let prompt_ids = encode_prompts(cfg, &task, &model, &tokenizer, &meta)?;
@@ -308,6 +334,7 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         value,
         reference,
         optimizer,
+        adapter,
         tokenizer,
         meta,
         tokenizer_json,
@@ -1018,6 +1045,7 @@ impl Run {
             seed: self.cfg.train.seed,
             failed_steps: self.failed_steps,
             model: self.model.config().clone(),
+            lora: self.adapter.clone(),
             config: self.cfg.clone(),
             quern_version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -1034,7 +1062,12 @@ impl Run {
         meta.quant = None;
         meta.source = Some(format!("quern rl:{}", self.cfg.out_dir.display()));
         meta.quern_version = env!("CARGO_PKG_VERSION").into();
-        let weights = self.model.params().named();
+        // A LoRA run writes its adapters alone and no model.json: the directory is then a
+        // checkpoint whose `lora` record every model reader merges into the base.
+        let weights = match &self.adapter {
+            Some(_) => self.model.trainable().named(),
+            None => self.model.params().named(),
+        };
         let opt = self
             .optimizer
             .state(&trained(&self.model, self.value.as_ref()));
@@ -1046,11 +1079,14 @@ impl Run {
             if let Some(v) = &value {
                 write_tensors(&tmp.join(VALUE_HEAD), v)?;
             }
-            for (name, bytes) in [
-                (store::MODEL_JSON, serde_json::to_vec_pretty(&meta)?),
+            let mut files = vec![
                 (store::TOKENIZER, self.tokenizer_json.clone().into_bytes()),
                 ("state.json", serde_json::to_vec_pretty(&state)?),
-            ] {
+            ];
+            if self.adapter.is_none() {
+                files.push((store::MODEL_JSON, serde_json::to_vec_pretty(&meta)?));
+            }
+            for (name, bytes) in files {
                 let p = tmp.join(name);
                 fs::write(&p, bytes).at(&p)?;
                 store::sync_file(&p)?;
@@ -1095,6 +1131,17 @@ impl Run {
                     dir.display(),
                     s.config.algorithm.kind.name(),
                     self.cfg.algorithm.kind.name()
+                ),
+            ));
+        }
+        if s.lora.as_ref().map(|r| &r.lora) != self.adapter.as_ref().map(|r| &r.lora) {
+            return Err(Error::bad_config(
+                "lora",
+                format!(
+                    "the checkpoint in {} trained {}, but this run trains {}: start a new out_dir or restore [lora]",
+                    dir.display(),
+                    if s.lora.is_some() { "LoRA adapters" } else { "every weight" },
+                    if self.adapter.is_some() { "LoRA adapters" } else { "every weight" },
                 ),
             ));
         }
