@@ -961,6 +961,20 @@ impl Transformer {
     /// `B` zero, so the outputs do not change) on the layers `lora.targets` names, in every
     /// block, and freezes every other parameter. Errors name the `lora.*` key at fault (a
     /// target the model does not have lists those it has).
+    /// Runs `f` on the model with its LoRA adapters set aside (the base model, as peft's
+    /// `disable_adapter`), then puts them back: a reference model for free.
+    pub fn without_adapters<T>(&mut self, f: impl FnOnce(&Transformer) -> T) -> T {
+        let saved: Vec<Vec<Adapter>> = self
+            .linears_mut()
+            .map(|l| std::mem::take(&mut l.lora))
+            .collect();
+        let out = f(self);
+        for (l, a) in self.linears_mut().zip(saved) {
+            l.lora = a;
+        }
+        out
+    }
+
     pub fn add_lora(&mut self, lora: &LoraConfig) -> Result<()> {
         if self.lora.is_some() {
             return Err(Error::usage("the model already has LoRA adapters"));

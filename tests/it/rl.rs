@@ -912,7 +912,8 @@ fn ppo_losses_and_gradients_equal_plain_pytorch() {
 }
 
 /// GRPO with `[lora]`: the adapters alone train (B = 0 at the start, so the first step's
-/// KL to the reference is 0); a resumed run equals an uninterrupted one; the checkpoint holds
+/// KL to the reference is 0); the default reference (the policy without its adapters) gives
+/// the same run as a second copy of the base; a resumed run equals an uninterrupted one; the checkpoint holds
 /// only adapters with a `lora` record and no model.json, and model readers merge it into the
 /// base: weights outside the targets are the base's, targeted ones moved; the reward rises.
 #[test]
@@ -928,6 +929,23 @@ fn lora_trains_adapters_only_and_checkpoints_them() {
     let lines =
         assert_resume_is_exact(t, &body, 6, &["model.safetensors", "optimizer.safetensors"]);
     assert_eq!(lines[0]["kl"].as_f64(), Some(0.0), "{}", lines[0]);
+    assert!(lines.iter().any(|l| l["kl"].as_f64().unwrap() > 0.0));
+    // The reference is the policy with its adapters set aside: the same run against a
+    // second copy of the base (init.reference) logs the same numbers.
+    let explicit_toml = t.join("explicit.toml");
+    std::fs::write(
+        &explicit_toml,
+        format!(
+            "out_dir = \"explicit\"\n[init]\nfrom = \"model\"\nreference = \"model\"\n\
+             [prompts]\nfile = \"prompts.jsonl\"\nper_step = 4\n{body}"
+        ),
+    )
+    .unwrap();
+    run_ok(quern().args(["rl", "--quiet"]).arg(&explicit_toml));
+    assert_eq!(
+        without_timings(read_jsonl(&t.join("explicit/metrics.jsonl"))),
+        lines
+    );
     let ck = t.join("whole/checkpoints/step-00000006");
     assert!(!ck.join("model.json").exists());
     let adapters = quern_models::store::read_safetensors(&ck.join("model.safetensors")).unwrap();

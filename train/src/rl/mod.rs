@@ -218,6 +218,8 @@ struct Run {
     /// PPO's value head (`value_head.weight` `[1, dim]`, `value_head.bias` `[1]`).
     value: Option<ParamStore>,
     reference: Option<Transformer>,
+    /// The reference is the policy without its LoRA adapters (no second copy).
+    base_reference: bool,
     optimizer: AdamW,
     /// With `[lora]`: what the checkpoints record about the adapters.
     adapter: Option<AdapterRecord>,
@@ -296,7 +298,10 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         prompt_ids.iter().map(Vec::len).max().unwrap_or(0) + cfg.generation.max_new_tokens + 1;
     let longest = longest.min(ctx);
     let vocab = tokenizer.get_vocab(true);
-    let reference = if cfg.algorithm.beta > 0.0 {
+    // With LoRA the reference defaults to the base: the policy with its adapters set aside.
+    let base_reference =
+        cfg.algorithm.beta > 0.0 && adapter.is_some() && cfg.init.reference.is_none();
+    let reference = if cfg.algorithm.beta > 0.0 && !base_reference {
         Some(load_reference(cfg, &model, &vocab, device)?)
     } else {
         None
@@ -333,6 +338,7 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         model,
         value,
         reference,
+        base_reference,
         optimizer,
         adapter,
         tokenizer,
@@ -835,17 +841,28 @@ impl Run {
         log.grad_norm = Some(grad_norm);
         log.entropy = Some(entropy / tokens.max(1.0));
         log.clip_frac = Some(clipped / counted.max(1.0));
-        log.kl = self.reference.as_ref().map(|_| kl / tokens.max(1.0));
+        log.kl = self.has_reference().then(|| kl / tokens.max(1.0));
         Ok(())
     }
 
     /// The reference's log-probabilities of each batch's targets (with `algorithm.beta > 0`).
-    fn reference_logps(&self, batches: &[Batch]) -> Result<Option<Vec<Tensor>>> {
+    fn reference_logps(&mut self, batches: &[Batch]) -> Result<Option<Vec<Tensor>>> {
         let temp = self.cfg.generation.temperature;
+        if self.base_reference {
+            return self
+                .model
+                .without_adapters(|m| frozen_logps(m, batches, temp))
+                .map(Some);
+        }
         self.reference
             .as_ref()
             .map(|r| frozen_logps(r, batches, temp))
             .transpose()
+    }
+
+    /// Whether the loss has a KL term to a reference.
+    fn has_reference(&self) -> bool {
+        self.reference.is_some() || self.base_reference
     }
 
     /// PPO (see [`algo`]): the log-probabilities and values before any update, per-token
@@ -970,7 +987,7 @@ impl Run {
         log.entropy = Some(entropy / denom);
         log.clip_frac = Some(clipped / counted.max(1.0));
         log.value_clip_frac = Some(vf_clipped / counted.max(1.0));
-        log.kl = self.reference.as_ref().map(|_| kl / denom);
+        log.kl = self.has_reference().then(|| kl / denom);
         Ok(())
     }
 
