@@ -39,6 +39,25 @@ fn setup(root: &Path) -> PathBuf {
     root.join("base")
 }
 
+/// A tiny random Llama-like model (1 layer, width 32, tied embeddings) saved as `root/m`.
+fn tiny_random(root: &Path) -> quern_models::Transformer {
+    let cfg = quern_models::ModelConfig::llama()
+        .with_dim(32)
+        .with_layers(1)
+        .with_seq_len(16)
+        .with_vocab_size(64);
+    let m = quern_models::Transformer::new(&cfg, Device::Cpu);
+    store::save(
+        &root.join("m"),
+        &store::ModelMeta::new(cfg),
+        &m.params().named(),
+        None,
+        false,
+    )
+    .unwrap();
+    m
+}
+
 fn compress_json(args: &[&str], root: &Path) -> serde_json::Value {
     let out = run_ok(
         quern()
@@ -207,21 +226,8 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
 fn a_tied_head_is_untied_and_quantized() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let cfg = quern_models::ModelConfig::llama()
-        .with_dim(32)
-        .with_layers(1)
-        .with_seq_len(16)
-        .with_vocab_size(64);
-    assert!(cfg.tie_embeddings);
-    let m = quern_models::Transformer::new(&cfg, Device::Cpu);
-    store::save(
-        &root.join("m"),
-        &store::ModelMeta::new(cfg),
-        &m.params().named(),
-        None,
-        false,
-    )
-    .unwrap();
+    let m = tiny_random(root);
+    assert!(m.config().tie_embeddings);
     compress_json(
         &["m", "--out", "h", "--quant", "int8", "--quant-head"],
         root,
@@ -380,41 +386,15 @@ fn wanda_and_gptq_equal_plain_pytorch_on_the_same_model() {
     let calib = reader.next_rows(rows).unwrap().narrow(1, 0, SEQ as i64);
     let calib: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(&calib).unwrap();
     let n_rows = rows.to_string();
+    let gptq4 = ["--quant", "int4", "--group", "32", "--rounding", "gptq"];
+    let with = |extra: &[&'static str]| [gptq4.as_slice(), extra].concat();
     let runs: [(&str, Vec<&str>); 7] = [
         ("wanda50", vec!["--prune", "wanda", "--sparsity", "0.5"]),
         ("wanda24", vec!["--prune", "wanda", "--pattern", "2:4"]),
         ("gptq8", vec!["--quant", "int8", "--rounding", "gptq"]),
-        (
-            "gptq4",
-            vec!["--quant", "int4", "--group", "32", "--rounding", "gptq"],
-        ),
-        (
-            "gptq4src",
-            vec![
-                "--quant",
-                "int4",
-                "--group",
-                "32",
-                "--rounding",
-                "gptq",
-                "--calib-stats",
-                "source",
-            ],
-        ),
-        (
-            "gptq4act",
-            vec![
-                "--quant",
-                "int4",
-                "--group",
-                "32",
-                "--rounding",
-                "gptq",
-                "--act-order",
-                "--range",
-                "search",
-            ],
-        ),
+        ("gptq4", gptq4.to_vec()),
+        ("gptq4src", with(&["--calib-stats", "source"])),
+        ("gptq4act", with(&["--act-order", "--range", "search"])),
         (
             "rtn4search",
             vec!["--quant", "int4", "--group", "32", "--range", "search"],
@@ -525,20 +505,7 @@ fn bad_requests_are_refused_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     // A tiny random model is enough to be refused.
-    let cfg = quern_models::ModelConfig::llama()
-        .with_dim(32)
-        .with_layers(1)
-        .with_seq_len(16)
-        .with_vocab_size(64);
-    let m = quern_models::Transformer::new(&cfg, Device::Cpu);
-    store::save(
-        &root.join("m"),
-        &store::ModelMeta::new(cfg),
-        &m.params().named(),
-        None,
-        false,
-    )
-    .unwrap();
+    tiny_random(root);
     let cases: [(&[&str], &str); 11] = [
         (&["m", "--out", "x"], "nothing to do"),
         (
