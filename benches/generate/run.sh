@@ -24,15 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 # Read bandwidth: torch summing a 1 GiB fp32 tensor with every core (the best of 5).
-$PY - <<'PY'
-import json, time, torch
-x = torch.ones(256 * 1024 * 1024)
-best = 0.0
-for _ in range(5):
-    t = time.perf_counter(); x.sum().item(); dt = time.perf_counter() - t
-    best = max(best, x.numel() * 4 / dt / 1e9)
-print(json.dumps({"measure": "read_bandwidth_gb_s", "value": best, "threads": torch.get_num_threads()}))
-PY
+$PY benches/generate/bandwidth.py
 
 # Import time: quern import vs transformers' from_pretrained(gguf_file=...).
 t0=$(date +%s.%N); $Q import "$GGUF" --out "$WORK/smollm2" --json >/dev/null; t1=$(date +%s.%N)

@@ -10,7 +10,7 @@ TASK.json: {"dir": HF_DIR, "calib": [[ids...]...], "ops": [OP...]}; each OP is
   {"kind": "rtn", "bits": 4, "group": G, "range": "minmax" | "search"}
 An OP with "sequential": true calibrates one decoder layer at a time, as the papers do:
 layer l's statistics come from a run of the model whose layers 0..l-1 already hold their
-op-i weights (a whole forward pass per layer, hooks on layer l only); without it, one pass
+op-i weights (a forward pass that stops at layer l + 1, hooks on layer l only); without it, one pass
 of the unchanged model gives every layer's statistics.
 The calibration statistics come from forward pre-hooks on the nn.Linear modules of the
 decoder layers while transformers runs the calibration rows (fp32, causal, no padding):
@@ -50,7 +50,14 @@ from transformers import AutoModelForCausalLM
 EPS = 1e-8
 
 
-def collect(model, calib, prefix=".layers."):
+class Stop(Exception):
+    """Raised by a hook to end a forward pass once the layers of interest have run."""
+
+
+def collect(model, calib, prefix=".layers.", stop_at=None):
+    """Input statistics of the decoder layers' linears whose name holds `prefix`; with
+    `stop_at`, the pass ends when decoder layer `stop_at` is reached (later layers and the
+    output projection would not change the statistics)."""
     stats = {}
     hooks = []
     for name, mod in model.named_modules():
@@ -70,8 +77,15 @@ def collect(model, calib, prefix=".layers."):
                 s["n"] += x.shape[0]
 
             hooks.append(mod.register_forward_pre_hook(hook))
+    if stop_at is not None and stop_at < len(model.model.layers):
+        def stop(m, inputs):
+            raise Stop()
+        hooks.append(model.model.layers[stop_at].register_forward_pre_hook(stop))
     with torch.no_grad():
-        model(torch.tensor(calib, dtype=torch.long))
+        try:
+            model(torch.tensor(calib, dtype=torch.long))
+        except Stop:
+            pass
     for h in hooks:
         h.remove()
     return stats
@@ -190,7 +204,7 @@ def main():
         if op.get("sequential"):
             for l in range(layers):
                 prefix = f".layers.{l}."
-                st = collect(model, task["calib"], prefix)
+                st = collect(model, task["calib"], prefix, stop_at=l + 1)
                 for name in st:
                     r = apply(op, weights[name], st[name])
                     out[f"o{i}.{name}.weight"] = r.contiguous()
