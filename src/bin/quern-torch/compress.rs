@@ -198,6 +198,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if args.quant_head {
+            if cfg.head.is_some() {
+                bail!("--quant-head: {} is a classifier (or reward model): its output is its head, not the token projection", args.model.display());
+            }
             // The output projection: untied first, so the token embeddings stay exact.
             if cfg.tie_embeddings {
                 let emb = tensors
