@@ -7,7 +7,9 @@
 #   benches/rl/run.sh [STEPS] [THREADS] [MAX_NEW_TOKENS]
 # Prints seconds per step and generated tokens per second of each, and their ratios (the
 # first step of each is left out as warm-up). With PPO=1 it also runs quern's PPO on the same
-# settings (value head, GAE, one epoch) and prints its step time against quern's GRPO.
+# settings (value head, GAE, one epoch) and prints its step time against quern's GRPO. With
+# LORA=R both sides train LoRA adapters of rank R (alpha 2R, every block matrix) instead of
+# every weight: quern's [lora], TRL with peft.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
@@ -43,6 +45,9 @@ micro_batch = $((PER * G))
 every = 0
 keep = 1
 TOML
+if [ "${LORA:-0}" != 0 ]; then
+  printf '[lora]\nrank = %s\nalpha = %s\ntargets = ["all-linear"]\n' "$LORA" "$((2 * LORA))" >> "$OUT/rl.toml"
+fi
 t0=$(date +%s.%N)
 OMP_NUM_THREADS=$THREADS "$Q" rl --quiet "$OUT/rl.toml"
 t1=$(date +%s.%N)
@@ -52,7 +57,7 @@ if [ "${PPO:-0}" = 1 ]; then
   OMP_NUM_THREADS=$THREADS "$Q" rl --quiet "$OUT/ppo.toml"
 fi
 "$QUERN_PYTHON" benches/rl/trl_grpo.py "$OUT/smollm2-hf" "$OUT/prompts.jsonl" "$OUT/trl.json" \
-  "$STEPS" "$PER" "$G" "$NEW" "$THREADS"
+  "$STEPS" "$PER" "$G" "$NEW" "$THREADS" "${LORA:-0}"
 "$QUERN_PYTHON" - "$OUT" "$t0" "$t1" <<'PY'
 import json, sys
 out, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])

@@ -1,6 +1,9 @@
 """TRL's GRPOTrainer on the same model, prompts and settings as `quern rl` (benches/rl/run.sh).
 
-Usage: trl_grpo.py HF_MODEL_DIR PROMPTS.jsonl OUT.json STEPS PER_STEP GROUP MAX_NEW THREADS
+Usage: trl_grpo.py HF_MODEL_DIR PROMPTS.jsonl OUT.json STEPS PER_STEP GROUP MAX_NEW THREADS [LORA_RANK]
+
+With LORA_RANK > 0, peft LoRA adapters (rank R, alpha 2R, every linear layer of the blocks,
+no dropout) train instead of every weight, as `quern rl` with the same `[lora]`.
 
 The model is quern's Hugging Face export of the same weights; the prompts are the same
 GSM8K lines, each the user's turn of the chat template; the reward is 1 when the last number
@@ -25,6 +28,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 model_dir, prompts, out, steps, per_step, group, max_new, threads = sys.argv[1:9]
 steps, per_step, group, max_new, threads = map(int, (steps, per_step, group, max_new, threads))
+lora_rank = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -109,6 +113,9 @@ trainer = GRPOTrainer(
     train_dataset=data,
     processing_class=tok,
     callbacks=[clock],
+    peft_config=None if lora_rank == 0 else __import__("peft").LoraConfig(
+        r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules="all-linear",
+        task_type="CAUSAL_LM"),
 )
 t0 = time.perf_counter()
 trainer.train()
