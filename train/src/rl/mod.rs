@@ -809,7 +809,7 @@ impl Run {
             self.model.trainable_mut().zero_grad();
             for (i, b) in batches.iter().enumerate() {
                 let logits = b.logits(&self.model)?;
-                let logp = algo::token_logps(&logits, &b.targets, temp);
+                let logp = b.token_logps(&logits, temp);
                 let old_i = match &old {
                     Some(o) => o[i].shallow_clone(),
                     None => logp.detach(),
@@ -831,7 +831,7 @@ impl Run {
                     kl += parts.kl_sum;
                     tokens += parts.tokens;
                     loss += parts.loss_sum.double_value(&[]);
-                    entropy += algo::entropy_sum(&(logits.detach() / temp), &b.mask);
+                    entropy += b.entropy_sum(&logits, temp);
                 }
                 (parts.loss_sum / n as f64).backward();
             }
@@ -898,7 +898,7 @@ impl Run {
             let _g = tch::no_grad_guard();
             for (i, b) in batches.iter().enumerate() {
                 let (h, logits) = b.outputs(&self.model)?;
-                let old = algo::token_logps(&logits, &b.targets, temp);
+                let old = b.token_logps(&logits, temp);
                 let v = values(&head, &h);
                 let mask = to_vec(&b.mask)?;
                 let k1 = match &reference {
@@ -954,7 +954,7 @@ impl Run {
             trained(&self.model, self.value.as_ref()).zero_grad();
             for (i, b) in batches.iter().enumerate() {
                 let (h, logits) = b.outputs(&self.model)?;
-                let logp = algo::token_logps(&logits, &b.targets, temp);
+                let logp = b.token_logps(&logits, temp);
                 let v = values(&head, &h);
                 let parts = algo::ppo_loss(
                     &logp,
@@ -975,7 +975,7 @@ impl Run {
                 if e == 0 {
                     loss += parts.pg_sum + a.vf_coef() * parts.vf_sum;
                     vf_loss += parts.vf_sum;
-                    entropy += algo::entropy_sum(&(logits.detach() / temp), &b.mask);
+                    entropy += b.entropy_sum(&logits, temp);
                 }
                 (parts.loss_sum / denom).backward();
             }
@@ -1038,12 +1038,16 @@ impl Run {
                 .iter()
                 .map(|&x| x as f32)
                 .collect();
+            let sel: Vec<i64> = (0..mask.len() as i64)
+                .filter(|&i| mask[i as usize] > 0.0)
+                .collect();
             out.push(Batch {
                 first: ci * mb,
                 targets,
                 ids,
                 start: start as i64,
                 len: l as i64,
+                sel: Tensor::from_slice(&sel).to_device(dev),
                 mask: Tensor::from_slice(&mask)
                     .view([b as i64, l as i64])
                     .to_device(dev),
@@ -1226,23 +1230,48 @@ struct Batch {
     len: i64,
     /// `[b, len]` f32: 1 on completion targets.
     mask: Tensor,
+    /// `[n]` int64: the flat indices (into `b × len`) of the completion targets, the only
+    /// positions whose logits are computed.
+    sel: Tensor,
     /// `[b]` f32.
     adv: Tensor,
 }
 
 impl Batch {
-    /// The last hidden states `[b, len, dim]` of the positions predicting `targets` and
-    /// their logits `[b, len, vocab]` (f32) under `model`.
+    /// The last hidden states `[b, len, dim]` of the positions predicting `targets`, and
+    /// the logits `[n, vocab]` (f32) of the completion targets among them (`sel`) under
+    /// `model`: the output projection, the log-softmax and the entropy run on completion
+    /// tokens only, not on the prompt positions of rows whose prompt is longer than the
+    /// batch's shortest, nor on padding.
     fn outputs(&self, model: &Transformer) -> Result<(Tensor, Tensor)> {
         let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
         let h = h.narrow(1, self.start, self.len);
-        let logits = model.logits(&h).to_kind(Kind::Float);
+        let dim = h.size()[2];
+        let picked = h.reshape([-1, dim]).index_select(0, &self.sel);
+        let logits = model.logits(&picked).to_kind(Kind::Float);
         Ok((h, logits))
     }
 
-    /// Logits `[b, len, vocab]` (f32) predicting `targets` under `model`.
+    /// Logits `[n, vocab]` (f32) of the completion targets under `model`.
     fn logits(&self, model: &Transformer) -> Result<Tensor> {
         Ok(self.outputs(model)?.1)
+    }
+
+    /// Log-probabilities `[b, len]` of the targets under `logits` (from
+    /// [`Batch::outputs`]) at `temp`; 0 off the completion mask.
+    fn token_logps(&self, logits: &Tensor, temp: f64) -> Tensor {
+        let targets = self.targets.reshape([-1]).index_select(0, &self.sel);
+        let lp = algo::token_logps(logits, &targets, temp);
+        let (b, l) = (self.mask.size()[0], self.mask.size()[1]);
+        Tensor::zeros([b * l], (Kind::Float, lp.device()))
+            .index_add(0, &self.sel, &lp)
+            .view([b, l])
+    }
+
+    /// Σ of the sampling distribution's entropy over the completion targets.
+    fn entropy_sum(&self, logits: &Tensor, temp: f64) -> f64 {
+        let ones = Tensor::ones([logits.size()[0]], (Kind::Float, logits.device()));
+        algo::entropy_sum(&(logits.detach() / temp), &ones)
     }
 }
 
@@ -1252,7 +1281,7 @@ fn frozen_logps(model: &Transformer, batches: &[Batch], temp: f64) -> Result<Vec
     let _g = tch::no_grad_guard();
     batches
         .iter()
-        .map(|b| Ok(algo::token_logps(&b.logits(model)?, &b.targets, temp)))
+        .map(|b| Ok(b.token_logps(&b.logits(model)?, temp)))
         .collect()
 }
 
