@@ -359,6 +359,25 @@ pub struct AdapterRecord {
     pub mlm_head: bool,
 }
 
+impl AdapterRecord {
+    /// The record of adapters `lora` trained on `base` (read from `base.path`), with the
+    /// model's classification head and MLM head config when they train beside them.
+    pub fn for_base(
+        lora: &LoraConfig,
+        base: &Weights,
+        head: Option<crate::head::HeadConfig>,
+        mlm_head: bool,
+    ) -> Result<Self> {
+        Ok(AdapterRecord {
+            lora: lora.clone(),
+            base: fs::canonicalize(&base.path).at(&base.path)?,
+            base_hash: weights_hash(&base.tensors),
+            head,
+            mlm_head,
+        })
+    }
+}
+
 /// xxh3-64 (hex) of named weights as a model holds them: names in sorted order, each with
 /// its shape and its values as contiguous fp32. The same weights give the same hash from
 /// any source (a GGUF file and its `quern import` agree).

@@ -957,10 +957,6 @@ impl Transformer {
         self.lora.as_ref().map(|(c, _)| c)
     }
 
-    /// Adds fresh LoRA adapters (`A` uniform in `±1/√in` from libtorch's global generator,
-    /// `B` zero, so the outputs do not change) on the layers `lora.targets` names, in every
-    /// block, and freezes every other parameter. Errors name the `lora.*` key at fault (a
-    /// target the model does not have lists those it has).
     /// Runs `f` on the model with its LoRA adapters set aside (the base model, as peft's
     /// `disable_adapter`), then puts them back: a reference model for free.
     pub fn without_adapters<T>(&mut self, f: impl FnOnce(&Transformer) -> T) -> T {
@@ -975,6 +971,10 @@ impl Transformer {
         out
     }
 
+    /// Adds fresh LoRA adapters (`A` uniform in `±1/√in` from libtorch's global generator,
+    /// `B` zero, so the outputs do not change) on the layers `lora.targets` names, in every
+    /// block, and freezes every other parameter. Errors name the `lora.*` key at fault (a
+    /// target the model does not have lists those it has).
     pub fn add_lora(&mut self, lora: &LoraConfig) -> Result<()> {
         if self.lora.is_some() {
             return Err(Error::usage("the model already has LoRA adapters"));
@@ -1314,20 +1314,9 @@ impl Transformer {
         train: bool,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = idx.size2().map_err(|_| {
-            Error::usage(format!(
-                "token ids must be [batch, seq], got {:?}",
-                idx.size()
-            ))
-        })?;
         let past = cache.as_ref().map_or(0, |c| c.len);
+        let (b, t) = self.check_ids(idx, past)?;
         let total = past + t;
-        if total > self.seq_len {
-            return Err(Error::usage(format!(
-                "{total} tokens do not fit the model's context of {} (model.seq_len)",
-                self.seq_len
-            )));
-        }
         if let Some(c) = cache.as_ref() {
             if total > c.capacity {
                 return Err(Error::usage(format!(
@@ -1479,19 +1468,27 @@ impl Transformer {
     /// of `idx [b, t]` (positions from 0, token type 0), the residual stream that
     /// [`Transformer::block_forward`] carries through the blocks one at a time.
     pub fn embed(&self, idx: &Tensor) -> Result<Tensor> {
-        let (_, t) = idx.size2().map_err(|_| {
+        self.check_ids(idx, 0)?;
+        Ok(self.embeddings(idx, None, None, 0))
+    }
+
+    /// `(batch, seq)` of token ids `[batch, seq]` that fit the context after `past` cached
+    /// positions.
+    fn check_ids(&self, idx: &Tensor, past: i64) -> Result<(i64, i64)> {
+        let (b, t) = idx.size2().map_err(|_| {
             Error::usage(format!(
                 "token ids must be [batch, seq], got {:?}",
                 idx.size()
             ))
         })?;
-        if t > self.seq_len {
+        let total = past + t;
+        if total > self.seq_len {
             return Err(Error::usage(format!(
-                "{t} tokens do not fit the model's context of {} (model.seq_len)",
+                "{total} tokens do not fit the model's context of {} (model.seq_len)",
                 self.seq_len
             )));
         }
-        Ok(self.embeddings(idx, None, None, 0))
+        Ok((b, t))
     }
 
     /// Block `i` (0-based) at inference on the residual stream `x [b, t, dim]` from

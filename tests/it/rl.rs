@@ -231,7 +231,6 @@ fn grpo_raises_the_reward_on_a_verifiable_task() {
         "zero_std_frac",
         "entropy",
         "clip_frac",
-        "response_length",
         "gen_tokens_per_s",
         "train_tokens_per_s",
         "grad_norm",

@@ -1507,13 +1507,12 @@ pub fn train_with(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport>
         // A pruned source's zeros are the masks the run keeps.
         trainer.model.refresh_masks();
         if let Some(lora) = &cfg.lora {
-            trainer.adapter = Some(AdapterRecord {
-                lora: lora.clone(),
-                base: fs::canonicalize(&w.path).at(&w.path)?,
-                base_hash: quern_models::lora::weights_hash(&w.tensors),
-                head: model_cfg.head.clone(),
-                mlm_head: model_cfg.has_mlm_head(),
-            });
+            trainer.adapter = Some(AdapterRecord::for_base(
+                lora,
+                w,
+                model_cfg.head.clone(),
+                model_cfg.has_mlm_head(),
+            )?);
         }
     }
     // Every rank starts from rank 0's weights (the same seed and files give the same ones;

@@ -34,6 +34,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.model.display()
         );
     }
+    if args.quant_head && cfg.head.is_some() {
+        bail!(
+            "--quant-head: {} is a classifier (or reward model): its output is its head, not the token projection",
+            args.model.display()
+        );
+    }
     let weights_file = args.model.clone();
     let source = Transformer::from_weights(&cfg, Device::Cpu, &src.tensors, &weights_file)?;
     let calib = match &args.calib {
@@ -161,9 +167,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             anyhow::Ok(qt)
         };
-        let gptq = matches!(rounding, compress::Rounding::Gptq { .. });
         match &calib {
-            Some(rows) if gptq && stats_of(&args, false) == CalibStats::Sequential => {
+            Some(rows) if gptq(&args) && stats_of(&args, false) == CalibStats::Sequential => {
                 sequential(&cfg, &mut tensors, rows, true, |taps, tensors| {
                     for (name, tap) in taps {
                         let tap = tap.lock().map_err(|_| anyhow::anyhow!("a poisoned tap"))?;
@@ -177,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => {
                 let taps = match &calib {
-                    Some(rows) if gptq => calibrate(&cfg, &tensors, rows, true)?,
+                    Some(rows) if gptq(&args) => calibrate(&cfg, &tensors, rows, true)?,
                     _ => Taps::new(),
                 };
                 let mut names: Vec<&String> = tensors
@@ -198,9 +203,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if args.quant_head {
-            if cfg.head.is_some() {
-                bail!("--quant-head: {} is a classifier (or reward model): its output is its head, not the token projection", args.model.display());
-            }
             // The output projection: untied first, so the token embeddings stay exact.
             if cfg.tie_embeddings {
                 let emb = tensors
@@ -327,10 +329,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         "calibration": args.calib.as_ref().map(|c| json!({
             "split": c.display().to_string(),
-            "stats": match stats_of(&args, args.scope == Some(Scope::Global)) {
-                CalibStats::Sequential => "sequential",
-                CalibStats::Source => "source",
-            },
+            // Only Wanda and GPTQ have a choice (neurons always calibrate in one pass).
+            "stats": (wanda(&args) || gptq(&args)).then(|| {
+                match stats_of(&args, args.scope == Some(Scope::Global)) {
+                    CalibStats::Sequential => "sequential",
+                    CalibStats::Source => "source",
+                }
+            }),
             "rows": calib.as_ref().map_or(0, |r| r.size()[0]),
             "tokens": calib.as_ref().map_or(0, |r| r.numel()),
         })),
@@ -395,13 +400,7 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
     if !(a.damp > 0.0 && a.damp.is_finite()) || a.block < 1 {
         bail!("--damp must be positive and --block at least 1");
     }
-    let needs = [
-        (a.prune == Some(Prune::Wanda), "--prune wanda"),
-        (
-            a.quant.is_some() && a.rounding == Rounding::Gptq,
-            "--rounding gptq",
-        ),
-    ];
+    let needs = [(wanda(a), "--prune wanda"), (gptq(a), "--rounding gptq")];
     for (on, what) in needs {
         if on && a.calib.is_none() {
             bail!(
@@ -409,10 +408,7 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    if a.calib_stats.is_some()
-        && a.prune != Some(Prune::Wanda)
-        && !(a.quant.is_some() && a.rounding == Rounding::Gptq)
-    {
+    if a.calib_stats.is_some() && !wanda(a) && !gptq(a) {
         bail!("--calib-stats chooses Wanda's and GPTQ's statistics: give --prune wanda or --rounding gptq");
     }
     if a.calib_stats == Some(CalibStats::Sequential) && a.scope == Some(Scope::Global) {
@@ -420,10 +416,7 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
             "--scope global ranks every matrix at once, so its statistics come from the source model: use --calib-stats source"
         );
     }
-    let reads_calib = a.prune == Some(Prune::Wanda)
-        || (a.quant.is_some() && a.rounding == Rounding::Gptq)
-        || a.prune_neurons.is_some();
-    if a.calib.is_some() && !reads_calib {
+    if a.calib.is_some() && !wanda(a) && !gptq(a) && a.prune_neurons.is_none() {
         bail!("--calib feeds --prune wanda, --rounding gptq and --prune-neurons; none of them is asked for");
     }
     if a.calib_rows == 0 {
@@ -451,6 +444,16 @@ fn read_calibration(split: &Path, rows: usize, model: &Transformer) -> anyhow::R
     let ids = reader.next_rows(n)?;
     let width = (reader.row_width() as i64 - 1).min(model.seq_len());
     Ok(ids.narrow(1, 0, width))
+}
+
+/// Whether Wanda pruning is asked for.
+fn wanda(a: &Args) -> bool {
+    a.prune == Some(Prune::Wanda)
+}
+
+/// Whether GPTQ quantization is asked for.
+fn gptq(a: &Args) -> bool {
+    a.quant.is_some() && a.rounding == Rounding::Gptq
 }
 
 /// Where Wanda's and GPTQ's statistics come from: `--calib-stats`, by default sequential,

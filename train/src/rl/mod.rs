@@ -210,6 +210,16 @@ struct Seq {
     truncated: bool,
 }
 
+/// What the KL term (`algorithm.beta > 0`) compares the policy with.
+enum Reference {
+    /// No KL term.
+    None,
+    /// A frozen model: `init.reference`, or `init.from` again.
+    Model(Box<Transformer>),
+    /// The policy with its LoRA adapters set aside: the base, without a second copy.
+    Base,
+}
+
 /// A run's state.
 struct Run {
     cfg: RlConfig,
@@ -217,9 +227,7 @@ struct Run {
     model: Transformer,
     /// PPO's value head (`value_head.weight` `[1, dim]`, `value_head.bias` `[1]`).
     value: Option<ParamStore>,
-    reference: Option<Transformer>,
-    /// The reference is the policy without its LoRA adapters (no second copy).
-    base_reference: bool,
+    reference: Reference,
     optimizer: AdamW,
     /// With `[lora]`: what the checkpoints record about the adapters.
     adapter: Option<AdapterRecord>,
@@ -281,13 +289,7 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     let adapter = match &cfg.lora {
         Some(lora) => {
             model.add_lora(lora)?;
-            Some(AdapterRecord {
-                lora: lora.clone(),
-                base: fs::canonicalize(&w.path).at(&w.path)?,
-                base_hash: quern_models::lora::weights_hash(&w.tensors),
-                head: None,
-                mlm_head: false,
-            })
+            Some(AdapterRecord::for_base(lora, &w, None, false)?)
         }
         None => None,
     };
@@ -299,12 +301,12 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
     let longest = longest.min(ctx);
     let vocab = tokenizer.get_vocab(true);
     // With LoRA the reference defaults to the base: the policy with its adapters set aside.
-    let base_reference =
-        cfg.algorithm.beta > 0.0 && adapter.is_some() && cfg.init.reference.is_none();
-    let reference = if cfg.algorithm.beta > 0.0 && !base_reference {
-        Some(load_reference(cfg, &model, &vocab, device)?)
+    let reference = if cfg.algorithm.beta <= 0.0 {
+        Reference::None
+    } else if adapter.is_some() && cfg.init.reference.is_none() {
+        Reference::Base
     } else {
-        None
+        Reference::Model(Box::new(load_reference(cfg, &model, &vocab, device)?))
     };
     let cmd_dir = command_dir(cfg);
     let scorers = cfg
@@ -338,7 +340,6 @@ pub fn run_with(cfg: &RlConfig, opts: &RlOptions) -> Result<RlReport> {
         model,
         value,
         reference,
-        base_reference,
         optimizer,
         adapter,
         tokenizer,
@@ -841,28 +842,21 @@ impl Run {
         log.grad_norm = Some(grad_norm);
         log.entropy = Some(entropy / tokens.max(1.0));
         log.clip_frac = Some(clipped / counted.max(1.0));
-        log.kl = self.has_reference().then(|| kl / tokens.max(1.0));
+        log.kl = reference.as_ref().map(|_| kl / tokens.max(1.0));
         Ok(())
     }
 
     /// The reference's log-probabilities of each batch's targets (with `algorithm.beta > 0`).
     fn reference_logps(&mut self, batches: &[Batch]) -> Result<Option<Vec<Tensor>>> {
         let temp = self.cfg.generation.temperature;
-        if self.base_reference {
-            return self
+        match &self.reference {
+            Reference::None => Ok(None),
+            Reference::Model(r) => frozen_logps(r, batches, temp).map(Some),
+            Reference::Base => self
                 .model
                 .without_adapters(|m| frozen_logps(m, batches, temp))
-                .map(Some);
+                .map(Some),
         }
-        self.reference
-            .as_ref()
-            .map(|r| frozen_logps(r, batches, temp))
-            .transpose()
-    }
-
-    /// Whether the loss has a KL term to a reference.
-    fn has_reference(&self) -> bool {
-        self.reference.is_some() || self.base_reference
     }
 
     /// PPO (see [`algo`]): the log-probabilities and values before any update, per-token
@@ -987,7 +981,7 @@ impl Run {
         log.entropy = Some(entropy / denom);
         log.clip_frac = Some(clipped / counted.max(1.0));
         log.value_clip_frac = Some(vf_clipped / counted.max(1.0));
-        log.kl = self.has_reference().then(|| kl / denom);
+        log.kl = reference.as_ref().map(|_| kl / denom);
         Ok(())
     }
 
