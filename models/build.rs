@@ -1,5 +1,5 @@
-//! Compiles the decoding kernels (`csrc/decode.cpp`) against the torch headers tch uses, and
-//! gives this crate's own test binaries an rpath to libtorch, so they load it without
+//! Compiles the decoding kernels (`csrc/decode.cpp`) and the gradient helper
+//! (`csrc/grads.cpp`) against the torch headers tch uses, and gives this crate's own test binaries an rpath to libtorch, so they load it without
 //! `LD_LIBRARY_PATH` (the `quern` binary and `quern-train` do the same).
 //!
 //! The kernels split their rows with `at::parallel_for`, which libtorch's headers implement
@@ -11,6 +11,7 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/decode.cpp");
+    println!("cargo:rerun-if-changed=csrc/grads.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report libtorch's lib directory (DEP_TCH_LIBTORCH_LIB); source scripts/env.sh");
     };
@@ -19,6 +20,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/decode.cpp")
+        .file("csrc/grads.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -35,6 +35,7 @@
 //! repeated in memory.
 
 use std::collections::HashMap;
+use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +48,12 @@ use crate::mlm_head::MlmHead;
 use quern_core::error::Place;
 use quern_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    /// `csrc/grads.cpp`: resets the gradients of `n` tensors to undefined; 0 on success.
+    fn quern_clear_grads(ts: *const *const C_tensor, n: c_int) -> c_int;
+}
 
 /// What a parameter is, for weight-decay grouping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +94,21 @@ impl ParamStore {
             .map(|p| &p.tensor)
     }
 
-    /// Clears every gradient.
+    /// Clears every gradient to undefined, as PyTorch's `zero_grad(set_to_none=True)` does
+    /// (the default of `torch.optim` and of transformers' `Trainer`): the next backward
+    /// hands its gradient to the parameter instead of adding it into zeros, so no
+    /// parameter-sized fill and add per step. A parameter that the next backward does not
+    /// reach keeps no gradient, and the optimizer leaves it alone (as torch's AdamW does).
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.tensor.zero_grad();
+        let ptrs: Vec<_> = self.params.iter().map(|p| p.tensor.as_ptr()).collect();
+        let n = c_int::try_from(ptrs.len()).unwrap_or(c_int::MAX);
+        // SAFETY: every pointer is a live `at::Tensor` owned by `self.params` for the call;
+        // the helper only resets each one's gradient.
+        if unsafe { quern_clear_grads(ptrs.as_ptr(), n) } != 0 {
+            // libtorch refused to reset one: zero what is left instead (the same update).
+            for p in &mut self.params {
+                p.tensor.zero_grad();
+            }
         }
     }
 
