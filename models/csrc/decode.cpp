@@ -6,7 +6,9 @@
 // is read once for all M rows of x, several rows at a time so that every activation load
 // feeds several multiply-adds. int8 weights multiply activations rounded to int16 per row
 // (relative rounding error at most 2^-16 of the row's largest value; libtorch's int8 product
-// rounds them to bf16, 2^-9) with exact int32 sums, and are prefetched a pass ahead.
+// rounds them to bf16, 2^-9) with exact int32 sums, and are prefetched a pass ahead. int4
+// group-wise weights (two codes to a byte, f32 scale and minimum per group) take the same
+// int16 activations (`rows_i4`).
 // Rows of w are split over libtorch's own intra-op thread pool (`at::parallel_for`), so no
 // second pool competes with libtorch's OpenMP threads for the cores.
 //
@@ -142,6 +144,85 @@ void rows_i8(const int16_t *xq, const float *xs, int64_t k, const int8_t *w, int
   }
 }
 
+// int4 weights, group-wise and asymmetric: w[j, i] = q[j, i] * sc[j, g] + mn[j, g] with
+// g = i / group and q in 0..15, two codes to a byte in blocks of 32 inputs (byte t of a row's
+// block c holds q[32c + t] in its low nibble and q[32c + 16 + t] in its high one). Against
+// activations rounded to int16 (`xq`, row scales `xs`): each block is two vpmovzxbw +
+// vpmaddwd pairs, exact in int32 (a lane gains at most 4 * 15 * 32767 per block, so a group
+// of up to 8,192 inputs cannot overflow), and each group's integer sum is scaled into an f32
+// accumulator once. The minimums multiply the exact per-group sums of the activations
+// (`xsum [M, groups]`), so they add no rounding of their own.
+template <int M, int R, typename Out>
+void rows_i4(const int16_t *xq, const float *xs, const float *xsum, int64_t k, int64_t group, const uint8_t *w,
+             const float *sc, const float *mn, int64_t j0, int64_t j1, Out out) {
+  const int64_t groups = k / group;
+  const int64_t kb = k / 2;
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  int64_t j = j0;
+  for (; j + R <= j1; j += R) {
+    __m256 facc[M][R];
+    for (int m = 0; m < M; ++m)
+      for (int r = 0; r < R; ++r) facc[m][r] = _mm256_setzero_ps();
+    const uint8_t *wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = w + (j + r) * kb;
+    for (int64_t g = 0; g < groups; ++g) {
+      __m256i acc[M][R];
+      for (int m = 0; m < M; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
+      const int64_t g1 = (g + 1) * group;
+      for (int64_t kk = g * group; kk < g1; kk += 32) {
+        if ((kk & 127) == 0)
+          for (int r = 0; r < R; ++r)
+            _mm_prefetch(reinterpret_cast<const char *>(wr[r] + 2 * R * kb + kk / 2), _MM_HINT_T0);
+        __m256i lo[R], hi[R];
+        for (int r = 0; r < R; ++r) {
+          const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(wr[r] + kk / 2));
+          lo[r] = _mm256_cvtepu8_epi16(_mm_and_si128(b, low4));
+          hi[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low4));
+        }
+        for (int m = 0; m < M; ++m) {
+          const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk));
+          const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk + 16));
+          for (int r = 0; r < R; ++r)
+            acc[m][r] = _mm256_add_epi32(acc[m][r],
+                                         _mm256_add_epi32(_mm256_madd_epi16(xa, lo[r]), _mm256_madd_epi16(xb, hi[r])));
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256 s = _mm256_set1_ps(sc[(j + r) * groups + g]);
+        for (int m = 0; m < M; ++m) facc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][r]), s, facc[m][r]);
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      for (int r = 0; r < R; ++r) {
+        const float *mr = mn + (j + r) * groups;
+        const float *xm = xsum + m * groups;
+        float z = 0.0f;
+        for (int64_t g = 0; g < groups; ++g) z += mr[g] * xm[g];
+        out(m, j + r, hsum(facc[m][r]) * xs[m] + z);
+      }
+    }
+  }
+  if (R > 1 && j < j1) {
+    rows_i4<M, 1, Out>(xq, xs, xsum, k, group, w, sc, mn, j, j1, out);
+  }
+}
+
+template <typename Out>
+void rows_any_i4(int64_t m, const int16_t *xq, const float *xs, const float *xsum, int64_t k, int64_t group,
+                 const uint8_t *w, const float *sc, const float *mn, int64_t j0, int64_t j1, Out out) {
+  switch (m) {
+    case 1: rows_i4<1, 4>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 2: rows_i4<2, 2>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 3: rows_i4<3, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 4: rows_i4<4, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 5: rows_i4<5, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 6: rows_i4<6, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    case 7: rows_i4<7, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+    default: rows_i4<8, 1>(xq, xs, xsum, k, group, w, sc, mn, j0, j1, out); break;
+  }
+}
+
 // Weight rows per pass: enough accumulators to reuse each activation load, few enough to
 // stay in the 16 ymm registers.
 template <int M>
@@ -229,6 +310,58 @@ void linear_i8(const float *x, int64_t m, int64_t k, const int8_t *w, int64_t n,
   };
   at::parallel_for(0, n, grain(k, 1), [&](int64_t j0, int64_t j1) {
     rows_any_i8(m, q, xs, k, w, j0, j1, out);
+  });
+}
+
+// Per-group sums of the activations, [m, k / group].
+std::vector<float> group_sums(const float *x, int64_t m, int64_t k, int64_t group) {
+  const int64_t groups = k / group;
+  std::vector<float> out(static_cast<size_t>(m * groups), 0.0f);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      float s = 0.0f;
+      for (int64_t i = g * group; i < (g + 1) * group; ++i) s += x[r * k + i];
+      out[r * groups + g] = s;
+    }
+  return out;
+}
+
+void linear_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *w, const float *sc,
+               const float *mn, int64_t n, const float *bias, float *y) {
+  Quantized xq(x, m, k);
+  const int16_t *q = xq.q.data();
+  const float *xs = xq.s.data();
+  std::vector<float> sums = group_sums(x, m, k, group);
+  const float *xsum = sums.data();
+  auto out = [=](int mi, int64_t j, float s) {
+    if (bias != nullptr) s += bias[j];
+    y[mi * n + j] = s;
+  };
+  at::parallel_for(0, n, 2 * grain(k, 1), [&](int64_t j0, int64_t j1) {
+    rows_any_i4(m, q, xs, xsum, k, group, w, sc, mn, j0, j1, out);
+  });
+}
+
+// SwiGLU's first half with int4 gate and up matrices (as `swiglu` below).
+void swiglu_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *g, const float *gs,
+               const float *gm, const uint8_t *u, const float *us, const float *um, int64_t n, float *y) {
+  Quantized xq(x, m, k);
+  const int16_t *q = xq.q.data();
+  const float *xs = xq.s.data();
+  std::vector<float> sums = group_sums(x, m, k, group);
+  const float *xsum = sums.data();
+  at::parallel_for(0, n, grain(k, 1), [&](int64_t j0, int64_t j1) {
+    auto gate = [=](int mi, int64_t j, float s) { y[mi * n + j] = s; };
+    auto up = [=](int mi, int64_t j, float s) {
+      float a = y[mi * n + j];
+      float silu = a / (1.0f + std::exp(-a));
+      y[mi * n + j] = silu * s;
+    };
+    for (int64_t b = j0; b < j1; b += 32) {
+      int64_t e = b + 32 < j1 ? b + 32 : j1;
+      rows_any_i4(m, q, xs, xsum, k, group, g, gs, gm, b, e, gate);
+      rows_any_i4(m, q, xs, xsum, k, group, u, us, um, b, e, up);
+    }
   });
 }
 
@@ -413,3 +546,20 @@ void quern_decode_attention(float *qkv, int64_t b, int64_t heads, int64_t kvh, i
 }
 
 }  // extern "C"
+
+extern "C" {
+
+// y[m, n] = x[m, k] · w[n, k]^T (+ bias[n]) for int4 weights in the block layout of
+// `rows_i4` (`codes [n, k / 2]` bytes, `scale` and `min [n, k / group]` f32); k a multiple of
+// group, group a multiple of 32.
+void quern_linear_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *codes,
+                     const float *scale, const float *min, int64_t n, const float *bias, float *y) {
+  linear_i4(x, m, k, group, codes, scale, min, n, bias, y);
+}
+
+// y[m, n] = silu(x · g^T) * (x · u^T) with int4 g and u as in quern_linear_i4.
+void quern_swiglu_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *g, const float *gs,
+                     const float *gm, const uint8_t *u, const float *us, const float *um, int64_t n, float *y) {
+  swiglu_i4(x, m, k, group, g, gs, gm, u, us, um, n, y);
+}
+}

@@ -10,7 +10,10 @@
 //! rounding is 2^-16 of a row's largest value, where libtorch's int8 product rounds to bf16),
 //! prefetch the short rows of int8 matrices ahead, and split the rows over libtorch's own
 //! intra-op thread pool. SwiGLU's gate and up products run as one pass that applies
-//! `silu(gate) * up` as it goes.
+//! `silu(gate) * up` as it goes. int4 group-wise weights (`quern compress --quant int4`,
+//! groups of 32, 64 or 128) take the same integer path from a block layout of their own
+//! ([`pack_int4`]): two codes to a byte, half the bytes of int8, where libtorch's int4 CPU
+//! product (bf16 arithmetic) decodes no faster than int8.
 //!
 //! They are used only where they apply: CPU tensors, f32 activations, at most
 //! [`MAX_ROWS`] rows, autograd off (generation and evaluation run under `no_grad`), a CPU
@@ -62,6 +65,32 @@ unsafe extern "C" {
         sg: *const f32,
         u: *const i8,
         su: *const f32,
+        n: i64,
+        y: *mut f32,
+    );
+    fn quern_linear_i4(
+        x: *const f32,
+        m: i64,
+        k: i64,
+        group: i64,
+        codes: *const u8,
+        scale: *const f32,
+        min: *const f32,
+        n: i64,
+        bias: *const f32,
+        y: *mut f32,
+    );
+    fn quern_swiglu_i4(
+        x: *const f32,
+        m: i64,
+        k: i64,
+        group: i64,
+        g: *const u8,
+        gs: *const f32,
+        gm: *const f32,
+        u: *const u8,
+        us: *const f32,
+        um: *const f32,
         n: i64,
         y: *mut f32,
     );
@@ -156,8 +185,9 @@ fn out_shape(x: &Tensor, n: i64) -> Vec<i64> {
     s
 }
 
-/// A weight matrix `[n, k]` as the kernels read it: f32, or int8 codes with f32 row scales
-/// `[n]`.
+/// A weight matrix `[n, k]` as the kernels read it: f32, int8 codes with f32 row scales
+/// `[n]`, or int4 codes in the kernels' block layout ([`pack_int4`]) with f32 scales and
+/// minimums per group of `group` inputs (`w = q · scale + min`).
 #[derive(Clone, Copy)]
 pub enum Weight<'a> {
     F32(&'a Tensor),
@@ -165,6 +195,40 @@ pub enum Weight<'a> {
         codes: &'a Tensor,
         scale: &'a Tensor,
     },
+    Int4 {
+        /// `[n, k / 2]` uint8 from [`pack_int4`].
+        packed: &'a Tensor,
+        /// `[n, k / group]` f32.
+        scale: &'a Tensor,
+        /// `[n, k / group]` f32: each group's value of code 0.
+        min: &'a Tensor,
+        group: i64,
+    },
+}
+
+/// Whether the int4 kernel takes groups of `group` inputs in rows of `k`: whole groups of
+/// whole 32-input blocks.
+pub fn int4_fits(k: i64, group: i64) -> bool {
+    group >= 32 && group % 32 == 0 && group <= 8192 && k % group == 0
+}
+
+/// int4 codes `[n, k]` (0..=15, any integer kind) in the kernels' layout: `[n, k / 2]` bytes,
+/// in blocks of 32 inputs whose byte `t` holds input `t` in its low nibble and input `16 + t`
+/// in its high one. `None` unless `k` is a multiple of 32.
+pub fn pack_int4(codes: &Tensor) -> Option<Tensor> {
+    let (n, k) = codes.size2().ok()?;
+    if k % 32 != 0 || k == 0 {
+        return None;
+    }
+    let c = codes.to_kind(Kind::Uint8).view([n, k / 32, 2, 16]);
+    let lo = c.select(2, 0);
+    let hi = c.select(2, 1);
+    Some(
+        (lo + hi * 16)
+            .to_kind(Kind::Uint8)
+            .reshape([n, k / 2])
+            .contiguous(),
+    )
 }
 
 impl Weight<'_> {
@@ -179,16 +243,38 @@ impl Weight<'_> {
                 let n = *codes.size().first()?;
                 (fits(codes, Kind::Int8, &[n, k]) && fits(scale, Kind::Float, &[n])).then_some(n)
             }
+            Weight::Int4 {
+                packed,
+                scale,
+                min,
+                group,
+            } => {
+                let n = *packed.size().first()?;
+                let ok = int4_fits(k, group)
+                    && fits(packed, Kind::Uint8, &[n, k / 2])
+                    && fits(scale, Kind::Float, &[n, k / group])
+                    && fits(min, Kind::Float, &[n, k / group]);
+                ok.then_some(n)
+            }
         }
     }
 
-    /// The weights' and the scales' pointers (null scales for f32).
-    fn ptrs(&self) -> (*const std::ffi::c_void, *const f32) {
+    /// The weights', the scales' and the minimums' pointers (null where the kind has none).
+    fn ptrs(&self) -> (*const std::ffi::c_void, *const f32, *const f32) {
         match *self {
-            Weight::F32(w) => (w.data_ptr() as *const _, std::ptr::null()),
-            Weight::Int8 { codes, scale } => {
-                (codes.data_ptr() as *const _, scale.data_ptr() as *const f32)
-            }
+            Weight::F32(w) => (w.data_ptr() as *const _, std::ptr::null(), std::ptr::null()),
+            Weight::Int8 { codes, scale } => (
+                codes.data_ptr() as *const _,
+                scale.data_ptr() as *const f32,
+                std::ptr::null(),
+            ),
+            Weight::Int4 {
+                packed, scale, min, ..
+            } => (
+                packed.data_ptr() as *const _,
+                scale.data_ptr() as *const f32,
+                min.data_ptr() as *const f32,
+            ),
         }
     }
 }
@@ -205,15 +291,19 @@ pub fn linear(x: &Tensor, w: Weight<'_>, b: Option<&Tensor>) -> Option<Tensor> {
     let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
     let (xp, yp) = (xc.data_ptr() as *const f32, y.data_ptr() as *mut f32);
     let bp = b.map_or(std::ptr::null(), |b| b.data_ptr() as *const f32);
-    let (wp, sp) = w.ptrs();
+    let (wp, sp, mp) = w.ptrs();
     count();
     // SAFETY: every pointer is a live contiguous CPU buffer of the checked shape and kind:
-    // x [m, k] f32, w [n, k] (f32, or int8 with f32 scales [n]), b [n] f32, y [m, n] f32;
-    // xc and y outlive the call.
+    // x [m, k] f32, w [n, k] (f32, int8 with f32 scales [n], or int4 blocks [n, k / 2] with
+    // f32 scales and minimums [n, k / group]), b [n] f32, y [m, n] f32; xc and y outlive the
+    // call.
     unsafe {
         match w {
             Weight::F32(_) => quern_linear_f32(xp, m, k, wp as *const f32, n, bp, yp),
             Weight::Int8 { .. } => quern_linear_i8(xp, m, k, wp as *const i8, sp, n, bp, yp),
+            Weight::Int4 { group, .. } => {
+                quern_linear_i4(xp, m, k, group, wp as *const u8, sp, mp, n, bp, yp)
+            }
         }
     }
     Some(y.view(out_shape(x, n).as_slice()))
@@ -229,7 +319,7 @@ pub fn swiglu(x: &Tensor, g: Weight<'_>, u: Weight<'_>) -> Option<Tensor> {
     let xc = x.contiguous();
     let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
     let (xp, yp) = (xc.data_ptr() as *const f32, y.data_ptr() as *mut f32);
-    let ((gp, gs), (up, us)) = (g.ptrs(), u.ptrs());
+    let ((gp, gs, gm), (up, us, um)) = (g.ptrs(), u.ptrs());
     match (g, u) {
         (Weight::F32(_), Weight::F32(_)) => {
             count();
@@ -240,6 +330,27 @@ pub fn swiglu(x: &Tensor, g: Weight<'_>, u: Weight<'_>) -> Option<Tensor> {
             count();
             // SAFETY: as above, with int8 codes [n, k] and f32 scales [n].
             unsafe { quern_swiglu_i8(xp, m, k, gp as *const i8, gs, up as *const i8, us, n, yp) }
+        }
+        (Weight::Int4 { group, .. }, Weight::Int4 { group: ug, .. }) if group == ug => {
+            count();
+            // SAFETY: as above, with int4 blocks [n, k / 2] and f32 scales and minimums
+            // [n, k / group] (checked by `rows`).
+            unsafe {
+                quern_swiglu_i4(
+                    xp,
+                    m,
+                    k,
+                    group,
+                    gp as *const u8,
+                    gs,
+                    gm,
+                    up as *const u8,
+                    us,
+                    um,
+                    n,
+                    yp,
+                )
+            }
         }
         _ => return None,
     }
@@ -448,6 +559,84 @@ mod tests {
                 assert!(e < 1e-3, "swiglu int8 k={k} n={n} m={m}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn int4_products_equal_the_dequantized_weights() {
+        if !available() {
+            eprintln!("skipped: this CPU lacks AVX2/FMA, the kernels are never used");
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        let _l = crate::torch_rng_lock();
+        tch::manual_seed(11);
+        let opts = (Kind::Float, Device::Cpu);
+        // Weights drawn as int4 codes with their groups' scales and minimums, so that the
+        // dequantized matrix is exactly what the kernel multiplies.
+        let draw = |n: i64, k: i64, group: i64| {
+            let codes = Tensor::randint_low(0, 16, [n, k], (Kind::Uint8, Device::Cpu));
+            let scale = Tensor::rand([n, k / group], opts) * 0.02 + 0.001;
+            let min = Tensor::randn([n, k / group], opts) * 0.1;
+            let deq = (codes.to_kind(Kind::Float).view([n, k / group, group]) * scale.unsqueeze(2)
+                + min.unsqueeze(2))
+            .view([n, k]);
+            (
+                pack_int4(&codes).expect("k is a multiple of 32"),
+                scale,
+                min,
+                deq,
+            )
+        };
+        for &(k, n, group) in &[
+            (32, 1, 32),
+            (64, 5, 32),
+            (576, 37, 64),
+            (1536, 130, 128),
+            (4096, 3, 4096),
+        ] {
+            let (p, s, mn, deq) = draw(n, k, group);
+            let (up, us, um, udeq) = draw(n, k, group);
+            let w = Weight::Int4 {
+                packed: &p,
+                scale: &s,
+                min: &mn,
+                group,
+            };
+            let u = Weight::Int4 {
+                packed: &up,
+                scale: &us,
+                min: &um,
+                group,
+            };
+            let b = Tensor::randn([n], opts);
+            for m in 1..=MAX_ROWS {
+                let x = Tensor::randn([m, 1, k], opts);
+                let want = x.linear(&deq, Some(&b));
+                let got = linear(&x, w, Some(&b)).expect("the kernel applies");
+                assert_eq!(got.size(), want.size());
+                // int16 activations, as for int8: ~2^-16 of the row's largest per input.
+                let e = max_rel(&got, &want);
+                assert!(e < 1e-3, "int4 k={k} n={n} g={group} m={m}: {e}");
+                let want = x.linear(&deq, None::<Tensor>).silu() * x.linear(&udeq, None::<Tensor>);
+                let got = swiglu(&x, w, u).expect("applies");
+                let e = max_rel(&got, &want);
+                assert!(e < 1e-3, "swiglu int4 k={k} n={n} g={group} m={m}: {e}");
+            }
+        }
+        // Groups that are not whole 32-input blocks, or do not divide k, stay libtorch's.
+        assert!(!int4_fits(48, 16) && !int4_fits(96, 64) && int4_fits(96, 32));
+        let (p, s, mn, _) = draw(4, 64, 32);
+        let x = Tensor::randn([1, 64], opts);
+        let w = Weight::Int4 {
+            packed: &p,
+            scale: &s,
+            min: &mn,
+            group: 64,
+        };
+        assert!(
+            linear(&x, w, None).is_none(),
+            "scales of 2 groups read as 1"
+        );
     }
 
     #[test]

@@ -211,14 +211,25 @@ enum LowBit {
         scale: Tensor,
     },
     /// `_weight_int4pack_mm_for_cpu`: packed codes, `[groups, N, 2]` bf16 scales and
-    /// zero points (`w = (q - 8) · s + z`), inputs zero-padded from `k` to `k_pad`.
+    /// zero points (`w = (q - 8) · s + z`), inputs zero-padded from `k` to `k_pad`; and,
+    /// where the groups are whole 32-input blocks, the same codes in the decoding kernels'
+    /// layout with f32 scales and minimums (`kernel`), which products of up to
+    /// [`kernels::MAX_ROWS`] rows take.
     Int4 {
         packed: Tensor,
         group: i64,
         sz: Tensor,
         k: i64,
         k_pad: i64,
+        kernel: Option<Int4Kernel>,
     },
+}
+
+/// int4 codes as [`kernels::Weight::Int4`] reads them.
+struct Int4Kernel {
+    packed: Tensor,
+    scale: Tensor,
+    min: Tensor,
 }
 
 impl LowBit {
@@ -245,26 +256,42 @@ impl LowBit {
                     .f_internal_convert_weight_to_int4pack_for_cpu(1)
                     .ok()?;
                 let s = &q.scale;
-                let z = q.min.as_ref()? + s * 8.0;
+                let mn = q.min.as_ref()?;
+                let z = mn + s * 8.0;
                 let sz = Tensor::stack(&[s.tr(), z.tr()], 2)
                     .to_kind(Kind::BFloat16)
                     .contiguous();
+                let kernel = if kernels::int4_fits(k, group) {
+                    kernels::pack_int4(&q.codes).map(|p| Int4Kernel {
+                        packed: p,
+                        scale: s.to_kind(Kind::Float).contiguous(),
+                        min: mn.to_kind(Kind::Float).contiguous(),
+                    })
+                } else {
+                    None
+                };
                 Some(LowBit::Int4 {
                     packed,
                     group,
                     sz,
                     k,
                     k_pad,
+                    kernel,
                 })
             }
         }
     }
 
-    /// The int8 codes as the decoding kernels take them (not int4).
+    /// The codes as the decoding kernels take them (int4 only in whole 32-input blocks).
     fn kernel_weight(&self) -> Option<kernels::Weight<'_>> {
         match self {
             LowBit::Int8 { codes, scale, .. } => Some(kernels::Weight::Int8 { codes, scale }),
-            LowBit::Int4 { .. } => None,
+            LowBit::Int4 { kernel, group, .. } => kernel.as_ref().map(|c| kernels::Weight::Int4 {
+                packed: &c.packed,
+                scale: &c.scale,
+                min: &c.min,
+                group: *group,
+            }),
         }
     }
 
@@ -275,11 +302,14 @@ impl LowBit {
             .unwrap_or_else(|| self.matmul(x))
     }
 
-    /// Bytes a product reads: codes, scales (and zero points).
+    /// Bytes a decoding product reads: codes, scales (and zero points or minimums).
     fn bytes(&self) -> f64 {
         let b = |t: &Tensor| t.numel() as f64 * t.kind().elt_size_in_bytes() as f64;
         match self {
             LowBit::Int8 { codes, ones, scale } => b(codes) + b(ones) + b(scale),
+            LowBit::Int4 {
+                kernel: Some(c), ..
+            } => b(&c.packed) + b(&c.scale) + b(&c.min),
             LowBit::Int4 { packed, sz, .. } => b(packed) + b(sz),
         }
     }
@@ -300,6 +330,7 @@ impl LowBit {
                 sz,
                 k,
                 k_pad,
+                ..
             } => {
                 let x2 = if k_pad > k {
                     x2.constant_pad_nd([0, k_pad - k])
@@ -319,7 +350,7 @@ impl LowBit {
 }
 
 impl Linear {
-    /// The matrix its product reads, as the decoding kernels take it (not int4).
+    /// The matrix its product reads, as the decoding kernels take it.
     fn kernel_weight(&self) -> Option<kernels::Weight<'_>> {
         match &self.low {
             None => Some(kernels::Weight::F32(&self.w)),

@@ -185,6 +185,22 @@ fn quantized_models_store_codes_and_run_on_low_bit_kernels() {
             "{name}: low-bit logits differ by {rel} relative"
         );
         assert!(rel > 0.0, "{name}: the kernels did not run");
+        // Five rows without autograd, as decoding has them: quern's own kernels (int8 and
+        // int4 alike), which round the activations to int16 where libtorch's low-bit
+        // products round them to bf16, so they land much closer to the dequantized model.
+        {
+            let _g = tch::no_grad_guard();
+            let one = ids.narrow(0, 0, 1);
+            let before = quern_models::kernels::calls_here();
+            let a = low.model.forward(&one, true, false);
+            assert!(
+                quern_models::kernels::calls_here() > before,
+                "{name}: no decoding kernel ran"
+            );
+            let b = dense.model.forward(&one, true, false);
+            let rel = (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[]);
+            assert!(rel < 2e-3, "{name}: kernel logits differ by {rel} relative");
+        }
         // `quern generate` names the kernels it ran on; --dequantize runs none.
         for (extra, want) in [(None, n_quant), (Some("--dequantize"), 0)] {
             let out = run_ok(
