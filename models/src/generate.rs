@@ -4,8 +4,10 @@
 //! Prompts of different lengths are left-padded into one batch; each row's positions come
 //! from its mask (`cumsum(mask) - 1`), so a padded row computes exactly what it computes
 //! alone. The prompt is run once (prefill), then one token per step through the
-//! [`KvCache`](crate::transformer::KvCache). Finished rows leave the batch (their cache rows
-//! are dropped), so a long answer does not make the others pay.
+//! [`KvCache`](crate::transformer::KvCache). Identical prompts in a batch (a group of
+//! reinforcement-learning samples) share one prefill: their rows start from copies of its
+//! cache. Finished rows leave the batch (their cache rows are dropped), so a long answer does
+//! not make the others pay.
 //!
 //! Sampling: greedy (`temperature = 0`), or temperature with top-k and top-p (nucleus),
 //! after a repetition penalty (CTRL's, as `transformers` applies it: a seen token's positive
@@ -160,7 +162,8 @@ pub struct Generation {
 pub struct Timing {
     pub prefill_s: f64,
     pub decode_s: f64,
-    /// Prompt tokens run in the prefill (padding excluded).
+    /// Prompt tokens run in the prefill (padding excluded; a prompt given several times is
+    /// run once).
     pub prompt_tokens: u64,
     /// Tokens generated after the first (each took a decoding step).
     pub decode_tokens: u64,
@@ -278,9 +281,24 @@ impl<'a> Generator<'a> {
         let longest = *lens.iter().max().unwrap_or(&1);
         let padded = lens.iter().any(|&l| l != longest);
         let budget = cfg.max_new_tokens.min(ctx - longest);
-        let mut ids = Vec::with_capacity(b * longest);
-        let mut mask = Vec::with_capacity(b * longest);
-        for p in prompts {
+        // Identical prompts (an RL group, several samples of one prompt) are prefilled once;
+        // their rows then decode from copies of that prompt's cache and last logits, which
+        // are what each would have computed alone.
+        let mut first: std::collections::HashMap<&[u32], i64> = std::collections::HashMap::new();
+        let mut unique: Vec<&Vec<u32>> = Vec::new();
+        let slots: Vec<i64> = prompts
+            .iter()
+            .map(|p| {
+                *first.entry(p.as_slice()).or_insert_with(|| {
+                    unique.push(p);
+                    unique.len() as i64 - 1
+                })
+            })
+            .collect();
+        let u = unique.len();
+        let mut ids = Vec::with_capacity(u * longest);
+        let mut mask = Vec::with_capacity(u * longest);
+        for p in &unique {
             let pad = longest - p.len();
             ids.extend(std::iter::repeat_n(0i64, pad));
             ids.extend(p.iter().map(|&t| t as i64));
@@ -289,13 +307,13 @@ impl<'a> Generator<'a> {
         }
         let _g = tch::no_grad_guard();
         let ids = Tensor::from_slice(&ids)
-            .view([b as i64, longest as i64])
+            .view([u as i64, longest as i64])
             .to_device(dev);
         let mut key_mask = Tensor::from_slice(&mask)
-            .view([b as i64, longest as i64])
+            .view([u as i64, longest as i64])
             .to_device(dev);
         let mut positions = (key_mask.cumsum(1, Kind::Int64) - 1).clamp_min(0);
-        let mut cache = m.new_cache(b as i64, (longest + budget).max(1) as i64);
+        let mut cache = m.new_cache(u as i64, (longest + budget).max(1) as i64);
         let mut stops: Vec<u32> = cfg.stop_ids.clone();
         if !cfg.ignore_eos {
             stops.extend(&self.special.eos);
@@ -322,12 +340,19 @@ impl<'a> Generator<'a> {
         };
         let hidden = m.hidden(&ids, &extras, true, false, Some(&mut cache))?;
         let mut logits = m.logits(&hidden.narrow(1, longest as i64 - 1, 1).squeeze_dim(1));
+        if u < b {
+            let idx = Tensor::from_slice(&slots).to_device(dev);
+            cache.select_rows(&idx);
+            key_mask = key_mask.index_select(0, &idx);
+            positions = positions.index_select(0, &idx);
+            logits = logits.index_select(0, &idx);
+        }
         sync(dev);
         let prefill_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut timing = Timing {
             prefill_s,
-            prompt_tokens: lens.iter().sum::<usize>() as u64,
+            prompt_tokens: unique.iter().map(|p| p.len()).sum::<usize>() as u64,
             ..Timing::default()
         };
         // Rows still generating, in cache order.
@@ -488,6 +513,30 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
         return;
     }
     let inv_t = 1.0 / s.temperature as f32;
+    if (s.top_k == 0 || s.top_k >= l.len()) && s.top_p >= 1.0 {
+        // Nothing is cut: draw from the whole softmax in id order. Sorting 50k ids per row
+        // and step cost more than the decoding step of a small model.
+        let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * inv_t;
+        let probs: Vec<f64> = l
+            .iter()
+            .map(|&x| ((x * inv_t - max) as f64).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        let mut u = rng.next_f64() * total;
+        let mut last = 0;
+        for (i, &p) in probs.iter().enumerate() {
+            if p > 0.0 {
+                last = i;
+                u -= p;
+                if u <= 0.0 {
+                    out.push(i as u32);
+                    return;
+                }
+            }
+        }
+        out.push(last as u32);
+        return;
+    }
     // Candidates sorted by logit, cut by top-k, then by top-p on the softmax.
     let mut idx: Vec<u32> = (0..l.len() as u32).collect();
     let k = if s.top_k == 0 {
@@ -632,6 +681,53 @@ mod tests {
         assert_eq!(timing.steps, 11);
     }
 
+    /// A prompt given several times is prefilled once (an RL group): its rows decode from
+    /// copies of that cache, each with its own sampler, and produce what each row computes
+    /// with the copies prefilled separately.
+    #[test]
+    fn repeated_prompts_share_one_prefill() {
+        let _rng = crate::torch_rng_lock();
+        let m = model();
+        let special = Special::default();
+        let g = Generator::new(&m, None, &special);
+        let a = vec![1u32, 2, 3, 4, 5, 6, 7];
+        let b = vec![9u32, 8];
+        let batch = vec![a.clone(), b.clone(), a.clone(), a.clone(), b.clone()];
+        let (out, timing) = g.generate(&batch, &GenerateConfig::greedy(6)).unwrap();
+        assert_eq!(
+            timing.prompt_tokens, 9,
+            "each distinct prompt prefilled once"
+        );
+        for (p, o) in batch.iter().zip(&out) {
+            assert_eq!(o.tokens, greedy_no_cache(&m, p, 6), "prompt {p:?}");
+            assert_eq!(o.prompt_tokens, p.len());
+        }
+        // Sampling: row i draws from its own generator, seeded by its index, so each copy
+        // samples what it samples at the same index in a batch of distinct prompts.
+        let cfg = GenerateConfig {
+            sampling: Sampling {
+                temperature: 1.3,
+                ..Sampling::default()
+            },
+            seed: 5,
+            ..GenerateConfig::greedy(8)
+        };
+        let shared = g.generate(&batch, &cfg).unwrap().0;
+        assert_ne!(
+            shared[0].tokens, shared[2].tokens,
+            "copies sample independently"
+        );
+        for (i, p) in batch.iter().enumerate() {
+            // The same row index with every other prompt different: no sharing at all.
+            let mut distinct: Vec<Vec<u32>> = (0..batch.len())
+                .map(|j| vec![10 + j as u32, 20, 30])
+                .collect();
+            distinct[i] = p.clone();
+            let alone = g.generate(&distinct, &cfg).unwrap().0;
+            assert_eq!(alone[i].tokens, shared[i].tokens, "row {i}");
+        }
+    }
+
     #[test]
     fn stop_ids_end_rows_and_the_context_is_respected() {
         let _rng = crate::torch_rng_lock();
@@ -738,5 +834,27 @@ mod tests {
         let mut out = Vec::new();
         sample_row(&mut [0.0, 5.0, 4.0, 1.0], &[1], &s, &mut rng, &mut out);
         assert_eq!(out, vec![2]);
+        // Nothing cut (no top-k, top-p 1): draws follow the softmax at the temperature, and
+        // a -inf logit is never drawn.
+        let s = Sampling {
+            temperature: 2.0,
+            ..Sampling::default()
+        };
+        let logits = [0.0f32, 1.0, 3.0, f32::NEG_INFINITY, 2.0];
+        let w: Vec<f64> = logits.iter().map(|&x| (x as f64 / 2.0).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let n = 40_000;
+        let mut counts = [0usize; 5];
+        for _ in 0..n {
+            let mut out = Vec::new();
+            sample_row(&mut logits.clone(), &[], &s, &mut rng, &mut out);
+            counts[out[0] as usize] += 1;
+        }
+        assert_eq!(counts[3], 0);
+        for (i, c) in counts.iter().enumerate() {
+            let f = *c as f64 / n as f64;
+            // Four standard errors of a frequency near 0.3 over 40,000 draws is ~0.009.
+            assert!((f - w[i] / z).abs() < 0.01, "id {i}: {f} vs {}", w[i] / z);
+        }
     }
 }

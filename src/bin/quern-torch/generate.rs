@@ -49,8 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut ids = Vec::with_capacity(prompts.len());
     if let Some(n) = args.prompt_tokens {
         let v = loaded.model.vocab_size().max(11) as usize;
-        let synthetic: Vec<u32> = (0..n).map(|i| (5 + i % (v - 10)) as u32).collect();
-        ids.extend(std::iter::repeat_n(synthetic, args.batch_size));
+        // A different prompt per row: identical ones would share one prefill.
+        ids.extend((0..args.batch_size).map(|r| {
+            (0..n)
+                .map(|i| (5 + (i + r * 7) % (v - 10)) as u32)
+                .collect::<Vec<u32>>()
+        }));
     }
     for p in &prompts {
         ids.push(match p {
