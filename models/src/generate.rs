@@ -495,6 +495,9 @@ struct Row {
     rng: SplitMix,
 }
 
+/// How many of the most likely ids a draw without top-k or top-p sorts first.
+const SAMPLE_HEAD: usize = 256;
+
 /// Picks one token from a row's logits (modified in place) and pushes it on `out`.
 fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out: &mut Vec<u32>) {
     if s.repetition_penalty != 1.0 {
@@ -514,27 +517,37 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
     }
     let inv_t = 1.0 / s.temperature as f32;
     if (s.top_k == 0 || s.top_k >= l.len()) && s.top_p >= 1.0 {
-        // Nothing is cut: draw from the whole softmax in id order. Sorting 50k ids per row
-        // and step cost more than the decoding step of a small model.
+        // Nothing is cut: the draw walks the whole softmax from the most likely token down,
+        // as below (so a seed picks the same token either way), but only the head of that
+        // order is sorted, and the rest only when the draw goes past it. Sorting all 50k ids
+        // per row and step cost more than a decoding step of a small model.
         let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * inv_t;
-        let probs: Vec<f64> = l
+        let exps: Vec<f64> = l
             .iter()
             .map(|&x| ((x * inv_t - max) as f64).exp())
             .collect();
-        let total: f64 = probs.iter().sum();
+        let total: f64 = exps.iter().sum();
         let mut u = rng.next_f64() * total;
-        let mut last = 0;
-        for (i, &p) in probs.iter().enumerate() {
-            if p > 0.0 {
-                last = i;
-                u -= p;
+        let by_logit = |a: &u32, b: &u32| l[*b as usize].total_cmp(&l[*a as usize]).then(a.cmp(b));
+        let mut idx: Vec<u32> = (0..l.len() as u32).collect();
+        let head = SAMPLE_HEAD.min(idx.len());
+        if head < idx.len() {
+            idx.select_nth_unstable_by(head - 1, by_logit);
+        }
+        idx[..head].sort_unstable_by(by_logit);
+        for part in [0..head, head..idx.len()] {
+            if part.start == head {
+                idx[head..].sort_unstable_by(by_logit);
+            }
+            for &i in &idx[part] {
+                u -= exps[i as usize];
                 if u <= 0.0 {
-                    out.push(i as u32);
+                    out.push(i);
                     return;
                 }
             }
         }
-        out.push(last as u32);
+        out.push(*idx.last().unwrap_or(&0));
         return;
     }
     // Candidates sorted by logit, cut by top-k, then by top-p on the softmax.
@@ -851,6 +864,45 @@ mod tests {
             counts[out[0] as usize] += 1;
         }
         assert_eq!(counts[3], 0);
+        // Past the sorted head: a flat softmax over 1,000 ids (many draws land beyond the
+        // first SAMPLE_HEAD) picks what a walk over the fully sorted ids picks.
+        let s = Sampling {
+            temperature: 50.0,
+            ..Sampling::default()
+        };
+        let mut g = SplitMix::new(9);
+        let logits: Vec<f32> = (0..1000).map(|_| g.next_f64() as f32 * 10.0).collect();
+        let mut order: Vec<u32> = (0..1000).collect();
+        order.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
+        let rank: std::collections::HashMap<u32, usize> =
+            order.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) / 50.0;
+        let e = |i: u32| ((logits[i as usize] / 50.0 - max) as f64).exp();
+        let total: f64 = (0..1000).map(e).sum();
+        let (mut a, mut b) = (SplitMix::new(77), SplitMix::new(77));
+        let mut beyond = 0;
+        for _ in 0..300 {
+            let mut out = Vec::new();
+            sample_row(&mut logits.clone(), &[], &s, &mut a, &mut out);
+            let mut u = b.next_f64() * total;
+            let want = *order
+                .iter()
+                .find(|&&i| {
+                    u -= e(i);
+                    u <= 0.0
+                })
+                .unwrap_or(&order[999]);
+            assert_eq!(out[0], want);
+            beyond += usize::from(rank[&want] >= SAMPLE_HEAD);
+        }
+        assert!(
+            beyond > 100,
+            "only {beyond} draws went past the sorted head"
+        );
         for (i, c) in counts.iter().enumerate() {
             let f = *c as f64 / n as f64;
             // Four standard errors of a frequency near 0.3 over 40,000 draws is ~0.009.
