@@ -9,8 +9,10 @@
 //! of `train.micro_batch` sequences. PPO instead learns a value head on the policy's last
 //! hidden states and takes per-token advantages from GAE ([`algo::gae`],
 //! [`algo::ppo_loss`]). Training sequences are prompt + completion + the stop
-//! id when the sample stopped on one (so the policy learns to stop), right-padded; the
-//! log-probabilities are taken at the sampling temperature, without dropout.
+//! id when the sample stopped on one (so the policy learns to stop); a prompt shared by
+//! several sequences of a micro-batch (a group's samples) runs through the model once, its
+//! keys and values copied to each of them ([`Batch`]); the log-probabilities are taken at
+//! the sampling temperature, without dropout.
 //!
 //! A step whose reward cannot be computed (a reward command crashed or printed garbage) is
 //! logged with its rows' ids and skipped; after `train.max_failed_steps` such steps the next
@@ -905,7 +907,7 @@ impl Run {
                 };
                 tokens += mask.iter().sum::<f64>();
                 let width = b.len as usize;
-                let rows = b.ids.size()[0] as usize;
+                let rows = b.rows;
                 let r = algo::ppo_rewards(
                     k1.as_deref(),
                     &mask,
@@ -1002,51 +1004,17 @@ impl Run {
         Ok(grad_norm)
     }
 
-    /// The step's sequences as right-padded micro-batches on the device.
+    /// The step's sequences as micro-batches on the device: each micro-batch's distinct
+    /// prompts once (left-padded) and every row's completion (right-padded).
     fn micro_batches(&self, seqs: &[Seq], adv: &[f64]) -> Result<Vec<Batch>> {
         let mb = self.cfg.train.micro_batch;
         let mut out = Vec::new();
         for (ci, chunk) in seqs.chunks(mb).enumerate() {
-            let w = chunk.iter().map(|s| s.ids.len()).max().unwrap_or(1);
-            // Logits are needed from the position before the earliest completion token.
-            let start = chunk.iter().map(|s| s.prompt_len).min().unwrap_or(1).max(1) - 1;
-            let l = w - 1 - start;
-            let b = chunk.len();
-            let mut ids = Vec::with_capacity(b * w);
-            let mut mask = Vec::with_capacity(b * l);
-            for s in chunk {
-                ids.extend_from_slice(&s.ids);
-                ids.extend(std::iter::repeat_n(0i64, w - s.ids.len()));
-                for j in 0..l {
-                    let t = start + 1 + j;
-                    let on = t >= s.prompt_len && t < s.prompt_len + s.completion_len;
-                    mask.push(if on { 1f32 } else { 0.0 });
-                }
-            }
-            let dev = self.device;
-            let ids = Tensor::from_slice(&ids)
-                .view([b as i64, w as i64])
-                .to_device(dev);
-            let targets = ids.narrow(1, start as i64 + 1, l as i64);
-            let a: Vec<f32> = adv[ci * mb..ci * mb + b]
+            let a: Vec<f32> = adv[ci * mb..ci * mb + chunk.len()]
                 .iter()
                 .map(|&x| x as f32)
                 .collect();
-            let sel: Vec<i64> = (0..mask.len() as i64)
-                .filter(|&i| mask[i as usize] > 0.0)
-                .collect();
-            out.push(Batch {
-                first: ci * mb,
-                targets,
-                ids,
-                start: start as i64,
-                len: l as i64,
-                sel: Tensor::from_slice(&sel).to_device(dev),
-                mask: Tensor::from_slice(&mask)
-                    .view([b as i64, l as i64])
-                    .to_device(dev),
-                adv: Tensor::from_slice(&a).to_device(dev),
-            });
+            out.push(Batch::new(chunk, ci * mb, &a, self.device)?);
         }
         Ok(out)
     }
@@ -1212,38 +1180,156 @@ impl Run {
     }
 }
 
-/// One micro-batch of training sequences.
+/// One micro-batch of training sequences, laid out so that a prompt shared by several rows
+/// (a GRPO group's samples) runs through the model once: its distinct prompts are a
+/// left-padded prefill whose keys and values every row of that prompt attends to (copied
+/// rows of a KV cache, through which the gradient flows back, summed over the copies), and
+/// the rows' completions run after it. The prompt positions' outputs are never needed
+/// beyond the last one, which predicts the first completion token.
 struct Batch {
     /// The step's index of the first sequence.
     first: usize,
-    /// `[b, w]` right-padded ids.
-    ids: Tensor,
-    /// `[b, len]`: the ids at positions `start + 1 ..`, the targets of the logits kept.
+    /// Rows.
+    rows: usize,
+    /// `[u, p]` the distinct prompts, left-padded, and `[u, p]` int64 1 on real tokens
+    /// (`None` when all have length `p`).
+    prompts: Tensor,
+    prompt_mask: Option<Tensor>,
+    /// `[rows]` int64: each row's prompt.
+    which: Tensor,
+    /// `[rows, len - 1]` the completion tokens but each row's last, right-padded (the
+    /// inputs after the prompt), and their positions.
+    cont: Tensor,
+    cont_pos: Tensor,
+    /// `[rows, len]`: the completion tokens, the targets.
     targets: Tensor,
-    start: i64,
+    /// The longest completion.
     len: i64,
-    /// `[b, len]` f32: 1 on completion targets.
+    /// `[rows, len]` f32: 1 on completion targets.
     mask: Tensor,
-    /// `[n]` int64: the flat indices (into `b × len`) of the completion targets, the only
-    /// positions whose logits are computed.
+    /// `[n]` int64: the flat indices (into `rows × len`) of the completion targets, the
+    /// only positions whose logits are computed.
     sel: Tensor,
-    /// `[b]` f32.
+    /// `[rows]` f32.
     adv: Tensor,
 }
 
 impl Batch {
-    /// The last hidden states `[b, len, dim]` of the positions predicting `targets`, and
-    /// the logits `[n, vocab]` (f32) of the completion targets among them (`sel`) under
-    /// `model`: the output projection, the log-softmax and the entropy run on completion
-    /// tokens only, not on the prompt positions of rows whose prompt is longer than the
-    /// batch's shortest, nor on padding.
+    fn new(chunk: &[Seq], first: usize, adv: &[f32], dev: Device) -> Result<Batch> {
+        let rows = chunk.len();
+        let mut distinct: HashMap<&[i64], i64> = HashMap::new();
+        let mut prompts: Vec<&[i64]> = Vec::new();
+        let which: Vec<i64> = chunk
+            .iter()
+            .map(|s| {
+                let p = &s.ids[..s.prompt_len];
+                *distinct.entry(p).or_insert_with(|| {
+                    prompts.push(p);
+                    prompts.len() as i64 - 1
+                })
+            })
+            .collect();
+        let p = prompts.iter().map(|x| x.len()).max().unwrap_or(1).max(1);
+        let padded = prompts.iter().any(|x| x.len() != p);
+        let mut ids = Vec::with_capacity(prompts.len() * p);
+        let mut pmask = Vec::with_capacity(prompts.len() * p);
+        for x in &prompts {
+            ids.extend(std::iter::repeat_n(0i64, p - x.len()));
+            ids.extend_from_slice(x);
+            pmask.extend(std::iter::repeat_n(0i64, p - x.len()));
+            pmask.extend(std::iter::repeat_n(1i64, x.len()));
+        }
+        let len = chunk
+            .iter()
+            .map(|s| s.completion_len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut targets = Vec::with_capacity(rows * len);
+        let mut mask = Vec::with_capacity(rows * len);
+        let mut cont = Vec::with_capacity(rows * (len - 1));
+        let mut cont_pos = Vec::with_capacity(rows * (len - 1));
+        for s in chunk {
+            let c = &s.ids[s.prompt_len..s.prompt_len + s.completion_len];
+            for j in 0..len {
+                targets.push(c.get(j).copied().unwrap_or(0));
+                mask.push(if j < c.len() { 1f32 } else { 0.0 });
+                if j + 1 < len {
+                    cont.push(c.get(j).copied().unwrap_or(0));
+                    cont_pos.push((s.prompt_len + j) as i64);
+                }
+            }
+        }
+        let u = prompts.len() as i64;
+        let (b, l) = (rows as i64, len as i64);
+        let sel: Vec<i64> = (0..mask.len() as i64)
+            .filter(|&i| mask[i as usize] > 0.0)
+            .collect();
+        Ok(Batch {
+            first,
+            rows,
+            prompts: Tensor::from_slice(&ids).view([u, p as i64]).to_device(dev),
+            prompt_mask: padded.then(|| {
+                Tensor::from_slice(&pmask)
+                    .view([u, p as i64])
+                    .to_device(dev)
+            }),
+            which: Tensor::from_slice(&which).to_device(dev),
+            cont: Tensor::from_slice(&cont).view([b, l - 1]).to_device(dev),
+            cont_pos: Tensor::from_slice(&cont_pos)
+                .view([b, l - 1])
+                .to_device(dev),
+            targets: Tensor::from_slice(&targets).view([b, l]).to_device(dev),
+            len: l,
+            mask: Tensor::from_slice(&mask).view([b, l]).to_device(dev),
+            sel: Tensor::from_slice(&sel).to_device(dev),
+            adv: Tensor::from_slice(adv).to_device(dev),
+        })
+    }
+
+    /// The last hidden states `[rows, len, dim]` of the positions predicting `targets` (the
+    /// prompt's last position, then each completion position but the last), and the logits
+    /// `[n, vocab]` (f32) of the completion targets among them (`sel`) under `model`: the
+    /// output projection, the log-softmax and the entropy run on completion tokens only.
     fn outputs(&self, model: &Transformer) -> Result<(Tensor, Tensor)> {
-        let h = model.hidden(&self.ids, &Extras::default(), true, false, None)?;
-        let h = h.narrow(1, self.start, self.len);
-        let dim = h.size()[2];
-        let picked = h.reshape([-1, dim]).index_select(0, &self.sel);
+        let (u, p) = (self.prompts.size()[0], self.prompts.size()[1]);
+        let c = self.len - 1;
+        let mut cache = model.new_cache(u, p + c);
+        let positions = self
+            .prompt_mask
+            .as_ref()
+            .map(|m| (m.cumsum(1, Kind::Int64) - 1).clamp_min(0));
+        let extras = Extras {
+            positions: positions.as_ref(),
+            key_mask: self.prompt_mask.as_ref(),
+            ..Extras::default()
+        };
+        let h = model.hidden(&self.prompts, &extras, true, false, Some(&mut cache))?;
+        let last = h.select(1, p - 1).index_select(0, &self.which).unsqueeze(1);
+        let hs = if c > 0 {
+            // Every row gets its own copy of its prompt's keys and values (always a copy:
+            // the prefill's attention keeps views of the original cache for its backward,
+            // so the completions must not write into it).
+            cache.select_rows(&self.which);
+            let key_mask = self.prompt_mask.as_ref().map(|m| {
+                let m = m.index_select(0, &self.which);
+                let ones = Tensor::ones([self.rows as i64, c], (Kind::Int64, m.device()));
+                Tensor::cat(&[m, ones], 1)
+            });
+            let extras = Extras {
+                positions: Some(&self.cont_pos),
+                key_mask: key_mask.as_ref(),
+                ..Extras::default()
+            };
+            let hc = model.hidden(&self.cont, &extras, true, false, Some(&mut cache))?;
+            Tensor::cat(&[last, hc], 1)
+        } else {
+            last
+        };
+        let dim = hs.size()[2];
+        let picked = hs.reshape([-1, dim]).index_select(0, &self.sel);
         let logits = model.logits(&picked).to_kind(Kind::Float);
-        Ok((h, logits))
+        Ok((hs, logits))
     }
 
     /// Logits `[n, vocab]` (f32) of the completion targets under `model`.
@@ -1251,7 +1337,7 @@ impl Batch {
         Ok(self.outputs(model)?.1)
     }
 
-    /// Log-probabilities `[b, len]` of the targets under `logits` (from
+    /// Log-probabilities `[rows, len]` of the targets under `logits` (from
     /// [`Batch::outputs`]) at `temp`; 0 off the completion mask.
     fn token_logps(&self, logits: &Tensor, temp: f64) -> Tensor {
         let targets = self.targets.reshape([-1]).index_select(0, &self.sel);
@@ -1336,5 +1422,74 @@ mod tests {
         assert_eq!(a, order(10, 7, 0, true));
         assert_ne!(a, order(10, 7, 1, true));
         assert_eq!(order(4, 7, 3, false), vec![0, 1, 2, 3]);
+    }
+
+    /// The shared-prompt layout (a group's prompt run once, its keys and values copied to
+    /// each row) gives every row's completion log-probabilities and the parameters'
+    /// gradients of each row run alone through a plain causal forward, under padding of the
+    /// prompts (different lengths), of the completions (a one-token one among them), GQA and
+    /// rotary positions.
+    #[test]
+    fn shared_prompts_give_each_rows_own_logps_and_gradients() {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(3);
+        let cfg = ModelConfig::llama()
+            .with_kv_heads(2)
+            .with_layers(2)
+            .with_dim(32)
+            .with_seq_len(32)
+            .with_vocab_size(40);
+        let mut model = Transformer::new(&cfg, Device::Cpu);
+        let seq = |prompt: &[i64], completion: &[i64]| Seq {
+            ids: prompt.iter().chain(completion).copied().collect(),
+            prompt_len: prompt.len(),
+            completion_len: completion.len(),
+            text: String::new(),
+            truncated: false,
+        };
+        let (a, b) = ([1i64, 5, 7, 9, 2], [3i64, 8, 4]);
+        let seqs = vec![
+            seq(&a, &[11, 12, 13, 14]),
+            seq(&b, &[15]),
+            seq(&a, &[16, 17, 18]),
+            seq(&a, &[19, 20]),
+        ];
+        let temp = 0.7;
+        let batch = Batch::new(&seqs, 0, &[1.0, -0.5, 0.25, 2.0], Device::Cpu).unwrap();
+        assert_eq!(batch.prompts.size(), vec![2, 5], "a runs once");
+        model.params_mut().zero_grad();
+        let logits = batch.logits(&model).unwrap();
+        let lp = batch.token_logps(&logits, temp);
+        (&lp * &batch.adv.unsqueeze(1)).sum(Kind::Float).backward();
+        let grads: Vec<Tensor> = model
+            .params()
+            .params
+            .iter()
+            .map(|p| p.tensor.grad().copy())
+            .collect();
+        model.params_mut().zero_grad();
+        let mut want_total = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        for (i, s) in seqs.iter().enumerate() {
+            let ids = Tensor::from_slice(&s.ids).view([1, -1]);
+            let logits = model.forward(&ids, true, false).squeeze_dim(0);
+            let lps = (logits / temp).log_softmax(-1, Kind::Float);
+            for j in 0..s.completion_len {
+                let pos = (s.prompt_len + j - 1) as i64;
+                let want = lps.get(pos).get(s.ids[s.prompt_len + j]);
+                let got = lp.get(i as i64).get(j as i64);
+                let d = (want.double_value(&[]) - got.double_value(&[])).abs();
+                assert!(d < 1e-5, "row {i} token {j}: {d}");
+                want_total += want * batch.adv.double_value(&[i as i64]);
+            }
+            for j in s.completion_len..batch.len as usize {
+                assert_eq!(lp.double_value(&[i as i64, j as i64]), 0.0, "off the mask");
+            }
+        }
+        want_total.backward();
+        for (p, g) in model.params().params.iter().zip(&grads) {
+            let w = p.tensor.grad();
+            let rel = (&w - g).norm().double_value(&[]) / w.norm().double_value(&[]).max(1e-12);
+            assert!(rel < 1e-4, "{}: gradient differs by {rel} relative", p.name);
+        }
     }
 }
