@@ -38,7 +38,8 @@
 //! model trains, evaluates and exports like any other; [`crate::Transformer::use_quantized`]
 //! runs generation on low-bit matrix products instead: int8 on quern's decoding kernel for
 //! one to eight rows ([`crate::kernels`]) and libtorch's `_weight_int8pack_mm` for longer
-//! inputs, int4 on libtorch's `_weight_int4pack_mm_for_cpu`.
+//! inputs, int4 on quern's int4 decoding kernel for one to eight rows (groups of whole
+//! 32-input blocks) and libtorch's `_weight_int4pack_mm_for_cpu` otherwise.
 //!
 //! **Calibration** statistics (Wanda's input norms, GPTQ's Hessians) are gathered by taps on
 //! the block matrices ([`crate::Transformer::set_taps`]), either in one pass of the source
