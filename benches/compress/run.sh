@@ -5,7 +5,7 @@
 # implementation of Wanda and GPTQ (tests/peers/compress_ref.py, transformers' activations)
 # on the same model and calibration rows, evaluated the same way; and batch-1 decoding
 # speed of the int8 and int4 models on the low-bit products (quern's int8 decoding kernel,
-# libtorch's int4) against quern fp32 and transformers' `generate` fp32 on the exported model,
+# and quern's int4 decoding kernel) against quern fp32 and transformers' `generate` fp32 on the exported model,
 # in the same run; the int8 model also with QUERN_MATVEC=libtorch (libtorch's int8 product);
 # with the `mmlu` config, MMLU (every MMLU_EVERY-th question, default 47: 299 questions, all
 # 57 subjects) of the source and of every model this run compressed, through `quern eval mc`.

@@ -145,7 +145,7 @@ void rows_i8(const int16_t *xq, const float *xs, int64_t k, const int8_t *w, int
 }
 
 // int4 weights, group-wise and asymmetric: w[j, i] = q[j, i] * sc[j, g] + mn[j, g] with
-// g = i / group and q in 0..15, two codes to a byte in blocks of 32 inputs (byte t of a row's
+// g = i / group (the last group may be shorter) and q in 0..15, two codes to a byte in blocks of 32 inputs (byte t of a row's
 // block c holds q[32c + t] in its low nibble and q[32c + 16 + t] in its high one). Against
 // activations rounded to int16 (`xq`, row scales `xs`): each block is two vpmovzxbw +
 // vpmaddwd pairs, exact in int32 (a lane gains at most 4 * 15 * 32767 per block, so a group
@@ -155,7 +155,7 @@ void rows_i8(const int16_t *xq, const float *xs, int64_t k, const int8_t *w, int
 template <int M, int R, typename Out>
 void rows_i4(const int16_t *xq, const float *xs, const float *xsum, int64_t k, int64_t group, const uint8_t *w,
              const float *sc, const float *mn, int64_t j0, int64_t j1, Out out) {
-  const int64_t groups = k / group;
+  const int64_t groups = (k + group - 1) / group;
   const int64_t kb = k / 2;
   const __m128i low4 = _mm_set1_epi8(0x0F);
   int64_t j = j0;
@@ -169,23 +169,24 @@ void rows_i4(const int16_t *xq, const float *xs, const float *xsum, int64_t k, i
       __m256i acc[M][R];
       for (int m = 0; m < M; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
-      const int64_t g1 = (g + 1) * group;
+      const int64_t g1 = std::min((g + 1) * group, k);
       for (int64_t kk = g * group; kk < g1; kk += 32) {
         if ((kk & 127) == 0)
           for (int r = 0; r < R; ++r)
             _mm_prefetch(reinterpret_cast<const char *>(wr[r] + 2 * R * kb + kk / 2), _MM_HINT_T0);
-        __m256i lo[R], hi[R];
+        // One weight row at a time, the activations reloaded from L1 for each: the unpacked
+        // codes of several rows at once would not fit the 16 ymm registers beside the
+        // accumulators.
         for (int r = 0; r < R; ++r) {
           const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(wr[r] + kk / 2));
-          lo[r] = _mm256_cvtepu8_epi16(_mm_and_si128(b, low4));
-          hi[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low4));
-        }
-        for (int m = 0; m < M; ++m) {
-          const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk));
-          const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk + 16));
-          for (int r = 0; r < R; ++r)
+          const __m256i lo = _mm256_cvtepu8_epi16(_mm_and_si128(b, low4));
+          const __m256i hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low4));
+          for (int m = 0; m < M; ++m) {
+            const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk));
+            const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + m * k + kk + 16));
             acc[m][r] = _mm256_add_epi32(acc[m][r],
-                                         _mm256_add_epi32(_mm256_madd_epi16(xa, lo[r]), _mm256_madd_epi16(xb, hi[r])));
+                                         _mm256_add_epi32(_mm256_madd_epi16(xa, lo), _mm256_madd_epi16(xb, hi)));
+          }
         }
       }
       for (int r = 0; r < R; ++r) {
@@ -313,14 +314,14 @@ void linear_i8(const float *x, int64_t m, int64_t k, const int8_t *w, int64_t n,
   });
 }
 
-// Per-group sums of the activations, [m, k / group].
+// Per-group sums of the activations, [m, groups] (the last group may be shorter).
 std::vector<float> group_sums(const float *x, int64_t m, int64_t k, int64_t group) {
-  const int64_t groups = k / group;
+  const int64_t groups = (k + group - 1) / group;
   std::vector<float> out(static_cast<size_t>(m * groups), 0.0f);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       float s = 0.0f;
-      for (int64_t i = g * group; i < (g + 1) * group; ++i) s += x[r * k + i];
+      for (int64_t i = g * group; i < std::min((g + 1) * group, k); ++i) s += x[r * k + i];
       out[r * groups + g] = s;
     }
   return out;
@@ -550,8 +551,8 @@ void quern_decode_attention(float *qkv, int64_t b, int64_t heads, int64_t kvh, i
 extern "C" {
 
 // y[m, n] = x[m, k] · w[n, k]^T (+ bias[n]) for int4 weights in the block layout of
-// `rows_i4` (`codes [n, k / 2]` bytes, `scale` and `min [n, k / group]` f32); k a multiple of
-// group, group a multiple of 32.
+// `rows_i4` (`codes [n, k / 2]` bytes, `scale` and `min [n, ceil(k / group)]` f32); k and group
+// multiples of 32 (the last group may be shorter than the others).
 void quern_linear_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *codes,
                      const float *scale, const float *min, int64_t n, const float *bias, float *y) {
   linear_i4(x, m, k, group, codes, scale, min, n, bias, y);

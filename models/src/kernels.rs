@@ -198,18 +198,18 @@ pub enum Weight<'a> {
     Int4 {
         /// `[n, k / 2]` uint8 from [`pack_int4`].
         packed: &'a Tensor,
-        /// `[n, k / group]` f32.
+        /// `[n, ceil(k / group)]` f32.
         scale: &'a Tensor,
-        /// `[n, k / group]` f32: each group's value of code 0.
+        /// `[n, ceil(k / group)]` f32: each group's value of code 0.
         min: &'a Tensor,
         group: i64,
     },
 }
 
-/// Whether the int4 kernel takes groups of `group` inputs in rows of `k`: whole groups of
-/// whole 32-input blocks.
+/// Whether the int4 kernel takes groups of `group` inputs in rows of `k`: groups of whole
+/// 32-input blocks, and rows of whole blocks (the last group may be shorter).
 pub fn int4_fits(k: i64, group: i64) -> bool {
-    group >= 32 && group % 32 == 0 && group <= 8192 && k % group == 0
+    group >= 32 && group % 32 == 0 && group <= 8192 && k % 32 == 0 && k > 0
 }
 
 /// int4 codes `[n, k]` (0..=15, any integer kind) in the kernels' layout: `[n, k / 2]` bytes,
@@ -250,10 +250,11 @@ impl Weight<'_> {
                 group,
             } => {
                 let n = *packed.size().first()?;
+                let groups = (k + group - 1) / group.max(1);
                 let ok = int4_fits(k, group)
                     && fits(packed, Kind::Uint8, &[n, k / 2])
-                    && fits(scale, Kind::Float, &[n, k / group])
-                    && fits(min, Kind::Float, &[n, k / group]);
+                    && fits(scale, Kind::Float, &[n, groups])
+                    && fits(min, Kind::Float, &[n, groups]);
                 ok.then_some(n)
             }
         }
@@ -574,12 +575,15 @@ mod tests {
         // Weights drawn as int4 codes with their groups' scales and minimums, so that the
         // dequantized matrix is exactly what the kernel multiplies.
         let draw = |n: i64, k: i64, group: i64| {
+            let groups = (k + group - 1) / group;
             let codes = Tensor::randint_low(0, 16, [n, k], (Kind::Uint8, Device::Cpu));
-            let scale = Tensor::rand([n, k / group], opts) * 0.02 + 0.001;
-            let min = Tensor::randn([n, k / group], opts) * 0.1;
-            let deq = (codes.to_kind(Kind::Float).view([n, k / group, group]) * scale.unsqueeze(2)
-                + min.unsqueeze(2))
-            .view([n, k]);
+            let scale = Tensor::rand([n, groups], opts) * 0.02 + 0.001;
+            let min = Tensor::randn([n, groups], opts) * 0.1;
+            let per_input = |t: &Tensor| {
+                t.repeat_interleave_self_int(group, Some(1), None)
+                    .narrow(1, 0, k)
+            };
+            let deq = codes.to_kind(Kind::Float) * per_input(&scale) + per_input(&min);
             (
                 pack_int4(&codes).expect("k is a multiple of 32"),
                 scale,
@@ -587,12 +591,15 @@ mod tests {
                 deq,
             )
         };
+        // (576, 128): SmolLM2's width in groups of 128, the last group 64 wide.
         for &(k, n, group) in &[
             (32, 1, 32),
             (64, 5, 32),
             (576, 37, 64),
+            (576, 20, 128),
             (1536, 130, 128),
             (4096, 3, 4096),
+            (96, 4, 64),
         ] {
             let (p, s, mn, deq) = draw(n, k, group);
             let (up, us, um, udeq) = draw(n, k, group);
@@ -623,8 +630,8 @@ mod tests {
                 assert!(e < 1e-3, "swiglu int4 k={k} n={n} g={group} m={m}: {e}");
             }
         }
-        // Groups that are not whole 32-input blocks, or do not divide k, stay libtorch's.
-        assert!(!int4_fits(48, 16) && !int4_fits(96, 64) && int4_fits(96, 32));
+        // Groups or rows that are not whole 32-input blocks stay libtorch's.
+        assert!(!int4_fits(48, 16) && !int4_fits(80, 32) && int4_fits(96, 64));
         let (p, s, mn, _) = draw(4, 64, 32);
         let x = Tensor::randn([1, 64], opts);
         let w = Weight::Int4 {
