@@ -564,22 +564,28 @@ impl std::fmt::Debug for Dpo {
 
 impl Dpo {
     /// Each sequence's log-probability `[2n]` (fp32) under `model`: the sum over its
-    /// counted targets of `log softmax(logits_t)[target_t]`.
+    /// counted targets of `log softmax(logits_t)[target_t]`. The output projection and the
+    /// log-softmax run at the counted targets only (the completions), not at the prompt's
+    /// positions or the padding.
     pub fn sequence_logps(model: &Transformer, batch: &Prepared, train: bool) -> Tensor {
-        let logits = model.forward(&batch.input, true, train);
-        let (b, t) = (logits.size()[0], logits.size()[1]);
-        let v = logits.size().last().copied().unwrap_or(0);
-        let nll = logits
-            .view([-1, v])
-            .to_kind(Kind::Float)
-            .cross_entropy_loss(
-                &batch.targets.reshape([-1]),
-                None::<Tensor>,
-                Reduction::None,
-                IGNORE,
-                0.0,
-            );
-        -nll.view([b, t]).sum_dim_intlist(1, false, Kind::Float)
+        let h = model
+            .hidden(&batch.input, &Extras::default(), true, train, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (b, t, dim) = (h.size()[0], h.size()[1], h.size()[2]);
+        let targets = batch.targets.reshape([-1]);
+        let sel = targets.ne(IGNORE).nonzero().squeeze_dim(1);
+        let logits = model
+            .logits(&h.reshape([-1, dim]).index_select(0, &sel))
+            .to_kind(Kind::Float);
+        let nll = logits.cross_entropy_loss(
+            &targets.index_select(0, &sel),
+            None::<Tensor>,
+            Reduction::None,
+            IGNORE,
+            0.0,
+        );
+        let row = sel.divide_scalar_mode(t, "floor");
+        -Tensor::zeros([b], (Kind::Float, nll.device())).index_add(0, &row, &nll)
     }
 
     /// The summed loss of the log-ratios `h` `[n]`.
