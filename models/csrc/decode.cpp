@@ -145,8 +145,8 @@ void rows_i8(const int16_t *xq, const float *xs, int64_t k, const int8_t *w, int
 }
 
 // int4 weights, group-wise and asymmetric: w[j, i] = q[j, i] * sc[j, g] + mn[j, g] with
-// g = i / group (the last group may be shorter) and q in 0..15, two codes to a byte in blocks of 32 inputs (byte t of a row's
-// block c holds q[32c + t] in its low nibble and q[32c + 16 + t] in its high one). Against
+// g = i / group (the last group may be shorter) and q in 0..15, two codes to a byte in blocks
+// of 32 inputs (byte t of a row's block c holds q[32c + t] in its low nibble and q[32c + 16 + t] in its high one). Against
 // activations rounded to int16 (`xq`, row scales `xs`): each block is two vpmovzxbw +
 // vpmaddwd pairs, exact in int32 (a lane gains at most 4 * 15 * 32767 per block, so a group
 // of up to 8,192 inputs cannot overflow), and each group's integer sum is scaled into an f32
@@ -343,45 +343,12 @@ void linear_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_
   });
 }
 
-// SwiGLU's first half with int4 gate and up matrices (as `swiglu` below).
-void swiglu_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *g, const float *gs,
-               const float *gm, const uint8_t *u, const float *us, const float *um, int64_t n, float *y) {
-  Quantized xq(x, m, k);
-  const int16_t *q = xq.q.data();
-  const float *xs = xq.s.data();
-  std::vector<float> sums = group_sums(x, m, k, group);
-  const float *xsum = sums.data();
-  at::parallel_for(0, n, grain(k, 1), [&](int64_t j0, int64_t j1) {
-    auto gate = [=](int mi, int64_t j, float s) { y[mi * n + j] = s; };
-    auto up = [=](int mi, int64_t j, float s) {
-      float a = y[mi * n + j];
-      float silu = a / (1.0f + std::exp(-a));
-      y[mi * n + j] = silu * s;
-    };
-    for (int64_t b = j0; b < j1; b += 32) {
-      int64_t e = b + 32 < j1 ? b + 32 : j1;
-      rows_any_i4(m, q, xs, xsum, k, group, g, gs, gm, b, e, gate);
-      rows_any_i4(m, q, xs, xsum, k, group, u, us, um, b, e, up);
-    }
-  });
-}
-
-// SwiGLU's first half in one pass: y[m, j] = silu(x·g[j] · sg[j]) · (x·u[j] · su[j]).
-template <typename WT>
-void swiglu(const float *x, int64_t m, int64_t k, const WT *g, const float *sg, const WT *u,
-            const float *su, int64_t n, float *y) {
-  // int8 weights take the activations rounded to int16 (rows_i8).
-  Quantized xq(x, std::is_same<WT, int8_t>::value ? m : 0, k);
-  const int16_t *q = xq.q.data();
-  const float *xs = xq.s.data();
-  auto rows_of = [=](const WT *w, int64_t b, int64_t e, auto out) {
-    if constexpr (std::is_same<WT, int8_t>::value) {
-      rows_any_i8(m, q, xs, k, w, b, e, out);
-    } else {
-      rows_any<WT>(m, x, k, w, b, e, out);
-    }
-  };
-  at::parallel_for(0, n, grain(2 * k, sizeof(WT)), [&](int64_t j0, int64_t j1) {
+// SwiGLU's first half in one pass over the gate and up matrices: y[m, j] = silu(gate[m, j] ·
+// sg[j]) · (up[m, j] · su[j]), where `rows_of(up, j0, j1, out)` hands the gate's (up = false)
+// or the up matrix's dots of rows j0..j1 to `out` (scales null where the dots come scaled).
+template <typename RowsOf>
+void swiglu_pass(int64_t n, int64_t grain_rows, const float *sg, const float *su, float *y, RowsOf rows_of) {
+  at::parallel_for(0, n, grain_rows, [&](int64_t j0, int64_t j1) {
     // The gate's dots go to y first, then the up rows combine with them in place.
     auto gate = [=](int mi, int64_t j, float s) {
       if (sg != nullptr) s *= sg[j];
@@ -396,8 +363,43 @@ void swiglu(const float *x, int64_t m, int64_t k, const WT *g, const float *sg, 
     // Blocks of 32 rows keep the gate's outputs in L1 between the two passes.
     for (int64_t b = j0; b < j1; b += 32) {
       int64_t e = b + 32 < j1 ? b + 32 : j1;
-      rows_of(g, b, e, gate);
-      rows_of(u, b, e, up);
+      rows_of(false, b, e, gate);
+      rows_of(true, b, e, up);
+    }
+  });
+}
+
+// SwiGLU's first half with f32 or int8 (row-scaled) gate and up matrices.
+template <typename WT>
+void swiglu(const float *x, int64_t m, int64_t k, const WT *g, const float *sg, const WT *u,
+            const float *su, int64_t n, float *y) {
+  // int8 weights take the activations rounded to int16 (rows_i8).
+  Quantized xq(x, std::is_same<WT, int8_t>::value ? m : 0, k);
+  const int16_t *q = xq.q.data();
+  const float *xs = xq.s.data();
+  swiglu_pass(n, grain(2 * k, sizeof(WT)), sg, su, y, [=](bool up, int64_t b, int64_t e, auto out) {
+    const WT *w = up ? u : g;
+    if constexpr (std::is_same<WT, int8_t>::value) {
+      rows_any_i8(m, q, xs, k, w, b, e, out);
+    } else {
+      rows_any<WT>(m, x, k, w, b, e, out);
+    }
+  });
+}
+
+// The same with int4 gate and up matrices (group scales and minimums applied in `rows_i4`).
+void swiglu_i4(const float *x, int64_t m, int64_t k, int64_t group, const uint8_t *g, const float *gs,
+               const float *gm, const uint8_t *u, const float *us, const float *um, int64_t n, float *y) {
+  Quantized xq(x, m, k);
+  const int16_t *q = xq.q.data();
+  const float *xs = xq.s.data();
+  std::vector<float> sums = group_sums(x, m, k, group);
+  const float *xsum = sums.data();
+  swiglu_pass(n, grain(k, 1), nullptr, nullptr, y, [=](bool up, int64_t b, int64_t e, auto out) {
+    if (up) {
+      rows_any_i4(m, q, xs, xsum, k, group, u, us, um, b, e, out);
+    } else {
+      rows_any_i4(m, q, xs, xsum, k, group, g, gs, gm, b, e, out);
     }
   });
 }
@@ -545,10 +547,6 @@ void quern_decode_attention(float *qkv, int64_t b, int64_t heads, int64_t kvh, i
                             int64_t cap, const uint8_t *mask, float *y) {
   decode_attention(qkv, b, heads, kvh, hd, cos, sin, pos, past, kc, vc, cap, mask, y);
 }
-
-}  // extern "C"
-
-extern "C" {
 
 // y[m, n] = x[m, k] · w[n, k]^T (+ bias[n]) for int4 weights in the block layout of
 // `rows_i4` (`codes [n, k / 2]` bytes, `scale` and `min [n, ceil(k / group)]` f32); k and group
