@@ -284,27 +284,9 @@ impl<'a> Generator<'a> {
         // Identical prompts (an RL group, several samples of one prompt) are prefilled once;
         // their rows then decode from copies of that prompt's cache and last logits, which
         // are what each would have computed alone.
-        let mut first: std::collections::HashMap<&[u32], i64> = std::collections::HashMap::new();
-        let mut unique: Vec<&Vec<u32>> = Vec::new();
-        let slots: Vec<i64> = prompts
-            .iter()
-            .map(|p| {
-                *first.entry(p.as_slice()).or_insert_with(|| {
-                    unique.push(p);
-                    unique.len() as i64 - 1
-                })
-            })
-            .collect();
+        let (unique, slots) = distinct_rows(prompts.iter().map(Vec::as_slice));
         let u = unique.len();
-        let mut ids = Vec::with_capacity(u * longest);
-        let mut mask = Vec::with_capacity(u * longest);
-        for p in &unique {
-            let pad = longest - p.len();
-            ids.extend(std::iter::repeat_n(0i64, pad));
-            ids.extend(p.iter().map(|&t| t as i64));
-            mask.extend(std::iter::repeat_n(0i64, pad));
-            mask.extend(std::iter::repeat_n(1i64, p.len()));
-        }
+        let (ids, mask, _) = left_padded(&unique);
         let _g = tch::no_grad_guard();
         let ids = Tensor::from_slice(&ids)
             .view([u as i64, longest as i64])
@@ -495,6 +477,41 @@ struct Row {
     rng: SplitMix,
 }
 
+/// The distinct rows in first-seen order, and each row's index among them: rows that
+/// repeat (an RL group's prompt) share one slot.
+pub fn distinct_rows<'a, T: Eq + std::hash::Hash>(
+    rows: impl IntoIterator<Item = &'a [T]>,
+) -> (Vec<&'a [T]>, Vec<i64>) {
+    let mut first = std::collections::HashMap::new();
+    let mut distinct = Vec::new();
+    let slots = rows
+        .into_iter()
+        .map(|r| {
+            *first.entry(r).or_insert_with(|| {
+                distinct.push(r);
+                distinct.len() as i64 - 1
+            })
+        })
+        .collect();
+    (distinct, slots)
+}
+
+/// `rows` left-padded with id 0 to the longest (at least 1): the ids and a mask (1 on real
+/// tokens), each `rows.len() × width` row-major, and the width.
+pub fn left_padded<T: Copy + Into<i64>>(rows: &[&[T]]) -> (Vec<i64>, Vec<i64>, usize) {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+    let mut ids = Vec::with_capacity(rows.len() * width);
+    let mut mask = Vec::with_capacity(rows.len() * width);
+    for r in rows {
+        let pad = width - r.len();
+        ids.extend(std::iter::repeat_n(0i64, pad));
+        ids.extend(r.iter().map(|&t| t.into()));
+        mask.extend(std::iter::repeat_n(0i64, pad));
+        mask.extend(std::iter::repeat_n(1i64, r.len()));
+    }
+    (ids, mask, width)
+}
+
 /// How many of the most likely ids a draw without top-k or top-p sorts first.
 const SAMPLE_HEAD: usize = 256;
 
@@ -516,6 +533,8 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
         return;
     }
     let inv_t = 1.0 / s.temperature as f32;
+    // Most likely first; ties by id.
+    let by_logit = |a: &u32, b: &u32| l[*b as usize].total_cmp(&l[*a as usize]).then(a.cmp(b));
     if (s.top_k == 0 || s.top_k >= l.len()) && s.top_p >= 1.0 {
         // Nothing is cut: the draw walks the whole softmax from the most likely token down,
         // as below (so a seed picks the same token either way), but only the head of that
@@ -528,26 +547,26 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
             .collect();
         let total: f64 = exps.iter().sum();
         let mut u = rng.next_f64() * total;
-        let by_logit = |a: &u32, b: &u32| l[*b as usize].total_cmp(&l[*a as usize]).then(a.cmp(b));
         let mut idx: Vec<u32> = (0..l.len() as u32).collect();
         let head = SAMPLE_HEAD.min(idx.len());
         if head < idx.len() {
             idx.select_nth_unstable_by(head - 1, by_logit);
         }
         idx[..head].sort_unstable_by(by_logit);
-        for part in [0..head, head..idx.len()] {
-            if part.start == head {
-                idx[head..].sort_unstable_by(by_logit);
-            }
-            for &i in &idx[part] {
+        let mut walk = |ids: &[u32]| {
+            ids.iter().copied().find(|&i| {
                 u -= exps[i as usize];
-                if u <= 0.0 {
-                    out.push(i);
-                    return;
-                }
+                u <= 0.0
+            })
+        };
+        let picked = match walk(&idx[..head]) {
+            Some(i) => Some(i),
+            None => {
+                idx[head..].sort_unstable_by(by_logit);
+                walk(&idx[head..])
             }
-        }
-        out.push(*idx.last().unwrap_or(&0));
+        };
+        out.push(picked.unwrap_or_else(|| *idx.last().unwrap_or(&0)));
         return;
     }
     // Candidates sorted by logit, cut by top-k, then by top-p on the softmax.
@@ -561,7 +580,7 @@ fn sample_row(l: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut SplitMix, out
         idx.select_nth_unstable_by(k - 1, |&a, &b| l[b as usize].total_cmp(&l[a as usize]));
         idx.truncate(k);
     }
-    idx.sort_unstable_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]).then(a.cmp(&b)));
+    idx.sort_unstable_by(by_logit);
     let max = l[idx[0] as usize] * inv_t;
     let mut probs: Vec<f64> = idx
         .iter()

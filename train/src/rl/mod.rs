@@ -45,7 +45,9 @@ use quern_core::{Error, Result};
 use quern_eval::generation::{prompt_text, GenTask, Problem};
 use quern_models::chat::{Message, DEFAULT_TEMPLATE};
 use quern_models::config::ModelConfig;
-use quern_models::generate::{Finish, GenerateConfig, Generator, Sampling};
+use quern_models::generate::{
+    distinct_rows, left_padded, Finish, GenerateConfig, Generator, Sampling,
+};
 use quern_models::lora::AdapterRecord;
 use quern_models::store::{self, ModelMeta};
 use quern_models::transformer::{Extras, Param, ParamStore, Role, Transformer};
@@ -1217,28 +1219,9 @@ struct Batch {
 impl Batch {
     fn new(chunk: &[Seq], first: usize, adv: &[f32], dev: Device) -> Result<Batch> {
         let rows = chunk.len();
-        let mut distinct: HashMap<&[i64], i64> = HashMap::new();
-        let mut prompts: Vec<&[i64]> = Vec::new();
-        let which: Vec<i64> = chunk
-            .iter()
-            .map(|s| {
-                let p = &s.ids[..s.prompt_len];
-                *distinct.entry(p).or_insert_with(|| {
-                    prompts.push(p);
-                    prompts.len() as i64 - 1
-                })
-            })
-            .collect();
-        let p = prompts.iter().map(|x| x.len()).max().unwrap_or(1).max(1);
+        let (prompts, which) = distinct_rows(chunk.iter().map(|s| &s.ids[..s.prompt_len]));
+        let (ids, pmask, p) = left_padded(&prompts);
         let padded = prompts.iter().any(|x| x.len() != p);
-        let mut ids = Vec::with_capacity(prompts.len() * p);
-        let mut pmask = Vec::with_capacity(prompts.len() * p);
-        for x in &prompts {
-            ids.extend(std::iter::repeat_n(0i64, p - x.len()));
-            ids.extend_from_slice(x);
-            pmask.extend(std::iter::repeat_n(0i64, p - x.len()));
-            pmask.extend(std::iter::repeat_n(1i64, x.len()));
-        }
         let len = chunk
             .iter()
             .map(|s| s.completion_len)
